@@ -1,0 +1,21 @@
+"""Column names of the tables passed between rules (one place, so rules agree).
+
+Tile table (``results/tiles/{slide}.parquet``), one row per kept tissue tile:
+    slide_id  str    slide identifier from the sample sheet
+    x, y      int64  top-left corner in level-0 pixels
+    size      int64  tile side in level-0 pixels (square tiles)
+    row, col  int64  grid indices: x = col * stride, y = row * stride (origin 0, 0)
+    level     int64  pyramid level the pixels are read from
+    read_px   int64  tile side in pixels at that level (resized to ``tile_px`` if different)
+    tile_px   int64  tile side in pixels given to the model
+    tissue    float  fraction of the tile covered by the tissue mask
+Labelled tile table (``results/labels/{slide}.parquet``) adds:
+    iou       float  largest IoU of the tile with a ground-truth box
+    coverage  float  fraction of the tile inside the union of ground-truth boxes
+    label     int64  1 lesion, 0 background, -1 ignored (between the thresholds)
+Training tables add ``path`` (slide file), ``patient_id`` and ``fold``.
+"""
+
+TILE_COLUMNS = ["slide_id", "x", "y", "size", "row", "col", "level", "read_px", "tile_px", "tissue"]
+LABEL_COLUMNS = [*TILE_COLUMNS, "iou", "coverage", "label"]
+BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
