@@ -40,18 +40,17 @@ class Heatmap:
 
     def save(self, path: str | Path) -> None:
         """Write an ``.npz`` file atomically."""
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    prob=self.prob.astype(np.float32),
-                    slide_id=np.array(self.slide_id),
-                    geometry=np.array(
-                        [self.origin_x, self.origin_y, self.stride, self.tile_size, self.mpp],
-                        dtype=np.float64,
-                    ),
-                    ints=np.array([self.level, self.slide_width, self.slide_height], dtype=np.int64),
-                )
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez_compressed(
+                fh,
+                prob=self.prob.astype(np.float32),
+                slide_id=np.array(self.slide_id),
+                geometry=np.array(
+                    [self.origin_x, self.origin_y, self.stride, self.tile_size, self.mpp],
+                    dtype=np.float64,
+                ),
+                ints=np.array([self.level, self.slide_width, self.slide_height], dtype=np.int64),
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> Heatmap:

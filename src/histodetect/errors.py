@@ -1,0 +1,24 @@
+"""Errors about bad input, reported as one line that names the file and the cause."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad user input: a slide, a sample sheet, an annotation file or a config value."""
+
+    def __init__(self, source: object, cause: str) -> None:
+        self.source = str(source)
+        self.cause = cause
+        super().__init__(f"{self.source}: {cause}")
+
+
+class SlideError(InputError):
+    """A slide that cannot be read or has no usable resolution."""
+
+
+class AnnotationError(InputError):
+    """An annotation file that cannot be parsed or does not fit its slide."""
+
+
+class SplitError(InputError):
+    """A patient split or fold assignment that would leak or cannot be made."""

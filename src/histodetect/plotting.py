@@ -1,0 +1,171 @@
+"""Quick-look figures: slide overlays, ROC and FROC curves (Agg, no pyplot state)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from numpy.typing import ArrayLike
+
+from histodetect.heatmap import Heatmap
+from histodetect.io import atomic_path
+from histodetect.metrics import FROC_FPS
+
+MAX_WIDTH_PX = 1600
+DPI = 100
+PRED_COLOR = (1.0, 0.0, 0.0)
+GT_COLOR = (0.0, 0.8, 0.0)
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
+    """Render ``fig`` with Agg and write it atomically as PNG."""
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
+
+
+def _draw_boxes(
+    ax: Axes, df: pd.DataFrame, ds: float, color: tuple[float, ...], label: bool
+) -> None:
+    """Rectangles (level-0 boxes scaled by ``1 / ds``), optionally with score labels."""
+    for row in df.itertuples(index=False):
+        x1, y1, x2, y2 = (float(getattr(row, c)) / ds for c in ("x1", "y1", "x2", "y2"))
+        ax.add_patch(
+            Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=2.5)
+        )
+        score = getattr(row, "score", None)
+        if label and score is not None:
+            ax.text(
+                x1,
+                y1,
+                f"{float(score):.2f}",
+                color=color,
+                fontsize=8,
+                va="bottom",
+                ha="left",
+                bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "edgecolor": "none"},
+            )
+
+
+def overlay_png(
+    thumbnail: np.ndarray,
+    thumb_downsample: float,
+    path: str | os.PathLike[str],
+    heatmap: Heatmap | None = None,
+    pred_boxes: pd.DataFrame | None = None,
+    gt_boxes: pd.DataFrame | None = None,
+    tiles: pd.DataFrame | None = None,
+    tissue_mask: np.ndarray | None = None,
+    title: str = "",
+) -> None:
+    """Save a PNG of the slide thumbnail with heatmap, boxes, tiles and tissue outline.
+
+    Args:
+        thumbnail: RGB image ``(H, W, 3)`` uint8 of the whole slide.
+        thumb_downsample: Level-0 pixels per thumbnail pixel.
+        path: Output PNG path.
+        heatmap: Tile probabilities, blended with a colormap (NaN transparent).
+        pred_boxes: Predicted boxes (x1, y1, x2, y2, score), drawn red with scores.
+        gt_boxes: Ground-truth boxes, drawn green.
+        tiles: Tile table with x, y, size (level-0), drawn as thin outlines.
+        tissue_mask: Boolean mask spanning the thumbnail extent; its outline is drawn.
+        title: Figure title.
+    """
+    img = np.asarray(thumbnail)
+    h, w = img.shape[:2]
+    ds = float(thumb_downsample)
+    width_px = min(MAX_WIDTH_PX, max(w, 400))
+    title_px = 30 if title else 0
+    height_px = max(1, round(width_px * h / w)) + title_px
+    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1 - title_px / height_px))
+    ax.imshow(img, extent=(0, w, h, 0), interpolation="antialiased")
+    if heatmap is not None and heatmap.prob.size:
+        prob = np.ma.masked_invalid(np.asarray(heatmap.prob, dtype=np.float64))
+        rows, cols = prob.shape
+        off = (heatmap.tile_size - heatmap.stride) / 2
+        left = (heatmap.origin_x + off) / ds
+        top = (heatmap.origin_y + off) / ds
+        cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))
+        ax.imshow(
+            prob,
+            cmap=cmap,
+            vmin=0,
+            vmax=1,
+            alpha=0.45,
+            interpolation="nearest",
+            extent=(left, left + cols * heatmap.stride / ds, top + rows * heatmap.stride / ds, top),
+        )
+    if tiles is not None and len(tiles):
+        x = tiles["x"].to_numpy(dtype=np.float64) / ds
+        y = tiles["y"].to_numpy(dtype=np.float64) / ds
+        s = tiles["size"].to_numpy(dtype=np.float64) / ds
+        verts = np.stack([np.c_[x, y], np.c_[x + s, y], np.c_[x + s, y + s], np.c_[x, y + s]], 1)
+        ax.add_collection(
+            PolyCollection(verts, facecolors="none", edgecolors=(0.2, 0.4, 1.0), linewidths=0.3)
+        )
+    if tissue_mask is not None and np.asarray(tissue_mask).any():
+        mask = np.asarray(tissue_mask, dtype=np.float64)
+        mh, mw = mask.shape
+        gx = (np.arange(mw) + 0.5) * w / mw
+        gy = (np.arange(mh) + 0.5) * h / mh
+        ax.contour(gx, gy, mask, levels=[0.5], colors=[(0.1, 0.3, 0.9)], linewidths=1.0)
+    if gt_boxes is not None:
+        _draw_boxes(ax, gt_boxes, ds, GT_COLOR, label=False)
+    if pred_boxes is not None:
+        _draw_boxes(ax, pred_boxes, ds, PRED_COLOR, label=True)
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_axis_off()
+    if title:
+        fig.suptitle(title, fontsize=10, y=1 - 0.5 * title_px / height_px, va="center")
+    _save(fig, path)
+
+
+def roc_png(y_true: ArrayLike, y_score: ArrayLike, path: str | os.PathLike[str]) -> None:
+    """Save the ROC curve of tile scores (with AUC) as PNG."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    t = np.asarray(y_true).astype(np.int64).reshape(-1)
+    s = np.asarray(y_score, dtype=np.float64).reshape(-1)
+    fig = Figure(figsize=(5, 5), dpi=DPI)
+    ax = fig.add_subplot()
+    if len(np.unique(t)) == 2:
+        fpr, tpr, _ = roc_curve(t, s)
+        ax.plot(fpr, tpr, color="tab:blue", label=f"AUC = {roc_auc_score(t, s):.3f}")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "single class: no ROC", ha="center", va="center")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
+    ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate")
+    ax.set_title("ROC (tiles)")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def froc_png(fps: ArrayLike, sens: ArrayLike, path: str | os.PathLike[str]) -> None:
+    """Save an FROC curve (sensitivity vs average false positives per slide) as PNG."""
+    x = np.asarray(fps, dtype=np.float64)
+    y = np.asarray(sens, dtype=np.float64)
+    fig = Figure(figsize=(6, 4.5), dpi=DPI)
+    ax = fig.add_subplot()
+    xmax = max(8.5, float(x.max()) if x.size else 0.0)
+    if x.size:
+        ux = np.unique(x)
+        uy = np.array([y[x == v].max() for v in ux])
+        ax.plot(np.r_[ux, xmax], np.r_[uy, uy[-1]], color="tab:red", linewidth=1.5)
+        ax.plot(FROC_FPS, np.interp(FROC_FPS, ux, uy), "o", color="black", markersize=4)
+    ax.set(xlabel="Average false positives per slide", ylabel="Sensitivity", ylim=(0, 1.02))
+    ax.set_xlim(0, xmax)
+    ax.set_xticks([0, 1, 2, 4, 8])
+    ax.grid(True, alpha=0.3)
+    ax.set_title("FROC")
+    fig.tight_layout()
+    _save(fig, path)

@@ -1,0 +1,77 @@
+"""Patient-level train/test splits and folds, with leakage refused in code."""
+
+from __future__ import annotations
+
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from histodetect.errors import SplitError
+
+
+def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split") -> None:
+    """Raise :class:`SplitError` if any patient has slides in two values of column ``by``."""
+    per_patient = table.groupby("patient_id")[by].nunique()
+    leaked = per_patient[per_patient > 1]
+    if len(leaked):
+        raise SplitError(source, f"patient(s) {', '.join(map(str, leaked.index[:5]))} fall in more than one {by}")
+
+
+def _strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
+    """Stratum of each slide: lesion present (and centre, when the sheet has one)."""
+    y = samples.slide_id.isin(positive).astype(int).astype(str)
+    if extra and extra in samples.columns:
+        y = y + "|" + samples[extra].astype(str)
+    return y
+
+
+def split_patients(
+    samples: pd.DataFrame,
+    positive_slides: set[str],
+    *,
+    test_fraction: float,
+    seed: int,
+    stratify_by: str | None = "centre",
+) -> pd.DataFrame:
+    """Split slides into ``train``/``test`` by patient, stratified by lesion presence.
+
+    Returns ``samples`` with a ``split`` column. Every patient lands wholly on one side.
+    """
+    if not 0 < test_fraction < 1:
+        raise SplitError("config", f"test_fraction must be in (0, 1), got {test_fraction}")
+    n_patients = samples.patient_id.nunique()
+    n_splits = max(2, round(1 / test_fraction))
+    if n_patients < n_splits:
+        raise SplitError("sample sheet", f"{n_patients} patients cannot be split with test_fraction={test_fraction}")
+    y = _strata(samples, positive_slides, stratify_by)
+    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, test_idx = next(cv.split(samples, y, groups=samples.patient_id))
+    out = samples.copy()
+    out["split"] = "train"
+    out.iloc[test_idx, out.columns.get_loc("split")] = "test"
+    assert_patients_disjoint(out, "split")
+    return out
+
+
+def make_folds(train: pd.DataFrame, positive_slides: set[str], *, k: int, seed: int) -> pd.DataFrame:
+    """Assign training slides to ``k`` folds by patient (StratifiedGroupKFold).
+
+    Raises:
+        SplitError: if ``k`` exceeds the number of patients with a lesion (some fold would have
+            no positive validation patient) or the folds would share a patient.
+    """
+    pos_patients = train.loc[train.slide_id.isin(positive_slides), "patient_id"].nunique()
+    if k < 2:
+        raise SplitError("config", f"folds must be >= 2, got {k}")
+    if k > pos_patients:
+        raise SplitError("sample sheet", f"folds={k} exceeds the {pos_patients} training patient(s) with a lesion")
+    y = train.slide_id.isin(positive_slides).astype(int)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    out = train.copy()
+    out["fold"] = -1
+    for fold, (_, idx) in enumerate(cv.split(train, y, groups=train.patient_id)):
+        out.iloc[idx, out.columns.get_loc("fold")] = fold
+    assert_patients_disjoint(out, "fold")
+    for fold in range(k):
+        if not out.loc[out.fold == fold, "slide_id"].isin(positive_slides).any():
+            raise SplitError("sample sheet", f"fold {fold} has no patient with a lesion; use fewer folds")
+    return out

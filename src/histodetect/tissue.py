@@ -1,0 +1,93 @@
+"""Tissue masks on a thumbnail: pyFAST ``TissueSegmentation`` or Otsu thresholding."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+
+@dataclass(frozen=True)
+class TissueSettings:
+    """How to find tissue. ``method`` is ``"fast"`` (pyFAST colour threshold) or ``"otsu"``."""
+
+    method: str = "fast"
+    mpp: float = 8.0
+    """Resolution of the thumbnail the mask is computed on, um/px."""
+    threshold: int = 85
+    """pyFAST: minimum colour distance from white (0-255) for a pixel to be tissue."""
+    dilation_um: float = 24.0
+    erosion_um: float = 24.0
+    min_region_um2: float = 20000.0
+    """Connected tissue pieces smaller than this are dropped (dust, pen dots)."""
+
+
+def tissue_mask(thumb: np.ndarray, settings: TissueSettings) -> np.ndarray:
+    """Boolean tissue mask of an RGB thumbnail taken at ``settings.mpp`` um/px."""
+    if settings.method == "fast":
+        mask = _fast_mask(thumb, settings)
+    elif settings.method == "otsu":
+        mask = _otsu_mask(thumb, settings)
+    else:
+        raise ValueError(f"unknown tissue method {settings.method!r}; use 'fast' or 'otsu'")
+    return _drop_small(mask, settings)
+
+
+def _odd_px(um: float, mpp: float) -> int:
+    px = max(1, round(um / mpp))
+    return px if px % 2 else px + 1
+
+
+def _fast_mask(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
+    os.environ.setdefault("FAST_DISABLE_LOGGING", "1")
+    import fast  # imported lazily: it prints a banner and starts OpenCL
+
+    img = fast.Image.createFromArray(np.ascontiguousarray(thumb[..., :3], dtype=np.uint8))
+    img.setSpacing([s.mpp / 1000.0, s.mpp / 1000.0, 1.0])
+    seg = fast.TissueSegmentation.create(
+        useColorThresholdingMethod=True,
+        threshold=s.threshold,
+        dilationSize=_odd_px(s.dilation_um, s.mpp),
+        erosionSize=_odd_px(s.erosion_um, s.mpp),
+    )
+    seg.setInputData(img)
+    out = np.asarray(seg.runAndGetOutputData())
+    return out.reshape(out.shape[0], out.shape[1]) > 0
+
+
+def _otsu_mask(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
+    rgb = thumb[..., :3].astype(np.float32)
+    # Saturation separates stained tissue from grey/white glass better than intensity.
+    sat = rgb.max(axis=2) - rgb.min(axis=2)
+    dark = 255.0 - rgb.mean(axis=2)
+    score = np.maximum(sat, dark)
+    mask = score > otsu_threshold(score)
+    dil, ero = _odd_px(s.dilation_um, s.mpp), _odd_px(s.erosion_um, s.mpp)
+    mask = ndimage.binary_dilation(mask, structure=np.ones((dil, dil), bool))
+    mask = ndimage.binary_erosion(mask, structure=np.ones((ero, ero), bool), border_value=1)
+    return ndimage.binary_fill_holes(mask)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of an array of values (between-class variance maximised)."""
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(centres[int(np.argmax(between))])
+
+
+def _drop_small(mask: np.ndarray, s: TissueSettings) -> np.ndarray:
+    min_px = s.min_region_um2 / (s.mpp * s.mpp)
+    if min_px <= 1 or not mask.any():
+        return mask
+    labels, n = ndimage.label(mask)
+    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = sizes >= min_px
+    return keep[labels]

@@ -1,0 +1,31 @@
+rule boxes_from_heatmap:
+    input:
+        heatmap="results/heatmaps/{slide}.npz",
+        summary="results/tiles/{slide}.json",
+        sheet=SAMPLE_SHEET,
+        annotations=ANNOTATIONS,
+    output:
+        boxes="results/boxes/{slide}.csv",
+        geojson="results/boxes/{slide}.geojson",
+        overlay=report(
+            "results/overlays/{slide}.png",
+            caption="../report/overlay.rst",
+            category="Detection",
+            subcategory="Slides",
+            labels={"slide": "{slide}"},
+        ),
+    params:
+        path=slide_path,
+        boxes=config["boxes"],
+        thumb_mpp=config["tiling"]["tissue"]["mpp"],
+    log:
+        "logs/boxes_from_heatmap/{slide}.log",
+    benchmark:
+        "benchmarks/boxes_from_heatmap/{slide}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/boxes_from_heatmap.py"

@@ -1,0 +1,21 @@
+rule label_tiles:
+    input:
+        tiles="results/tiles/{slide}.parquet",
+        summary="results/tiles/{slide}.json",
+        sheet=SAMPLE_SHEET,
+        annotations=ANNOTATIONS,
+    output:
+        "results/labels/{slide}.parquet",
+    params:
+        labels=config["labels"],
+    log:
+        "logs/label_tiles/{slide}.log",
+    benchmark:
+        "benchmarks/label_tiles/{slide}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/label_tiles.py"

@@ -1,0 +1,44 @@
+rule tile_slide:
+    input:
+        slide=slide_path,
+    output:
+        tiles="results/tiles/{slide}.parquet",
+        summary="results/tiles/{slide}.json",
+        qc=report(
+            "results/qc/{slide}.png",
+            caption="../report/tile_qc.rst",
+            category="Tiling",
+            subcategory="Tissue and tiles",
+            labels={"slide": "{slide}"},
+        ),
+    params:
+        tiling=config["tiling"],
+        mpp=slide_mpp_override,
+    log:
+        "logs/tile_slide/{slide}.log",
+    benchmark:
+        "benchmarks/tile_slide/{slide}.tsv"
+    threads: 1
+    resources:
+        mem_mb=3000,
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/tile_slide.py"
+
+
+rule tiling_summary:
+    input:
+        expand("results/tiles/{slide}.json", slide=SLIDES),
+    output:
+        report(
+            "results/qc/tiling_summary.tsv",
+            caption="../report/tiling_summary.rst",
+            category="Tiling",
+        ),
+    log:
+        "logs/tiling_summary.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/tiling_summary.py"

@@ -1,0 +1,42 @@
+rule train_fold:
+    input:
+        train="results/folds/fold_{fold}/train.parquet",
+        val="results/folds/fold_{fold}/val.parquet",
+    output:
+        model="results/models/fold_{fold}/model.pt",
+        metrics="results/models/fold_{fold}/metrics.json",
+    params:
+        train={**config["train"], "seed": config["seed"]},
+        fold=lambda wc: int(wc.fold),
+        mlflow_uri=config["mlflow"]["uri"],
+        experiment=config["mlflow"]["experiment"],
+        tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
+    log:
+        "logs/train_fold/fold_{fold}.log",
+    benchmark:
+        "benchmarks/train_fold/fold_{fold}.tsv"
+    threads: max(1, workflow.cores)
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/train_fold.py"
+
+
+rule fold_summary:
+    input:
+        expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
+    output:
+        report(
+            "results/models/summary.tsv",
+            caption="../report/fold_summary.rst",
+            category="Training",
+        ),
+    log:
+        "logs/fold_summary.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/fold_summary.py"
