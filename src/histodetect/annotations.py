@@ -29,12 +29,16 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
     try:
         df = pd.read_csv(path, dtype={"filename": str})
     except pd.errors.EmptyDataError:
-        raise AnnotationError(path, "file is empty (expected a header filename,x1,x2,y1,y2)") from None
+        raise AnnotationError(
+            path, "file is empty (expected a header filename,x1,x2,y1,y2)"
+        ) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise AnnotationError(path, f"not a readable CSV ({err})") from None
     missing = [c for c in DIGILUT_COLUMNS if c not in df.columns]
     if missing:
-        raise AnnotationError(path, f"missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}")
+        raise AnnotationError(
+            path, f"missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}"
+        )
     coords = ["x1", "x2", "y1", "y2"] + [c for c in ("max_x", "max_y") if c in df.columns]
     values = df[coords].apply(pd.to_numeric, errors="coerce")
     for i in range(len(df)):
@@ -44,15 +48,23 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
             raise AnnotationError(path, f"row {row}: slide {name!r} is not in the sample sheet")
         bad = [c for c in coords if not np.isfinite(values.at[i, c])]
         if bad:
-            raise AnnotationError(path, f"row {row}: {', '.join(bad)} not a number ({df.loc[i, bad].tolist()})")
+            raise AnnotationError(
+                path, f"row {row}: {', '.join(bad)} not a number ({df.loc[i, bad].tolist()})"
+            )
         x1, x2, y1, y2 = (values.at[i, c] for c in ("x1", "x2", "y1", "y2"))
         if x1 >= x2 or y1 >= y2:
-            raise AnnotationError(path, f"row {row}: empty box (need x1 < x2 and y1 < y2, got x1={x1}, x2={x2}, y1={y1}, y2={y2})")
+            raise AnnotationError(
+                path,
+                f"row {row}: empty box (need x1 < x2 and y1 < y2, got x1={x1}, x2={x2}, y1={y1}, y2={y2})",
+            )
         if min(x1, y1) < 0:
             raise AnnotationError(path, f"row {row}: negative coordinate")
         for hi, lim in (("x2", "max_x"), ("y2", "max_y")):  # each bound column is optional
             if lim in values and values.at[i, hi] > values.at[i, lim]:
-                raise AnnotationError(path, f"row {row}: box outside the slide ({hi}={values.at[i, hi]} > {lim}={values.at[i, lim]})")
+                raise AnnotationError(
+                    path,
+                    f"row {row}: box outside the slide ({hi}={values.at[i, hi]} > {lim}={values.at[i, lim]})",
+                )
     return pd.DataFrame(
         {
             "slide_id": [slide_ids[n] for n in df["filename"]],

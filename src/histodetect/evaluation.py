@@ -44,7 +44,9 @@ def evaluate_cohort(
     ``outputs`` has attributes ``metrics``, ``per_slide``, ``table``, ``submission``, ``froc``
     and ``roc`` (Snakemake's output object or any namespace).
     """
-    pred = pd.concat([pd.read_csv(p, dtype={"slide_id": str}) for p in box_paths], ignore_index=True)
+    pred = pd.concat(
+        [pd.read_csv(p, dtype={"slide_id": str}) for p in box_paths], ignore_index=True
+    )
     slides = [Path(p).stem for p in box_paths]
     per_slide, summary = detection_report(pred, truth, slides, beta=beta, thr=giou)
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
@@ -75,7 +77,9 @@ def evaluate_cohort(
 
 def metrics_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per metric: the detection scores, FROC points and patch metrics."""
-    rows = [(k, summary[k]) for k in ("n_slides", "mean_f2", "precision", "recall", "ap50", "froc_mean")]
+    rows = [
+        (k, summary[k]) for k in ("n_slides", "mean_f2", "precision", "recall", "ap50", "froc_mean")
+    ]
     rows += [(f"froc@{k}", v) for k, v in summary["froc"].items()]
     rows += [(f"patch_{k}", v) for k, v in summary["patch"].items()]
     return pd.DataFrame(rows, columns=["metric", "value"])
@@ -87,7 +91,9 @@ def summarise_folds(paths: Sequence[str]) -> pd.DataFrame:
     for p in paths:
         m = json.loads(Path(p).read_text())
         flat = {k: v for k, v in m.items() if isinstance(v, int | float)}
-        flat.update({f"val_{k}": v for k, v in m.get("val", {}).items() if isinstance(v, int | float)})
+        flat.update(
+            {f"val_{k}": v for k, v in m.get("val", {}).items() if isinstance(v, int | float)}
+        )
         rows.append({"fold": Path(p).parent.name, **flat})
     table = pd.DataFrame(rows)
     numeric = table.drop(columns="fold")

@@ -11,32 +11,35 @@ from typing import Any
 from histodetect.errors import InputError
 
 log = logging.getLogger("histodetect")
-
-
-def setup_logging(log_path: str | None) -> None:
-    """Send the package's log records to the rule's log file (and stderr)."""
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
-    if log_path:
-        handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 @contextlib.contextmanager
 def rule_context(snakemake: Any) -> Iterator[None]:
-    """Run a rule body: log to ``snakemake.log[0]``; bad input ends in one clear line.
+    """Run a rule body with its output going to ``snakemake.log[0]``.
 
-    Any :class:`InputError` is written as ``ERROR <rule>: <file>: <cause>`` to the log and
-    stderr and the job exits with status 1, without a traceback.
+    Log records and whatever the body writes to stderr (progress bars, warnings) go to the
+    log file; warnings and errors also reach the console. An :class:`InputError` ends the job
+    with one line, ``<rule>: <file>: <cause>``, and exit status 1, without a traceback.
     """
-    log_path = snakemake.log[0] if len(snakemake.log) else None
-    setup_logging(log_path)
+    console = logging.StreamHandler(sys.__stderr__)
+    console.setLevel(logging.WARNING)
+    handlers: list[logging.Handler] = [console]
+    stream = None
+    if len(snakemake.log):
+        stream = open(snakemake.log[0], "w", buffering=1)  # noqa: SIM115
+        handlers.append(logging.StreamHandler(stream))
+    logging.basicConfig(level=logging.INFO, format=FORMAT, handlers=handlers, force=True)
+    saved = sys.stderr
+    if stream is not None:
+        sys.stderr = stream
     try:
         yield
     except InputError as err:
         log.error("%s: %s", snakemake.rule, err)
         raise SystemExit(1) from None
+    finally:
+        sys.stderr = saved
+        logging.getLogger().handlers.clear()
+        if stream is not None:
+            stream.close()

@@ -46,9 +46,13 @@ def slide_mpp(slide: openslide.OpenSlide, path: str | Path, override: float | No
     mpp_x = props.get(openslide.PROPERTY_NAME_MPP_X)
     mpp_y = props.get(openslide.PROPERTY_NAME_MPP_Y)
     if mpp_x is None or float(mpp_x) <= 0:
-        raise SlideError(path, "no mpp in the slide metadata; set the 'mpp' column of the sample sheet")
+        raise SlideError(
+            path, "no mpp in the slide metadata; set the 'mpp' column of the sample sheet"
+        )
     if mpp_y is not None and abs(float(mpp_y) - float(mpp_x)) > MPP_TOLERANCE * float(mpp_x):
-        raise SlideError(path, f"non-square pixels (mpp-x {mpp_x}, mpp-y {mpp_y}) are not supported")
+        raise SlideError(
+            path, f"non-square pixels (mpp-x {mpp_x}, mpp-y {mpp_y}) are not supported"
+        )
     return float(mpp_x)
 
 
@@ -90,7 +94,9 @@ def choose_level(
     return LevelChoice(level, ds, size0, read_px, tile_px)
 
 
-def read_thumbnail(slide: openslide.OpenSlide, mpp0: float, thumb_mpp: float) -> tuple[np.ndarray, float]:
+def read_thumbnail(
+    slide: openslide.OpenSlide, mpp0: float, thumb_mpp: float
+) -> tuple[np.ndarray, float]:
     """RGB image of the whole slide at about ``thumb_mpp`` um/px, read in strips.
 
     Returns the image and its downsample relative to level 0. Memory stays bounded by one strip

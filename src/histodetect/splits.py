@@ -13,7 +13,9 @@ def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split"
     per_patient = table.groupby("patient_id")[by].nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
-        raise SplitError(source, f"patient(s) {', '.join(map(str, leaked.index[:5]))} fall in more than one {by}")
+        raise SplitError(
+            source, f"patient(s) {', '.join(map(str, leaked.index[:5]))} fall in more than one {by}"
+        )
 
 
 def _strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
@@ -41,7 +43,10 @@ def split_patients(
     n_patients = samples.patient_id.nunique()
     n_splits = max(2, round(1 / test_fraction))
     if n_patients < n_splits:
-        raise SplitError("sample sheet", f"{n_patients} patients cannot be split with test_fraction={test_fraction}")
+        raise SplitError(
+            "sample sheet",
+            f"{n_patients} patients cannot be split with test_fraction={test_fraction}",
+        )
     y = _strata(samples, positive_slides, stratify_by)
     cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, test_idx = next(cv.split(samples, y, groups=samples.patient_id))
@@ -52,7 +57,9 @@ def split_patients(
     return out
 
 
-def make_folds(train: pd.DataFrame, positive_slides: set[str], *, k: int, seed: int) -> pd.DataFrame:
+def make_folds(
+    train: pd.DataFrame, positive_slides: set[str], *, k: int, seed: int
+) -> pd.DataFrame:
     """Assign training slides to ``k`` folds by patient (StratifiedGroupKFold).
 
     Raises:
@@ -63,7 +70,10 @@ def make_folds(train: pd.DataFrame, positive_slides: set[str], *, k: int, seed: 
     if k < 2:
         raise SplitError("config", f"folds must be >= 2, got {k}")
     if k > pos_patients:
-        raise SplitError("sample sheet", f"folds={k} exceeds the {pos_patients} training patient(s) with a lesion")
+        raise SplitError(
+            "sample sheet",
+            f"folds={k} exceeds the {pos_patients} training patient(s) with a lesion",
+        )
     y = train.slide_id.isin(positive_slides).astype(int)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     out = train.copy()
@@ -73,5 +83,7 @@ def make_folds(train: pd.DataFrame, positive_slides: set[str], *, k: int, seed: 
     assert_patients_disjoint(out, "fold")
     for fold in range(k):
         if not out.loc[out.fold == fold, "slide_id"].isin(positive_slides).any():
-            raise SplitError("sample sheet", f"fold {fold} has no patient with a lesion; use fewer folds")
+            raise SplitError(
+                "sample sheet", f"fold {fold} has no patient with a lesion; use fewer folds"
+            )
     return out

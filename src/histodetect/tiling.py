@@ -41,7 +41,9 @@ class TiledSlide:
     summary: dict[str, object]
 
 
-def tile_fractions(mask: np.ndarray, x: np.ndarray, y: np.ndarray, size: float, ds: float) -> np.ndarray:
+def tile_fractions(
+    mask: np.ndarray, x: np.ndarray, y: np.ndarray, size: float, ds: float
+) -> np.ndarray:
     """Fraction of each level-0 square ``(x, y, size)`` covered by ``mask`` (at downsample ``ds``).
 
     Uses a summed-area table, so it costs O(mask + tiles) whatever the tile count.
@@ -123,7 +125,13 @@ def tile_slide(
     if tiles.empty:
         log.warning("%s: no tissue tiles found (tissue %.2f mm2)", path, tissue_mm2)
     else:
-        log.info("%s: %d tiles at level %d (%.3f um/px read)", slide_id, len(tiles), choice.level, mpp0 * choice.downsample)
+        log.info(
+            "%s: %d tiles at level %d (%.3f um/px read)",
+            slide_id,
+            len(tiles),
+            choice.level,
+            mpp0 * choice.downsample,
+        )
     return TiledSlide(tiles, thumb, ds, mask, summary)
 
 

@@ -48,7 +48,12 @@ def test_full_run_writes_every_output(small_run: Path) -> None:
     split = pd.read_csv(res / "splits" / "split.tsv", sep="\t")
     test_slides = split.loc[split.split == "test", "slide_id"].tolist()
     for slide in test_slides:
-        for path in (f"boxes/{slide}.csv", f"boxes/{slide}.geojson", f"overlays/{slide}.png", f"heatmaps/{slide}.npz"):
+        for path in (
+            f"boxes/{slide}.csv",
+            f"boxes/{slide}.geojson",
+            f"overlays/{slide}.png",
+            f"heatmaps/{slide}.npz",
+        ):
             assert (res / path).stat().st_size > 0, path
     for fold in range(folds):
         assert (res / "models" / f"fold_{fold}" / "model.pt").exists()

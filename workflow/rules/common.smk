@@ -19,14 +19,18 @@ if DEMO:
     samples = pd.DataFrame(
         [
             (s.slide_id, s.patient_id, f"results/demo/slides/{s.slide_id}.tiff")
-            for s in plan_cohort(**{k: v for k, v in config["demo"].items() if k != "enabled"})
+            for s in plan_cohort(
+                **{k: v for k, v in config["demo"].items() if k != "enabled"}
+            )
         ],
         columns=["slide_id", "patient_id", "path"],
     )
 else:
     SAMPLE_SHEET = config["samples"]
     ANNOTATIONS = config["annotations"]
-    samples = pd.read_csv(SAMPLE_SHEET, sep="\t", dtype={"slide_id": str, "patient_id": str})
+    samples = pd.read_csv(
+        SAMPLE_SHEET, sep="\t", dtype={"slide_id": str, "patient_id": str}
+    )
 validate(samples, "../schemas/samples.schema.yaml")
 _dupes = samples.slide_id[samples.slide_id.duplicated()].unique()
 if len(_dupes):
@@ -57,7 +61,9 @@ def fold_models(wildcards=None):
 
 def test_slides():
     """Slides of the held-out patients (known once split_patients has run)."""
-    split = pd.read_csv(checkpoints.split_patients.get().output.split, sep="\t", dtype=str)
+    split = pd.read_csv(
+        checkpoints.split_patients.get().output.split, sep="\t", dtype=str
+    )
     return list(split.loc[split.split == "test", "slide_id"])
 
 

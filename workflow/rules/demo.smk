@@ -3,16 +3,16 @@ rule make_demo_cohort:
         samples="results/demo/samples.tsv",
         annotations="results/demo/annotations.csv",
         slides=expand("results/demo/slides/{slide}.tiff", slide=SLIDES),
-    params:
-        demo={k: v for k, v in config["demo"].items() if k != "enabled"},
     log:
         "logs/make_demo_cohort.log",
     benchmark:
         "benchmarks/make_demo_cohort.tsv"
+    conda:
+        "../../envs/tiling.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/tiling.yaml"
+    params:
+        demo={k: v for k, v in config["demo"].items() if k != "enabled"},
     script:
         "../scripts/make_demo_cohort.py"

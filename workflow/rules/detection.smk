@@ -14,18 +14,18 @@ rule boxes_from_heatmap:
             subcategory="Slides",
             labels={"slide": "{slide}"},
         ),
-    params:
-        path=slide_path,
-        boxes=config["boxes"],
-        thumb_mpp=config["tiling"]["tissue"]["mpp"],
     log:
         "logs/boxes_from_heatmap/{slide}.log",
     benchmark:
         "benchmarks/boxes_from_heatmap/{slide}.tsv"
+    conda:
+        "../../envs/tiling.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/tiling.yaml"
+    params:
+        path=slide_path,
+        boxes=config["boxes"],
+        thumb_mpp=config["tiling"]["tissue"]["mpp"],
     script:
         "../scripts/boxes_from_heatmap.py"

@@ -13,16 +13,24 @@ rule evaluate:
             category="Metrics",
         ),
         table=report(
-            "results/metrics/metrics.tsv", caption="../report/metrics.rst", category="Metrics"
+            "results/metrics/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Metrics",
         ),
         submission="results/metrics/submission.csv",
-        froc=report("results/metrics/froc.png", caption="../report/froc.rst", category="Metrics"),
-        roc=report("results/metrics/roc.png", caption="../report/roc.rst", category="Metrics"),
-    params:
-        evaluate=config["evaluate"],
+        froc=report(
+            "results/metrics/froc.png",
+            caption="../report/froc.rst",
+            category="Metrics",
+        ),
+        roc=report(
+            "results/metrics/roc.png", caption="../report/roc.rst", category="Metrics"
+        ),
     log:
         "logs/evaluate.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        evaluate=config["evaluate"],
     script:
         "../scripts/evaluate.py"

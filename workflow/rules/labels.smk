@@ -6,16 +6,16 @@ rule label_tiles:
         annotations=ANNOTATIONS,
     output:
         "results/labels/{slide}.parquet",
-    params:
-        labels=config["labels"],
     log:
         "logs/label_tiles/{slide}.log",
     benchmark:
         "benchmarks/label_tiles/{slide}.tsv"
+    conda:
+        "../../envs/tiling.yaml"
     threads: 1
     resources:
         mem_mb=2000,
-    conda:
-        "../../envs/tiling.yaml"
+    params:
+        labels=config["labels"],
     script:
         "../scripts/label_tiles.py"

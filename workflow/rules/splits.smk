@@ -4,13 +4,13 @@ checkpoint split_patients:
         annotations=ANNOTATIONS,
     output:
         split="results/splits/split.tsv",
-    params:
-        split=config["split"],
-        seed=config["seed"],
     log:
         "logs/split_patients.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        split=config["split"],
+        seed=config["seed"],
     script:
         "../scripts/split_patients.py"
 
@@ -21,13 +21,13 @@ rule make_folds:
         annotations=ANNOTATIONS,
     output:
         "results/splits/folds.tsv",
-    params:
-        folds=config["folds"],
-        seed=config["seed"],
     log:
         "logs/make_folds.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        folds=config["folds"],
+        seed=config["seed"],
     script:
         "../scripts/make_folds.py"
 
@@ -39,13 +39,13 @@ rule undersample:
     output:
         train="results/folds/fold_{fold}/train.parquet",
         val="results/folds/fold_{fold}/val.parquet",
-    params:
-        fold=lambda wc: int(wc.fold),
-        sampling=config["sampling"],
-        seed=config["seed"],
     log:
         "logs/undersample/fold_{fold}.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        fold=lambda wc: int(wc.fold),
+        sampling=config["sampling"],
+        seed=config["seed"],
     script:
         "../scripts/undersample.py"

@@ -11,18 +11,18 @@ rule tile_slide:
             subcategory="Tissue and tiles",
             labels={"slide": "{slide}"},
         ),
-    params:
-        tiling=config["tiling"],
-        mpp=slide_mpp_override,
     log:
         "logs/tile_slide/{slide}.log",
     benchmark:
         "benchmarks/tile_slide/{slide}.tsv"
+    conda:
+        "../../envs/tiling.yaml"
     threads: 1
     resources:
         mem_mb=3000,
-    conda:
-        "../../envs/tiling.yaml"
+    params:
+        tiling=config["tiling"],
+        mpp=slide_mpp_override,
     script:
         "../scripts/tile_slide.py"
 

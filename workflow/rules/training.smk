@@ -5,22 +5,22 @@ rule train_fold:
     output:
         model="results/models/fold_{fold}/model.pt",
         metrics="results/models/fold_{fold}/metrics.json",
+    log:
+        "logs/train_fold/fold_{fold}.log",
+    benchmark:
+        "benchmarks/train_fold/fold_{fold}.tsv"
+    conda:
+        "../../envs/torch.yaml"
+    threads: max(1, workflow.cores)
+    resources:
+        mem_mb=8000,
+        runtime=240,
     params:
         train={**config["train"], "seed": config["seed"]},
         fold=lambda wc: int(wc.fold),
         mlflow_uri=config["mlflow"]["uri"],
         experiment=config["mlflow"]["experiment"],
         tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
-    log:
-        "logs/train_fold/fold_{fold}.log",
-    benchmark:
-        "benchmarks/train_fold/fold_{fold}.tsv"
-    threads: max(1, workflow.cores)
-    resources:
-        mem_mb=8000,
-        runtime=240,
-    conda:
-        "../../envs/torch.yaml"
     script:
         "../scripts/train_fold.py"
 

@@ -1,0 +1,138 @@
+"""Ensemble tile inference (one read of the tiles, every fold model per batch) and heatmaps."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from histodetect.data import d4_transforms, make_loader, prepare_batch, slide_order
+from histodetect.heatmap import Heatmap
+from histodetect.model import load_model, resolve_device
+
+log = logging.getLogger(__name__)
+REDUCERS = ("mean", "median", "max")
+
+
+def load_ensemble(
+    model_paths: list[Path], device: torch.device
+) -> tuple[list[nn.Module], dict[str, Any]]:
+    """Load fold models and check that they share ``tile_px`` and normalisation."""
+    if not model_paths:
+        raise ValueError("no model files given")
+    models, metas = zip(*(load_model(p, device) for p in model_paths), strict=True)
+    ref = metas[0]
+    for path, meta in zip(model_paths, metas, strict=True):
+        for key in ("tile_px", "mean", "std"):
+            if list(np.atleast_1d(meta[key])) != list(np.atleast_1d(ref[key])):
+                raise ValueError(
+                    f"{path} has {key}={meta[key]} but {model_paths[0]} has {ref[key]}: "
+                    "ensemble models must share tile_px and normalisation"
+                )
+    return list(models), ref
+
+
+def predict_tiles(
+    tiles_df: pd.DataFrame,
+    model_paths: list[Path],
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    tta: bool = False,
+    reduce: str = "mean",
+    device: str = "auto",
+) -> np.ndarray:
+    """Ensemble lesion probability of each tile, in the order of ``tiles_df``.
+
+    Tiles are read once, grouped by slide; every model scores each batch. With ``tta`` the
+    8 D4 symmetries are applied on the device and their sigmoid probabilities averaged per
+    model; the models are then combined with ``reduce`` (mean, median or max).
+    """
+    if reduce not in REDUCERS:
+        raise ValueError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
+    dev = resolve_device(device)
+    models, meta = load_ensemble([Path(p) for p in model_paths], dev)
+    tile_px = set(tiles_df["tile_px"].unique().tolist())
+    if tile_px - {meta["tile_px"]}:
+        raise ValueError(
+            f"tiles have tile_px {sorted(tile_px)} but models expect {meta['tile_px']}"
+        )
+    order = slide_order(tiles_df)
+    loader = make_loader(tiles_df.iloc[order], batch_size, num_workers, False, 0)
+    cuda = dev.type == "cuda"
+    if cuda:
+        models = [m.to(memory_format=torch.channels_last) for m in models]
+    transforms = d4_transforms() if tta else d4_transforms()[:1]
+    out = np.empty(len(tiles_df), np.float32)
+    start = 0
+    norm = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+    with torch.inference_mode():
+        for images, _ in tqdm(loader, desc="tiles", file=sys.stderr, mininterval=5.0):
+            x = prepare_batch(images, dev, channels_last=cuda, **norm)
+            probs = torch.stack([_score(m, x, transforms, cuda) for m in models])
+            out[order[start : start + len(x)]] = _reduce(probs, reduce).cpu().numpy()
+            start += len(x)
+    return out
+
+
+def _score(model: nn.Module, x: torch.Tensor, transforms: list[Any], amp: bool) -> torch.Tensor:
+    """Sigmoid probability of one model, averaged over ``transforms``."""
+    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    ctx = torch.autocast("cuda", dtype=dtype) if amp else nullcontext()
+    total = torch.zeros(len(x), device=x.device)
+    for transform in transforms:
+        with ctx:
+            logits = model(transform(x))[:, 0]
+        total += torch.sigmoid(logits.float())
+    return total / len(transforms)
+
+
+def _reduce(probs: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return probs.mean(0)
+    if how == "median":
+        return probs.median(0).values
+    return probs.max(0).values
+
+
+def heatmap_from_tiles(
+    tiles_df: pd.DataFrame,
+    probs: np.ndarray,
+    *,
+    slide_id: str,
+    mpp: float,
+    level: int,
+    slide_width: int,
+    slide_height: int,
+) -> Heatmap:
+    """Place tile probabilities on the grid given by the ``row``/``col`` columns.
+
+    The stride and tile side are the tiles' (single) ``size``; the origin is (0, 0) and
+    cells without a tile are NaN.
+    """
+    probs = np.asarray(probs, np.float32)
+    if len(probs) != len(tiles_df):
+        raise ValueError(f"{len(probs)} probabilities for {len(tiles_df)} tiles")
+    if tiles_df.empty:
+        return Heatmap(
+            slide_id, np.full((0, 0), np.nan, np.float32), 0.0, 0.0, 1.0, 1.0, mpp, level,
+            slide_width, slide_height,
+        )  # fmt: skip
+    sizes = tiles_df["size"].unique()
+    if len(sizes) != 1:
+        raise ValueError(f"tiles of one slide must share one size, found {sorted(sizes)}")
+    rows, cols = tiles_df["row"].to_numpy(int), tiles_df["col"].to_numpy(int)
+    grid = np.full((rows.max() + 1, cols.max() + 1), np.nan, np.float32)
+    grid[rows, cols] = probs
+    size = float(sizes[0])
+    return Heatmap(
+        slide_id, grid, 0.0, 0.0, size, size, float(mpp), int(level), slide_width, slide_height
+    )

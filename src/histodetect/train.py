@@ -1,0 +1,490 @@
+"""Train one cross-validation fold, resumable, logged to MLflow and TensorBoard."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import random
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn import metrics as skm
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from histodetect.data import augment_batch, make_loader, prepare_batch
+from histodetect.io import atomic_path
+from histodetect.model import build_model, make_loss, resolve_device, save_model
+
+log = logging.getLogger(__name__)
+# Options that do not change the optimisation trajectory: a checkpoint stays resumable.
+_RESUME_FREE = {"epochs", "early_stopping_patience", "num_workers", "device"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training options of one fold (the ``train`` section of the workflow config)."""
+
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    checkpoint: str | None = None
+    hidden: int = 256
+    dropout: float = 0.2
+    loss: str = "bce"
+    focal_alpha: float | None = 0.25
+    focal_gamma: float = 2.0
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    early_stopping_patience: int = 5
+    """Stop after this many epochs without improvement; 0 disables early stopping."""
+    num_workers: int = 4
+    seed: int = 42
+    amp: bool = True
+    channels_last: bool = True
+    device: str = "auto"
+    augment: bool = True
+    colour_jitter: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("loss", ("bce", "focal")),
+            ("scheduler", ("cosine", "plateau")),
+            ("device", ("auto", "cpu", "cuda")),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"train.{name} must be one of {allowed}, not {getattr(self, name)!r}"
+                )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("train.epochs and train.batch_size must be >= 1")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a mapping, rejecting keys that are not fields."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                raise ValueError(f"unknown training option {key!r}; known: {', '.join(names)}")
+        return cls(**d)
+
+    def resume_key(self) -> dict[str, Any]:
+        """Options a checkpoint must share to be resumed (cosine depends on ``epochs``)."""
+        free = _RESUME_FREE - ({"epochs"} if self.scheduler == "cosine" else set())
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in free}
+
+
+@dataclass
+class _State:
+    """Everything that changes during training, checkpointed in ``last.pt``."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    epoch: int = -1
+    best_score: list[float] = field(default_factory=lambda: [-float("inf")])
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    run_id: str | None = None
+
+
+def train_fold(
+    train_df: pd.DataFrame,
+    val_df: pd.DataFrame,
+    out_dir: Path,
+    cfg: TrainConfig,
+    *,
+    fold: int,
+    run_name: str,
+    mlflow_uri: str,
+    experiment: str,
+    tb_dir: Path,
+) -> dict[str, Any]:
+    """Train on ``train_df``, select on ``val_df``; resume from ``out_dir/last.pt`` if any.
+
+    Writes ``out_dir/last.pt`` (every epoch), ``out_dir/model.pt`` (best epoch) and
+    ``out_dir/metrics.json``; rows with ``label == -1`` are dropped. Returns the metrics.
+    """
+    out_dir = Path(out_dir)
+    train_df, val_df = _labelled(train_df), _labelled(val_df)
+    tile_px = _single(pd.concat([train_df["tile_px"], val_df["tile_px"]]), "tile_px")
+    device = resolve_device(cfg.device)
+    seed = cfg.seed + fold
+    _seed_all(seed)
+    state = _new_state(cfg, device)
+    resumed = _resume(out_dir / "last.pt", cfg, state)
+    drop_last = len(train_df) > cfg.batch_size  # no size-1 batch for batch norm
+    loaders = (
+        make_loader(train_df, cfg.batch_size, cfg.num_workers, True, seed, drop_last=drop_last),
+        make_loader(val_df, cfg.batch_size, cfg.num_workers, False, seed),
+    )
+    y_val = val_df["label"].to_numpy(np.float32)
+    monitor = "auc" if len(np.unique(y_val)) == 2 else "loss"
+    meta = {"tile_px": tile_px, "fold": fold, "monitor": monitor, "config": dataclasses.asdict(cfg)}
+    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train_df)}
+    params |= {"n_val": len(val_df), "n_pos": int(train_df["label"].sum()), "tile_px": tile_px}
+    logger = RunLogger(mlflow_uri, experiment, run_name, tb_dir)
+    state.run_id = logger.start(state.run_id, params, state.history)
+    if not resumed:
+        _save_last(out_dir / "last.pt", cfg, state)
+    try:
+        _fit(state, loaders, y_val, cfg, fold, monitor, out_dir, meta, logger, device)
+        metrics = _finalise(state, loaders[1], y_val, cfg, out_dir, meta, device)
+        logger.finish(metrics, out_dir / "model.pt")
+    except BaseException:
+        logger.fail()
+        raise
+    return metrics
+
+
+def _fit(
+    state: _State,
+    loaders: tuple[DataLoader, DataLoader],
+    y_val: np.ndarray,
+    cfg: TrainConfig,
+    fold: int,
+    monitor: str,
+    out_dir: Path,
+    meta: dict[str, Any],
+    logger: RunLogger,
+    device: torch.device,
+) -> None:
+    """Run the remaining epochs with checkpointing and early stopping."""
+    patience = cfg.early_stopping_patience
+    aug_gen = torch.Generator()
+    loss_fn = make_loss(cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
+    for epoch in range(state.epoch + 1, cfg.epochs):
+        if patience > 0 and state.bad_epochs >= patience:
+            break
+        loaders[0].generator.manual_seed(cfg.seed + fold + 1000 * epoch)
+        aug_gen.manual_seed(cfg.seed + fold + 1000 * epoch + 1)
+        train_loss = _train_epoch(
+            state, loaders[0], loss_fn, cfg, device, aug_gen, f"fold {fold} epoch {epoch}"
+        )
+        val_loss, probs = _evaluate(state.model, loaders[1], loss_fn, cfg, device)
+        auc = binary_auc(y_val, probs)
+        score = [auc, -val_loss] if monitor == "auc" else [-val_loss]  # AUC ties: lower loss
+        lr = state.optimizer.param_groups[0]["lr"]
+        row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc, "lr": lr}
+        state.epoch, state.bad_epochs = epoch, state.bad_epochs + 1
+        if score > state.best_score:
+            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
+            state.best_weights = copy.deepcopy(state.model.state_dict())
+            save_model(out_dir / "model.pt", state.model, {**meta, "epoch": epoch, **row})
+        if cfg.scheduler == "plateau":
+            state.scheduler.step(score[0])
+        else:
+            state.scheduler.step()
+        state.history.append({"epoch": epoch, **row})
+        _save_last(out_dir / "last.pt", cfg, state)
+        logger.log_epoch(epoch, row)
+        log.info("fold %d epoch %d: %s", fold, epoch, row)
+
+
+def _train_epoch(
+    state: _State,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    device: torch.device,
+    aug_gen: torch.Generator,
+    desc: str,
+) -> float:
+    """One pass over the training set; returns the mean loss."""
+    model, use_cl = state.model.train(), cfg.channels_last and device.type == "cuda"
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return augment_batch(x, colour_jitter=cfg.colour_jitter, generator=aug_gen)
+
+    total, count = 0.0, 0
+    for images, labels in tqdm(loader, desc=desc, file=sys.stderr, mininterval=5.0):
+        x = prepare_batch(
+            images, device, channels_last=use_cl, augment=augment if cfg.augment else None
+        )
+        y = labels.to(device, non_blocking=True)
+        with _autocast(cfg, device):
+            loss = loss_fn(model(x)[:, 0].float(), y)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss).backward()
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        total, count = total + loss.item() * len(y), count + len(y)
+    return total / max(count, 1)
+
+
+@torch.inference_mode()
+def _evaluate(
+    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, cfg: TrainConfig, device: torch.device
+) -> tuple[float, np.ndarray]:
+    """Mean loss and sigmoid probabilities over ``loader`` (in order)."""
+    model.eval()
+    use_cl = cfg.channels_last and device.type == "cuda"
+    total, probs = 0.0, []
+    for images, labels in loader:
+        x = prepare_batch(images, device, channels_last=use_cl)
+        with _autocast(cfg, device):
+            logits = model(x)[:, 0].float()
+        total += loss_fn(logits, labels.to(device)).item() * len(labels)
+        probs.append(torch.sigmoid(logits).cpu().numpy())
+    n = sum(len(p) for p in probs)
+    return total / max(n, 1), np.concatenate(probs) if probs else np.zeros(0, np.float32)
+
+
+def _finalise(
+    state: _State,
+    val_loader: DataLoader,
+    y_val: np.ndarray,
+    cfg: TrainConfig,
+    out_dir: Path,
+    meta: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Rewrite ``model.pt`` from the best weights, score them at 0.5, write ``metrics.json``."""
+    state.model.load_state_dict(state.best_weights)
+    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    save_model(out_dir / "model.pt", state.model, {**meta, **best})
+    loss_fn = make_loss(cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
+    val_loss, probs = _evaluate(state.model, val_loader, loss_fn, cfg, device)
+    metrics: dict[str, Any] = {
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch + 1,
+        "val_auc": best["val_auc"],
+        "val_loss": val_loss,
+        **{f"patch_{k}": v for k, v in patch_metrics(y_val, probs, 0.5).items()},
+    }
+    with atomic_path(out_dir / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    return metrics
+
+
+def _new_state(cfg: TrainConfig, device: torch.device) -> _State:
+    model = build_model(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.hidden, cfg.dropout)
+    model = model.to(device)
+    if cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.scheduler == "cosine":
+        sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    else:
+        patience = max(1, cfg.early_stopping_patience // 2)
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, "max", factor=0.5, patience=patience
+        )
+    fp16 = _amp_dtype(cfg, device) == torch.float16
+    return _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=fp16))
+
+
+def _save_last(path: Path, cfg: TrainConfig, state: _State) -> None:
+    blob = {
+        "resume_key": cfg.resume_key(),
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "rng": _rng_state(),
+        **{k: getattr(state, k) for k in ("epoch", "best_score", "best_epoch", "bad_epochs")},
+        **{k: getattr(state, k) for k in ("best_weights", "history", "run_id")},
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def _resume(path: Path, cfg: TrainConfig, state: _State) -> bool:
+    """Load ``last.pt`` into ``state`` if it exists and was made with a compatible config."""
+    if not path.exists():
+        return False
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    if blob.get("resume_key") != cfg.resume_key():
+        log.warning("%s was written with another config: starting afresh", path)
+        return False
+    state.model.load_state_dict(blob["model"])
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.scheduler.load_state_dict(blob["scheduler"])
+    state.scaler.load_state_dict(blob["scaler"])
+    for key in (
+        "epoch",
+        "best_score",
+        "best_epoch",
+        "bad_epochs",
+        "best_weights",
+        "history",
+        "run_id",
+    ):
+        setattr(state, key, blob[key])
+    _set_rng_state(blob["rng"])
+    log.info("resuming from %s after epoch %d", path, state.epoch)
+    return True
+
+
+def _labelled(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["label"] >= 0].reset_index(drop=True)
+
+
+def _single(values: pd.Series, name: str) -> int:
+    unique = values.unique()
+    if len(unique) != 1:
+        raise ValueError(f"all tiles must share one {name}, found {sorted(unique)}")
+    return int(unique[0])
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not (cfg.amp and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
+    dtype = _amp_dtype(cfg, device)
+    return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002  (global RNG used by third-party code)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict[str, Any]:
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    numpy_state = np.random.get_state()  # noqa: NPY002
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+        "numpy": numpy_state,
+        "random": random.getstate(),
+    }
+
+
+def _set_rng_state(rng: dict[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    np.random.set_state(rng["numpy"])  # noqa: NPY002
+    random.setstate(rng["random"])
+
+
+class RunLogger:
+    """One MLflow run per fold (reopened on resume) plus a TensorBoard writer."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str, tb_dir: Path) -> None:
+        self.uri, self.experiment, self.run_name, self.tb_dir = uri, experiment, run_name, tb_dir
+        self.client = MlflowClient(uri)
+        self.run_id = ""
+        self.tb: SummaryWriter | None = None
+
+    def start(self, run_id: str | None, params: dict[str, Any], history: list[dict]) -> str:
+        """Create the run (or reopen ``run_id``), replay epochs it lacks; return its id."""
+        mlflow.set_tracking_uri(self.uri)
+        if run_id is None:
+            exp_id = self._experiment_id()
+            run_id = self.client.create_run(exp_id, run_name=self.run_name).info.run_id
+            items = [Param(k, str(v)) for k, v in params.items()]
+            self.client.log_batch(run_id, params=items)
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+        logged = {m.step for m in self.client.get_metric_history(run_id, "val_loss")}
+        purge = history[-1]["epoch"] if history else None
+        self.tb = SummaryWriter(str(self.tb_dir), purge_step=purge)
+        for row in history:
+            if row["epoch"] not in logged:
+                self._mlflow(row["epoch"], row)
+        if history:
+            self._tb(history[-1]["epoch"], history[-1])
+        return run_id
+
+    def log_epoch(self, epoch: int, row: dict[str, float]) -> None:
+        """Log one epoch's metrics with ``step=epoch``."""
+        self._mlflow(epoch, row)
+        self._tb(epoch, row)
+
+    def finish(self, metrics: dict[str, Any], model_path: Path) -> None:
+        """Log the final metrics and the model file, and close the run."""
+        final = {f"final_{k}": float(v) for k, v in metrics.items()}
+        self._mlflow(int(metrics["best_epoch"]), final)
+        self.client.log_artifact(self.run_id, str(model_path))
+        self.client.set_terminated(self.run_id, "FINISHED")
+        self._close()
+
+    def fail(self) -> None:
+        """Mark the run failed (best effort)."""
+        try:
+            if self.run_id:
+                self.client.set_terminated(self.run_id, "FAILED")
+        finally:
+            self._close()
+
+    def _mlflow(self, step: int, row: dict[str, Any]) -> None:
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in row.items() if k != "epoch"]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def _tb(self, step: int, row: dict[str, Any]) -> None:
+        assert self.tb is not None
+        for key, value in row.items():
+            if key != "epoch":
+                self.tb.add_scalar(key, float(value), step)
+        self.tb.flush()
+
+    def _close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+    def _experiment_id(self) -> str:
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is not None:
+            return exp.experiment_id
+        root = None
+        if self.uri.startswith("sqlite:///"):
+            root = (
+                (Path(self.uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+            )
+        try:
+            return self.client.create_experiment(self.experiment, artifact_location=root)
+        except MlflowException:  # created meanwhile by another fold's job
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                raise
+            return exp.experiment_id
+
+
+def binary_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC, NaN when ``y`` holds a single class."""
+    return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def patch_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Tile-level AUC, F1, precision, recall, accuracy and balanced accuracy."""
+    y_true, y_pred = np.asarray(y).astype(int), (np.asarray(p) >= threshold).astype(int)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {
+            "auc": binary_auc(y_true, p),
+            "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
+            "precision": float(skm.precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(skm.recall_score(y_true, y_pred, zero_division=0)),
+            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        }

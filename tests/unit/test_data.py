@@ -1,0 +1,117 @@
+"""Tile reading, resizing, loaders and augmentations."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from _fixtures import write_tiff
+
+from histodetect.data import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TileDataset,
+    augment_batch,
+    d4_transforms,
+    make_loader,
+    slide_order,
+)
+
+
+@pytest.fixture(scope="module")
+def painted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Grey 1024 px slide with a red square at (256..320, 256..320) and a blue half beside it."""
+    image = np.full((1024, 1024, 3), 128, np.uint8)
+    image[256:320, 256:320] = (220, 10, 30)
+    image[256:320, 320:352] = (10, 20, 230)
+    return write_tiff(tmp_path_factory.mktemp("slide") / "painted.tiff", image)
+
+
+def _table(path: Path, rows: list[tuple[int, int, int, int]]) -> pd.DataFrame:
+    x, y, read_px, tile_px = zip(*rows, strict=True)
+    return pd.DataFrame(
+        {"path": str(path), "x": x, "y": y, "level": 0, "read_px": read_px, "tile_px": tile_px}
+    )
+
+
+def test_reads_known_pixels(painted: Path) -> None:
+    ds = TileDataset(_table(painted, [(256, 256, 64, 64), (0, 0, 64, 64)]))
+    image, label = ds[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 64, 64)
+    assert (image == torch.tensor([220, 10, 30]).view(3, 1, 1)).all()
+    assert (ds[1][0] == 128).all()
+    assert label.dtype == torch.float32 and float(label) == 0.0
+
+
+def test_resizes_and_keeps_orientation(painted: Path) -> None:
+    image, _ = TileDataset(_table(painted, [(288, 256, 64, 32)]))[0]
+    assert image.shape == (3, 32, 32)
+    assert (image[:, :, :16] == torch.tensor([220, 10, 30]).view(3, 1, 1)).all()  # left: red
+    assert (image[:, :, 16:] == torch.tensor([10, 20, 230]).view(3, 1, 1)).all()  # right: blue
+
+
+def test_outside_slide_is_white(painted: Path) -> None:
+    image, _ = TileDataset(_table(painted, [(992, 0, 64, 64)]))[0]
+    assert (image[:, :, :32] == 128).all() and (image[:, :, 32:] == 255).all()
+
+
+def test_normalised_output_and_labels(painted: Path) -> None:
+    df = _table(painted, [(256, 256, 64, 64)]).assign(label=1)
+    image, label = TileDataset(df, normalize=True)[0]
+    expected = (torch.tensor([220, 10, 30]) / 255 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(
+        IMAGENET_STD
+    )
+    assert image.dtype == torch.float32
+    torch.testing.assert_close(image[:, 5, 5], expected)
+    assert float(label) == 1.0
+
+
+def test_pickle_drops_handles(painted: Path) -> None:
+    ds = TileDataset(_table(painted, [(0, 0, 64, 64)]))
+    ds[0]
+    assert ds._slides
+    clone = pickle.loads(pickle.dumps(ds))
+    assert not clone._slides and torch.equal(clone[0][0], ds[0][0])
+
+
+def test_loader_workers_match_single_process(painted: Path) -> None:
+    rows = [(x, y, 64, 32) for x in range(0, 512, 64) for y in range(128, 384, 64)]
+    df = _table(painted, rows).assign(label=np.arange(len(rows)) % 2)
+    single = torch.cat([b for b, _ in make_loader(df, 8, 0, False, 0)])
+    multi = torch.cat([b for b, _ in make_loader(df, 8, 2, False, 0)])
+    assert torch.equal(single, multi)
+    first = [y.tolist() for _, y in make_loader(df, 32, 0, True, 3)]
+    again = [y.tolist() for _, y in make_loader(df, 32, 0, True, 3)]
+    assert first == again
+
+
+def test_d4_transforms_are_the_eight_symmetries() -> None:
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    outs = [t(x) for t in d4_transforms()]
+    assert torch.equal(outs[0], x)
+    assert len({tuple(o.flatten().tolist()) for o in outs}) == 8
+    for t in d4_transforms():  # closed under composition
+        for u in d4_transforms():
+            assert any(torch.equal(t(u(x)), o) for o in outs)
+
+
+def test_augment_batch_symmetry_and_jitter() -> None:
+    x = torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    plain = augment_batch(x, colour_jitter=0.0, generator=torch.Generator().manual_seed(2))
+    for a, b in zip(plain, x, strict=True):
+        assert any(torch.equal(a, t(b[None])[0]) for t in d4_transforms())
+    j1 = augment_batch(x, colour_jitter=0.2, generator=torch.Generator().manual_seed(2))
+    j2 = augment_batch(x, colour_jitter=0.2, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(j1, j2) and j1.min() >= 0 and j1.max() <= 1
+    assert 0 < (j1 - plain).abs().mean() < 0.2
+
+
+def test_slide_order_groups_by_slide() -> None:
+    df = pd.DataFrame(
+        {"path": ["b", "a", "b", "a"], "x": [0, 64, 0, 0], "y": [64, 0, 0, 0], "level": 0}
+    )
+    assert slide_order(df).tolist() == [3, 1, 2, 0]
