@@ -12,7 +12,7 @@ rule infer_slide:
         "benchmarks/infer_slide/{slide}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: max(1, workflow.cores)
+    threads: 4
     resources:
         mem_mb=4000,
         runtime=60,

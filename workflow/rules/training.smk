@@ -11,7 +11,7 @@ rule train_fold:
         "benchmarks/train_fold/fold_{fold}.tsv"
     conda:
         "../../envs/torch.yaml"
-    threads: max(1, workflow.cores)
+    threads: 8
     resources:
         mem_mb=8000,
         runtime=240,
