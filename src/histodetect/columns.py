@@ -9,6 +9,8 @@ Tile table (``results/tiles/{slide}.parquet``), one row per kept tissue tile:
     read_px   int64  tile side in pixels at that level (resized to ``tile_px`` if different)
     tile_px   int64  tile side in pixels given to the model
     tissue    float  fraction of the tile covered by the tissue mask
+    stride    int64  grid step in level-0 pixels (equal to ``size`` unless tiles overlap or gap)
+    mpp       float  microns per pixel of ``level`` (before any resize to ``tile_px``)
 Labelled tile table (``results/labels/{slide}.parquet``) adds:
     iou       float  largest IoU of the tile with a ground-truth box
     coverage  float  fraction of the tile inside the union of ground-truth boxes
@@ -16,6 +18,9 @@ Labelled tile table (``results/labels/{slide}.parquet``) adds:
 Training tables add ``path`` (slide file), ``patient_id`` and ``fold``.
 """
 
-TILE_COLUMNS = ["slide_id", "x", "y", "size", "row", "col", "level", "read_px", "tile_px", "tissue"]
+TILE_COLUMNS = [
+    "slide_id", "x", "y", "size", "row", "col", "level", "read_px", "tile_px", "tissue",
+    "stride", "mpp",
+]  # fmt: skip
 LABEL_COLUMNS = [*TILE_COLUMNS, "iou", "coverage", "label"]
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import openslide
@@ -14,6 +15,43 @@ from histodetect.errors import SlideError
 
 MPP_TOLERANCE = 0.05
 """Relative slack when matching a level's mpp to a target (scanners round their mpp)."""
+STRIP_PIXELS = 1 << 24
+"""Most pixels read at once when making a thumbnail (64 MB of RGBA)."""
+MAG_1X_MPP = 10.0
+"""Microns per pixel at 1x: the usual convention 40x = 0.25, 20x = 0.5, 10x = 1.0 um/px."""
+
+
+def mpp_for_magnification(magnification: float) -> float:
+    """Microns per pixel of an objective magnification (``10 / magnification``)."""
+    if magnification <= 0:
+        raise ValueError(f"magnification must be positive, got {magnification}")
+    return MAG_1X_MPP / magnification
+
+
+_MAGIC = {
+    b"II*\x00": "TIFF",
+    b"MM\x00*": "TIFF",
+    b"II+\x00": "BigTIFF",
+    b"MM\x00+": "BigTIFF",
+    b"\x89PNG": "PNG image",
+    b"\xff\xd8\xff": "JPEG image",
+    b"%PDF": "PDF document",
+    b"PK\x03\x04": "ZIP archive",
+}
+
+
+def sniff_format(path: Path) -> str:
+    """What the first bytes of a file say it is (``"unknown"`` when nothing matches)."""
+    with open(path, "rb") as fh:
+        head = fh.read(132)
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    if head and all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return "text"
+    return "empty file" if not head else "unknown"
 
 
 def open_slide(path: str | Path) -> openslide.OpenSlide:
@@ -23,14 +61,18 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
         raise SlideError(p, "slide file does not exist")
     if p.is_dir():
         raise SlideError(p, "is a folder; give the slide file (for DICOM, one .dcm of the series)")
+    reader = f"OpenSlide {openslide.__library_version__}"
     try:
         return openslide.OpenSlide(str(p))
     except openslide.OpenSlideUnsupportedFormatError:
-        raise SlideError(
-            p, f"OpenSlide {openslide.__library_version__} cannot read this format"
-        ) from None
+        kind = sniff_format(p)
+        if kind in ("TIFF", "BigTIFF", "DICOM"):
+            cause = f"{kind} header found but {reader} cannot read it: truncated or corrupt file ({p.stat().st_size} bytes)?"
+        else:
+            cause = f"{reader} cannot read this file: its content is {kind}, not a slide format"
+        raise SlideError(p, cause) from None
     except openslide.OpenSlideError as err:
-        raise SlideError(p, f"OpenSlide failed to read the file ({err})") from None
+        raise SlideError(p, f"{reader} failed to read the file ({err})") from None
 
 
 def slide_mpp(slide: openslide.OpenSlide, path: str | Path, override: float | None = None) -> float:
@@ -94,13 +136,13 @@ def choose_level(
     return LevelChoice(level, ds, size0, read_px, tile_px)
 
 
-def read_thumbnail(
-    slide: openslide.OpenSlide, mpp0: float, thumb_mpp: float
-) -> tuple[np.ndarray, float]:
+def read_thumbnail(slide: Any, mpp0: float, thumb_mpp: float) -> tuple[np.ndarray, float]:
     """RGB image of the whole slide at about ``thumb_mpp`` um/px, read in strips.
 
-    Returns the image and its downsample relative to level 0. Memory stays bounded by one strip
-    of the level read plus the thumbnail itself.
+    ``slide`` is an OpenSlide or a :class:`histodetect.reader.SlideReader` (which also fixes the
+    colours of some DICOM files). Returns the image and its downsample relative to level 0.
+    Memory stays bounded by one strip (at most :data:`STRIP_PIXELS` pixels of the level read)
+    plus the thumbnail itself.
     """
     w0, h0 = slide.dimensions
     ds = max(thumb_mpp / mpp0, 1.0)
@@ -109,16 +151,17 @@ def read_thumbnail(
     lw, lh = slide.level_dimensions[level]
     out_w, out_h = max(1, round(w0 / ds)), max(1, round(h0 / ds))
     scale = out_h / lh  # rows: the height scale, so the strips add up to out_h exactly
-    strip = 2048
+    strip = max(1, min(2048, STRIP_PIXELS // max(lw, 1)))
     rows: list[np.ndarray] = []
     done = 0
     for y in range(0, lh, strip):
         sh = min(strip, lh - y)
-        region = slide.read_region((0, round(y * lds)), level, (lw, sh))
         target_h = round((y + sh) * scale) - done
         if target_h <= 0:
             continue
-        rows.append(np.asarray(_rgb(region).resize((out_w, target_h), Image.BILINEAR)))
+        region = slide.read_region((0, round(y * lds)), level, (lw, sh))
+        image = _rgb(region) if isinstance(region, Image.Image) else Image.fromarray(region)
+        rows.append(np.asarray(image.resize((out_w, target_h), Image.BILINEAR)))
         done += target_h
     thumb = np.concatenate(rows, axis=0)[:out_h]
     return thumb, w0 / thumb.shape[1]

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from histodetect.columns import TILE_COLUMNS
 from histodetect.errors import SlideError
-from histodetect.slide import choose_level, open_slide, read_thumbnail, slide_mpp
+from histodetect.reader import SlideReader
+from histodetect.slide import choose_level, mpp_for_magnification, read_thumbnail, slide_mpp
 from histodetect.tissue import TissueSettings, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -23,11 +25,34 @@ class TilingSettings:
 
     tile_um: float = 128.0
     """Tile side in microns."""
+    stride_um: float | None = None
+    """Distance between neighbouring tiles in microns (``None``: the tile side, no overlap)."""
     target_mpp: float = 2.0
     """Resolution the model sees, um/px; ``tile_px = tile_um / target_mpp``."""
+    target_mag: float | None = None
+    """Objective magnification the model sees; when set it replaces ``target_mpp`` by
+    ``10 / target_mag`` (40x = 0.25 um/px)."""
     min_tissue: float = 0.5
     """A tile is kept when at least this fraction of it is tissue."""
     tissue: TissueSettings = field(default_factory=TissueSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("tile_um", "stride_um", "target_mpp", "target_mag"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"tiling.{name} must be positive, got {value}")
+
+    @property
+    def mpp(self) -> float:
+        """Target um/px: from ``target_mag`` when set, else ``target_mpp``."""
+        if self.target_mag is not None:
+            return mpp_for_magnification(self.target_mag)
+        return self.target_mpp
+
+    @property
+    def stride(self) -> float:
+        """Stride in microns."""
+        return self.tile_um if self.stride_um is None else self.stride_um
 
 
 @dataclass
@@ -49,7 +74,7 @@ def tile_fractions(
     Uses a summed-area table, so it costs O(mask + tiles) whatever the tile count.
     """
     sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    sat[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int64), axis=1)
+    sat[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int32), axis=1)
     h, w = mask.shape
     x1 = np.clip(np.round(x / ds).astype(np.int64), 0, w)
     y1 = np.clip(np.round(y / ds).astype(np.int64), 0, h)
@@ -66,36 +91,36 @@ def tile_slide(
     settings: TilingSettings,
     mpp_override: float | None = None,
 ) -> TiledSlide:
-    """Find tissue and lay a non-overlapping tile grid over it.
+    """Find tissue and lay a tile grid over it.
 
-    Tiles lie on a grid anchored at level-0 pixel (0, 0) with stride = tile side, so
-    ``x = col * size`` and ``y = row * size``; only tiles fully inside the slide are kept.
+    Tiles lie on a grid anchored at level-0 pixel (0, 0): ``x = col * stride`` and
+    ``y = row * stride`` (level-0 px); only tiles fully inside the slide are kept.
     """
     start = time.perf_counter()
-    slide = open_slide(path)
-    try:
-        mpp0 = slide_mpp(slide, path, mpp_override)
-        choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.target_mpp)
+    with SlideReader(path, direct=False) as slide:
+        mpp0 = slide_mpp(slide.slide, path, mpp_override)
+        choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.mpp)
         try:
             thumb, ds = read_thumbnail(slide, mpp0, settings.tissue.mpp)
         except Exception as err:  # openslide raises plain OpenSlideError on corrupt tiles
             raise SlideError(path, f"could not decode the slide's pixels ({err})") from None
         w0, h0 = slide.dimensions
-    finally:
-        slide.close()
     thumb_settings = TissueSettings(**{**settings.tissue.__dict__, "mpp": mpp0 * ds})
     mask = tissue_mask(thumb, thumb_settings)
     size = choice.size0
-    cols, rows = w0 // size, h0 // size
+    stride = max(1, round(settings.stride / mpp0))
+    cols = (w0 - size) // stride + 1 if w0 >= size else 0
+    rows = (h0 - size) // stride + 1 if h0 >= size else 0
     rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
     rr, cc = rr.ravel(), cc.ravel()
-    frac = tile_fractions(mask, cc * size, rr * size, size, ds)
+    frac = tile_fractions(mask, cc * stride, rr * stride, size, ds)
     keep = frac >= settings.min_tissue
+    read_mpp = mpp0 * choice.downsample
     tiles = pd.DataFrame(
         {
             "slide_id": slide_id,
-            "x": (cc[keep] * size).astype(np.int64),
-            "y": (rr[keep] * size).astype(np.int64),
+            "x": (cc[keep] * stride).astype(np.int64),
+            "y": (rr[keep] * stride).astype(np.int64),
             "size": np.int64(size),
             "row": rr[keep].astype(np.int64),
             "col": cc[keep].astype(np.int64),
@@ -103,6 +128,8 @@ def tile_slide(
             "read_px": np.int64(choice.read_px),
             "tile_px": np.int64(choice.tile_px),
             "tissue": frac[keep].astype(np.float32),
+            "stride": np.int64(stride),
+            "mpp": np.float64(read_mpp),
         },
         columns=TILE_COLUMNS,
     )
@@ -113,11 +140,15 @@ def tile_slide(
         "width": w0,
         "height": h0,
         "mpp": mpp0,
+        "target_mpp": settings.mpp,
         "level": choice.level,
         "level_downsample": choice.downsample,
+        "level_mpp": read_mpp,
         "tile_size_level0": size,
+        "stride_level0": stride,
         "read_px": choice.read_px,
         "tile_px": choice.tile_px,
+        "tissue_method": settings.tissue.method,
         "tiles": len(tiles),
         "tissue_mm2": round(tissue_mm2, 3),
         "seconds": round(time.perf_counter() - start, 3),
@@ -130,9 +161,22 @@ def tile_slide(
             slide_id,
             len(tiles),
             choice.level,
-            mpp0 * choice.downsample,
+            read_mpp,
         )
     return TiledSlide(tiles, thumb, ds, mask, summary)
+
+
+def qc_view(tiled: TiledSlide, max_px: int = 1600) -> tuple[np.ndarray, float, np.ndarray]:
+    """Thumbnail, its downsample and the mask, reduced so the longer side is at most ``max_px``.
+
+    Keeps the QC figure's size (and memory) the same whatever the slide's size.
+    """
+    k = max(1, -(-max(tiled.thumbnail.shape[:2]) // max_px))
+    if k == 1:
+        return tiled.thumbnail, tiled.thumb_downsample, tiled.mask
+    thumb = np.asarray(Image.fromarray(tiled.thumbnail).reduce(k))
+    h, w = thumb.shape[:2]
+    return thumb, tiled.thumb_downsample * k, tiled.mask[::k, ::k][:h, :w]
 
 
 def settings_from_config(cfg: dict) -> TilingSettings:
@@ -142,8 +186,45 @@ def settings_from_config(cfg: dict) -> TilingSettings:
     return TilingSettings(**cfg, tissue=tissue)
 
 
+def failed_tiling(slide_id: str, path: str, error: Exception) -> TiledSlide:
+    """The record of a slide that could not be tiled: no tiles, and the error in its summary."""
+    tiles = pd.DataFrame({c: pd.Series(dtype="int64") for c in TILE_COLUMNS})
+    tiles["slide_id"] = tiles["slide_id"].astype(str)
+    cause = getattr(error, "cause", str(error))
+    summary = {
+        "slide_id": slide_id,
+        "path": str(path),
+        "tiles": 0,
+        "status": "failed",
+        "error": cause,
+    }
+    blank = np.full((64, 64, 3), 255, np.uint8)
+    return TiledSlide(tiles, blank, 1.0, np.zeros((64, 64), bool), summary)
+
+
+def slide_status(summary: dict[str, object]) -> str:
+    """``ok``, ``no tissue`` or ``failed`` for one slide's tiling summary."""
+    if summary.get("status") == "failed":
+        return "failed"
+    return "ok" if int(summary.get("tiles", 0)) > 0 else "no tissue"
+
+
 def summarise(rows: list[dict[str, object]]) -> pd.DataFrame:
-    """Cohort tiling table; slides with zero tiles are flagged in a ``status`` column."""
+    """Cohort tiling table with a ``status`` column: ok, no tissue or failed (with the error)."""
     table = pd.DataFrame(rows)
-    table["status"] = np.where(table["tiles"] > 0, "ok", "NO TISSUE TILES")
+    table["status"] = [slide_status(r) for r in rows]
+    if "error" not in table:
+        table["error"] = ""
     return table
+
+
+def excluded_report(table: pd.DataFrame) -> str:
+    """One line naming the slides of a :func:`summarise` table left out, and why ('' if none)."""
+    bad = table[table["status"] != "ok"]
+    if bad.empty:
+        return ""
+    names = "; ".join(
+        f"{r.slide_id} ({r.path}): {r.error if r.status == 'failed' else 'no tissue tiles'}"
+        for r in bad.itertuples()
+    )
+    return f"{len(bad)} of {len(table)} slides left out of the cohort: {names}"

@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+FAST_BLOCK_PX = 1024
+"""Side of the thumbnail blocks pyFAST segments one at a time (bounds its memory)."""
+
 
 @dataclass(frozen=True)
 class TissueSettings:
@@ -22,10 +25,16 @@ class TissueSettings:
     erosion_um: float = 24.0
     min_region_um2: float = 20000.0
     """Connected tissue pieces smaller than this are dropped (dust, pen dots)."""
+    min_saturation: int = 15
+    """Pixels whose chroma (max - min of R, G, B; 0-255) is below this count as glass before
+    thresholding: stained tissue is coloured, while slide edges, scanner borders, fiducial
+    crosses and black ink are grey. 0 turns the filter off."""
 
 
 def tissue_mask(thumb: np.ndarray, settings: TissueSettings) -> np.ndarray:
     """Boolean tissue mask of an RGB thumbnail taken at ``settings.mpp`` um/px."""
+    if settings.min_saturation > 0:
+        thumb = whiten_grey(thumb, settings.min_saturation)
     if settings.method == "fast":
         mask = _fast_mask(thumb, settings)
     elif settings.method == "otsu":
@@ -35,12 +44,43 @@ def tissue_mask(thumb: np.ndarray, settings: TissueSettings) -> np.ndarray:
     return _drop_small(mask, settings)
 
 
+def whiten_grey(thumb: np.ndarray, min_saturation: int) -> np.ndarray:
+    """Copy of ``thumb`` with pixels of chroma below ``min_saturation`` set to white."""
+    r, g, b = thumb[..., 0], thumb[..., 1], thumb[..., 2]
+    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # no overflow
+    out = np.array(thumb[..., :3], dtype=np.uint8, copy=True)
+    out[chroma < min_saturation] = 255
+    return out
+
+
 def _odd_px(um: float, mpp: float) -> int:
     px = max(1, round(um / mpp))
     return px if px % 2 else px + 1
 
 
-def _fast_mask(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
+def _fast_mask(thumb: np.ndarray, s: TissueSettings, block_px: int = FAST_BLOCK_PX) -> np.ndarray:
+    """pyFAST mask computed in overlapping blocks, so its memory does not grow with the slide.
+
+    Thresholding, dilation and erosion are local, so blocks with a margin wider than the two
+    structuring elements give the same mask as one pass over the whole thumbnail.
+    """
+    h, w = thumb.shape[:2]
+    if max(h, w) <= block_px:
+        return _fast_block(thumb, s)
+    margin = _odd_px(s.dilation_um, s.mpp) + _odd_px(s.erosion_um, s.mpp) + 2
+    out = np.zeros((h, w), bool)
+    for y0 in range(0, h, block_px):
+        for x0 in range(0, w, block_px):
+            ya, xa = max(0, y0 - margin), max(0, x0 - margin)
+            yb, xb = min(h, y0 + block_px + margin), min(w, x0 + block_px + margin)
+            block = _fast_block(thumb[ya:yb, xa:xb], s)
+            out[y0 : y0 + block_px, x0 : x0 + block_px] = block[
+                y0 - ya : y0 - ya + block_px, x0 - xa : x0 - xa + block_px
+            ]
+    return out
+
+
+def _fast_block(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
     os.environ.setdefault("FAST_DISABLE_LOGGING", "1")
     import fast  # imported lazily: it prints a banner and starts OpenCL
 

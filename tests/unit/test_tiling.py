@@ -15,6 +15,8 @@ from histodetect.columns import TILE_COLUMNS
 from histodetect.errors import SlideError
 from histodetect.tiling import (
     TilingSettings,
+    excluded_report,
+    failed_tiling,
     settings_from_config,
     summarise,
     tile_fractions,
@@ -201,5 +203,100 @@ def test_summarise_flags_zero_tile_slides() -> None:
             {"slide_id": "c", "tiles": 1},
         ]
     )
-    assert table.status.tolist() == ["ok", "NO TISSUE TILES", "ok"]
+    assert table.status.tolist() == ["ok", "no tissue", "ok"]
     assert table.slide_id.tolist() == ["a", "b", "c"]
+
+
+# --- stride, magnification, level choice on real pyramids ----------------------------------
+
+DICOM = DATA / "slides" / "CMU-1-Small-Region-dicom" / "level-0-frames-0-30.dcm"
+
+
+def test_half_stride_overlaps_and_keeps_grid_indices() -> None:
+    base = TilingSettings(tile_um=128, target_mpp=1.0, tissue=TissueSettings(method="otsu"))
+    half = TilingSettings(**{**base.__dict__, "stride_um": 64.0})
+    # mpp 0.5 from the "sample sheet": 256 px tiles every 128 px
+    full = tile_slide(str(CMU), "cmu", base, mpp_override=0.5).tiles
+    over = tile_slide(str(CMU), "cmu", half, mpp_override=0.5).tiles
+    size, stride = 256, 128
+    assert (full["stride"] == size).all()
+    assert (over["stride"] == stride).all()
+    assert (over.x == over.col * stride).all()
+    assert (over.y == over.row * stride).all()
+    assert (over.x + over["size"] <= 2220).all()
+    assert (over.y + over["size"] <= 2967).all()
+    # about 4x as many tiles, and every full-stride tile is also on the half-stride grid
+    assert 3.0 < len(over) / len(full) < 5.0
+    assert set(zip(full.x, full.y, strict=True)) <= set(zip(over.x, over.y, strict=True))
+
+
+def test_target_magnification_equals_its_mpp() -> None:
+    by_mag = TilingSettings(tile_um=128, target_mpp=9.0, target_mag=5.0)
+    assert by_mag.mpp == pytest.approx(2.0)
+    by_mpp = TilingSettings(tile_um=128, target_mpp=2.0)
+    a = tile_slide(str(CMU), "cmu", by_mag).tiles
+    b = tile_slide(str(CMU), "cmu", by_mpp).tiles
+    pd.testing.assert_frame_equal(a, b)
+    assert (a.tile_px == 64).all()
+
+
+@pytest.mark.parametrize(
+    ("target_mpp", "level", "read_px", "tile_px"),
+    [(2.0, 2, 64, 64), (1.5, 1, 128, 85), (0.499, 0, 257, 257)],
+)
+def test_dicom_pyramid_level_read_as_is_or_resized(
+    target_mpp: float, level: int, read_px: int, tile_px: int
+) -> None:
+    """2.0 um/px matches level 2 (0.499 * 4.002); 1.5 does not: read level 1 and resize."""
+    s = TilingSettings(tile_um=128, target_mpp=target_mpp)
+    tiles = tile_slide(str(DICOM), "dicom", s).tiles
+    assert len(tiles) > 10
+    assert (tiles.level == level).all()
+    assert (tiles.read_px == read_px).all()
+    assert (tiles.tile_px == tile_px).all()
+    with openslide.OpenSlide(str(DICOM)) as slide:
+        ds = slide.level_downsamples[level]
+    np.testing.assert_allclose(tiles.mpp, 0.499 * ds, rtol=1e-9)
+
+
+def test_dicom_tiles_match_svs_tiles() -> None:
+    """The DICOM and SVS files hold the same scan: same tiles once DICOM colours are fixed."""
+    s = TilingSettings(tile_um=128, target_mpp=1.0)
+    dcm = tile_slide(str(DICOM), "dicom", s)
+    svs = tile_slide(str(CMU), "cmu", s)
+    assert abs(len(dcm.tiles) - len(svs.tiles)) <= 3
+    common = set(zip(dcm.tiles.x, dcm.tiles.y, strict=True)) & set(
+        zip(svs.tiles.x, svs.tiles.y, strict=True)
+    )
+    assert len(common) >= 0.95 * len(svs.tiles)
+    diff = np.abs(dcm.thumbnail.astype(int) - svs.thumbnail.astype(int)).mean()
+    assert diff < 6
+    assert (
+        abs(dcm.summary["tissue_mm2"] - svs.summary["tissue_mm2"])
+        < 0.05 * svs.summary["tissue_mm2"]
+    )
+
+
+@pytest.mark.parametrize("name", ["tile_um", "stride_um", "target_mpp", "target_mag"])
+def test_settings_reject_non_positive(name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        TilingSettings(**{name: 0.0})
+
+
+def test_excluded_report_lists_empty_and_failed_slides() -> None:
+    failed = failed_tiling("d", "d.svs", SlideError("d.svs", "slide file does not exist"))
+    assert failed.tiles.empty and list(failed.tiles.columns) == TILE_COLUMNS
+    table = summarise(
+        [
+            {"slide_id": "a", "path": "a.svs", "tiles": 3},
+            {"slide_id": "b", "path": "b.svs", "tiles": 0},
+            failed.summary,
+        ]
+    )
+    assert table.status.tolist() == ["ok", "no tissue", "failed"]
+    line = excluded_report(table)
+    assert line == (
+        "2 of 3 slides left out of the cohort: b (b.svs): no tissue tiles; "
+        "d (d.svs): slide file does not exist"
+    )
+    assert excluded_report(table[table.tiles > 0]) == ""

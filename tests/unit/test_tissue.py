@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from histodetect.tissue import TissueSettings, otsu_threshold, tissue_mask
+from histodetect.tissue import TissueSettings, otsu_threshold, tissue_mask, whiten_grey
 
 SIZE = 240
 CENTRE = (110, 130)  # (row, col)
@@ -89,3 +89,51 @@ def test_blank_glass_has_no_tissue_fast() -> None:
     rng = np.random.default_rng(3)
     glass = (240 + rng.integers(-5, 6, (SIZE, SIZE, 3))).astype(np.uint8)
     assert not tissue_mask(glass, TissueSettings(method="fast", mpp=8.0)).any()
+
+
+@pytest.mark.parametrize("method", ["fast", "otsu"])
+def test_grey_marks_are_not_tissue(method: str) -> None:
+    """A black fiducial cross and a grey border line are dark but uncoloured: glass."""
+    img = thumbnail()
+    img[10:60, 30:40] = 20  # black cross, far from the disc
+    img[30:40, 10:60] = 20
+    img[225:232, :] = 120  # grey scanner border along the bottom
+    truth = disc(RADIUS)
+    off = tissue_mask(img, TissueSettings(method=method, mpp=8.0, min_saturation=0))
+    assert off[35, 35], "without the filter the cross is tissue"
+    on = tissue_mask(img, TissueSettings(method=method, mpp=8.0, min_saturation=15))
+    assert not on[:70, :70].any()
+    assert not on[220:, :].any()
+    assert iou(on, truth) > 0.9
+
+
+def test_whiten_grey_keeps_colour() -> None:
+    img = np.array([[[250, 250, 245], [200, 120, 170], [30, 30, 30]]], np.uint8)
+    out = whiten_grey(img, 15)
+    assert out.tolist() == [[[255, 255, 255], [200, 120, 170], [255, 255, 255]]]
+    assert img[0, 2].tolist() == [30, 30, 30], "input untouched"
+
+
+def test_fast_mask_in_blocks_equals_one_pass() -> None:
+    """Blocks with a margin give pyFAST's whole-image mask (morphology is local)."""
+    from histodetect.tissue import _fast_mask
+
+    img = np.concatenate([thumbnail(seed=4), thumbnail(seed=5)[::-1]], axis=1)  # 240 x 480
+    s = TissueSettings(method="fast", mpp=8.0)
+    whole = _fast_mask(img, s, block_px=10_000)
+    blocks = _fast_mask(img, s, block_px=100)
+    assert whole.any()
+    assert np.array_equal(whole, blocks)
+
+
+def test_qc_view_caps_size() -> None:
+    from histodetect.tiling import TiledSlide, qc_view
+
+    mask = np.zeros((3000, 1000), bool)
+    mask[1000:2000] = True
+    tiled = TiledSlide(None, np.full((3000, 1000, 3), 200, np.uint8), 4.0, mask, {})  # type: ignore[arg-type]
+    thumb, ds, small = qc_view(tiled, max_px=1600)
+    assert thumb.shape == (1500, 500, 3)
+    assert ds == 8.0
+    assert small.shape == (1500, 500)
+    assert small[600].all() and not small[400].any()

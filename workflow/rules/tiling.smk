@@ -19,12 +19,18 @@ rule tile_slide:
         "../../envs/tiling.yaml"
     threads: 1
     resources:
-        mem_mb=3000,
+        mem_mb=lambda wildcards, attempt: 3000 * attempt,
     params:
+        path=slide_file,
         tiling=config["tiling"],
         mpp=slide_mpp_override,
+        bad_slides=config["bad_slides"],
     script:
         "../scripts/tile_slide.py"
+
+
+localrules:
+    tiling_summary,
 
 
 rule tiling_summary:

@@ -2,27 +2,33 @@
 
 import json
 
+from histodetect.errors import SlideError
 from histodetect.io import atomic_path
 from histodetect.plotting import overlay_png
-from histodetect.runner import rule_context
-from histodetect.tiling import settings_from_config, tile_slide
+from histodetect.runner import log, rule_context
+from histodetect.tiling import failed_tiling, qc_view, settings_from_config, tile_slide
 
 with rule_context(snakemake):
-    out = tile_slide(
-        snakemake.input.slide,
-        snakemake.wildcards.slide,
-        settings_from_config(snakemake.params.tiling),
-        snakemake.params.mpp,
-    )
+    slide = snakemake.wildcards.slide
+    try:
+        out = tile_slide(
+            snakemake.params.path,
+            slide,
+            settings_from_config(snakemake.params.tiling),
+            snakemake.params.mpp,
+        )
+        title = f"{slide}: {len(out.tiles)} tiles"
+    except SlideError as err:
+        if snakemake.params.bad_slides == "fail":
+            raise
+        log.error("tile_slide: %s (slide %s left out of the cohort)", err, slide)
+        out = failed_tiling(slide, snakemake.params.path, err)
+        title = f"{slide}: FAILED: {err.cause}"
+    thumb, thumb_downsample, mask = qc_view(out)
     overlay_png(
-        out.thumbnail,
-        out.thumb_downsample,
-        snakemake.output.qc,
-        tiles=out.tiles,
-        tissue_mask=out.mask,
-        title=f"{snakemake.wildcards.slide}: {len(out.tiles)} tiles",
+        thumb, thumb_downsample, snakemake.output.qc, tiles=out.tiles, tissue_mask=mask, title=title
     )
-    with atomic_path(snakemake.output.summary) as tmp:
-        tmp.write_text(json.dumps(out.summary, indent=2))
     with atomic_path(snakemake.output.tiles) as tmp:
         out.tiles.to_parquet(tmp, index=False)
+    with atomic_path(snakemake.output.summary) as tmp:
+        tmp.write_text(json.dumps(out.summary, indent=2))

@@ -1,0 +1,137 @@
+"""Rule tile_slide on real scanner files (Aperio JPEG and JPEG 2000, DICOM, Camelyon16 TIFF)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _workflow import SHARED, snakemake, write_config
+from PIL import Image
+
+from histodetect.reader import SlideReader
+from histodetect.synthetic import write_pyramidal_tiff
+
+SLIDES = {
+    # slide_id: (path, mpp for the sample sheet or None to use the file's)
+    "cmu_svs": (SHARED / "slides" / "CMU-1-Small-Region.svs", None),
+    "tcga_jp2k": (SHARED / "slides" / "TCGA-CR-7395-01A-01-TS1.svs", 0.25),
+    "cmu_dicom": (
+        SHARED / "slides" / "CMU-1-Small-Region-dicom" / "level-0-frames-0-30.dcm",
+        None,
+    ),
+    "camelyon_l5": (SHARED / "camelyon16_tumor_001" / "tumor_001_level5.tif", 7.78),
+}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One Snakemake run to the tiling summary over the real slides plus one blank slide."""
+    workdir = tmp_path_factory.mktemp("real_slides")
+    blank = workdir / "blank.tiff"
+    write_pyramidal_tiff(blank, np.full((1024, 1024, 3), 242, np.uint8), 0.5)
+    rows = [
+        (sid, f"p{i}", str(p), "" if m is None else m)
+        for i, (sid, (p, m)) in enumerate(SLIDES.items())
+    ]
+    rows.append(("blank", "p9", str(blank), ""))
+    sheet = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path", "mpp"])
+    sheet.to_csv(workdir / "samples.tsv", sep="\t", index=False)
+    (workdir / "annotations.csv").write_text("filename,x1,x2,y1,y2\n")
+    write_config(
+        workdir,
+        {
+            "demo": {"enabled": False},
+            "samples": str(workdir / "samples.tsv"),
+            "annotations": str(workdir / "annotations.csv"),
+        },
+    )
+    proc = snakemake(workdir, "results/qc/tiling_summary.tsv")
+    return workdir, proc.stdout + proc.stderr
+
+
+def tile_means(path: Path, tiles: pd.DataFrame) -> np.ndarray:
+    """Mean RGB of each tile as the model would see it."""
+    with SlideReader(path) as r:
+        return np.array(
+            [
+                r.read_tile(int(t.x), int(t.y), int(t.level), int(t.read_px), int(t.tile_px))
+                .reshape(-1, 3)
+                .mean(0)
+                for t in tiles.itertuples()
+            ]
+        )
+
+
+def grid_left_out(tiles: pd.DataFrame, width: int, height: int) -> pd.DataFrame:
+    """Grid cells that the tissue filter did not keep (same geometry as the kept tiles)."""
+    size, stride = int(tiles["size"].iloc[0]), int(tiles["stride"].iloc[0])
+    kept = set(zip(tiles.row, tiles.col, strict=True))
+    cells = [
+        (r, c)
+        for r in range((height - size) // stride + 1)
+        for c in range((width - size) // stride + 1)
+        if (r, c) not in kept
+    ]
+    left = pd.DataFrame(cells, columns=["row", "col"])
+    left["x"], left["y"] = left.col * stride, left.row * stride
+    for col in ("size", "level", "read_px", "tile_px"):
+        left[col] = tiles[col].iloc[0]
+    return left
+
+
+def test_summary_lists_every_slide_and_the_blank_one(run: tuple[Path, str]) -> None:
+    workdir, console = run
+    table = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")
+    assert table.slide_id.tolist() == [*SLIDES, "blank"]
+    status = dict(zip(table.slide_id, table.status, strict=True))
+    assert status == {**dict.fromkeys(SLIDES, "ok"), "blank": "NO TISSUE TILES"}
+    mpp = dict(zip(table.slide_id, table.mpp, strict=True))
+    assert mpp == pytest.approx(
+        {"cmu_svs": 0.499, "tcga_jp2k": 0.25, "cmu_dicom": 0.499, "camelyon_l5": 7.78, "blank": 0.5}
+    )
+    assert "1 of 5 slides have NO TISSUE TILES: blank" in console
+    for sid in SLIDES:
+        with Image.open(workdir / "results" / "qc" / f"{sid}.png") as png:
+            assert min(png.size) > 100
+
+
+@pytest.mark.parametrize("slide_id", list(SLIDES))
+def test_tiles_are_tissue_and_glass_is_left_out(run: tuple[Path, str], slide_id: str) -> None:
+    workdir, _ = run
+    path = SLIDES[slide_id][0]
+    tiles = pd.read_parquet(workdir / "results" / "tiles" / f"{slide_id}.parquet")
+    summary = json.loads((workdir / "results" / "tiles" / f"{slide_id}.json").read_text())
+    assert len(tiles) == summary["tiles"] > 0
+    assert (tiles.x == tiles.col * tiles["stride"]).all()
+    assert (tiles.x + tiles["size"] <= summary["width"]).all()
+    assert (tiles.y + tiles["size"] <= summary["height"]).all()
+    kept = tile_means(path, tiles)
+    left = tile_means(path, grid_left_out(tiles, summary["width"], summary["height"]))
+    chroma = kept.max(1) - kept.min(1)
+    # kept tiles are stained tissue: darker than glass and coloured (H&E), almost all of them
+    assert (kept.mean(1) < 225).mean() > 0.9, slide_id
+    assert (chroma > 12).mean() > 0.9, slide_id
+    # the grid cells left out are mostly glass (bright or grey)
+    left_glass = (left.mean(1) > 200) | (left.max(1) - left.min(1) < 12)
+    assert left_glass.mean() > 0.6, slide_id
+    assert np.median(kept.mean(1)) < np.median(left.mean(1)) - 20, slide_id
+
+
+def test_dicom_tiles_match_the_svs_tiles(run: tuple[Path, str]) -> None:
+    """Both files hold the same scan: same tiles, and the same colours once DICOM is fixed."""
+    workdir, _ = run
+    dcm = pd.read_parquet(workdir / "results" / "tiles" / "cmu_dicom.parquet")
+    svs = pd.read_parquet(workdir / "results" / "tiles" / "cmu_svs.parquet")
+    assert abs(len(dcm) - len(svs)) <= 3
+    both = dcm.merge(svs, on=["x", "y"], suffixes=("_dcm", "_svs"))
+    assert len(both) >= len(svs) - 3
+    # the same level-0 squares read from each file (at level 0, so pixels are comparable)
+    same = both[["x", "y", "size_svs"]].rename(columns={"size_svs": "size"})
+    same = same.assign(level=0, read_px=same["size"], tile_px=same["size"])
+    a = tile_means(SLIDES["cmu_dicom"][0], same)
+    b = tile_means(SLIDES["cmu_svs"][0], same)
+    assert np.abs(a - b).max() < 4
+    assert np.abs(a.mean(0) - b.mean(0)).max() < 2
