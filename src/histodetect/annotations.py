@@ -1,14 +1,26 @@
-"""Lesion boxes in the DigiLut CSV layout, checked row by row."""
+"""Lesion annotations of a cohort: DigiLut box CSV and per-slide outline files, checked.
+
+The internal form is a table ``slide_id, class_name, geometry, source, item``: one shapely
+(multi)polygon per annotation in level-0 pixels of the slide file, with the file and the
+place in it that it came from (for error messages). Boxes of the DigiLut CSV become
+rectangles of class ``default_class``; per-slide files come from the sample sheet's optional
+``annotation`` column (with optional ``annotation_format`` and ``annotation_scale``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import shapely
 
+from histodetect.annotation_formats import EXCLUDE, ImportSettings, read_annotation_file
 from histodetect.errors import AnnotationError
+
+ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
 
 DIGILUT_COLUMNS = ["filename", "x1", "x2", "y1", "y2"]
 
@@ -92,3 +104,150 @@ def slide_name_map(samples: pd.DataFrame) -> dict[str, str]:
     names = {Path(p).name: s for s, p in zip(samples.slide_id, samples.path, strict=True)}
     names.update({s: s for s in samples.slide_id})
     return names
+
+
+def boxes_as_annotations(
+    boxes: pd.DataFrame, source: str | Path, default_class: str = "lesion"
+) -> pd.DataFrame:
+    """Boxes ``slide_id,x1,y1,x2,y2`` as rectangles in the internal annotation form."""
+    geoms = shapely.box(*boxes[["x1", "y1", "x2", "y2"]].to_numpy(float).reshape(-1, 4).T)
+    return pd.DataFrame(
+        {
+            "slide_id": boxes.slide_id.to_numpy(),
+            "class_name": default_class,
+            "geometry": list(np.atleast_1d(geoms)) if len(boxes) else [],
+            "source": str(source),
+            "item": [f"row {i + 2}" for i in boxes.index] if len(boxes) else [],
+        },
+        columns=ANNOTATION_COLUMNS,
+    )
+
+
+def _sheet_value(row: pd.Series, column: str) -> object | None:
+    value = row.get(column)
+    return (
+        None
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
+        else value
+    )
+
+
+def slide_annotation_file(sheet: pd.DataFrame, slide_id: str) -> str | None:
+    """The sample sheet's per-slide ``annotation`` path of ``slide_id`` (None if absent)."""
+    if "annotation" not in sheet.columns:
+        return None
+    row = sheet.loc[sheet.slide_id == slide_id]
+    return None if row.empty else _sheet_value(row.iloc[0], "annotation")  # type: ignore[return-value]
+
+
+def read_cohort_annotations(
+    sheet: pd.DataFrame,
+    digilut_csv: str | Path | None,
+    settings: ImportSettings | None = None,
+    *,
+    slides: Iterable[str] | None = None,
+    mpps: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """All annotations of ``slides`` (default: the whole sheet) in the internal form.
+
+    Rows of the DigiLut CSV (if given) and the per-slide files of the sheet's ``annotation``
+    column are combined. ``mpps`` gives each slide's level-0 um/px, needed to draw point
+    annotations (the sheet's ``mpp`` column is used where ``mpps`` lacks a slide).
+    """
+    settings = settings or ImportSettings()
+    wanted = set(sheet.slide_id if slides is None else slides)
+    parts = []
+    if digilut_csv is not None:
+        boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet))
+        boxes = boxes[boxes.slide_id.isin(wanted)]
+        parts.append(boxes_as_annotations(boxes, digilut_csv, settings.default_class))
+    if "annotation" in sheet.columns:
+        for _, row in sheet[sheet.slide_id.isin(wanted)].iterrows():
+            path = _sheet_value(row, "annotation")
+            if path is None:
+                continue
+            mpp = (mpps or {}).get(row.slide_id, _sheet_value(row, "mpp"))
+            scale = _sheet_value(row, "annotation_scale")
+            local = (
+                settings
+                if scale is None
+                else ImportSettings(
+                    **{**settings.__dict__, "scale": float(scale)}  # type: ignore[arg-type]
+                )
+            )
+            fmt = _sheet_value(row, "annotation_format")
+            table = read_annotation_file(
+                str(path),
+                local,
+                mpp=None if mpp is None else float(mpp),
+                fmt=fmt,  # type: ignore[arg-type]
+            )
+            parts.append(table.assign(slide_id=row.slide_id, source=str(path)))
+    if not parts:
+        return pd.DataFrame(columns=ANNOTATION_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[ANNOTATION_COLUMNS]
+
+
+def check_inside(annotations: pd.DataFrame, width: int, height: int) -> None:
+    """Raise :class:`AnnotationError` naming file and item for an outline leaving the slide."""
+    if annotations.empty:
+        return
+    b = shapely.bounds(np.asarray(annotations.geometry, dtype=object))
+    out = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        a = annotations.iloc[i]
+        x1, y1, x2, y2 = b[i]
+        raise AnnotationError(
+            a["source"],
+            f"{a['item']}: slide {a['slide_id']}: outline ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the slide ({width} x {height} px); check the coordinate scale",
+        )
+
+
+def positive_slides(annotations: pd.DataFrame) -> set[str]:
+    """Slides with at least one lesion annotation (excluded regions do not count)."""
+    return set(annotations.slide_id[annotations.class_name != EXCLUDE])
+
+
+def lesion_slides(
+    sheet: pd.DataFrame, digilut_csv: str | Path | None, settings: ImportSettings | None = None
+) -> set[str]:
+    """Slides of ``sheet`` with a lesion, from all annotation sources, for stratifying.
+
+    Point discs are drawn at a nominal 1 um/px: only their presence matters here.
+    """
+    nominal = dict.fromkeys(sheet.slide_id, 1.0)
+    return positive_slides(read_cohort_annotations(sheet, digilut_csv, settings, mpps=nominal))
+
+
+def truth_boxes(
+    sheet: pd.DataFrame,
+    annotations_path: str | Path | None,
+    settings: ImportSettings | None = None,
+    *,
+    mpps: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Ground-truth boxes ``slide_id,x1,y1,x2,y2`` for evaluation: the bounding box of each
+    lesion annotation (DigiLut boxes unchanged); excluded regions are left out.
+    """
+    ann = read_cohort_annotations(sheet, annotations_path, settings, mpps=mpps)
+    ann = ann[ann.class_name != EXCLUDE]
+    b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)
+    return pd.DataFrame(
+        {
+            "slide_id": ann.slide_id.to_numpy(),
+            "x1": b[:, 0],
+            "y1": b[:, 1],
+            "x2": b[:, 2],
+            "y2": b[:, 3],
+        }
+    )
+
+
+def slide_mpps(tile_summaries: Iterable[str | Path]) -> dict[str, float]:
+    """``slide_id -> mpp`` from tiling records ``results/tiles/{slide}.json``."""
+    out = {}
+    for path in tile_summaries:
+        info = json.loads(Path(path).read_text())
+        out[str(info["slide_id"])] = float(info["mpp"])
+    return out

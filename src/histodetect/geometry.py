@@ -1,9 +1,15 @@
-"""Vectorised geometry of axis-aligned boxes ``(x1, y1, x2, y2)`` in level-0 pixels."""
+"""Vectorised geometry of axis-aligned boxes ``(x1, y1, x2, y2)`` in level-0 pixels,
+and the exact overlap of tiles with lesion outlines (shapely polygons).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import shapely
 from numpy.typing import ArrayLike
+from shapely.geometry.base import BaseGeometry
 
 
 def as_boxes(boxes: ArrayLike) -> np.ndarray:
@@ -120,4 +126,52 @@ def tile_box_overlap(
         area = box_area(t[idx])
         covered = _union_coverage(t[idx], b, max(1, chunk // 8))
         coverage[idx] = np.clip(np.where(area > 0, covered / np.where(area > 0, area, 1), 0), 0, 1)
+    return iou_max, coverage
+
+
+def tile_geometry_overlap(
+    tiles: ArrayLike, geometries: Sequence[BaseGeometry]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Overlap of each tile with a set of (possibly overlapping) polygons, exactly.
+
+    Candidates come from an STRtree over the tiles; tiles wholly inside the union cost
+    no overlay, only tiles on an outline are intersected.
+
+    Args:
+        tiles: Tile boxes, shape ``(n, 4)``.
+        geometries: Polygons or multipolygons in the tiles' coordinates; may be empty.
+
+    Returns:
+        ``(iou_max, coverage)``, each shape ``(n,)``: the largest IoU of the tile with any
+        one geometry, and the fraction of the tile area inside the union of all of them.
+    """
+    t = as_boxes(tiles)
+    n = len(t)
+    iou_max = np.zeros(n, dtype=np.float64)
+    coverage = np.zeros(n, dtype=np.float64)
+    geoms = np.asarray([g for g in geometries if not g.is_empty and g.area > 0], dtype=object)
+    if n == 0 or len(geoms) == 0:
+        return iou_max, coverage
+    polys = shapely.box(t[:, 0], t[:, 1], t[:, 2], t[:, 3])
+    area = box_area(t)
+    tree = shapely.STRtree(polys)
+    union = shapely.union_all(geoms)
+    shapely.prepare(union)
+    cand = tree.query(union, predicate="intersects")
+    inside = shapely.contains(union, polys[cand])
+    coverage[cand[inside]] = 1.0
+    edge = cand[~inside]
+    if edge.size:
+        inter = shapely.area(shapely.intersection(polys[edge], union))
+        coverage[edge] = np.clip(inter / np.where(area[edge] > 0, area[edge], 1), 0, 1)
+    shapely.prepare(geoms)
+    gi, ti = tree.query(geoms, predicate="intersects")
+    if gi.size:
+        whole = shapely.contains(geoms[gi], polys[ti])
+        inter = np.where(whole, area[ti], 0.0)
+        part = ~whole
+        inter[part] = shapely.area(shapely.intersection(polys[ti[part]], geoms[gi[part]]))
+        union_area = area[ti] + shapely.area(geoms[gi]) - inter
+        iou = np.where(union_area > 0, inter / np.where(union_area > 0, union_area, 1), 0.0)
+        np.maximum.at(iou_max, ti, iou)
     return iou_max, coverage

@@ -33,10 +33,12 @@ def split_patients(
     test_fraction: float,
     seed: int,
     stratify_by: str | None = "centre",
+    source: str = "sample sheet",
 ) -> pd.DataFrame:
     """Split slides into ``train``/``test`` by patient, stratified by lesion presence.
 
     Returns ``samples`` with a ``split`` column. Every patient lands wholly on one side.
+    ``source`` names the sample sheet in error messages.
     """
     if not 0 < test_fraction < 1:
         raise SplitError("config", f"test_fraction must be in (0, 1), got {test_fraction}")
@@ -44,7 +46,7 @@ def split_patients(
     n_splits = max(2, round(1 / test_fraction))
     if n_patients < n_splits:
         raise SplitError(
-            "sample sheet",
+            source,
             f"{n_patients} patients cannot be split with test_fraction={test_fraction}",
         )
     y = _strata(samples, positive_slides, stratify_by)
@@ -53,26 +55,39 @@ def split_patients(
     out = samples.copy()
     out["split"] = "train"
     out.iloc[test_idx, out.columns.get_loc("split")] = "test"
-    assert_patients_disjoint(out, "split")
+    assert_patients_disjoint(out, "split", source)
     return out
 
 
 def make_folds(
-    train: pd.DataFrame, positive_slides: set[str], *, k: int, seed: int
+    train: pd.DataFrame,
+    positive_slides: set[str],
+    *,
+    k: int,
+    seed: int,
+    source: str = "sample sheet",
 ) -> pd.DataFrame:
     """Assign training slides to ``k`` folds by patient (StratifiedGroupKFold).
 
+    ``train`` may be the whole split table: its test patients are set aside after checking
+    that none of them also has a training slide. ``source`` names it in error messages.
+
     Raises:
-        SplitError: if ``k`` exceeds the number of patients with a lesion (some fold would have
-            no positive validation patient) or the folds would share a patient.
+        SplitError: if a patient is in both train and test, if ``k`` exceeds the number of
+            patients with a lesion (some fold would have no positive validation patient) or
+            the folds would share a patient.
     """
+    if "split" in train.columns:
+        assert_patients_disjoint(train[train.split != "excluded"], "split", source)
+        train = train[train.split == "train"].reset_index(drop=True)
     pos_patients = train.loc[train.slide_id.isin(positive_slides), "patient_id"].nunique()
     if k < 2:
         raise SplitError("config", f"folds must be >= 2, got {k}")
     if k > pos_patients:
         raise SplitError(
-            "sample sheet",
-            f"folds={k} exceeds the {pos_patients} training patient(s) with a lesion",
+            source,
+            f"folds={k} exceeds the {pos_patients} training patient(s) with a lesion; "
+            "lower `folds` or add lesion patients",
         )
     y = train.slide_id.isin(positive_slides).astype(int)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
@@ -80,10 +95,8 @@ def make_folds(
     out["fold"] = -1
     for fold, (_, idx) in enumerate(cv.split(train, y, groups=train.patient_id)):
         out.iloc[idx, out.columns.get_loc("fold")] = fold
-    assert_patients_disjoint(out, "fold")
+    assert_patients_disjoint(out, "fold", source)
     for fold in range(k):
         if not out.loc[out.fold == fold, "slide_id"].isin(positive_slides).any():
-            raise SplitError(
-                "sample sheet", f"fold {fold} has no patient with a lesion; use fewer folds"
-            )
+            raise SplitError(source, f"fold {fold} has no patient with a lesion; use fewer folds")
     return out

@@ -1,4 +1,4 @@
-"""DigiLut CSV boxes: the happy path and one error per malformed case."""
+"""DigiLut CSV boxes (one error per malformed case) and cohort annotations from all sources."""
 
 from __future__ import annotations
 
@@ -7,7 +7,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from histodetect.annotations import check_boxes_inside, read_digilut_csv, slide_name_map
+from histodetect.annotation_formats import ImportSettings
+from histodetect.annotations import (
+    ANNOTATION_COLUMNS,
+    check_boxes_inside,
+    check_inside,
+    lesion_slides,
+    read_cohort_annotations,
+    read_digilut_csv,
+    slide_name_map,
+    truth_boxes,
+)
 from histodetect.errors import AnnotationError
 
 SAMPLES = pd.DataFrame(
@@ -185,3 +195,76 @@ def test_check_boxes_inside_rejects(box: tuple[float, float, float, float]) -> N
     assert msg.startswith("ann/a.csv: ")
     assert "slide s1" in msg
     assert "100 x 50" in msg
+
+
+# --- cohort annotations: DigiLut rows plus per-slide files ----------------------------------
+
+
+def cohort(tmp_path: Path) -> tuple[pd.DataFrame, Path]:
+    """Sheet of 3 slides: s1 boxes in the CSV, s2 an NCRF file (with an excluded hole),
+    s3 a point CSV; the CSV also has a box for s2."""
+    ncrf = tmp_path / "s2.json"
+    ncrf.write_text(
+        '{"positive": [{"name": "a", "vertices": [[0, 0], [3200, 0], [3200, 6400]]}],'
+        ' "negative": [{"name": "b", "vertices": [[1600, 100], [3000, 100], [3000, 1500]]}]}'
+    )
+    points = tmp_path / "s3.csv"
+    points.write_text("x,y,class\n100,200,mitosis\n")
+    sheet = pd.DataFrame(
+        {
+            "slide_id": ["s1", "s2", "s3"],
+            "patient_id": ["p1", "p2", "p3"],
+            "path": ["/d/alpha.tif", "/d/beta.tif", "/d/gamma.tif"],
+            "annotation": [None, str(ncrf), str(points)],
+            "annotation_scale": [None, 1 / 32, None],
+            "mpp": [None, None, 0.5],
+        }
+    )
+    csv = write(tmp_path, "filename,x1,x2,y1,y2\nalpha.tif,10,50,20,80\nbeta.tif,1,2,3,4\n")
+    return sheet, csv
+
+
+def test_read_cohort_annotations(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    ann = read_cohort_annotations(sheet, csv, ImportSettings(point_radius_um=4.0))
+    assert list(ann.columns) == ANNOTATION_COLUMNS
+    assert ann.slide_id.tolist() == ["s1", "s2", "s2", "s2", "s3"]
+    assert ann.class_name.tolist() == ["lesion", "lesion", "lesion", "exclude", "mitosis"]
+    assert ann.geometry[2].bounds == pytest.approx((0, 0, 100, 200))  # scaled by 1/32
+    assert ann.geometry[4].area == pytest.approx(3.14159 * 8**2, rel=0.01)  # 4 um at 0.5 um/px
+    assert ann.source[0] == str(csv) and ann.item[0] == "row 2"
+    one = read_cohort_annotations(sheet, csv, slides=["s2"], mpps={"s2": 1.0})
+    assert set(one.slide_id) == {"s2"} and len(one) == 3
+    assert lesion_slides(sheet, csv) == {"s1", "s2", "s3"}
+    assert lesion_slides(sheet.iloc[:1], None) == set()
+
+
+def test_truth_boxes_bound_each_lesion_and_skip_exclusions(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    boxes = truth_boxes(sheet, csv, mpps={"s3": 1.0}, settings=ImportSettings(point_radius_um=5))
+    assert list(boxes.columns) == ["slide_id", "x1", "y1", "x2", "y2"]
+    assert boxes.slide_id.tolist() == ["s1", "s2", "s2", "s3"]
+    assert boxes.iloc[0, 1:].tolist() == [10.0, 20.0, 50.0, 80.0]  # DigiLut box unchanged
+    assert boxes.iloc[2, 1:].tolist() == pytest.approx([0, 0, 100, 200])
+    assert boxes.iloc[3, 1:].tolist() == pytest.approx([95, 195, 105, 205])
+    plain = truth_boxes(sheet.drop(columns="annotation"), csv)
+    pd.testing.assert_frame_equal(
+        plain, read_digilut_csv(csv, slide_name_map(sheet)).reset_index(drop=True)
+    )
+
+
+def test_points_without_mpp_name_the_file(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    sheet["mpp"] = None
+    with pytest.raises(AnnotationError, match=r"s3\.csv: row 2: point annotations need"):
+        truth_boxes(sheet, csv)
+
+
+def test_check_inside_names_file_and_item(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    sheet["annotation_scale"] = None  # forgot the 1/32: outlines land far outside
+    ann = read_cohort_annotations(sheet, csv, slides=["s2"])
+    check_inside(ann[ann.item == "row 3"], 200, 400)  # the CSV box fits
+    with pytest.raises(AnnotationError, match=r"s2.json: positive\[0\]: slide s2: outline") as e:
+        check_inside(ann, 200, 400)
+    assert "\n" not in str(e.value) and "check the coordinate scale" in str(e.value)

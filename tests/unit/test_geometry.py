@@ -1,4 +1,4 @@
-"""Box geometry against brute-force pixel counts."""
+"""Box and polygon geometry against brute-force pixel counts."""
 
 from __future__ import annotations
 
@@ -7,10 +7,16 @@ import time
 import numpy as np
 import pytest
 import shapely
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from histodetect.geometry import box_area, box_giou, box_iou, tile_box_overlap
+from histodetect.geometry import (
+    box_area,
+    box_giou,
+    box_iou,
+    tile_box_overlap,
+    tile_geometry_overlap,
+)
 
 GRID = 24
 
@@ -119,3 +125,82 @@ def test_tile_overlap_is_fast_for_a_whole_slide() -> None:
     union_area = shapely.union_all(shapely.box(*boxes.T)).area
     assert (coverage * 256 * 256).sum() == pytest.approx(union_area, rel=1e-9)
     assert iou_max.max() <= 1.0
+
+
+# --- tiles against polygons -----------------------------------------------------------------
+
+
+@st.composite
+def int_triangle(draw: st.DrawFn) -> shapely.Polygon:
+    pts = draw(
+        st.lists(st.tuples(st.integers(0, GRID), st.integers(0, GRID)), min_size=3, max_size=3)
+    )
+    poly = shapely.Polygon(pts)
+    assume(poly.area >= 1)
+    return poly
+
+
+def sample_mask(geom: shapely.Geometry, per_px: int = 8) -> np.ndarray:
+    """Sub-pixel samples (``per_px`` per pixel side) inside ``geom``: shape ``(GRID*k, GRID*k)``."""
+    c = (np.arange(GRID * per_px) + 0.5) / per_px
+    gx, gy = np.meshgrid(c, c)
+    return shapely.contains_xy(geom, gx, gy)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(int_box(), min_size=1, max_size=6), st.lists(int_box(), min_size=1, max_size=5))
+def test_polygon_overlap_of_boxes_matches_pixel_union(
+    tiles: list[tuple[int, ...]], boxes: list[tuple[int, ...]]
+) -> None:
+    """Boxes given as polygons: the polygon path agrees with the pixel count exactly."""
+    geoms = list(shapely.box(*np.asarray(boxes, float).T))
+    iou_max, coverage = tile_geometry_overlap(tiles, geoms)
+    union = np.zeros((GRID, GRID), dtype=bool)
+    for b in boxes:
+        union |= mask(b)
+    for i, t in enumerate(tiles):
+        mt = mask(t)
+        assert coverage[i] == pytest.approx((mt & union).sum() / mt.sum(), abs=1e-12)
+        best = max((mt & mask(b)).sum() / (mt | mask(b)).sum() for b in boxes)
+        assert iou_max[i] == pytest.approx(best, abs=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(int_box(), min_size=1, max_size=5), st.lists(int_triangle(), min_size=1, max_size=3)
+)
+def test_polygon_coverage_matches_subpixel_count(
+    tiles: list[tuple[int, ...]], triangles: list[shapely.Polygon]
+) -> None:
+    """Coverage of tiles by overlapping triangles against a brute-force count at 1/8 px.
+
+    Sampling error per tile is at most the outline length inside it times the sample step.
+    """
+    k = 8
+    iou_max, coverage = tile_geometry_overlap(tiles, triangles)
+    inside = sample_mask(shapely.union_all(triangles), k)
+    outline = sum(t.length for t in triangles)
+    for i, (x1, y1, x2, y2) in enumerate(tiles):
+        area = (x2 - x1) * (y2 - y1)
+        counted = inside[y1 * k : y2 * k, x1 * k : x2 * k].sum() / k**2
+        assert coverage[i] * area == pytest.approx(counted, abs=outline / k + 1e-9)
+        assert 0 <= iou_max[i] <= coverage[i] + 1e-12
+
+
+def test_polygon_overlap_of_a_whole_slide_sums_to_the_area() -> None:
+    g = np.arange(0, 200 * 64, 64, dtype=np.float64)
+    gx, gy = np.meshgrid(g, g)
+    tiles = np.c_[gx.ravel(), gy.ravel(), gx.ravel() + 64, gy.ravel() + 64]
+    blob = shapely.Point(6000, 5000).buffer(2500, quad_segs=64)
+    ring = shapely.Point(9000, 9000).buffer(1500).difference(shapely.Point(9000, 9000).buffer(700))
+    iou_max, coverage = tile_geometry_overlap(tiles, [blob, ring])
+    assert (coverage * 64 * 64).sum() == pytest.approx(blob.area + ring.area, rel=1e-9)
+    assert (
+        coverage[
+            np.flatnonzero(shapely.contains_xy(blob, tiles[:, 0] + 32, tiles[:, 1] + 32))
+        ].min()
+        > 0
+    )
+    hole_tile = int(np.flatnonzero((tiles[:, 0] == 8960) & (tiles[:, 1] == 8960))[0])
+    assert coverage[hole_tile] == 0.0 and iou_max[hole_tile] == 0.0
+    assert tile_geometry_overlap(tiles[:3], [])[1].tolist() == [0.0, 0.0, 0.0]

@@ -1,12 +1,14 @@
-"""Tile labels from box overlap on a hand-made grid."""
+"""Tile labels from box and outline overlap on a hand-made grid."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import shapely
 
 from histodetect.columns import LABEL_COLUMNS, TILE_COLUMNS
+from histodetect.errors import AnnotationError
 from histodetect.labels import LabelSettings, label_tiles
 
 SIZE = 100
@@ -126,3 +128,82 @@ def test_output_types_and_input_untouched() -> None:
 def test_settings_validation(settings: LabelSettings, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         label_tiles(grid(), boxes((0, 0, 10, 10)), settings)
+
+
+# --- outlines, exclusions and classes -------------------------------------------------------
+
+
+def outlines(*rows: tuple[str, shapely.Geometry]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "slide_id": "s",
+            "class_name": [c for c, _ in rows],
+            "geometry": [g for _, g in rows],
+            "source": "ann.geojson",
+            "item": [f"feature {i + 1}" for i in range(len(rows))],
+        }
+    )
+
+
+def test_boxes_as_outlines_label_like_boxes() -> None:
+    b = boxes((0, 0, 230, 130), (150, 150, 390, 260))
+    as_outlines = outlines(*[("lesion", shapely.box(*r)) for r in b.to_numpy()])
+    for mode in ("coverage", "iou"):
+        settings = LabelSettings(mode, 0.5, 0.05)
+        expected = label_tiles(grid(), b, settings)
+        got = label_tiles(grid(), as_outlines, settings)
+        pd.testing.assert_frame_equal(got, expected)
+
+
+def test_triangle_coverage_and_labels() -> None:
+    # lower-left half of the 2x2 tile block at the origin: diagonal tiles half covered
+    tri = shapely.Polygon([(0, 0), (0, 200), (200, 200)])
+    out = label_tiles(grid(), outlines(("lesion", tri)), LabelSettings("coverage", 0.6, 0.0))
+    assert at(out, 1, 0).coverage == pytest.approx(1.0) and at(out, 1, 0).label == 1
+    for rc in [(0, 0), (1, 1)]:
+        assert at(out, *rc).coverage == pytest.approx(0.5)
+        assert at(out, *rc).label == -1
+    assert at(out, 0, 1).coverage == 0.0 and at(out, 0, 1).label == 0
+    assert at(out, 1, 0).iou == pytest.approx(100 * 100 / tri.area)
+
+
+def test_excluded_region_is_cut_out() -> None:
+    lesion = shapely.box(0, 0, 200, 200)
+    hole = shapely.box(100, 100, 200, 200)
+    out = label_tiles(
+        grid(), outlines(("lesion", lesion), ("exclude", hole)), LabelSettings("coverage", 0.5)
+    )
+    assert at(out, 0, 0).label == 1 and at(out, 1, 1).coverage == 0.0
+    assert at(out, 1, 1).label == 0
+
+
+def test_multi_class_labels_and_columns() -> None:
+    ann = outlines(
+        ("tumour", shapely.box(0, 0, 200, 100)),
+        ("dcis", shapely.box(100, 0, 300, 100)),  # overlaps tumour on tile (0, 1)
+        ("dcis", shapely.box(0, 300, 100, 340)),  # 40 % of tile (3, 0)
+    )
+    settings = LabelSettings("coverage", 0.5, 0.0, classes=["tumour", "dcis"])
+    out = label_tiles(grid(), ann, settings)
+    assert list(out.columns) == [*LABEL_COLUMNS, "class_name", "coverage_tumour", "coverage_dcis"]
+    assert at(out, 0, 0).label == 1
+    assert at(out, 0, 1).label == 1  # tie: the first class in the list wins
+    assert at(out, 0, 2).label == 2
+    assert at(out, 3, 0).label == -1 and at(out, 3, 0).coverage_dcis == pytest.approx(0.4)
+    assert at(out, 2, 2).label == 0
+    assert set(out.label) == {-1, 0, 1, 2}
+    names = dict(zip(out.label, out.class_name, strict=True))
+    assert names == {-1: "ignored", 0: "background", 1: "tumour", 2: "dcis"}
+
+
+def test_unknown_class_is_one_line_naming_the_file() -> None:
+    ann = outlines(("tumour", shapely.box(0, 0, 10, 10)), ("stroma", shapely.box(0, 0, 9, 9)))
+    with pytest.raises(AnnotationError, match=r"ann.geojson: feature 2: class 'stroma' is not"):
+        label_tiles(grid(), ann, LabelSettings(classes=["tumour"]))
+
+
+def test_classes_need_class_names() -> None:
+    with pytest.raises(ValueError, match="class names"):
+        label_tiles(grid(), boxes((0, 0, 10, 10)), LabelSettings(classes=["tumour"]))
+    with pytest.raises(ValueError, match="without 'exclude'"):
+        label_tiles(grid(), boxes((0, 0, 10, 10)), LabelSettings(classes=["exclude"]))

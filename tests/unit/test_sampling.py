@@ -1,4 +1,4 @@
-"""Negative undersampling, tile caps and per-fold tables."""
+"""Negative undersampling (random or hardest first), weights, tile caps and fold tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pandas as pd
 import pytest
 
 from histodetect.errors import SplitError
-from histodetect.sampling import cap_tiles, fold_tables, undersample
+from histodetect.sampling import (
+    cap_tiles,
+    fold_tables,
+    lesion_distance,
+    undersample,
+    weight_tiles,
+)
 
 
 def tiles(slide: str, labels: list[int] | np.ndarray) -> pd.DataFrame:
@@ -178,3 +184,67 @@ def test_fold_tables_refuses_patient_in_two_folds(
     leaked.loc[leaked.slide_id == "s2", "fold"] = 1  # p1 now in folds 0 and 1
     with pytest.raises(SplitError, match="fold 0"):
         fold_tables(leaked, paths, fold=0, neg_ratio=1.0, max_val_tiles=None, seed=0)
+
+
+# --- hard negatives and weighted sampling ---------------------------------------------------
+
+
+def ring_slide() -> pd.DataFrame:
+    """10x10 tiles with one positive at (row 5, col 5) and a faint lesion at (0, 0)."""
+    t = tiles("h", [0] * 100)
+    t.loc[55, "label"] = 1
+    t["coverage"] = 0.0
+    t.loc[55, "coverage"] = 1.0
+    t.loc[0, "coverage"] = 0.01  # below the negative threshold: labelled 0 but hard
+    return t
+
+
+def test_lesion_distance() -> None:
+    t = ring_slide()
+    d = lesion_distance(t)
+    assert d[55] == 0 and d[0] == 0
+    assert d[44] == 1 and d[66] == 1 and d[33] == 2 and d[99] == 4
+    assert np.isinf(lesion_distance(tiles("n", [0, 0, 0]))).all()
+
+
+def test_hard_negatives_first() -> None:
+    t = ring_slide()
+    out = undersample(t, ratio=12.0, seed=3, hard_first=True, hard_radius=1)
+    neg = out[out.label == 0]
+    assert len(neg) == 12
+    ring = {(5 + dx, 5 + dy) for dx in (-1, 0, 1) for dy in (-1, 0, 1)} - {(5, 5)}
+    corner = {(0, 0), (0, 1), (1, 0), (1, 1)}  # the faint lesion and its 3 neighbours
+    assert set(zip(neg.x // 64, neg.y // 64, strict=True)) == ring | corner
+    few = undersample(t, ratio=1.0, seed=3, hard_first=True)
+    assert set(zip(few[few.label == 0].x, few[few.label == 0].y, strict=True)) == {(0, 0)}
+    rnd = undersample(t, ratio=12.0, seed=3)
+    assert keys(rnd[rnd.label == 0]) != keys(neg)  # without the option: random negatives
+    more = undersample(t, ratio=30.0, seed=3, hard_first=True, hard_radius=1)
+    assert keys(neg) < keys(more) and (more.label == 0).sum() == 30
+    wide = undersample(t, ratio=33.0, seed=3, hard_first=True, hard_radius=2)
+    wide_xy = set(zip(wide.x // 64, wide.y // 64, strict=True)) - {(5, 5)}
+    near = {(5 + dx, 5 + dy) for dx in range(-2, 3) for dy in range(-2, 3)} - {(5, 5)}
+    assert wide_xy == near | {(x, y) for x in range(3) for y in range(3)}
+
+
+def test_weight_tiles(table: pd.DataFrame) -> None:
+    w = weight_tiles(table, ratio=2.0)
+    n_pos, n_neg = int((table.label == 1).sum()), int((table.label == 0).sum())
+    assert len(w) == n_pos + n_neg and (w.label >= 0).all()
+    assert (w.weight[w.label == 1] == 1.0).all()
+    assert w.weight.sum() == pytest.approx(3 * n_pos)
+    rng = np.random.default_rng(0)
+    draws = rng.choice(len(w), size=20_000, p=w.weight / w.weight.sum())
+    assert (w.label.to_numpy()[draws] == 0).mean() == pytest.approx(2 / 3, abs=0.02)
+
+
+def test_fold_tables_weighted(fold_setup: tuple[pd.DataFrame, list[str]]) -> None:
+    folds, paths = fold_setup
+    train, val = fold_tables(
+        folds, paths, fold=0, neg_ratio=1.0, max_val_tiles=None, seed=0, strategy="weighted"
+    )
+    all_train = pd.concat([pd.read_parquet(p) for p in paths if Path(p).stem in {"s3", "s4", "s5"}])
+    assert len(train) == int((all_train.label >= 0).sum())  # nothing dropped
+    assert "weight" in train.columns and "weight" not in val.columns
+    with pytest.raises(ValueError, match=r"sampling\.strategy"):
+        fold_tables(folds, paths, fold=0, neg_ratio=1.0, max_val_tiles=None, seed=0, strategy="x")

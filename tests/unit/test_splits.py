@@ -196,3 +196,29 @@ def test_assert_patients_disjoint_on_folds_with_numbers() -> None:
     t = pd.DataFrame({"patient_id": [1, 1, 2], "fold": np.array([0, 1, 1])})
     with pytest.raises(SplitError, match="more than one fold"):
         assert_patients_disjoint(t, "fold")
+
+
+def test_make_folds_refuses_a_split_that_leaks_into_test() -> None:
+    samples, positive = sheet(8, 6)
+    split = split_patients(samples, positive, test_fraction=0.25, seed=0)
+    leaked = split.copy()
+    test_patient = leaked.loc[leaked.split == "test", "patient_id"].iloc[0]
+    first = leaked.index[leaked.patient_id == test_patient][0]
+    leaked.loc[first, "split"] = "train"  # one slide of a test patient now in training
+    with pytest.raises(SplitError, match=f"split.tsv: patient.s. {test_patient} fall in more") as e:
+        make_folds(leaked, positive, k=2, seed=0, source="results/splits/split.tsv")
+    assert "\n" not in str(e.value)
+    folds = make_folds(split, positive, k=2, seed=0)  # the whole split table is accepted
+    assert set(folds.slide_id) == set(split.slide_id[split.split == "train"])
+
+
+def test_refusals_name_the_source_in_one_line() -> None:
+    samples, positive = sheet(6, 2)
+    with pytest.raises(SplitError) as e:
+        make_folds(samples, positive, k=3, seed=0, source="config/samples.tsv")
+    assert str(e.value) == (
+        "config/samples.tsv: folds=3 exceeds the 2 training patient(s) with a lesion; "
+        "lower `folds` or add lesion patients"
+    )
+    with pytest.raises(SplitError, match=r"^s\.tsv: 3 patients cannot be split"):
+        split_patients(sheet(3, 1)[0], set(), test_fraction=0.2, seed=0, source="s.tsv")

@@ -4,6 +4,7 @@ rule label_tiles:
         summary="results/tiles/{slide}.json",
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
+        slide_annotation=slide_annotation,
     output:
         "results/labels/{slide}.parquet",
     log:
@@ -14,8 +15,9 @@ rule label_tiles:
         "../../envs/tiling.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
     params:
         labels=config["labels"],
+        annotation_import=config.get("annotation_import", {}),
     script:
         "../scripts/label_tiles.py"

@@ -1,7 +1,14 @@
+localrules:
+    split_patients,
+    make_folds,
+
+
 checkpoint split_patients:
     input:
         sheet=SAMPLE_SHEET,
+        tiling="results/qc/tiling_summary.tsv",
         annotations=ANNOTATIONS,
+        slide_annotations=all_slide_annotations,
     output:
         split="results/splits/split.tsv",
     log:
@@ -10,6 +17,7 @@ checkpoint split_patients:
         "../../envs/tiling.yaml"
     params:
         split=config["split"],
+        annotation_import=config.get("annotation_import", {}),
         seed=config["seed"],
     script:
         "../scripts/split_patients.py"
@@ -19,6 +27,7 @@ rule make_folds:
     input:
         split="results/splits/split.tsv",
         annotations=ANNOTATIONS,
+        slide_annotations=all_slide_annotations,
     output:
         "results/splits/folds.tsv",
     log:
@@ -27,6 +36,7 @@ rule make_folds:
         "../../envs/tiling.yaml"
     params:
         folds=config["folds"],
+        annotation_import=config.get("annotation_import", {}),
         seed=config["seed"],
     script:
         "../scripts/make_folds.py"

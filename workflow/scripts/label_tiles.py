@@ -5,18 +5,33 @@ from pathlib import Path
 
 import pandas as pd
 
-from histodetect.annotations import check_boxes_inside, read_digilut_csv, slide_name_map
+from histodetect.annotation_formats import ImportSettings
+from histodetect.annotations import check_inside, read_cohort_annotations
 from histodetect.io import atomic_path
 from histodetect.labels import LabelSettings, label_tiles
-from histodetect.runner import rule_context
+from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):
+    slide = snakemake.wildcards.slide
     sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str)
-    boxes = read_digilut_csv(snakemake.input.annotations, slide_name_map(sheet))
-    boxes = boxes[boxes.slide_id == snakemake.wildcards.slide]
     info = json.loads(Path(snakemake.input.summary).read_text())
-    check_boxes_inside(boxes, info["width"], info["height"], snakemake.input.annotations)
+    annotations = read_cohort_annotations(
+        sheet,
+        snakemake.input.annotations,
+        ImportSettings(**snakemake.params.annotation_import),
+        slides=[slide],
+        mpps={slide: info.get("mpp")},
+    )
+    if "width" in info:  # a slide left out by tile_slide has no geometry (and no tiles)
+        check_inside(annotations, info["width"], info["height"])
     tiles = pd.read_parquet(snakemake.input.tiles)
-    labelled = label_tiles(tiles, boxes, LabelSettings(**snakemake.params.labels))
+    labelled = label_tiles(tiles, annotations, LabelSettings(**snakemake.params.labels))
+    log.info(
+        "%s: %d annotations; %d tiles: %s",
+        slide,
+        len(annotations),
+        len(labelled),
+        labelled.label.value_counts().sort_index().to_dict(),
+    )
     with atomic_path(snakemake.output[0]) as tmp:
         labelled.to_parquet(tmp, index=False)

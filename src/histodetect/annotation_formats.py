@@ -1,0 +1,315 @@
+"""Readers of per-slide annotation files into one form: class name and shapely geometry.
+
+Every reader returns a table with columns ``class_name``, ``geometry`` (a valid shapely
+polygon or multipolygon in level-0 pixels of the slide file, after ``scale``) and ``item``
+(where in the file it came from, e.g. ``feature 3``), and raises :class:`AnnotationError`
+naming the file and item for anything it cannot use. Points become discs of ``radius_um``.
+
+Class conventions: NCRF ``negative`` outlines and Camelyon16 ASAP group ``_2`` (or
+``Exclusion``) are regions *excluded* from the lesion; they get the class :data:`EXCLUDE`.
+NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import shapely
+from shapely import affinity
+from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
+
+from histodetect.errors import AnnotationError
+
+EXCLUDE = "exclude"
+FORMATS = ("digilut", "geojson", "asap", "ncrf", "points")
+GEOMETRY_COLUMNS = ["class_name", "geometry", "item"]
+_ASAP_EXCLUDE = {"_2", "exclusion", "exclude"}
+_ASAP_DEFAULT = {"_0", "_1", "tumor", "tumour", "none", ""}
+
+
+@dataclass(frozen=True)
+class ImportSettings:
+    """How annotation files are read (the ``annotation_import`` section of the config).
+
+    Attributes:
+        format: one of :data:`FORMATS`, or ``auto`` (by extension, then by content).
+        scale: multiplies every coordinate (``1/32`` for level-0 outlines on a level-5 file).
+        point_radius_um: radius of the disc drawn around each point annotation.
+        default_class: class name of annotations that carry none.
+    """
+
+    format: str = "auto"
+    scale: float = 1.0
+    point_radius_um: float = 16.0
+    default_class: str = "lesion"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("auto", *FORMATS):
+            raise AnnotationError("config", f"annotation format {self.format!r} not in {FORMATS}")
+        if not self.scale > 0 or not self.point_radius_um > 0:
+            raise AnnotationError("config", "annotation scale and point_radius_um must be > 0")
+
+
+def detect_format(path: Path) -> str:
+    """Format of an annotation file from its extension, looking inside ``.json``/``.csv``."""
+    suffix = path.suffix.lower()
+    if suffix == ".geojson":
+        return "geojson"
+    if suffix == ".xml":
+        return "asap"
+    if suffix == ".json":
+        data = _load_json(path)
+        return (
+            "ncrf" if isinstance(data, dict) and {"positive", "negative"} & set(data) else "geojson"
+        )
+    if suffix in (".csv", ".tsv", ".txt"):
+        header = _first_line(path).lower().replace("\t", ",").split(",")
+        return "digilut" if "filename" in [h.strip() for h in header] else "points"
+    raise AnnotationError(
+        path, f"cannot tell the annotation format from {suffix!r}; set it to one of {FORMATS}"
+    )
+
+
+def _first_line(path: Path) -> str:
+    try:
+        with path.open(encoding="utf-8") as f:
+            return f.readline()
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError(path, f"cannot read the file ({err})") from None
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError(path, f"cannot read the file ({err})") from None
+    if not text.strip():
+        raise AnnotationError(path, "file is empty")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise AnnotationError(path, f"invalid JSON at line {err.lineno}: {err.msg}") from None
+
+
+def _polygonal(geom: BaseGeometry, path: Path, item: str) -> BaseGeometry:
+    """A valid (multi)polygon of positive area from ``geom``, or an error naming the item."""
+    if not geom.is_valid:
+        geom = shapely.make_valid(geom)
+    if geom.geom_type == "GeometryCollection":
+        parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
+        geom = shapely.union_all(parts) if parts else shapely.Polygon()
+    if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.area <= 0:
+        raise AnnotationError(path, f"{item}: outline has no area ({geom.geom_type})")
+    bounds = shapely.bounds(geom)
+    if not all(math.isfinite(b) for b in bounds):
+        raise AnnotationError(path, f"{item}: coordinate not a finite number")
+    return geom
+
+
+def _ring(coords: Any, path: Path, item: str, scale: float) -> list[tuple[float, float]]:
+    """``[[x, y], ...]`` as scaled float pairs, or an error naming the item."""
+    try:
+        pts = [(float(x) * scale, float(y) * scale) for x, y, *_ in coords]
+    except (TypeError, ValueError):
+        raise AnnotationError(path, f"{item}: vertices are not [x, y] number pairs") from None
+    if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in pts):
+        raise AnnotationError(path, f"{item}: coordinate not a finite number (NaN or inf)")
+    if len(pts) < 3:
+        raise AnnotationError(path, f"{item}: {len(pts)} vertices, a polygon needs at least 3")
+    return pts
+
+
+def _table(rows: Iterable[tuple[str, BaseGeometry, str]], path: Path) -> pd.DataFrame:
+    table = pd.DataFrame(list(rows), columns=GEOMETRY_COLUMNS)
+    if table.empty:
+        raise AnnotationError(path, "no annotations in the file")
+    return table
+
+
+def read_ncrf_json(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
+    """NCRF outlines ``{"positive": [{"name", "vertices"}], "negative": [...]}``."""
+    data = _load_json(path)
+    if not isinstance(data, dict) or not {"positive", "negative"} & set(data):
+        raise AnnotationError(path, 'not NCRF JSON (expected keys "positive" and "negative")')
+    rows = []
+    for key, cls in (("positive", settings.default_class), ("negative", EXCLUDE)):
+        entries = data.get(key, [])
+        if not isinstance(entries, list):
+            raise AnnotationError(path, f'"{key}" is not a list')
+        for i, entry in enumerate(entries):
+            item = f"{key}[{i}]"
+            if not isinstance(entry, dict) or "vertices" not in entry:
+                raise AnnotationError(path, f'{item}: no "vertices"')
+            ring = _ring(entry["vertices"], path, item, settings.scale)
+            rows.append((cls, _polygonal(shapely.Polygon(ring), path, item), item))
+    return _table(rows, path)
+
+
+def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
+    """ASAP XML (Camelyon16): ``Annotation`` elements with ``Coordinate X= Y=`` children."""
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise AnnotationError(path, f"invalid XML ({err})") from None
+    annotations = root.findall(".//Annotation")
+    if not annotations:
+        raise AnnotationError(path, "no <Annotation> elements")
+    rows = []
+    for i, ann in enumerate(annotations, 1):
+        item = f"Annotation {i} ({ann.get('Name', '')!r})"
+        group = ann.get("PartOfGroup", "") or ""
+        if group.lower() in _ASAP_EXCLUDE:
+            cls = EXCLUDE
+        elif group.lower() in _ASAP_DEFAULT:
+            cls = settings.default_class
+        else:
+            cls = group
+        coords = ann.findall(".//Coordinate")
+        if not coords:
+            raise AnnotationError(path, f"{item}: no <Coordinate> elements")
+        coords.sort(key=lambda c: float(c.get("Order", 0)))
+        xy = [(c.get("X"), c.get("Y")) for c in coords]
+        if any(x is None or y is None for x, y in xy):
+            raise AnnotationError(path, f"{item}: a <Coordinate> lacks X or Y")
+        kind = (ann.get("Type") or "Polygon").lower()
+        if kind in ("dot", "pointset"):
+            pts = [(float(x) * settings.scale, float(y) * settings.scale) for x, y in xy]
+            geom = _discs(pts, mpp, settings, path, item)
+        else:
+            geom = _polygonal(shapely.Polygon(_ring(xy, path, item, settings.scale)), path, item)
+        rows.append((cls, geom, item))
+    return _table(rows, path)
+
+
+def _discs(
+    pts: list[tuple[float, float]],
+    mpp: float | None,
+    settings: ImportSettings,
+    path: Path,
+    item: str,
+) -> BaseGeometry:
+    """Discs of ``point_radius_um`` around points (needs the slide's mpp)."""
+    if mpp is None or not mpp > 0:
+        raise AnnotationError(path, f"{item}: point annotations need the slide's mpp")
+    if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in pts):
+        raise AnnotationError(path, f"{item}: coordinate not a finite number (NaN or inf)")
+    radius = settings.point_radius_um / mpp
+    return shapely.union_all([shapely.Point(p).buffer(radius, quad_segs=16) for p in pts])
+
+
+def _feature_class(feature: dict[str, Any], default: str) -> str:
+    props = feature.get("properties") or {}
+    cls = props.get("classification")
+    if isinstance(cls, dict):
+        cls = cls.get("name")
+    if isinstance(cls, str) and cls:
+        return cls
+    return default
+
+
+def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
+    """QuPath GeoJSON: FeatureCollection, a bare list of features, or one feature.
+
+    Polygons, multipolygons and rectangles (exported as polygons) keep their outline; points
+    and multipoints become discs. The class is ``properties.classification.name``.
+    """
+    data = _load_json(path)
+    if isinstance(data, dict) and data.get("type") == "FeatureCollection":
+        features = data.get("features")
+    elif isinstance(data, dict) and data.get("type") == "Feature":
+        features = [data]
+    else:
+        features = data
+    if not isinstance(features, list):
+        raise AnnotationError(path, "not GeoJSON (expected a FeatureCollection or a feature list)")
+    rows = []
+    for i, feature in enumerate(features, 1):
+        item = f"feature {i}"
+        if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
+            raise AnnotationError(path, f"{item}: no geometry object")
+        try:
+            geom = affinity.scale(
+                shape(feature["geometry"]), settings.scale, settings.scale, origin=(0, 0)
+            )
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+            raise AnnotationError(path, f"{item}: invalid geometry ({err})") from None
+        if geom.geom_type in ("Point", "MultiPoint"):
+            pts = [(p.x, p.y) for p in shapely.get_parts(geom)]
+            geom = _discs(pts, mpp, settings, path, item)
+        elif geom.geom_type == "GeometryCollection" or "Polygon" not in geom.geom_type:
+            raise AnnotationError(path, f"{item}: {geom.geom_type} is not an area or a point")
+        rows.append(
+            (_feature_class(feature, settings.default_class), _polygonal(geom, path, item), item)
+        )
+    return _table(rows, path)
+
+
+def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
+    """Points ``x,y[,class]`` (e.g. mitosis centres), each a disc of ``point_radius_um``."""
+    try:
+        sep = "\t" if path.suffix.lower() == ".tsv" else ","
+        df = pd.read_csv(path, sep=sep, dtype={"class": str})
+    except pd.errors.EmptyDataError:
+        raise AnnotationError(path, "file is empty (expected a header x,y[,class])") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise AnnotationError(path, f"not a readable CSV ({err})") from None
+    if not {"x", "y"} <= set(df.columns):
+        raise AnnotationError(
+            path, f"missing column x or y; have {', '.join(map(str, df.columns))}"
+        )
+    if df.empty:
+        raise AnnotationError(path, "no annotations in the file")
+    xy = df[["x", "y"]].apply(pd.to_numeric, errors="coerce").to_numpy(float) * settings.scale
+    rows = []
+    for i, (x, y) in enumerate(xy):
+        item = f"row {i + 2}"
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise AnnotationError(path, f"{item}: x or y not a number ({df.x[i]!r}, {df.y[i]!r})")
+        cls = df["class"][i] if "class" in df.columns and pd.notna(df["class"][i]) else None
+        disc = _discs([(x, y)], mpp, settings, path, item)
+        rows.append((cls or settings.default_class, disc, item))
+    return _table(rows, path)
+
+
+READERS: dict[str, Callable[[Path, ImportSettings, float | None], pd.DataFrame]] = {
+    "geojson": read_geojson,
+    "asap": read_asap_xml,
+    "ncrf": read_ncrf_json,
+    "points": read_point_csv,
+}
+
+
+def read_annotation_file(
+    path: str | Path,
+    settings: ImportSettings,
+    *,
+    mpp: float | None = None,
+    fmt: str | None = None,
+) -> pd.DataFrame:
+    """Read one slide's annotation file into ``class_name, geometry, item``.
+
+    Args:
+        path: the file.
+        settings: import options; ``fmt`` (e.g. from the sample sheet) overrides its format.
+        mpp: the slide's level-0 microns per pixel (needed for point annotations only).
+        fmt: explicit format, one of :data:`FORMATS` (``digilut`` is read elsewhere).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AnnotationError(path, "annotation file not found")
+    fmt = fmt or settings.format
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt not in READERS:
+        raise AnnotationError(
+            path, f"format {fmt!r} is not a per-slide outline format {tuple(READERS)}"
+        )
+    return READERS[fmt](path, settings, mpp)
