@@ -10,39 +10,62 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import openslide
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
+
+from histodetect.errors import InputError
+from histodetect.reader import SlideReader
+from histodetect.stain import hed_jitter
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 READ_COLUMNS = ["path", "x", "y", "level", "read_px", "tile_px"]
+IMAGE_COLUMNS = ["path", "tile_px"]
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
+TileTransform = Callable[[np.ndarray], np.ndarray]
 
 
 class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Square tiles read from whole-slide images, one row of ``df`` per item.
+    """Square tiles read from whole-slide images or image files, one row of ``df`` per item.
 
-    Items are ``(image, label)``: ``image`` is a uint8 CHW tensor (or a float tensor
-    normalised with ImageNet statistics when ``normalize``), ``label`` a float scalar
-    (0 when ``df`` has no ``label`` column). Slides are opened lazily, at most
-    ``max_open`` per process, and never pickled, so each DataLoader worker owns its handles.
+    A table with slide geometry (``x``, ``y``, ``level``, ``read_px``, ``tile_px``) is read
+    from slides; a table without ``x`` is a folder of patches: each ``path`` is an image file
+    resized to ``tile_px``. Items are ``(image, label)``: ``image`` is a uint8 CHW tensor (or a
+    float tensor normalised with ImageNet statistics when ``normalize``), ``label`` a float
+    scalar (0 when ``df`` has no ``label`` column). ``transform`` (e.g. a
+    :class:`~histodetect.stain.StainNormalizer`) maps each RGB uint8 HWC tile before that.
+    Slides are opened lazily, at most ``max_open`` per process, and never pickled, so each
+    DataLoader worker owns its handles.
     """
 
-    def __init__(self, df: pd.DataFrame, *, normalize: bool = False, max_open: int = 32) -> None:
-        missing = [c for c in READ_COLUMNS if c not in df.columns]
+    def __init__(
+        self,
+        df: pd.DataFrame,
+        *,
+        normalize: bool = False,
+        max_open: int = 32,
+        transform: TileTransform | None = None,
+    ) -> None:
+        self.images = "x" not in df.columns
+        needed = IMAGE_COLUMNS if self.images else READ_COLUMNS
+        missing = [c for c in needed if c not in df.columns]
         if missing:
             raise KeyError(f"tile table lacks columns {missing}")
         self.paths = df["path"].astype(str).to_numpy()
-        self.coords = df[["x", "y", "level", "read_px", "tile_px"]].to_numpy(np.int64)
+        if self.images:
+            self.coords = np.zeros((len(df), 5), np.int64)
+            self.coords[:, 4] = df["tile_px"].to_numpy(np.int64)
+        else:
+            self.coords = df[["x", "y", "level", "read_px", "tile_px"]].to_numpy(np.int64)
+        self.transform = transform
         labels = df["label"].to_numpy(np.float32) if "label" in df.columns else None
         self.labels = labels if labels is not None else np.zeros(len(df), np.float32)
         self.normalize = normalize
         self.max_open = max_open
-        self._slides: OrderedDict[str, openslide.OpenSlide] = OrderedDict()
+        self._slides: OrderedDict[str, SlideReader] = OrderedDict()
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -53,12 +76,12 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         state["_slides"] = OrderedDict()
         return state
 
-    def _slide(self, path: str) -> openslide.OpenSlide:
+    def _slide(self, path: str) -> SlideReader:
         if self._pid != os.getpid():  # forked worker: never reuse the parent's handles
             self._slides, self._pid = OrderedDict(), os.getpid()
         slide = self._slides.get(path)
         if slide is None:
-            slide = openslide.OpenSlide(path)
+            slide = SlideReader(path)
             self._slides[path] = slide
             if len(self._slides) > self.max_open:
                 self._slides.popitem(last=False)[1].close()
@@ -68,14 +91,27 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def read_tile(self, i: int) -> np.ndarray:
         """Return tile ``i`` as an RGB uint8 HWC array of side ``tile_px``."""
-        x, y, level, read_px, tile_px = (int(v) for v in self.coords[i])
-        region = self._slide(self.paths[i]).read_region((x, y), level, (read_px, read_px))
-        rgb = Image.new("RGB", region.size, (255, 255, 255))
-        rgb.paste(region, mask=region.getchannel("A"))
-        if read_px != tile_px:
-            resample = Image.Resampling.BOX if read_px > tile_px else Image.Resampling.BILINEAR
-            rgb = rgb.resize((tile_px, tile_px), resample)
+        tile = self._read_image(i) if self.images else self._read_region(i)
+        return tile if self.transform is None else self.transform(tile)
+
+    def _read_image(self, i: int) -> np.ndarray:
+        tile_px = int(self.coords[i, 4])
+        try:
+            with Image.open(self.paths[i]) as image:
+                image.draft("RGB", (tile_px, tile_px))  # JPEG: decode at a reduced scale
+                rgb = image.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise InputError(self.paths[i], f"cannot read image ({err})") from err
+        if rgb.size != (tile_px, tile_px):
+            down = min(rgb.size) > tile_px
+            rgb = rgb.resize(
+                (tile_px, tile_px), Image.Resampling.BOX if down else Image.Resampling.BILINEAR
+            )
         return np.asarray(rgb)
+
+    def _read_region(self, i: int) -> np.ndarray:
+        x, y, level, read_px, tile_px = (int(v) for v in self.coords[i])
+        return self._slide(self.paths[i]).read_tile(x, y, level, read_px, tile_px)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = torch.from_numpy(self.read_tile(i).copy()).permute(2, 0, 1).contiguous()
@@ -128,14 +164,21 @@ def d4_transforms() -> list[Transform]:
 
 
 def augment_batch(
-    x: torch.Tensor, *, colour_jitter: float = 0.1, generator: torch.Generator | None = None
+    x: torch.Tensor,
+    *,
+    colour_jitter: float = 0.1,
+    generator: torch.Generator | None = None,
+    jitter_space: str = "hsv",
 ) -> torch.Tensor:
     """Random D4 symmetry and mild colour jitter, per sample, on a float NCHW batch in [0, 1].
 
-    Jitter amplitude ``colour_jitter`` ``s``: brightness and contrast factors in
-    ``[1 - s, 1 + s]``, saturation in ``[1 - 2s, 1 + 2s]``, hue rotation ``±s * 90°``.
+    ``jitter_space="hsv"``, amplitude ``colour_jitter`` ``s``: brightness and contrast factors
+    in ``[1 - s, 1 + s]``, saturation in ``[1 - 2s, 1 + 2s]``, hue rotation ``±s * 90°``.
+    ``"hed"``: stain concentrations scaled and shifted (:func:`histodetect.stain.hed_jitter`).
     Random numbers come from ``generator`` (CPU) so that runs are reproducible.
     """
+    if jitter_space not in ("hsv", "hed"):
+        raise ValueError(f"jitter_space must be 'hsv' or 'hed', not {jitter_space!r}")
     n = x.shape[0]
     out = torch.empty_like(x)
     choice = torch.randint(0, 8, (n,), generator=generator)
@@ -145,6 +188,8 @@ def augment_batch(
             out[idx] = transform(x[idx])
     if colour_jitter <= 0:
         return out
+    if jitter_space == "hed":
+        return hed_jitter(out, colour_jitter, generator)
     u = (torch.rand((4, n), generator=generator) * 2 - 1).to(x.device, x.dtype)
     shape = (n, 1, 1, 1)
     out = out * (1 + colour_jitter * u[0]).view(shape)
@@ -185,16 +230,27 @@ def make_loader(
     *,
     drop_last: bool = False,
     normalize: bool = False,
+    weights: np.ndarray | None = None,
+    transform: TileTransform | None = None,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     """DataLoader over a tile table with seeded shuffling and worker seeds.
 
     Without shuffling (inference) rows are kept in ``df`` order: sort ``df`` by slide
-    first so each worker reads one slide at a time. ``loader.generator`` may be reseeded
-    before an epoch to make its order independent of the previous epochs.
+    first so each worker reads one slide at a time. ``weights`` (one per row) draw
+    ``round(sum(weights))`` rows per epoch with replacement (WeightedRandomSampler) instead
+    of shuffling (see :func:`histodetect.sampling.weight_tiles`).
+    ``loader.generator`` may be reseeded before an epoch to make its order (and the weighted
+    draw) independent of the previous epochs.
     """
     generator = torch.Generator().manual_seed(seed)
+    if weights is not None:
+        w = torch.tensor(np.array(weights, np.float64))
+        if len(w) != len(df) or not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("sampling weights must be finite, >= 0, not all 0, one per tile")
+        n = max(1, round(float(w.sum())))
+        sampler = WeightedRandomSampler(w, n, replacement=True, generator=generator)
     return DataLoader(
-        TileDataset(df, normalize=normalize),
+        TileDataset(df, normalize=normalize, transform=transform),
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,

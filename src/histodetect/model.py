@@ -33,7 +33,7 @@ class TileClassifier(nn.Module):
         self.arch = arch
         self.backbone = backbone
         self.head = nn.Sequential(
-            nn.Linear(backbone.num_features, hidden),
+            nn.Linear(feature_width(backbone), hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
             nn.Linear(hidden, arch["num_classes"]),
@@ -41,6 +41,12 @@ class TileClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+
+def feature_width(backbone: nn.Module) -> int:
+    """Width of a timm backbone's pooled output (``head_hidden_size`` when it has pre-logits)."""
+    width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+    return int(width)
 
 
 def build_model(
@@ -138,7 +144,12 @@ def make_loss(
     alpha: float | None = 0.25,
     gamma: float = 2.0,
 ) -> nn.Module:
-    """Binary loss on logits: ``"bce"`` (optional ``pos_weight``) or ``"focal"``."""
+    """Loss on logits: binary ``"bce"`` (optional ``pos_weight``) or ``"focal"``, or ``"ce"``.
+
+    ``"ce"`` is cross-entropy over ``(N, num_classes)`` logits and integer class targets.
+    """
+    if name == "ce":
+        return nn.CrossEntropyLoss()
     if name == "bce":
         weight = None if pos_weight is None else torch.tensor(float(pos_weight))
         return nn.BCEWithLogitsLoss(pos_weight=weight)
@@ -146,7 +157,7 @@ def make_loss(
         if pos_weight is not None:
             raise ValueError("pos_weight is for 'bce'; weight the focal loss with alpha")
         return FocalLoss(alpha, gamma)
-    raise ValueError(f"unknown loss {name!r}; expected 'bce' or 'focal'")
+    raise ValueError(f"unknown loss {name!r}; expected 'bce', 'focal' or 'ce'")
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:

@@ -6,7 +6,9 @@ import copy
 import dataclasses
 import json
 import logging
+import os
 import random
+import re
 import sys
 import time
 import warnings
@@ -31,6 +33,7 @@ from tqdm import tqdm
 from histodetect.data import augment_batch, make_loader, prepare_batch
 from histodetect.io import atomic_path
 from histodetect.model import build_model, make_loss, resolve_device, save_model
+from histodetect.stain import StainNormalizer
 
 log = logging.getLogger(__name__)
 # Options that do not change the optimisation trajectory: a checkpoint stays resumable.
@@ -56,19 +59,28 @@ class TrainConfig:
     scheduler: str = "cosine"
     early_stopping_patience: int = 5
     """Stop after this many epochs without improvement; 0 disables early stopping."""
-    num_workers: int = 4
+    num_workers: int | None = None
+    """Tile-reading worker processes; None: one per CPU core beyond the first, at most 4."""
     seed: int = 42
     amp: bool = True
     channels_last: bool = True
     device: str = "auto"
     augment: bool = True
     colour_jitter: float = 0.1
+    jitter_space: str = "hsv"
+    """``hsv`` (brightness, contrast, saturation, hue) or ``hed`` (stain concentrations)."""
+    stain_norm: str | None = None
+    """None, ``macenko`` or ``reinhard``: applied to every tile, in training and validation."""
+    stain_reference: str | None = None
+    """Image whose stains are the normalisation target (published defaults when None)."""
 
     def __post_init__(self) -> None:
         for name, allowed in (
-            ("loss", ("bce", "focal")),
+            ("loss", ("bce", "focal", "ce")),
             ("scheduler", ("cosine", "plateau")),
             ("device", ("auto", "cpu", "cuda")),
+            ("jitter_space", ("hsv", "hed")),
+            ("stain_norm", (None, "macenko", "reinhard")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -85,6 +97,12 @@ class TrainConfig:
             if key not in names:
                 raise ValueError(f"unknown training option {key!r}; known: {', '.join(names)}")
         return cls(**d)
+
+    def workers(self) -> int:
+        """``num_workers``, or when None one per CPU core beyond the first (at most 4)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return min(4, max(0, len(os.sched_getaffinity(0)) - 1))
 
     def resume_key(self) -> dict[str, Any]:
         """Options a checkpoint must share to be resumed (cosine depends on ``epochs``)."""
@@ -109,6 +127,62 @@ class _State:
     run_id: str | None = None
 
 
+@dataclass(frozen=True)
+class Task:
+    """Binary (one logit, BCE or focal) or multi-class (one logit per class, cross-entropy)."""
+
+    classes: list[str]
+    loss: str
+
+    @property
+    def multiclass(self) -> bool:
+        return self.loss == "ce"
+
+    @property
+    def outputs(self) -> int:
+        return len(self.classes) if self.multiclass else 1
+
+    @classmethod
+    def from_tables(cls, cfg: TrainConfig, *tables: pd.DataFrame) -> Task:
+        """Classes ``0..max(label)`` named by a ``class_name`` column when there is one."""
+        both = pd.concat([t[[c for c in ("label", "class_name") if c in t]] for t in tables])
+        k = max(2, int(both["label"].max()) + 1)
+        names = [str(i) for i in range(k)]
+        if "class_name" in both:
+            for code, name in both.drop_duplicates("label").itertuples(index=False):
+                names[int(code)] = str(name)
+        loss = cfg.loss
+        if k > 2 and loss != "ce":
+            if loss == "focal":
+                raise ValueError(f"the focal loss is binary but the tiles have {k} classes")
+            log.warning("%d classes: training with cross-entropy instead of %s", k, loss)
+            loss = "ce"
+        return cls(names, loss)
+
+    def loss_of(self, loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Loss of ``(N, outputs)`` logits against labels."""
+        if self.multiclass:
+            return loss_fn(logits.float(), y.long())
+        return loss_fn(logits[:, 0].float(), y.float())
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Sigmoid of the single logit (binary) or softmax over classes."""
+        if self.multiclass:
+            return torch.softmax(logits.float(), dim=1)
+        return torch.sigmoid(logits[:, 0].float())
+
+    def auc(self, y: np.ndarray, probs: np.ndarray) -> float:
+        """Binary AUC, or one-vs-rest AUC weighted by class size; NaN if a class is absent."""
+        if not self.multiclass:
+            return binary_auc(y, probs)
+        return multiclass_auc(y, probs)
+
+    def scores(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        if not self.multiclass:
+            return patch_metrics(y, probs, 0.5)
+        return multiclass_metrics(y, probs, self.classes)
+
+
 def train_fold(
     train_df: pd.DataFrame,
     val_df: pd.DataFrame,
@@ -123,34 +197,53 @@ def train_fold(
 ) -> dict[str, Any]:
     """Train on ``train_df``, select on ``val_df``; resume from ``out_dir/last.pt`` if any.
 
-    Writes ``out_dir/last.pt`` (every epoch), ``out_dir/model.pt`` (best epoch) and
+    Labels are integers: 0/1 (binary, one logit) or ``0..K-1`` (K > 2 classes, or
+    ``loss="ce"``: one logit per class, named by a ``class_name`` column if any). A ``weight``
+    column in ``train_df`` draws training tiles with those weights (with replacement).
+    Writes ``out_dir/last.pt`` (every epoch, with the best weights so far), and at the end
+    ``out_dir/model.pt`` (best epoch; never before training ends, so a killed job leaves no
+    model that looks finished) and
     ``out_dir/metrics.json``; rows with ``label == -1`` are dropped. Returns the metrics.
     """
     out_dir = Path(out_dir)
     train_df, val_df = _labelled(train_df), _labelled(val_df)
     tile_px = _single(pd.concat([train_df["tile_px"], val_df["tile_px"]]), "tile_px")
+    task = Task.from_tables(cfg, train_df, val_df)
     device = resolve_device(cfg.device)
     seed = cfg.seed + fold
     _seed_all(seed)
-    state = _new_state(cfg, device)
+    state = _new_state(cfg, device, task.outputs)
     resumed = _resume(out_dir / "last.pt", cfg, state)
     drop_last = len(train_df) > cfg.batch_size  # no size-1 batch for batch norm
+    stain = StainNormalizer(cfg.stain_norm, cfg.stain_reference) if cfg.stain_norm else None
+    weights = train_df["weight"].to_numpy(np.float64) if "weight" in train_df else None
+    workers = cfg.workers()
     loaders = (
-        make_loader(train_df, cfg.batch_size, cfg.num_workers, True, seed, drop_last=drop_last),
-        make_loader(val_df, cfg.batch_size, cfg.num_workers, False, seed),
-    )
-    y_val = val_df["label"].to_numpy(np.float32)
-    monitor = "auc" if len(np.unique(y_val)) == 2 else "loss"
+        make_loader(
+            train_df, cfg.batch_size, workers, True, seed, drop_last=drop_last,
+            weights=weights, transform=stain,
+        ),
+        make_loader(val_df, cfg.batch_size, workers, False, seed, transform=stain),
+    )  # fmt: skip
+    y_val = val_df["label"].to_numpy(np.int64 if task.multiclass else np.float32)
+    monitor = "auc" if len(np.unique(y_val)) == len(task.classes) else "loss"
     meta = {"tile_px": tile_px, "fold": fold, "monitor": monitor, "config": dataclasses.asdict(cfg)}
+    meta |= {"classes": task.classes, "loss": task.loss, "stain_norm": cfg.stain_norm}
     params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train_df)}
-    params |= {"n_val": len(val_df), "n_pos": int(train_df["label"].sum()), "tile_px": tile_px}
+    params |= {"n_val": len(val_df), "tile_px": tile_px, "num_workers": workers}
+    params |= {"classes": ",".join(task.classes), "loss": task.loss}
+    counts = train_df["label"].value_counts()
+    if task.multiclass:
+        params |= {f"n_{_key(c)}": int(counts.get(i, 0)) for i, c in enumerate(task.classes)}
+    else:
+        params["n_pos"] = int(counts.get(1, 0))
     logger = RunLogger(mlflow_uri, experiment, run_name, tb_dir)
     state.run_id = logger.start(state.run_id, params, state.history)
     if not resumed:
         _save_last(out_dir / "last.pt", cfg, state)
     try:
-        _fit(state, loaders, y_val, cfg, fold, monitor, out_dir, meta, logger, device)
-        metrics = _finalise(state, loaders[1], y_val, cfg, out_dir, meta, device)
+        _fit(state, loaders, y_val, cfg, task, fold, monitor, out_dir, meta, logger, device)
+        metrics = _finalise(state, loaders[1], y_val, cfg, task, out_dir, meta, device)
         logger.finish(metrics, out_dir / "model.pt")
     except BaseException:
         logger.fail()
@@ -163,6 +256,7 @@ def _fit(
     loaders: tuple[DataLoader, DataLoader],
     y_val: np.ndarray,
     cfg: TrainConfig,
+    task: Task,
     fold: int,
     monitor: str,
     out_dir: Path,
@@ -173,25 +267,24 @@ def _fit(
     """Run the remaining epochs with checkpointing and early stopping."""
     patience = cfg.early_stopping_patience
     aug_gen = torch.Generator()
-    loss_fn = make_loss(cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
+    loss_fn = make_loss(task.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
     for epoch in range(state.epoch + 1, cfg.epochs):
         if patience > 0 and state.bad_epochs >= patience:
             break
         loaders[0].generator.manual_seed(cfg.seed + fold + 1000 * epoch)
         aug_gen.manual_seed(cfg.seed + fold + 1000 * epoch + 1)
-        train_loss = _train_epoch(
-            state, loaders[0], loss_fn, cfg, device, aug_gen, f"fold {fold} epoch {epoch}"
+        train_loss, speed = _train_epoch(
+            state, loaders[0], loss_fn, cfg, task, device, aug_gen, f"fold {fold} epoch {epoch}"
         )
-        val_loss, probs = _evaluate(state.model, loaders[1], loss_fn, cfg, device)
-        auc = binary_auc(y_val, probs)
+        val_loss, probs = _evaluate(state.model, loaders[1], loss_fn, cfg, task, device)
+        auc = task.auc(y_val, probs)
         score = [auc, -val_loss] if monitor == "auc" else [-val_loss]  # AUC ties: lower loss
         lr = state.optimizer.param_groups[0]["lr"]
-        row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc, "lr": lr}
+        row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc, "lr": lr, **speed}
         state.epoch, state.bad_epochs = epoch, state.bad_epochs + 1
         if score > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
             state.best_weights = copy.deepcopy(state.model.state_dict())
-            save_model(out_dir / "model.pt", state.model, {**meta, "epoch": epoch, **row})
         if cfg.scheduler == "plateau":
             state.scheduler.step(score[0])
         else:
@@ -207,48 +300,72 @@ def _train_epoch(
     loader: DataLoader,
     loss_fn: nn.Module,
     cfg: TrainConfig,
+    task: Task,
     device: torch.device,
     aug_gen: torch.Generator,
     desc: str,
-) -> float:
-    """One pass over the training set; returns the mean loss."""
+) -> tuple[float, dict[str, float]]:
+    """One pass over the training set.
+
+    Returns the mean loss and the speed: ``train_img_s`` (tiles per second of the whole
+    epoch) and ``data_wait`` (share of the epoch spent waiting for the loader).
+    """
     model, use_cl = state.model.train(), cfg.channels_last and device.type == "cuda"
 
     def augment(x: torch.Tensor) -> torch.Tensor:
-        return augment_batch(x, colour_jitter=cfg.colour_jitter, generator=aug_gen)
+        return augment_batch(
+            x, colour_jitter=cfg.colour_jitter, generator=aug_gen, jitter_space=cfg.jitter_space
+        )
 
-    total, count = 0.0, 0
-    for images, labels in tqdm(loader, desc=desc, file=sys.stderr, mininterval=5.0):
+    total, count, wait = 0.0, 0, 0.0
+    start = time.perf_counter()
+    batches = iter(tqdm(loader, desc=desc, file=sys.stderr, mininterval=5.0))
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
+            break
+        images, labels = batch
         x = prepare_batch(
             images, device, channels_last=use_cl, augment=augment if cfg.augment else None
         )
         y = labels.to(device, non_blocking=True)
         with _autocast(cfg, device):
-            loss = loss_fn(model(x)[:, 0].float(), y)
+            loss = task.loss_of(loss_fn, model(x), y)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
         total, count = total + loss.item() * len(y), count + len(y)
-    return total / max(count, 1)
+    elapsed = max(time.perf_counter() - start, 1e-9)
+    speed = {"train_img_s": count / elapsed, "data_wait": wait / elapsed}
+    return total / max(count, 1), speed
 
 
 @torch.inference_mode()
 def _evaluate(
-    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, cfg: TrainConfig, device: torch.device
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    cfg: TrainConfig,
+    task: Task,
+    device: torch.device,
 ) -> tuple[float, np.ndarray]:
-    """Mean loss and sigmoid probabilities over ``loader`` (in order)."""
+    """Mean loss and probabilities over ``loader`` (in order; ``(N, K)`` if multi-class)."""
     model.eval()
     use_cl = cfg.channels_last and device.type == "cuda"
     total, probs = 0.0, []
     for images, labels in loader:
         x = prepare_batch(images, device, channels_last=use_cl)
         with _autocast(cfg, device):
-            logits = model(x)[:, 0].float()
-        total += loss_fn(logits, labels.to(device)).item() * len(labels)
-        probs.append(torch.sigmoid(logits).cpu().numpy())
+            logits = model(x)
+        total += task.loss_of(loss_fn, logits, labels.to(device)).item() * len(labels)
+        probs.append(task.probs(logits).cpu().numpy())
     n = sum(len(p) for p in probs)
-    return total / max(n, 1), np.concatenate(probs) if probs else np.zeros(0, np.float32)
+    if not probs:
+        return float("nan"), np.zeros((0, task.outputs) if task.multiclass else 0, np.float32)
+    return total / max(n, 1), np.concatenate(probs)
 
 
 def _finalise(
@@ -256,30 +373,43 @@ def _finalise(
     val_loader: DataLoader,
     y_val: np.ndarray,
     cfg: TrainConfig,
+    task: Task,
     out_dir: Path,
     meta: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
-    """Rewrite ``model.pt`` from the best weights, score them at 0.5, write ``metrics.json``."""
+    """Rewrite ``model.pt`` from the best weights, score them, write ``metrics.json``.
+
+    Binary models are scored at probability 0.5, multi-class ones by their top class
+    (weighted averages plus one value per class, e.g. ``patch_recall_<class>``).
+    ``train_img_s`` and ``data_wait`` are means over the epochs run.
+    """
     state.model.load_state_dict(state.best_weights)
     best = next(h for h in state.history if h["epoch"] == state.best_epoch)
     save_model(out_dir / "model.pt", state.model, {**meta, **best})
-    loss_fn = make_loss(cfg.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
-    val_loss, probs = _evaluate(state.model, val_loader, loss_fn, cfg, device)
+    loss_fn = make_loss(task.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
+    val_loss, probs = _evaluate(state.model, val_loader, loss_fn, cfg, task, device)
+    speed = {
+        k: float(np.mean([h[k] for h in state.history if k in h] or [np.nan]))
+        for k in ("train_img_s", "data_wait")
+    }
     metrics: dict[str, Any] = {
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch + 1,
         "val_auc": best["val_auc"],
         "val_loss": val_loss,
-        **{f"patch_{k}": v for k, v in patch_metrics(y_val, probs, 0.5).items()},
+        **{f"patch_{k}": v for k, v in task.scores(y_val, probs).items()},
+        **speed,
     }
     with atomic_path(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
     return metrics
 
 
-def _new_state(cfg: TrainConfig, device: torch.device) -> _State:
-    model = build_model(cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.hidden, cfg.dropout)
+def _new_state(cfg: TrainConfig, device: torch.device, outputs: int) -> _State:
+    model = build_model(
+        cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.hidden, cfg.dropout, outputs
+    )
     model = model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
@@ -473,6 +603,45 @@ class RunLogger:
 def binary_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC, NaN when ``y`` holds a single class."""
     return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def _key(name: str) -> str:
+    """A class name usable in metric and parameter names."""
+    return re.sub(r"[^\w.-]", "_", name)
+
+
+def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """One-vs-rest ROC AUC weighted by class size; NaN unless every class occurs in ``y``."""
+    if len(np.unique(y)) != probs.shape[1]:
+        return float("nan")
+    return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="weighted"))
+
+
+def multiclass_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float]:
+    """Weighted AUC, F1, precision, recall, accuracy, balanced accuracy, and per-class values.
+
+    The prediction is the most probable class; per-class AUC is one-vs-rest.
+    """
+    y_true, y_pred = np.asarray(y).astype(int), np.asarray(probs).argmax(axis=1)
+    labels = list(range(len(classes)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = {"auc": multiclass_auc(y_true, probs)}
+        for avg in ("weighted", None):
+            p, r, f, _ = skm.precision_recall_fscore_support(
+                y_true, y_pred, labels=labels, average=avg, zero_division=0
+            )
+            if avg is not None:
+                out |= {"f1": float(f), "precision": float(p), "recall": float(r)}
+                out["accuracy"] = float(skm.accuracy_score(y_true, y_pred))
+                out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y_true, y_pred))
+                continue
+            for k, name in enumerate(classes):
+                key = _key(name)
+                out[f"auc_{key}"] = binary_auc(y_true == k, probs[:, k])
+                out |= {f"f1_{key}": float(f[k]), f"precision_{key}": float(p[k])}
+                out[f"recall_{key}"] = float(r[k])
+    return out
 
 
 def patch_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[str, float]:

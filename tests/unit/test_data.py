@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from _fixtures import write_tiff
+from PIL import Image
 
 from histodetect.data import (
     IMAGENET_MEAN,
@@ -20,6 +21,8 @@ from histodetect.data import (
     make_loader,
     slide_order,
 )
+from histodetect.errors import InputError
+from histodetect.stain import hed_jitter
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,60 @@ def test_slide_order_groups_by_slide() -> None:
         {"path": ["b", "a", "b", "a"], "x": [0, 64, 0, 0], "y": [64, 0, 0, 0], "level": 0}
     )
     assert slide_order(df).tolist() == [3, 1, 2, 0]
+
+
+@pytest.fixture(scope="module")
+def patch_files(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Two 100 px patches: a JPEG red left / blue right, a PNG solid green."""
+    root = tmp_path_factory.mktemp("patches")
+    image = np.zeros((100, 100, 3), np.uint8)
+    image[:, :50], image[:, 50:] = (220, 10, 30), (10, 20, 230)
+    Image.fromarray(image).save(root / "a.jpg", quality=95)
+    Image.fromarray(np.full((100, 100, 3), (20, 200, 40), np.uint8)).save(root / "b.png")
+    return pd.DataFrame({"path": [str(root / "a.jpg"), str(root / "b.png")], "label": [2, 0]})
+
+
+def test_reads_image_files_without_slide_geometry(patch_files: pd.DataFrame) -> None:
+    ds = TileDataset(patch_files.assign(tile_px=20))
+    image, label = ds[0]
+    assert image.shape == (3, 20, 20) and float(label) == 2.0
+    assert (image[0, :, :8] > 180).all() and (image[2, :, 12:] > 180).all()  # red left, blue right
+    assert (ds[1][0] == torch.tensor([20, 200, 40]).view(3, 1, 1)).all()
+    assert TileDataset(patch_files.assign(tile_px=100))[1][0].shape == (3, 100, 100)
+    with pytest.raises(KeyError, match="tile_px"):
+        TileDataset(patch_files)
+    broken = patch_files.assign(tile_px=20, path=[patch_files.path[0] + ".missing", "x"])
+    with pytest.raises(InputError, match=r"a\.jpg\.missing: cannot read image"):
+        TileDataset(broken)[0]
+
+
+def test_tile_transform_runs_on_each_tile(patch_files: pd.DataFrame) -> None:
+    ds = TileDataset(patch_files.assign(tile_px=20), transform=lambda rgb: 255 - rgb)
+    assert (ds[1][0] == torch.tensor([235, 55, 215]).view(3, 1, 1)).all()
+
+
+def test_weighted_sampling_is_seeded_and_weighted(painted: Path) -> None:
+    rows = [(x, 0, 64, 16) for x in range(0, 1024, 64)]
+    df = _table(painted, rows).assign(label=np.arange(16))
+    weights = np.where(np.arange(16) < 4, 2.0, 0.0)  # only tiles 0..3, 8 draws per epoch
+    loader = make_loader(df, 4, 0, True, 5, weights=weights)
+    first = torch.cat([y for _, y in loader])
+    assert len(first) == 8 and set(first.int().tolist()) <= {0, 1, 2, 3}
+    loader.generator.manual_seed(5)
+    assert torch.equal(torch.cat([y for _, y in loader]), first)  # reseeding replays the draw
+    with pytest.raises(ValueError, match="weights"):
+        make_loader(df, 4, 0, True, 5, weights=-weights)
+
+
+def test_hed_jitter_changes_stains_within_bounds() -> None:
+    x = torch.rand(8, 3, 8, 8, generator=torch.Generator().manual_seed(0)) * 0.8 + 0.1
+    plain = augment_batch(x, colour_jitter=0.0, generator=torch.Generator().manual_seed(2))
+    kwargs = {"colour_jitter": 0.1, "jitter_space": "hed"}
+    j1 = augment_batch(x, generator=torch.Generator().manual_seed(2), **kwargs)
+    j2 = augment_batch(x, generator=torch.Generator().manual_seed(2), **kwargs)
+    assert torch.equal(j1, j2) and j1.min() >= 0 and j1.max() <= 1
+    assert 0.001 < (j1 - plain).abs().mean() < 0.1
+    zero = hed_jitter(plain, 0.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(zero, plain, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="jitter_space"):
+        augment_batch(x, jitter_space="lab")

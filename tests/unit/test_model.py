@@ -64,3 +64,11 @@ def test_make_loss() -> None:
     torch.testing.assert_close(value, 3 * torch.log(torch.tensor(2.0)))
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("hinge")
+
+
+def test_cross_entropy_and_pre_logit_width() -> None:
+    ce = make_loss("ce")
+    logits, target = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([0])
+    torch.testing.assert_close(ce(logits, target), -torch.log_softmax(logits, 1)[0, 0])
+    model = build_model("mobilenetv3_small_050", hidden=8, num_classes=3).eval()
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)  # conv head of 1024 features

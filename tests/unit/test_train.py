@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -14,11 +15,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _fixtures import colour_slide, tile_table
+from _fixtures import colour_slide, tile_table, write_tiff
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import balanced_accuracy_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from histodetect import train as train_mod
+from histodetect.data import TileDataset, prepare_batch
 from histodetect.model import load_model
 from histodetect.train import TrainConfig, train_fold
 
@@ -143,6 +146,8 @@ def test_resume_after_kill(
     assert not (tmp_path / "b" / "metrics.json").exists()
     monkeypatch.setattr(train_mod, "_train_epoch", real)
     resumed = _train(tiles, tmp_path / "b", store, epochs=3, experiment="kill")
+    for timing in ("train_img_s", "data_wait"):  # measured, so not reproducible
+        assert resumed.pop(timing) > 0 and reference.pop(timing) > 0
     assert resumed == pytest.approx(reference, rel=1e-4, nan_ok=True)
     a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
     for key in a:
@@ -190,3 +195,67 @@ def test_train_fold_script(
     assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
     assert load_model(out / "model.pt")[1]["fold"] == 3
     assert "fold 3 epoch 0" in (tmp_path / "train.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def three_class_tiles(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    """Tiles of a slide painted noisy red, green or blue (classes a, b, c)."""
+    rng = np.random.default_rng(1)
+    classes = rng.integers(0, 3, (16, 16))
+    colours = np.array([(200, 30, 40), (40, 180, 60), (40, 60, 190)])[classes]
+    image = np.repeat(np.repeat(colours, 64, 0), 64, 1) + rng.integers(-25, 26, (1024, 1024, 3))
+    path = write_tiff(
+        tmp_path_factory.mktemp("rgb") / "rgb.tiff", image.clip(0, 255).astype(np.uint8)
+    )
+    table = tile_table(path, classes)
+    return table.assign(class_name=np.array(["a", "b", "c"])[table.label])
+
+
+def test_multiclass_cross_entropy(
+    three_class_tiles: pd.DataFrame, store: str, tmp_path: Path
+) -> None:
+    tiles = three_class_tiles
+    m = _train(tiles, tmp_path, store, epochs=3, experiment="multi", loss="bce")
+    assert m["val_auc"] > 0.9
+    for name in ("a", "b", "c"):
+        assert 0 <= m[f"patch_recall_{name}"] <= 1 and m[f"patch_auc_{name}"] > 0.9
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta["classes"] == ["a", "b", "c"] and meta["loss"] == "ce"
+    val = tiles[(tiles.row >= 12) & (tiles.row < 14)].reset_index(drop=True)
+    images = torch.stack([TileDataset(val)[i][0] for i in range(len(val))])
+    with torch.inference_mode():
+        pred = model(prepare_batch(images, torch.device("cpu"))).argmax(1).numpy()
+    expected = balanced_accuracy_score(val.label, pred)
+    assert m["patch_balanced_accuracy"] == pytest.approx(expected, abs=1e-6)
+    with pytest.raises(ValueError, match="focal loss is binary"):
+        _train(tiles, tmp_path / "f", store, epochs=1, experiment="multi", loss="focal")
+
+
+def test_weight_column_resumes_identically(
+    tiles: pd.DataFrame, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weighted = tiles.assign(weight=np.where(tiles.label == 1, 1.0, 0.25))
+    seen: list[Any] = []
+    real = train_mod.make_loader
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("weights"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "make_loader", recording)
+    cfg = {"experiment": "weighted", "scheduler": "plateau"}
+    _train(weighted, tmp_path / "a", store, epochs=2, **cfg)
+    train_rows = weighted[weighted.row < 4]
+    np.testing.assert_array_equal(seen[0], train_rows.weight)  # training loader: weighted
+    assert seen[1] is None  # validation loader: every tile once
+    _train(weighted, tmp_path / "b", store, epochs=1, **cfg)
+    _train(weighted, tmp_path / "b", store, epochs=2, **cfg)
+    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_default_workers_leave_a_core() -> None:
+    assert TrainConfig(num_workers=3).workers() == 3
+    cores = len(os.sched_getaffinity(0))
+    assert TrainConfig().workers() == min(4, cores - 1)

@@ -1,3 +1,6 @@
+include: "patches.smk"
+
+
 rule train_fold:
     input:
         train="results/folds/fold_{fold}/train.parquet",
@@ -13,7 +16,7 @@ rule train_fold:
         "../../envs/torch.yaml"
     threads: 8
     resources:
-        mem_mb=8000,
+        mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
     params:
         train={**config["train"], "seed": config["seed"]},
@@ -23,6 +26,10 @@ rule train_fold:
         tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
     script:
         "../scripts/train_fold.py"
+
+
+localrules:
+    fold_summary,
 
 
 rule fold_summary:

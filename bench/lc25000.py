@@ -1,0 +1,202 @@
+"""LC25000 lung benchmark: 5-fold CV grouped by original image, against a colour-only baseline.
+
+Trains one 3-class model per fold (lung_aca, lung_n, lung_scc) with histodetect.train on
+reduced patches and reports, per fold and as the mean: the AUC of cancer (aca + scc) against
+benign (score ``1 - p(lung_n)``), the 3-class balanced accuracy, the same for logistic
+regression on per-channel colour histograms, training img/s and loader img/s (the training
+loader iterated alone, same workers). Fold models and the colour model are saved under
+``--out`` so that ``--score DIR_OR_CSV`` can score other images of the same classes with the
+fold ensemble (mean of softmax). Not a test: run it by hand, e.g.
+
+    .venv/bin/python bench/lc25000.py --quick          # 2 folds, few images, 1 epoch
+    .venv/bin/python bench/lc25000.py                  # the full benchmark
+    .venv/bin/python bench/lc25000.py --score ../shared/data/lc25000_lung --out /tmp/lc
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from histodetect.data import make_loader, prepare_batch
+from histodetect.model import load_model
+from histodetect.patches import assign_folds, fold_tables, read_patch_labels, subsample_groups
+from histodetect.stain import StainNormalizer
+from histodetect.train import TrainConfig, train_fold
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "lc25000_lung"
+CLASSES = ["lung_aca", "lung_n", "lung_scc"]
+BENIGN = CLASSES.index("lung_n")
+BINS = 16
+
+
+def cancer_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """AUC of cancer (aca or scc) against benign, scoring each image by ``1 - p(benign)``."""
+    return float(roc_auc_score(y != BENIGN, 1 - probs[:, BENIGN]))
+
+
+def scores(y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    return {"auc": cancer_auc(y, probs), "bal_acc": balanced_accuracy_score(y, probs.argmax(1))}
+
+
+def colour_features(df: pd.DataFrame, workers: int) -> np.ndarray:
+    """Per-channel RGB histograms (``BINS`` bins each, as fractions) of each patch."""
+    feats = []
+    for images, _ in make_loader(df, 128, workers, False, 0):
+        x = images.numpy().reshape(len(images), 3, -1) // (256 // BINS)
+        hist = np.stack([np.stack([np.bincount(c, minlength=BINS) for c in im]) for im in x])
+        feats.append(hist.reshape(len(images), -1) / x.shape[-1])
+    return np.concatenate(feats)
+
+
+def colour_model() -> object:
+    return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+
+
+def loader_speed(df: pd.DataFrame, cfg: TrainConfig) -> float:
+    """Images per second of the training loader alone (one pass, worker start-up included)."""
+    start, count = time.perf_counter(), 0
+    for images, _ in make_loader(df, cfg.batch_size, cfg.workers(), True, cfg.seed):
+        count += len(images)
+    return count / max(time.perf_counter() - start, 1e-9)
+
+
+@torch.inference_mode()
+def predict(model_paths: list[Path], df: pd.DataFrame, workers: int) -> np.ndarray:
+    """Mean softmax of the fold models over the patches of ``df`` (in order)."""
+    total = None
+    for path in model_paths:
+        model, meta = load_model(path)
+        stain = StainNormalizer(meta["stain_norm"]) if meta.get("stain_norm") else None
+        table = df.assign(tile_px=meta["tile_px"])
+        probs = []
+        for images, _ in make_loader(table, 128, workers, False, 0, transform=stain):
+            x = prepare_batch(images, torch.device("cpu"), mean=meta["mean"], std=meta["std"])
+            probs.append(torch.softmax(model(x).float(), 1).numpy())
+        p = np.concatenate(probs)
+        total = p if total is None else total + p
+    assert total is not None
+    return total / len(model_paths)
+
+
+def run_cv(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    patches = read_patch_labels(Path(args.data) / "labels.csv", CLASSES)
+    patches = subsample_groups(patches, per_group=args.per_group, seed=args.seed)
+    if args.groups:
+        keep = patches.drop_duplicates("group_id").groupby("label").head(args.groups // 3)
+        patches = patches[patches.group_id.isin(keep.group_id)]
+    folded = assign_folds(patches, k=args.folds, seed=args.seed)
+    cfg = TrainConfig.from_dict(
+        {
+            "backbone": args.backbone, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "loss": "ce", "scheduler": "cosine", "early_stopping_patience": 0,
+            "seed": args.seed, "hidden": 128, "colour_jitter": args.jitter,
+            "jitter_space": args.jitter_space, "stain_norm": args.stain_norm,
+        }
+    )  # fmt: skip
+    print(
+        f"{len(folded)} images of {folded.group_id.nunique()} groups, {args.folds} folds, "
+        f"{args.tile_px} px, {args.per_group} images/group at most; {args.backbone}, "
+        f"{args.epochs} epochs, {cfg.workers()} loader worker(s), {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    table = folded.assign(tile_px=args.tile_px)
+    feats = colour_features(table, cfg.workers())
+    rows, colour_fits = [], []
+    for fold in range(args.max_folds or args.folds):
+        train, val = fold_tables(folded, fold=fold, tile_px=args.tile_px)
+        is_val = (folded.fold == fold).to_numpy()
+        colour = colour_model().fit(feats[~is_val], folded.label[~is_val])
+        colour_fits.append(colour)
+        c = scores(val.label.to_numpy(), colour.predict_proba(feats[is_val]))
+        load_s = loader_speed(train, cfg)
+        model_dir = out / "models" / f"fold_{fold}"
+        metrics = train_fold(
+            train, val, model_dir, cfg, fold=fold, run_name=f"fold_{fold}",
+            mlflow_uri=f"sqlite:///{out / 'mlflow.db'}", experiment="lc25000",
+            tb_dir=out / "tensorboard" / f"fold_{fold}",
+        )  # fmt: skip
+        m = scores(val.label.to_numpy(), predict([model_dir / "model.pt"], val, cfg.workers()))
+        row = {"fold": fold, "n_train": len(train), "n_val": len(val), **m}
+        row |= {f"colour_{k}": v for k, v in c.items()}
+        row |= {"train_img_s": metrics["train_img_s"], "loader_img_s": load_s}
+        rows.append(row)
+        print(json.dumps({k: round(v, 4) for k, v in row.items()}), flush=True)
+    colour_all = colour_model().fit(feats, folded.label)
+    with (out / "colour_model.pkl").open("wb") as f:
+        pickle.dump({"model": colour_all, "tile_px": args.tile_px}, f)
+    table = pd.DataFrame(rows).set_index("fold")
+    table.loc["mean"] = table.mean()
+    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
+    mean = table.loc["mean"]
+    print(
+        f"cv_auc={mean.auc:.4f} cv_bal_acc={mean.bal_acc:.4f} colour_auc={mean.colour_auc:.4f} "
+        f"colour_bal_acc={mean.colour_bal_acc:.4f} train_img_s={mean.train_img_s:.1f} "
+        f"loader_img_s={mean.loader_img_s:.1f}"
+    )
+
+
+def run_score(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    target = Path(args.score)
+    csv = target / "labels.csv" if target.is_dir() else target
+    models = sorted((out / "models").glob("fold_*/model.pt"))
+    if not models:
+        raise SystemExit(f"no fold models under {out / 'models'}; run the CV first")
+    patches = read_patch_labels(csv, CLASSES)
+    y = patches.label.to_numpy()
+    m = scores(y, predict(models, patches, TrainConfig().workers()))
+    with (out / "colour_model.pkl").open("rb") as f:
+        colour = pickle.load(f)
+    feats = colour_features(patches.assign(tile_px=colour["tile_px"]), TrainConfig().workers())
+    c = scores(y, colour["model"].predict_proba(feats))
+    print(f"{len(patches)} images of {csv}, ensemble of {len(models)} fold models")
+    print(
+        f"auc={m['auc']:.4f} bal_acc={m['bal_acc']:.4f} "
+        f"colour_auc={c['auc']:.4f} colour_bal_acc={c['bal_acc']:.4f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(DATA), help="folder with labels.csv")
+    parser.add_argument("--out", default="/tmp/lc25000_bench", help="models, MLflow, logs")
+    parser.add_argument("--score", help="score the saved models on this labels.csv (or folder)")
+    parser.add_argument("--quick", action="store_true", help="2 folds, 60 groups, 1 epoch")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--max-folds", type=int, default=0, help="run only the first n folds")
+    parser.add_argument("--groups", type=int, default=0, help="use this many groups (0: all)")
+    parser.add_argument("--per-group", type=int, default=2, help="images kept per group")
+    parser.add_argument("--tile-px", type=int, default=64)
+    parser.add_argument("--backbone", default="mobilenetv3_small_100")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--jitter", type=float, default=0.1)
+    parser.add_argument("--jitter-space", default="hsv", choices=["hsv", "hed"])
+    parser.add_argument("--stain-norm", default=None, choices=["macenko", "reinhard"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.quick:
+        args.folds, args.groups, args.per_group, args.epochs = 2, 60, 2, 1
+    logging.basicConfig(level=logging.WARNING)
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    run_score(args) if args.score else run_cv(args)
+
+
+if __name__ == "__main__":
+    main()

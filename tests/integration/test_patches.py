@@ -1,0 +1,63 @@
+"""Patch mode: a labels.csv of real LC25000 patches through folds, training and the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from _workflow import SHARED, snakemake, write_config
+
+from histodetect.model import load_model
+
+LC25000 = SHARED / "lc25000_lung"
+
+
+@pytest.fixture(scope="module")
+def patch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """60 groups (20 per class), 2 patches each, relative paths; 2 folds, 1 epoch, 64 px."""
+    workdir = tmp_path_factory.mktemp("patch_run")
+    labels = pd.read_csv(LC25000 / "labels.csv")
+    groups = labels.drop_duplicates("group_id").groupby("label").head(20).group_id
+    subset = labels[labels.group_id.isin(groups)].groupby("group_id").head(2)
+    data = workdir / "patches"
+    data.mkdir()
+    for cls in subset.label.unique():
+        (data / cls).symlink_to(LC25000 / cls)
+    subset[["path", "label", "group_id"]].to_csv(data / "labels.csv", index=False)
+    overrides = {
+        "folds": 2,
+        "patches": {"labels": str(data / "labels.csv"), "tile_px": 64},
+        "train": {"backbone": "resnet18", "epochs": 1, "batch_size": 32, "num_workers": 1},
+    }
+    write_config(workdir, overrides)
+    snakemake(workdir, "train_patches")
+    return workdir
+
+
+def test_folds_are_grouped(patch_run: Path) -> None:
+    folds = pd.read_csv(patch_run / "results/patches/folds.tsv", sep="\t", dtype=str)
+    assert len(folds) == 120 and folds.group_id.nunique() == 60
+    assert (folds.groupby("group_id").fold.nunique() == 1).all()
+    assert sorted(folds.fold.unique()) == ["0", "1"]
+    for k in (0, 1):
+        train = pd.read_parquet(patch_run / f"results/folds/fold_{k}/train.parquet")
+        val = pd.read_parquet(patch_run / f"results/folds/fold_{k}/val.parquet")
+        assert not set(train.patient_id) & set(val.patient_id)
+        assert len(train) + len(val) == 120 and set(val.fold) == {k}
+        assert "x" not in train.columns and (train.tile_px == 64).all()
+
+
+def test_models_and_summary(patch_run: Path) -> None:
+    for k in (0, 1):
+        model, meta = load_model(patch_run / f"results/models/fold_{k}/model.pt")
+        assert meta["classes"] == ["lung_aca", "lung_n", "lung_scc"] and meta["loss"] == "ce"
+        assert meta["tile_px"] == 64 and model.head[-1].out_features == 3
+        metrics = json.loads((patch_run / f"results/models/fold_{k}/metrics.json").read_text())
+        assert 0 <= metrics["patch_balanced_accuracy"] <= 1
+        assert {"patch_recall_lung_n", "patch_auc_lung_scc", "patch_f1"} <= set(metrics)
+    summary = pd.read_csv(patch_run / "results/models/summary.tsv", sep="\t")
+    assert list(summary.fold) == ["fold_0", "fold_1", "mean", "std"]
+    assert "patch_balanced_accuracy" in summary.columns
+    assert (patch_run / "results/mlflow/mlflow.db").exists()
