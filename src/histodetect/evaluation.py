@@ -9,7 +9,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import shapely
 
+from histodetect.annotation_formats import EXCLUDE, ImportSettings
+from histodetect.annotations import read_cohort_annotations, slide_mpps
 from histodetect.io import atomic_path
 from histodetect.metrics import detection_report, patch_metrics
 from histodetect.plotting import froc_png, roc_png
@@ -26,6 +29,29 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not np.isfinite(value):
         return None
     return value
+
+
+def slide_truth(
+    sheet: pd.DataFrame,
+    digilut_csv: str | Path | None,
+    settings: dict[str, Any],
+    tile_summaries: Sequence[str | Path],
+) -> pd.DataFrame:
+    """Ground-truth boxes ``slide_id,x1,y1,x2,y2`` of the slides of ``tile_summaries``.
+
+    Each lesion annotation (DigiLut CSV row or per-slide file of the sheet) becomes its
+    bounding box; excluded regions are left out.
+    """
+    mpps = slide_mpps(tile_summaries)
+    ann = read_cohort_annotations(
+        sheet, digilut_csv, ImportSettings(**settings), slides=list(mpps), mpps=mpps
+    )
+    ann = ann[ann.class_name != EXCLUDE]
+    b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)
+    return pd.DataFrame(
+        {"slide_id": ann.slide_id.astype(str).to_numpy(), "x1": b[:, 0], "y1": b[:, 1],
+         "x2": b[:, 2], "y2": b[:, 3]}
+    )  # fmt: skip
 
 
 def evaluate_cohort(
@@ -99,3 +125,23 @@ def summarise_folds(paths: Sequence[str]) -> pd.DataFrame:
     numeric = table.drop(columns="fold")
     stats = pd.DataFrame([{"fold": "mean", **numeric.mean()}, {"fold": "std", **numeric.std()}])
     return pd.concat([table, stats], ignore_index=True)
+
+
+def read_training_curves(tb_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """Per-epoch scalars of each fold from its TensorBoard folder.
+
+    Returns:
+        Columns ``fold`` (the folder name, e.g. ``fold_0``), ``tag`` (``train_loss``,
+        ``val_loss``, ``val_auc``, ``lr``), ``epoch`` and ``value``; the last value written
+        for a step wins (a resumed run rewrites its epochs).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = []
+    for tb_dir in tb_dirs:
+        acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
+        for tag in acc.Tags()["scalars"]:
+            rows += [(Path(tb_dir).name, tag, e.step, e.value) for e in acc.Scalars(tag)]
+    table = pd.DataFrame(rows, columns=["fold", "tag", "epoch", "value"])
+    table = table.drop_duplicates(["fold", "tag", "epoch"], keep="last")
+    return table.sort_values(["fold", "tag", "epoch"], ignore_index=True)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from histodetect.data import d4_transforms, make_loader, prepare_batch, slide_order
 from histodetect.heatmap import Heatmap
 from histodetect.model import load_model, resolve_device
+from histodetect.stain import StainNormalizer
 
 log = logging.getLogger(__name__)
 REDUCERS = ("mean", "median", "max")
@@ -24,20 +25,20 @@ REDUCERS = ("mean", "median", "max")
 
 def load_ensemble(
     model_paths: list[Path], device: torch.device
-) -> tuple[list[nn.Module], dict[str, Any]]:
-    """Load fold models and check that they share ``tile_px`` and normalisation."""
+) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """Load fold models (and their metadata) and check that they read tiles the same way."""
     if not model_paths:
         raise ValueError("no model files given")
     models, metas = zip(*(load_model(p, device) for p in model_paths), strict=True)
     ref = metas[0]
     for path, meta in zip(model_paths, metas, strict=True):
-        for key in ("tile_px", "mean", "std"):
-            if list(np.atleast_1d(meta[key])) != list(np.atleast_1d(ref[key])):
+        for key in ("tile_px", "mean", "std", "stain_norm"):
+            if list(np.atleast_1d(meta.get(key))) != list(np.atleast_1d(ref.get(key))):
                 raise ValueError(
-                    f"{path} has {key}={meta[key]} but {model_paths[0]} has {ref[key]}: "
-                    "ensemble models must share tile_px and normalisation"
+                    f"{path} has {key}={meta.get(key)} but {model_paths[0]} has {ref.get(key)}: "
+                    "ensemble models must share tile_px, normalisation and stain normalisation"
                 )
-    return list(models), ref
+    return list(models), list(metas)
 
 
 def predict_tiles(
@@ -52,21 +53,31 @@ def predict_tiles(
 ) -> np.ndarray:
     """Ensemble lesion probability of each tile, in the order of ``tiles_df``.
 
-    Tiles are read once, grouped by slide; every model scores each batch. With ``tta`` the
-    8 D4 symmetries are applied on the device and their sigmoid probabilities averaged per
-    model; the models are then combined with ``reduce`` (mean, median or max).
+    Tiles are read once, grouped by slide (``num_workers`` reading processes, each with its
+    own slide handles); every model scores each batch, so memory is bounded by the batch.
+    A model's lesion probability is the sigmoid of its logit, or one minus the softmax of the
+    background class (label 0) for multi-class models. With ``tta`` the 8 D4 symmetries are
+    applied on the device and averaged per model; the models are then combined with
+    ``reduce`` (mean, median or max). Tiles get the stain normalisation the models were
+    trained with. On CUDA: channels_last and autocast (bfloat16 where supported).
     """
     if reduce not in REDUCERS:
         raise ValueError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
     dev = resolve_device(device)
-    models, meta = load_ensemble([Path(p) for p in model_paths], dev)
+    models, metas = load_ensemble([Path(p) for p in model_paths], dev)
+    meta = metas[0]
     tile_px = set(tiles_df["tile_px"].unique().tolist())
     if tile_px - {meta["tile_px"]}:
         raise ValueError(
             f"tiles have tile_px {sorted(tile_px)} but models expect {meta['tile_px']}"
         )
     order = slide_order(tiles_df)
-    loader = make_loader(tiles_df.iloc[order], batch_size, num_workers, False, 0)
+    stain = None
+    if meta.get("stain_norm"):
+        reference = (meta.get("config") or {}).get("stain_reference")
+        stain = StainNormalizer(meta["stain_norm"], reference)
+    loader = make_loader(tiles_df.iloc[order], batch_size, num_workers, False, 0, transform=stain)
+    multiclass = [m.get("loss") == "ce" for m in metas]
     cuda = dev.type == "cuda"
     if cuda:
         models = [m.to(memory_format=torch.channels_last) for m in models]
@@ -77,21 +88,31 @@ def predict_tiles(
     with torch.inference_mode():
         for images, _ in tqdm(loader, desc="tiles", file=sys.stderr, mininterval=5.0):
             x = prepare_batch(images, dev, channels_last=cuda, **norm)
-            probs = torch.stack([_score(m, x, transforms, cuda) for m in models])
+            probs = torch.stack(
+                [
+                    _score(m, x, transforms, cuda, mc)
+                    for m, mc in zip(models, multiclass, strict=True)
+                ]
+            )
             out[order[start : start + len(x)]] = _reduce(probs, reduce).cpu().numpy()
             start += len(x)
     return out
 
 
-def _score(model: nn.Module, x: torch.Tensor, transforms: list[Any], amp: bool) -> torch.Tensor:
-    """Sigmoid probability of one model, averaged over ``transforms``."""
+def _score(
+    model: nn.Module, x: torch.Tensor, transforms: list[Any], amp: bool, multiclass: bool
+) -> torch.Tensor:
+    """Lesion probability of one model, averaged over ``transforms``."""
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     ctx = torch.autocast("cuda", dtype=dtype) if amp else nullcontext()
     total = torch.zeros(len(x), device=x.device)
     for transform in transforms:
         with ctx:
-            logits = model(transform(x))[:, 0]
-        total += torch.sigmoid(logits.float())
+            logits = model(transform(x)).float()
+        if multiclass:
+            total += 1 - torch.softmax(logits, dim=1)[:, 0]
+        else:
+            total += torch.sigmoid(logits[:, 0])
     return total / len(transforms)
 
 
@@ -115,8 +136,9 @@ def heatmap_from_tiles(
 ) -> Heatmap:
     """Place tile probabilities on the grid given by the ``row``/``col`` columns.
 
-    The stride and tile side are the tiles' (single) ``size``; the origin is (0, 0) and
-    cells without a tile are NaN.
+    The tile side is the tiles' (single) ``size`` and the grid step their ``stride`` (``size``
+    when the table has no ``stride`` column); the origin is (0, 0) and cells without a tile
+    are NaN.
     """
     probs = np.asarray(probs, np.float32)
     if len(probs) != len(tiles_df):
@@ -129,10 +151,13 @@ def heatmap_from_tiles(
     sizes = tiles_df["size"].unique()
     if len(sizes) != 1:
         raise ValueError(f"tiles of one slide must share one size, found {sorted(sizes)}")
+    strides = tiles_df["stride"].unique() if "stride" in tiles_df.columns else sizes
+    if len(strides) != 1:
+        raise ValueError(f"tiles of one slide must share one stride, found {sorted(strides)}")
     rows, cols = tiles_df["row"].to_numpy(int), tiles_df["col"].to_numpy(int)
     grid = np.full((rows.max() + 1, cols.max() + 1), np.nan, np.float32)
     grid[rows, cols] = probs
-    size = float(sizes[0])
+    size, stride = float(sizes[0]), float(strides[0])
     return Heatmap(
-        slide_id, grid, 0.0, 0.0, size, size, float(mpp), int(level), slide_width, slide_height
+        slide_id, grid, 0.0, 0.0, stride, size, float(mpp), int(level), slide_width, slide_height
     )

@@ -105,25 +105,56 @@ def average_precision(tp: np.ndarray, scores: np.ndarray, n_gt: int) -> float:
     return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
 
 
-def froc_curve(
-    tp: np.ndarray, scores: np.ndarray, n_gt: int, n_slides: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """FROC curve of pooled detections: average FP per slide and sensitivity.
+def lesion_hits(pred: ArrayLike, scores: ArrayLike, gt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Camelyon16 hit rule on one slide, with box centres as the detection points.
 
-    One point per distinct score threshold (all boxes with ``score >= t`` kept), plus the
-    origin; both arrays are non-decreasing.
+    A prediction hits a lesion when its centre lies inside that ground-truth box (of several,
+    the one it overlaps best). A lesion is found at the score of its best hit; further hits on
+    an already hit lesion are neither true nor false positives; predictions that hit nothing
+    are false positives.
+
+    Returns:
+        ``(lesion_scores, fp_scores)``: the best hit score of each ground-truth box (``-inf``
+        when missed), shape ``(m,)``, and the scores of the false positives.
     """
-    fps = [0.0]
-    sens = [0.0]
-    if len(tp) and n_slides > 0:
-        order = np.argsort(-scores, kind="stable")
-        s, hits = scores[order], tp[order]
-        ctp = np.cumsum(hits)
-        cfp = np.cumsum(~hits)
-        last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])  # end of each tie group
-        fps += list(cfp[last] / n_slides)
-        sens += list(ctp[last] / n_gt if n_gt else np.zeros(len(last)))
-    return np.asarray(fps, dtype=np.float64), np.asarray(sens, dtype=np.float64)
+    p, g = as_boxes(pred), as_boxes(gt)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(s) != len(p):
+        raise ValueError(f"{len(p)} boxes but {len(s)} scores")
+    lesion = np.full(len(g), -np.inf)
+    if len(p) == 0:
+        return lesion, np.zeros(0)
+    cx, cy = (p[:, 0] + p[:, 2]) / 2, (p[:, 1] + p[:, 3]) / 2
+    inside = (
+        (g[None, :, 0] <= cx[:, None]) & (cx[:, None] <= g[None, :, 2])
+        & (g[None, :, 1] <= cy[:, None]) & (cy[:, None] <= g[None, :, 3])
+    )  # fmt: skip
+    hit = inside.any(axis=1)
+    best = np.argmax(np.where(inside, box_iou(p, g) + 1.0, 0.0), axis=1) if len(g) else hit
+    for i in np.flatnonzero(hit):
+        lesion[best[i]] = max(lesion[best[i]], s[i])
+    return lesion, s[~hit]
+
+
+def froc_curve(
+    lesion_scores: np.ndarray, fp_scores: np.ndarray, n_slides: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """FROC curve: average false positives per slide and lesion sensitivity.
+
+    One point per distinct score threshold ``t`` (detections with ``score >= t`` kept), plus
+    the origin; both arrays are non-decreasing. ``lesion_scores`` holds every lesion of the
+    cohort (``-inf`` when never hit), ``fp_scores`` every false positive.
+    """
+    les = np.asarray(lesion_scores, dtype=np.float64)
+    fp = np.asarray(fp_scores, dtype=np.float64)
+    found = les[np.isfinite(les)]
+    thresholds = np.unique(np.r_[found, fp])[::-1]
+    if n_slides <= 0 or thresholds.size == 0:
+        return np.zeros(1), np.zeros(1)
+    n_fp = len(fp) - np.searchsorted(np.sort(fp), thresholds, side="left")
+    n_tp = len(found) - np.searchsorted(np.sort(found), thresholds, side="left")
+    sens = n_tp / len(les) if len(les) else np.zeros(len(thresholds))
+    return np.r_[0.0, n_fp / n_slides], np.r_[0.0, sens]
 
 
 def froc_at(
@@ -164,12 +195,15 @@ def detection_report(
 
     Returns:
         ``(per_slide, summary)``. ``summary`` holds mean_f2, micro precision / recall (NaN
-        when undefined), ap50 (VOC all-point AP at IoU > 0.5), froc (sensitivity at
-        0.25..8 FP per slide), froc_mean, and the curve as ``froc_fps`` / ``froc_sens``.
+        when undefined), ap50 (VOC all-point AP of the pooled boxes, a true positive at
+        IoU > 0.5), froc (lesion sensitivity at 0.25..8 false positives per slide, Camelyon16
+        rule of :func:`lesion_hits`), froc_mean, and the curve as ``froc_fps`` / ``froc_sens``.
     """
     rows = []
     all_tp: list[np.ndarray] = []
     all_scores: list[np.ndarray] = []
+    lesions: list[np.ndarray] = []
+    false_pos: list[np.ndarray] = []
     n_gt_total = 0
     for slide in slides:
         p = _slide_boxes(pred_df, slide)
@@ -182,6 +216,9 @@ def detection_report(
         tp50, _ = match_boxes(pb, ps, gb, thr=0.5, by="iou")
         all_tp.append(tp50)
         all_scores.append(ps)
+        hits, fp_scores = lesion_hits(pb, ps, gb)
+        lesions.append(hits)
+        false_pos.append(fp_scores)
         n_gt_total += len(gb)
     per_slide = pd.DataFrame(
         rows,
@@ -189,7 +226,11 @@ def detection_report(
     )
     tp = np.concatenate(all_tp) if all_tp else np.zeros(0, dtype=bool)
     scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    fps, sens = froc_curve(tp, scores, n_gt_total, len(slides))
+    fps, sens = froc_curve(
+        np.concatenate([np.zeros(0), *lesions]),
+        np.concatenate([np.zeros(0), *false_pos]),
+        len(slides),
+    )
     froc = froc_at(fps, sens)
     n_tp, n_pred = int(per_slide.tp.sum()), int(per_slide.n_pred.sum())
     summary: dict[str, Any] = {

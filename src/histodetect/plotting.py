@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.collections import PolyCollection
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from numpy.typing import ArrayLike
@@ -22,6 +22,7 @@ MAX_WIDTH_PX = 1600
 DPI = 100
 PRED_COLOR = (1.0, 0.0, 0.0)
 GT_COLOR = (0.0, 0.8, 0.0)
+TILE_COLOR = (0.2, 0.4, 1.0)
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> None:
@@ -52,6 +53,22 @@ def _draw_boxes(
                 ha="left",
                 bbox={"facecolor": "white", "alpha": 0.7, "pad": 1, "edgecolor": "none"},
             )
+
+
+def _draw_tiles(ax: Axes, tiles: pd.DataFrame, ds: float) -> None:
+    """Kept tiles as one translucent raster on their grid (fast for 100k tiles)."""
+    stride = float(tiles["stride"].iloc[0] if "stride" in tiles else tiles["size"].iloc[0])
+    rows = tiles["row"].to_numpy(np.int64)
+    cols = tiles["col"].to_numpy(np.int64)
+    grid = np.zeros((rows.max() + 1, cols.max() + 1), np.float64)
+    grid[rows, cols] = 1.0
+    ax.imshow(
+        np.ma.masked_equal(grid, 0.0),
+        cmap=ListedColormap([TILE_COLOR]),
+        alpha=0.3,
+        interpolation="nearest",
+        extent=(0, grid.shape[1] * stride / ds, grid.shape[0] * stride / ds, 0),
+    )
 
 
 def overlay_png(
@@ -94,7 +111,7 @@ def overlay_png(
         left = (heatmap.origin_x + off) / ds
         top = (heatmap.origin_y + off) / ds
         cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))
-        ax.imshow(
+        image = ax.imshow(
             prob,
             cmap=cmap,
             vmin=0,
@@ -103,14 +120,12 @@ def overlay_png(
             interpolation="nearest",
             extent=(left, left + cols * heatmap.stride / ds, top + rows * heatmap.stride / ds, top),
         )
+        cax = ax.inset_axes((0.02, 0.015, 0.3, 0.015))
+        bar = fig.colorbar(image, cax=cax, orientation="horizontal")
+        bar.set_label("lesion probability", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
     if tiles is not None and len(tiles):
-        x = tiles["x"].to_numpy(dtype=np.float64) / ds
-        y = tiles["y"].to_numpy(dtype=np.float64) / ds
-        s = tiles["size"].to_numpy(dtype=np.float64) / ds
-        verts = np.stack([np.c_[x, y], np.c_[x + s, y], np.c_[x + s, y + s], np.c_[x, y + s]], 1)
-        ax.add_collection(
-            PolyCollection(verts, facecolors="none", edgecolors=(0.2, 0.4, 1.0), linewidths=0.3)
-        )
+        _draw_tiles(ax, tiles, ds)
     if tissue_mask is not None and np.asarray(tissue_mask).any():
         mask = np.asarray(tissue_mask, dtype=np.float64)
         mh, mw = mask.shape
@@ -167,5 +182,38 @@ def froc_png(fps: ArrayLike, sens: ArrayLike, path: str | os.PathLike[str]) -> N
     ax.set_xticks([0, 1, 2, 4, 8])
     ax.grid(True, alpha=0.3)
     ax.set_title("FROC")
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def training_curves_png(curves: pd.DataFrame, path: str | os.PathLike[str]) -> None:
+    """Save per-epoch loss (train solid, validation dashed) and validation AUC of each fold.
+
+    ``curves`` has columns fold, tag, epoch, value (see
+    :func:`histodetect.evaluation.read_training_curves`).
+    """
+    fig = Figure(figsize=(11, 4.2), dpi=DPI)
+    loss_ax, auc_ax = fig.subplots(1, 2)
+    folds = sorted(curves["fold"].unique()) if len(curves) else []
+    colours = colormaps["tab10"]
+    for i, fold in enumerate(folds):
+        part = curves[curves["fold"] == fold]
+        for tag, ax, style in (
+            ("train_loss", loss_ax, "-"),
+            ("val_loss", loss_ax, "--"),
+            ("val_auc", auc_ax, "-"),
+        ):
+            line = part[part["tag"] == tag]
+            if len(line):
+                label = f"{fold} {tag.replace('_', ' ')}"
+                ax.plot(line.epoch, line.value, style, marker="o", ms=3, color=colours(i % 10), label=label)  # fmt: skip
+    if not folds:
+        loss_ax.text(0.5, 0.5, "no training curves found", ha="center", va="center")
+    loss_ax.set(xlabel="Epoch", ylabel="Loss", title="Loss (train solid, validation dashed)")
+    auc_ax.set(xlabel="Epoch", ylabel="Validation AUC", title="Validation tile AUC", ylim=(0, 1.02))
+    for ax in (loss_ax, auc_ax):
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     _save(fig, path)

@@ -120,14 +120,15 @@ def boxes_from_heatmap(
     slices = ndimage.find_objects(labels)
     rows = np.array([[slices[i - 1][0].start, slices[i - 1][0].stop - 1] for i in idx])
     cols = np.array([[slices[i - 1][1].start, slices[i - 1][1].stop - 1] for i in idx])
-    x1 = np.clip(heatmap.origin_x + cols[:, 0] * heatmap.stride, 0, heatmap.slide_width)
-    x2 = np.clip(
-        heatmap.origin_x + cols[:, 1] * heatmap.stride + heatmap.tile_size, 0, heatmap.slide_width
-    )
-    y1 = np.clip(heatmap.origin_y + rows[:, 0] * heatmap.stride, 0, heatmap.slide_height)
-    y2 = np.clip(
-        heatmap.origin_y + rows[:, 1] * heatmap.stride + heatmap.tile_size, 0, heatmap.slide_height
-    )
+    # With overlapping tiles (stride < tile side) a cell stands for the stride-wide square at
+    # its tile's centre, so that a box does not grow by the overlap.
+    off = max(0.0, (heatmap.tile_size - heatmap.stride) / 2)
+    side = heatmap.tile_size - 2 * off
+    x0, y0 = heatmap.origin_x + off, heatmap.origin_y + off
+    x1 = np.clip(x0 + cols[:, 0] * heatmap.stride, 0, heatmap.slide_width)
+    x2 = np.clip(x0 + cols[:, 1] * heatmap.stride + side, 0, heatmap.slide_width)
+    y1 = np.clip(y0 + rows[:, 0] * heatmap.stride, 0, heatmap.slide_height)
+    y2 = np.clip(y0 + rows[:, 1] * heatmap.stride + side, 0, heatmap.slide_height)
     scores = {
         "max": max_prob,
         "mean": mean_prob,

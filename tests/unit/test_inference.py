@@ -48,6 +48,32 @@ def test_single_model_matches_manual(setup: tuple[pd.DataFrame, list[Path]]) -> 
         np.testing.assert_allclose(got, _manual(tiles, models[0], tta), rtol=1e-4, atol=1e-5)
 
 
+def test_ensemble_reads_each_tile_once(
+    setup: tuple[pd.DataFrame, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiles, models = setup
+    reads: list[int] = []
+    original = TileDataset.read_tile
+
+    def counting(self: TileDataset, i: int) -> np.ndarray:
+        reads.append(i)
+        return original(self, i)
+
+    monkeypatch.setattr(TileDataset, "read_tile", counting)
+    predict_tiles(tiles, models, batch_size=16, tta=True)
+    assert sorted(reads) == list(range(len(tiles)))
+
+
+def test_heatmap_uses_the_tile_stride() -> None:
+    tiles = pd.DataFrame({"row": [0, 1], "col": [0, 2], "size": [256, 256], "stride": [128, 128]})
+    hm = heatmap_from_tiles(
+        tiles, np.array([0.2, 0.8]), slide_id="s", mpp=0.5, level=0,
+        slide_width=1000, slide_height=1000,
+    )  # fmt: skip
+    assert (hm.stride, hm.tile_size) == (128.0, 256.0)
+    assert hm.prob.shape == (2, 3) and hm.prob[1, 2] == pytest.approx(0.8)
+
+
 def test_ensemble_reductions(setup: tuple[pd.DataFrame, list[Path]]) -> None:
     tiles, models = setup
     singles = np.stack([predict_tiles(tiles, [m], batch_size=16) for m in models])
@@ -140,3 +166,20 @@ def test_infer_slide_script(
     first = scores.iloc[0]
     assert hm.prob[first["row"], first["col"]] == pytest.approx(first["prob"])
     assert "tiles: 100%" in Path(snakemake.log[0]).read_text()
+
+
+def test_multiclass_model_gives_one_minus_background(
+    setup: tuple[pd.DataFrame, list[Path]], tmp_path: Path
+) -> None:
+    from histodetect.model import build_model, save_model
+
+    tiles, _ = setup
+    torch.manual_seed(0)
+    path = tmp_path / "ce.pt"
+    save_model(path, build_model("test_efficientnet", hidden=16, num_classes=3), {"tile_px": 32, "loss": "ce"})  # fmt: skip
+    model, _ = load_model(path)
+    x = normalize_batch(torch.stack([TileDataset(tiles)[i][0] for i in range(len(tiles))]))
+    with torch.no_grad():
+        want = 1 - torch.softmax(model(x), dim=1)[:, 0].numpy()
+    got = predict_tiles(tiles, [path], batch_size=16)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -12,6 +12,7 @@ from histodetect.metrics import (
     average_precision,
     detection_report,
     froc_curve,
+    lesion_hits,
     match_boxes,
     patch_metrics,
     slide_fbeta,
@@ -133,8 +134,33 @@ def test_detection_report_slide_without_predictions() -> None:
 
 
 def test_froc_ties_form_one_point() -> None:
-    fps, sens = froc_curve(np.array([True, False]), np.array([0.5, 0.5]), 1, 1)
+    fps, sens = froc_curve(np.array([0.5]), np.array([0.5]), 1)
     assert fps.tolist() == [0.0, 1.0] and sens.tolist() == [0.0, 1.0]
+
+
+def test_lesion_hits_camelyon_rule() -> None:
+    pred = np.array(
+        [
+            [10, 10, 90, 90],  # centre in lesion 0: hit at 0.7
+            [0, 0, 60, 60],  # centre in lesion 0 again: ignored, not a false positive
+            [180, 180, 500, 500],  # centre (340, 340) outside both: false positive
+            [250, 250, 260, 260],  # small box, centre in lesion 1: hit (no IoU needed)
+        ],
+        dtype=float,
+    )
+    lesions, fp = lesion_hits(pred, [0.7, 0.9, 0.4, 0.2], GT)
+    assert lesions.tolist() == [0.9, 0.2]
+    assert fp.tolist() == [0.4]
+    missed, fp = lesion_hits(NONE, [], GT)
+    assert np.isneginf(missed).all() and fp.size == 0
+
+
+def test_froc_duplicates_do_not_count_as_false_positives() -> None:
+    gt = boxes([("a", 0, 0, 100, 100)])
+    pred = boxes([("a", 0, 0, 100, 100, 0.9), ("a", 10, 10, 90, 90, 0.8)])
+    _, summary = detection_report(pred, gt, ["a"])
+    assert summary["froc_mean"] == 1.0
+    assert summary["precision"] == 0.5  # while the DigiLut rule counts the duplicate
 
 
 def test_patch_metrics() -> None:

@@ -25,7 +25,9 @@ def test_overlay_png(tmp_path) -> None:
         {"x1": [2000.0], "y1": [2000.0], "x2": [6000.0], "y2": [5000.0], "score": [0.87]}
     )
     gt = pd.DataFrame({"x1": [2500.0], "y1": [2200.0], "x2": [6500.0], "y2": [5200.0]})
-    tiles = pd.DataFrame({"x": [0, 256, 512], "y": [0, 0, 0], "size": [256, 256, 256]})
+    tiles = pd.DataFrame(
+        {"x": [0, 256, 512], "y": [0, 0, 0], "size": [256] * 3, "row": [0] * 3, "col": [0, 1, 2]}
+    )
     mask = np.zeros((75, 125), dtype=bool)
     mask[10:60, 20:100] = True
     out = tmp_path / "overlay.png"

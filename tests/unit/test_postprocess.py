@@ -168,3 +168,13 @@ def test_oracle_heatmap_from_boxes_scores_perfect_f2(
     pred = df[["x1", "y1", "x2", "y2"]].to_numpy()
     assert slide_fbeta(pred, df.score.to_numpy(), gt.reshape(-1, 4))["f2"] == 1.0
     assert sorted(map(tuple, pred)) == sorted(map(tuple, gt.reshape(-1, 4)))
+
+
+def test_overlapping_tiles_give_the_box_of_their_centre_cells() -> None:
+    # 256-px tiles every 128 px: a run of 3x2 positive tiles covers the centre cells only.
+    prob = np.zeros((10, 10))
+    prob[2:4, 4:7] = 0.9
+    heatmap = Heatmap("s1", prob, 0.0, 0.0, 128.0, 256.0, 0.5, 0, 10_000, 10_000)
+    df = boxes_from_heatmap(heatmap, min_size_um=0.0)
+    assert df[["x1", "y1", "x2", "y2"]].iloc[0].tolist() == [4 * 128 + 64, 2 * 128 + 64,
+                                                             7 * 128 + 64, 4 * 128 + 64]  # fmt: skip

@@ -4,6 +4,7 @@ rule boxes_from_heatmap:
         summary="results/tiles/{slide}.json",
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
+        slide_annotation=slide_annotation,
     output:
         boxes="results/boxes/{slide}.csv",
         geojson="results/boxes/{slide}.geojson",
@@ -22,10 +23,10 @@ rule boxes_from_heatmap:
         "../../envs/tiling.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
     params:
-        path=slide_path,
+        path=slide_file,
         boxes=config["boxes"],
-        thumb_mpp=config["tiling"]["tissue"]["mpp"],
+        annotation_import=config.get("annotation_import", {}),
     script:
         "../scripts/boxes_from_heatmap.py"

@@ -1,10 +1,31 @@
+rule training_curves:
+    input:
+        expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
+    output:
+        report(
+            "results/models/curves.png",
+            caption="../report/curves.rst",
+            category="Training",
+        ),
+    log:
+        "logs/training_curves.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        tb_dirs=expand("results/tensorboard/fold_{fold}", fold=FOLDS),
+    script:
+        "../scripts/training_curves.py"
+
+
 rule evaluate:
     input:
         boxes=test_outputs("results/boxes/{slide}.csv"),
         scores=test_outputs("results/scores/{slide}.parquet"),
         labels=test_outputs("results/labels/{slide}.parquet"),
+        summaries=test_outputs("results/tiles/{slide}.json"),
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
+        slide_annotations=all_slide_annotations,
     output:
         metrics="results/metrics/detection.json",
         per_slide=report(
@@ -32,5 +53,6 @@ rule evaluate:
         "../../envs/tiling.yaml"
     params:
         evaluate=config["evaluate"],
+        annotation_import=config.get("annotation_import", {}),
     script:
         "../scripts/evaluate.py"

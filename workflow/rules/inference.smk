@@ -14,7 +14,7 @@ rule infer_slide:
         "../../envs/torch.yaml"
     threads: 4
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=60,
     params:
         infer=config["infer"],

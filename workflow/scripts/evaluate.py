@@ -2,8 +2,7 @@
 
 import pandas as pd
 
-from histodetect.annotations import read_digilut_csv, slide_name_map
-from histodetect.evaluation import evaluate_cohort
+from histodetect.evaluation import evaluate_cohort, slide_truth
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
@@ -12,7 +11,12 @@ with rule_context(snakemake):
         box_paths=snakemake.input.boxes,
         score_paths=snakemake.input.scores,
         label_paths=snakemake.input.labels,
-        truth=read_digilut_csv(snakemake.input.annotations, slide_name_map(sheet)),
+        truth=slide_truth(
+            sheet,
+            snakemake.input.annotations,
+            snakemake.params.annotation_import,
+            snakemake.input.summaries,
+        ),
         sheet=sheet,
         giou=snakemake.params.evaluate["giou"],
         beta=snakemake.params.evaluate["beta"],

@@ -1,0 +1,9 @@
+"""Snakemake script of rule training_curves."""
+
+from histodetect.evaluation import read_training_curves
+from histodetect.plotting import training_curves_png
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    curves = read_training_curves(snakemake.params.tb_dirs)
+    training_curves_png(curves, snakemake.output[0])
