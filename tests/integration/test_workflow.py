@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from _workflow import SHARED, SMALL_CONFIG, snakemake, write_config
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -107,3 +108,56 @@ def test_tile_slide_reads_a_real_aperio_slide(tmp_path: Path) -> None:
     assert len(tiles) > 10
     assert (tiles.x + tiles["size"] <= 2220).all() and (tiles.y + tiles["size"] <= 2967).all()
     assert (tmp_path / "results" / "qc" / "CMU-1.png").exists()
+
+
+# Partial reruns on a private copy of the small run (the session's run stays untouched). The
+# rerun triggers are the default profile's: mtime, params, input, software-env (not code).
+TRIGGERS = ("--rerun-triggers", "mtime", "params", "input", "software-env")
+
+
+def _jobs_besides_all(output: str) -> dict[str, int]:
+    return {rule: n for rule, n in planned_jobs(output).items() if rule != "all"}
+
+
+def _test_slides(workdir: Path) -> list[str]:
+    split = pd.read_csv(workdir / "results" / "splits" / "split.tsv", sep="\t", dtype=str)
+    return sorted(split.loc[split.split == "test", "slide_id"])
+
+
+def _set_config(workdir: Path, section: str, key: str, value: object) -> None:
+    path = workdir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config[section][key] != value
+    config[section][key] = value
+    path.write_text(yaml.safe_dump(config))
+
+
+def test_rerun_of_one_slide_redoes_its_inference_boxes_and_evaluation(run_copy: Path) -> None:
+    slide = _test_slides(run_copy)[0]
+    proc = snakemake(run_copy, *TRIGGERS, "--forcerun", f"results/heatmaps/{slide}.npz")
+    out = proc.stdout + proc.stderr
+    assert _jobs_besides_all(out) == {"infer_slide": 1, "boxes_from_heatmap": 1, "evaluate": 1}
+    assert set(re.findall(r"wildcards: slide=(\w+)", out)) == {slide}
+    assert "Nothing to be done" in snakemake(run_copy, *TRIGGERS, "-n").stdout
+
+
+def test_changed_box_threshold_reruns_only_boxes_and_evaluation(run_copy: Path) -> None:
+    _set_config(run_copy, "boxes", "threshold", 0.3)
+    plan = _jobs_besides_all(snakemake(run_copy, *TRIGGERS, "-n").stdout)
+    assert plan == {"boxes_from_heatmap": len(_test_slides(run_copy)), "evaluate": 1}
+    before = (run_copy / "results" / "heatmaps").stat().st_mtime_ns
+    snakemake(run_copy, *TRIGGERS)
+    assert (run_copy / "results" / "heatmaps").stat().st_mtime_ns == before
+    assert "Nothing to be done" in snakemake(run_copy, *TRIGGERS, "-n").stdout
+
+
+def test_changed_learning_rate_retrains_every_fold_and_keeps_the_tiles(run_copy: Path) -> None:
+    _set_config(run_copy, "train", "lr", 0.0005)
+    plan = _jobs_besides_all(snakemake(run_copy, *TRIGGERS, "-n").stdout)
+    n_test = len(_test_slides(run_copy))
+    assert plan["train_fold"] == SMALL_CONFIG["folds"]
+    assert plan["infer_slide"] == plan["boxes_from_heatmap"] == n_test
+    assert plan["evaluate"] == plan["fold_summary"] == 1
+    upstream = {"make_demo_cohort", "tile_slide", "label_tiles", "tiling_summary"}
+    upstream |= {"split_patients", "make_folds", "undersample"}
+    assert not upstream & set(plan), plan
