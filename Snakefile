@@ -25,7 +25,12 @@ rule all:
         "results/metrics/detection.json",
         "results/qc/tiling_summary.tsv",
         "results/models/summary.tsv",
+        "results/models/curves.png",
 
 
 onsuccess:
-    print_detection_summary()
+    print_run_summary()
+
+
+onerror:
+    print_run_summary()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,4 +15,12 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("small_run")
     write_config(workdir, SMALL_CONFIG)
     snakemake(workdir)
+    return workdir
+
+
+@pytest.fixture
+def run_copy(small_run: Path, tmp_path: Path) -> Path:
+    """A copy of the small run with its outputs, their mtimes and Snakemake's records."""
+    workdir = tmp_path / "run"
+    shutil.copytree(small_run, workdir, symlinks=False, copy_function=shutil.copy2)
     return workdir

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 from pathlib import Path
 
@@ -6,13 +7,20 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.synthetic import plan_cohort
+from histodetect.validation import check_config, check_sample_sheet
 
 min_version("9.0")
 
 
-validate(config, "../schemas/config.schema.yaml")
+check_config(
+    config,
+    workflow.source_path("../schemas/config.schema.yaml"),
+    " + ".join(map(str, workflow.configfiles)) or "config",
+)
+validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
-DEMO = config["demo"]["enabled"]
+PATCH_LABELS = config.get("patches", {}).get("labels")  # patch mode: rules/patches.smk
+DEMO = config["demo"]["enabled"] and not PATCH_LABELS
 if DEMO:
     SAMPLE_SHEET = "results/demo/samples.tsv"
     ANNOTATIONS = "results/demo/annotations.csv"
@@ -25,16 +33,19 @@ if DEMO:
         ],
         columns=["slide_id", "patient_id", "path"],
     )
+elif PATCH_LABELS:
+    SAMPLE_SHEET = ANNOTATIONS = PATCH_LABELS
+    samples = pd.DataFrame(columns=["slide_id", "patient_id", "path"], dtype=str)
 else:
     SAMPLE_SHEET = config["samples"]
     ANNOTATIONS = config["annotations"]
     samples = pd.read_csv(
         SAMPLE_SHEET, sep="\t", dtype={"slide_id": str, "patient_id": str}
     )
+check_sample_sheet(
+    samples, workflow.source_path("../schemas/samples.schema.yaml"), SAMPLE_SHEET
+)
 validate(samples, "../schemas/samples.schema.yaml")
-_dupes = samples.slide_id[samples.slide_id.duplicated()].unique()
-if len(_dupes):
-    raise ValueError(f"{SAMPLE_SHEET}: duplicate slide_id(s) {', '.join(_dupes)}")
 samples = samples.set_index("slide_id", drop=False)
 SLIDES = list(samples.slide_id)
 FOLDS = list(range(config["folds"]))
@@ -45,14 +56,40 @@ wildcard_constraints:
     fold=r"\d+",
 
 
-def slide_path(wildcards):
+def slide_file(wildcards):
     return samples.loc[wildcards.slide, "path"]
+
+
+def slide_path(wildcards):
+    """The slide file as an input, when it exists.
+
+    A missing file is not declared, so tile_slide runs and records one clear error for that
+    slide instead of Snakemake refusing the whole cohort; once the file appears, the changed
+    input set reruns the slide.
+    """
+    path = slide_file(wildcards)
+    return path if os.path.exists(path) or DEMO else []
 
 
 def slide_mpp_override(wildcards):
     if "mpp" not in samples.columns or pd.isna(samples.loc[wildcards.slide, "mpp"]):
         return None
     return float(samples.loc[wildcards.slide, "mpp"])
+
+
+def slide_annotation(wildcards):
+    """The slide's own annotation file (sample sheet column `annotation`), if any."""
+    if "annotation" not in samples.columns:
+        return []
+    path = samples.loc[wildcards.slide, "annotation"]
+    return [] if pd.isna(path) or path == "" else [path]
+
+
+def all_slide_annotations(wildcards=None):
+    """Every per-slide annotation file named in the sample sheet."""
+    if "annotation" not in samples.columns:
+        return []
+    return [p for p in samples["annotation"] if isinstance(p, str) and p]
 
 
 def fold_models(wildcards=None):
@@ -74,7 +111,16 @@ def test_outputs(pattern):
     return inner
 
 
-def print_detection_summary():
+def print_run_summary():
+    """The run's closing lines: slides left out of the cohort and the detection scores."""
+    tiling = Path("results/qc/tiling_summary.tsv")
+    if tiling.exists():
+        table = pd.read_csv(
+            tiling, sep="\t", dtype={"slide_id": str}, keep_default_na=False
+        )
+        for row in table[table.status != "ok"].itertuples():
+            cause = row.error if row.status == "failed" else "no tissue tiles"
+            print(f"histodetect: slide {row.slide_id} left out ({row.path}): {cause}")
     path = Path("results/metrics/detection.json")
     if path.exists():
         m = json.loads(path.read_text())

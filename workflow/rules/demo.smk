@@ -11,7 +11,7 @@ rule make_demo_cohort:
         "../../envs/tiling.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
     params:
         demo={k: v for k, v in config["demo"].items() if k != "enabled"},
     script:

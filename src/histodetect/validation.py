@@ -1,0 +1,57 @@
+"""Config and sample-sheet checks that fail with one line naming the key, column or row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pandas as pd
+import yaml
+
+from histodetect.errors import InputError
+
+
+def _load(schema_path: str | Path) -> dict[str, Any]:
+    return yaml.safe_load(Path(schema_path).read_text())
+
+
+def _where(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def check_config(config: dict[str, Any], schema_path: str | Path, source: str) -> None:
+    """Raise :class:`InputError` for the first unknown key or wrong value in ``config``."""
+    validator = jsonschema.Draft202012Validator(_load(schema_path))
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    where = _where(error.absolute_path)
+    if error.validator == "additionalProperties":
+        known = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(known))
+        prefix = f"{where}." if error.absolute_path else ""
+        raise InputError(source, f"unknown key {prefix}{extra[0]} (known: {', '.join(known)})")
+    raise InputError(source, f"{where}: {error.message}")
+
+
+def check_sample_sheet(samples: pd.DataFrame, schema_path: str | Path, source: str) -> None:
+    """Raise :class:`InputError` for a missing column, a bad value or a duplicate slide id."""
+    schema = _load(schema_path)
+    missing = [c for c in schema.get("required", []) if c not in samples.columns]
+    if missing:
+        raise InputError(
+            source,
+            f"missing column(s) {', '.join(missing)}; the sheet has {', '.join(map(str, samples.columns))}",
+        )
+    validator = jsonschema.Draft202012Validator(schema)
+    for i, row in enumerate(samples.to_dict("records")):
+        record = {k: (None if isinstance(v, float) and pd.isna(v) else v) for k, v in row.items()}
+        error = jsonschema.exceptions.best_match(validator.iter_errors(record))
+        if error is not None:
+            raise InputError(
+                source, f"row {i + 2}: column {_where(error.absolute_path)}: {error.message}"
+            )
+    dupes = samples.slide_id[samples.slide_id.duplicated()].unique()
+    if len(dupes):
+        raise InputError(source, f"duplicate slide_id(s) {', '.join(map(str, dupes))}")

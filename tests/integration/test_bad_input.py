@@ -1,0 +1,141 @@
+"""A cohort with broken slides still finishes; each broken slide gets one clear line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _workflow import SHARED, snakemake, write_config
+
+from histodetect.synthetic import make_cohort, write_pyramidal_tiff
+
+CMU = SHARED / "slides" / "CMU-1-Small-Region.svs"
+TCGA = SHARED / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"
+
+# slide id -> (how the file is made, the cause the one-line error must give)
+BROKEN = {
+    "missing": "slide file does not exist",
+    "truncated": "truncated or corrupt file",
+    "textfile": "its content is text, not a slide format",
+    "pngfile": "its content is PNG image, not a slide format",
+    "nompp": "no mpp in the slide metadata",
+}
+
+
+def make_broken(folder: Path) -> dict[str, Path]:
+    """The broken slides of the matrix, plus a slide of blank glass."""
+    folder.mkdir(parents=True)
+    paths = {name: folder / f"{name}.svs" for name in BROKEN}
+    data = CMU.read_bytes()
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    paths["textfile"].write_text("not a slide\n")
+    paths["pngfile"].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+    shutil.copyfile(TCGA, paths["nompp"])
+    paths["blank"] = folder / "blank.tiff"
+    write_pyramidal_tiff(paths["blank"], np.full((2048, 2048, 3), 242, np.uint8), 0.5)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    workdir = tmp_path_factory.mktemp("broken_run")
+    samples, _ = make_cohort(
+        workdir / "cohort",
+        n_slides=6,
+        n_patients=3,
+        width=3072,
+        height=3072,
+        lesions_per_slide=(1, 2),
+        lesion_size_um=(400, 600),
+        negative_slides=0,
+        seed=5,
+    )
+    extra = [
+        {"slide_id": name, "patient_id": f"X{i}", "path": str(path), "mpp": np.nan}
+        for i, (name, path) in enumerate(make_broken(workdir / "broken").items())
+    ]
+    sheet = pd.concat([samples, pd.DataFrame(extra)], ignore_index=True)
+    sheet.to_csv(workdir / "samples.tsv", sep="\t", index=False)
+    write_config(
+        workdir,
+        {
+            "demo": {"enabled": False},
+            "samples": str(workdir / "samples.tsv"),
+            "annotations": str(workdir / "cohort" / "annotations.csv"),
+            "split": {"test_fraction": 0.34},
+            "folds": 2,
+            "train": {"epochs": 1, "batch_size": 32},
+        },
+    )
+    proc = snakemake(workdir)
+    return workdir, proc.stdout + proc.stderr
+
+
+def test_cohort_finishes_despite_broken_slides(broken_run: tuple[Path, str]) -> None:
+    workdir, _ = broken_run
+    assert (workdir / "results" / "metrics" / "detection.json").exists()
+    split = pd.read_csv(workdir / "results" / "splits" / "split.tsv", sep="\t")
+    left_out = set(split.loc[split.split == "excluded", "slide_id"])
+    assert left_out == {*BROKEN, "blank"}
+
+
+@pytest.mark.parametrize("slide", sorted(BROKEN))
+def test_each_broken_slide_has_one_clear_line(broken_run: tuple[Path, str], slide: str) -> None:
+    workdir, console = broken_run
+    log = (workdir / "logs" / "tile_slide" / f"{slide}.log").read_text()
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1
+    assert f"{slide}.svs" in errors[0] and BROKEN[slide] in errors[0]
+    # The console names it too, once in the job's output and once in the run summary.
+    assert any(f"{slide}.svs" in line and BROKEN[slide] in line for line in console.splitlines())
+    assert f"histodetect: slide {slide} left out" in console
+
+
+def test_blank_glass_is_reported_not_silent(broken_run: tuple[Path, str]) -> None:
+    workdir, console = broken_run
+    table = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")
+    row = table.set_index("slide_id").loc["blank"]
+    assert row.status == "no tissue" and row.tiles == 0
+    assert "slide blank left out" in console and "no tissue tiles" in console
+
+
+def test_fail_mode_stops_the_job_and_keep_going_finishes_the_rest(tmp_path: Path) -> None:
+    samples, _ = make_cohort(
+        tmp_path / "cohort",
+        n_slides=2,
+        n_patients=2,
+        width=2048,
+        height=2048,
+        lesion_size_um=(300, 400),
+        negative_slides=0,
+    )
+    bad = {
+        "slide_id": "missing",
+        "patient_id": "X",
+        "path": str(tmp_path / "missing.svs"),
+        "mpp": np.nan,
+    }
+    pd.concat([samples, pd.DataFrame([bad])]).to_csv(
+        tmp_path / "samples.tsv", sep="\t", index=False
+    )
+    write_config(
+        tmp_path,
+        {
+            "demo": {"enabled": False},
+            "samples": str(tmp_path / "samples.tsv"),
+            "annotations": str(tmp_path / "cohort" / "annotations.csv"),
+            "bad_slides": "fail",
+        },
+    )
+    proc = snakemake(tmp_path, "--keep-going", "results/qc/tiling_summary.tsv", check=False)
+    assert proc.returncode != 0
+    console = proc.stdout + proc.stderr
+    assert "missing.svs: slide file does not exist" in console
+    assert "Traceback" not in (tmp_path / "logs" / "tile_slide" / "missing.log").read_text()
+    # The other slides were tiled; the failed one left nothing that looks finished.
+    assert {p.name for p in (tmp_path / "results" / "tiles").glob("*.parquet")} == {
+        f"{s}.parquet" for s in samples.slide_id
+    }
