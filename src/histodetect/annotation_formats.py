@@ -20,9 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import shapely
 from shapely import affinity
+from shapely.errors import ShapelyError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
@@ -175,7 +177,10 @@ def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None
         coords = ann.findall(".//Coordinate")
         if not coords:
             raise AnnotationError(path, f"{item}: no <Coordinate> elements")
-        coords.sort(key=lambda c: float(c.get("Order", 0)))
+        try:
+            coords.sort(key=lambda c: float(c.get("Order", 0)))
+        except ValueError:
+            raise AnnotationError(path, f"{item}: a <Coordinate> Order is not a number") from None
         xy = [(c.get("X"), c.get("Y")) for c in coords]
         if any(x is None or y is None for x, y in xy):
             raise AnnotationError(path, f"{item}: a <Coordinate> lacks X or Y")
@@ -239,8 +244,10 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
             geom = affinity.scale(
                 shape(feature["geometry"]), settings.scale, settings.scale, origin=(0, 0)
             )
-        except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, ShapelyError) as err:
             raise AnnotationError(path, f"{item}: invalid geometry ({err})") from None
+        if not np.isfinite(shapely.get_coordinates(geom)).all():
+            raise AnnotationError(path, f"{item}: coordinates are not finite numbers")
         if geom.geom_type in ("Point", "MultiPoint"):
             pts = [(p.x, p.y) for p in shapely.get_parts(geom)]
             geom = _discs(pts, mpp, settings, path, item)
@@ -256,7 +263,7 @@ def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = Non
     """Points ``x,y[,class]`` (e.g. mitosis centres), each a disc of ``point_radius_um``."""
     try:
         sep = "\t" if path.suffix.lower() == ".tsv" else ","
-        df = pd.read_csv(path, sep=sep, dtype={"class": str})
+        df = pd.read_csv(path, sep=sep, dtype={"class": str}, index_col=False)
     except pd.errors.EmptyDataError:
         raise AnnotationError(path, "file is empty (expected a header x,y[,class])") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as err:

@@ -39,7 +39,7 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
     """
     path = Path(path)
     try:
-        df = pd.read_csv(path, dtype={"filename": str})
+        df = pd.read_csv(path, dtype={"filename": str}, index_col=False)
     except pd.errors.EmptyDataError:
         raise AnnotationError(
             path, "file is empty (expected a header filename,x1,x2,y1,y2)"

@@ -8,8 +8,8 @@ class InputError(Exception):
 
     def __init__(self, source: object, cause: str) -> None:
         self.source = str(source)
-        self.cause = cause
-        super().__init__(f"{self.source}: {cause}")
+        self.cause = " ".join(str(cause).split())  # always one line, whatever a library said
+        super().__init__(f"{self.source}: {self.cause}")
 
 
 class SlideError(InputError):

@@ -45,7 +45,7 @@ def read_patch_labels(
     """
     csv = Path(csv)
     try:
-        df = pd.read_csv(csv, dtype={"label": str, "group_id": str, "path": str})
+        df = pd.read_csv(csv, dtype={"label": str, "group_id": str, "path": str}, index_col=False)
     except (OSError, ValueError) as err:
         raise PatchTableError(csv, f"cannot read the table ({err})") from err
     missing = [c for c in PATCH_COLUMNS if c not in df.columns]

@@ -35,6 +35,24 @@ def check_config(config: dict[str, Any], schema_path: str | Path, source: str) -
     raise InputError(source, f"{where}: {error.message}")
 
 
+def read_sample_sheet(path: str | Path, schema_path: str | Path) -> pd.DataFrame:
+    """Read a tab-separated sample sheet and check it (see :func:`check_sample_sheet`)."""
+    try:
+        samples = pd.read_csv(
+            path, sep="\t", dtype={"slide_id": str, "patient_id": str, "path": str}
+        )
+    except FileNotFoundError:
+        raise InputError(path, "sample sheet not found") from None
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            path, "sample sheet is empty (expected slide_id, patient_id, path)"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise InputError(path, f"not a readable tab-separated sheet ({err})") from None
+    check_sample_sheet(samples, schema_path, str(path))
+    return samples
+
+
 def check_sample_sheet(samples: pd.DataFrame, schema_path: str | Path, source: str) -> None:
     """Raise :class:`InputError` for a missing column, a bad value or a duplicate slide id."""
     schema = _load(schema_path)

@@ -33,9 +33,9 @@ SMALL_CONFIG = {
 }
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``snakemake`` on the repository's Snakefile inside ``workdir``."""
-    cmd = [
+def snakemake_cmd(workdir: Path, *args: str, profile: str = "none") -> list[str]:
+    """The command line of ``snakemake`` on the repository's Snakefile inside ``workdir``."""
+    return [
         sys.executable,
         "-m",
         "snakemake",
@@ -46,11 +46,16 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
         "--configfile",
         str(workdir / "config.yaml"),
         "--workflow-profile",
-        "none",
+        profile,
         "--cores",
         "2",
         *args,
     ]
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``snakemake`` on the repository's Snakefile inside ``workdir``."""
+    cmd = snakemake_cmd(workdir, *args)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
     if check and proc.returncode != 0:

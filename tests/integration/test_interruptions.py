@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-from _workflow import REPO
+from _workflow import snakemake_cmd
 
 from histodetect.heatmap import Heatmap
 
@@ -20,9 +19,7 @@ TRIGGERS = ("--rerun-triggers", "mtime", "params", "input", "software-env")
 
 def start(workdir: Path, *args: str) -> subprocess.Popen[str]:
     """Snakemake in its own process group, so a signal reaches it and its jobs."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-    cmd += ["--directory", str(workdir), "--configfile", str(workdir / "config.yaml")]
-    cmd += ["--workflow-profile", "none", "--cores", "2", *TRIGGERS, *args]
+    cmd = snakemake_cmd(workdir, *TRIGGERS, *args)
     return subprocess.Popen(
         cmd,
         cwd=workdir,

@@ -12,14 +12,13 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from _workflow import REPO, SMALL_CONFIG, write_config
+from _workflow import REPO, SMALL_CONFIG, snakemake_cmd, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -88,22 +87,10 @@ def slurm_run(slurm_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """The small cohort run with ``--executor slurm`` and the SLURM profile: (workdir, output)."""
     workdir = tmp_path_factory.mktemp("slurm_run")
     write_config(workdir, SMALL_CONFIG)
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(REPO / "Snakefile"),
-        "--directory",
-        str(workdir),
-        "--configfile",
-        str(workdir / "config.yaml"),
-        "--workflow-profile",
-        str(PROFILE),
+    cmd = snakemake_cmd(
+        workdir,
         "--executor",
         "slurm",
-        "--cores",
-        "2",  # the test node's CPUs: caps threads and cpus_per_gpu
         "--retries",
         "0",  # a failure here is a bug, not a memory shortfall
         "--slurm-status-command",
@@ -112,7 +99,8 @@ def slurm_run(slurm_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         "--slurm-keep-successful-logs",
         "--slurm-init-seconds-before-status-checks",
         "5",
-    ]
+        profile=str(PROFILE),
+    )
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     try:
         proc = subprocess.run(

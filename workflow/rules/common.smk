@@ -7,11 +7,12 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.synthetic import plan_cohort
-from histodetect.validation import check_config, check_sample_sheet
+from histodetect.validation import check_config, check_sample_sheet, read_sample_sheet
 
 min_version("9.0")
 
 
+SAMPLES_SCHEMA = workflow.source_path("../schemas/samples.schema.yaml")
 check_config(
     config,
     workflow.source_path("../schemas/config.schema.yaml"),
@@ -39,12 +40,8 @@ elif PATCH_LABELS:
 else:
     SAMPLE_SHEET = config["samples"]
     ANNOTATIONS = config["annotations"]
-    samples = pd.read_csv(
-        SAMPLE_SHEET, sep="\t", dtype={"slide_id": str, "patient_id": str}
-    )
-check_sample_sheet(
-    samples, workflow.source_path("../schemas/samples.schema.yaml"), SAMPLE_SHEET
-)
+    samples = read_sample_sheet(SAMPLE_SHEET, SAMPLES_SCHEMA)
+check_sample_sheet(samples, SAMPLES_SCHEMA, SAMPLE_SHEET)
 validate(samples, "../schemas/samples.schema.yaml")
 samples = samples.set_index("slide_id", drop=False)
 SLIDES = list(samples.slide_id)
