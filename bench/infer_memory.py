@@ -1,0 +1,49 @@
+"""Peak memory of tiling plus ensemble inference on one slide (run once per slide size).
+
+    .venv/bin/python bench/infer_memory.py SLIDE [MODEL.pt ...]
+
+Models default to the demo run's fold models (``results/models/fold_*/model.pt``). Slides of
+several sizes come from ``bench/tiling.py`` (``/tmp/histodetect_bench_tiling/*.tiff``).
+Last line: ``<slide>: <n> tiles, <r> tiles/s, peak_rss_mb=<m>``.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from histodetect.inference import heatmap_from_tiles, predict_tiles
+from histodetect.tiling import TilingSettings, tile_slide
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    path = sys.argv[1]
+    models = [Path(p) for p in sys.argv[2:]] or sorted(
+        Path("results/models").glob("fold_*/model.pt")
+    )
+    tiled = tile_slide(path, "bench", TilingSettings(tile_um=128, target_mpp=2.0))
+    tiles = tiled.tiles.assign(path=path)
+    start = time.perf_counter()
+    probs = predict_tiles(tiles, models, batch_size=128, num_workers=0)
+    s = tiled.summary
+    heatmap_from_tiles(
+        tiles,
+        probs,
+        slide_id="bench",
+        mpp=s["mpp"],
+        level=s["level"],
+        slide_width=s["width"],
+        slide_height=s["height"],
+    )
+    rate = len(tiles) / (time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{Path(path).name}: {len(tiles)} tiles, {rate:.0f} tiles/s, peak_rss_mb={peak:.0f}")
+
+
+if __name__ == "__main__":
+    main()
