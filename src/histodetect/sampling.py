@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from histodetect.splits import assert_patients_disjoint
+
 STRATEGIES = ("undersample", "weighted")
 
 
@@ -118,8 +120,6 @@ def fold_tables(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"sampling.strategy must be one of {STRATEGIES}, not {strategy!r}")
-    from histodetect.splits import assert_patients_disjoint
-
     meta = folds.set_index("slide_id")[["path", "patient_id", "fold"]]
     tables = [pd.read_parquet(p) for p in label_paths]
     tiles = pd.concat([t for t in tables if len(t) and t.slide_id.iloc[0] in meta.index])

