@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import numpy as np
+import openslide
 from PIL import Image
 
 from histodetect.slide import open_slide
@@ -53,11 +54,17 @@ class SlideReader:
     Args:
         path: Slide file (anything OpenSlide opens; for DICOM, one ``.dcm`` of the series).
         direct: Use the direct JPEG-tile path when possible (``False``: always OpenSlide).
+        cache_bytes: Size of OpenSlide's tile cache (None: OpenSlide's default, 32 MiB). A
+            single pass over a level (a thumbnail) gains nothing from a large one.
     """
 
-    def __init__(self, path: str | Path, *, direct: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, direct: bool = True, cache_bytes: int | None = None
+    ) -> None:
         self.path = Path(path)
         self.slide = open_slide(self.path)
+        if cache_bytes is not None:
+            self.slide.set_cache(openslide.OpenSlideCache(cache_bytes))
         self.ycbcr_fix = dicom_frames_are_ycbcr(self.path, self.slide.properties)
         self._levels: dict[int, _TiledLevel] = {}
         self._tiff: Any = None

@@ -15,8 +15,8 @@ from histodetect.errors import SlideError
 
 MPP_TOLERANCE = 0.05
 """Relative slack when matching a level's mpp to a target (scanners round their mpp)."""
-STRIP_PIXELS = 1 << 24
-"""Most pixels read at once when making a thumbnail (64 MB of RGBA)."""
+STRIP_PIXELS = 1 << 21
+"""Most pixels read at once when making a thumbnail (8 MB of RGBA)."""
 MAG_1X_MPP = 10.0
 """Microns per pixel at 1x: the usual convention 40x = 0.25, 20x = 0.5, 10x = 1.0 um/px."""
 
@@ -152,18 +152,18 @@ def read_thumbnail(slide: Any, mpp0: float, thumb_mpp: float) -> tuple[np.ndarra
     out_w, out_h = max(1, round(w0 / ds)), max(1, round(h0 / ds))
     scale = out_h / lh  # rows: the height scale, so the strips add up to out_h exactly
     strip = max(1, min(2048, STRIP_PIXELS // max(lw, 1)))
-    rows: list[np.ndarray] = []
+    thumb = np.empty((out_h, out_w, 3), np.uint8)
     done = 0
     for y in range(0, lh, strip):
         sh = min(strip, lh - y)
-        target_h = round((y + sh) * scale) - done
+        target_h = min(round((y + sh) * scale), out_h) - done
         if target_h <= 0:
             continue
         region = slide.read_region((0, round(y * lds)), level, (lw, sh))
         image = _rgb(region) if isinstance(region, Image.Image) else Image.fromarray(region)
-        rows.append(np.asarray(image.resize((out_w, target_h), Image.BILINEAR)))
+        thumb[done : done + target_h] = np.asarray(image.resize((out_w, target_h), Image.BILINEAR))
         done += target_h
-    thumb = np.concatenate(rows, axis=0)[:out_h]
+    thumb = thumb[:done]
     return thumb, w0 / thumb.shape[1]
 
 

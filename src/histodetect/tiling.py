@@ -17,6 +17,8 @@ from histodetect.slide import choose_level, mpp_for_magnification, read_thumbnai
 from histodetect.tissue import TissueSettings, tissue_mask
 
 log = logging.getLogger(__name__)
+THUMB_CACHE_BYTES = 4 << 20
+"""OpenSlide tile cache while the thumbnail is read: one pass, so a small one suffices."""
 
 
 @dataclass(frozen=True)
@@ -73,14 +75,15 @@ def tile_fractions(
 
     Uses a summed-area table, so it costs O(mask + tiles) whatever the tile count.
     """
-    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
-    sat[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.int32), axis=1)
+    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)  # 4 bytes per mask px
+    np.cumsum(mask, axis=0, dtype=np.int32, out=sat[1:, 1:])
+    np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
     h, w = mask.shape
     x1 = np.clip(np.round(x / ds).astype(np.int64), 0, w)
     y1 = np.clip(np.round(y / ds).astype(np.int64), 0, h)
     x2 = np.clip(np.round((x + size) / ds).astype(np.int64), 0, w)
     y2 = np.clip(np.round((y + size) / ds).astype(np.int64), 0, h)
-    inside = sat[y2, x2] - sat[y1, x2] - sat[y2, x1] + sat[y1, x1]
+    inside = sat[y2, x2].astype(np.int64) - sat[y1, x2] - sat[y2, x1] + sat[y1, x1]
     area = np.maximum((x2 - x1) * (y2 - y1), 1)
     return inside / area
 
@@ -97,7 +100,7 @@ def tile_slide(
     ``y = row * stride`` (level-0 px); only tiles fully inside the slide are kept.
     """
     start = time.perf_counter()
-    with SlideReader(path, direct=False) as slide:
+    with SlideReader(path, direct=False, cache_bytes=THUMB_CACHE_BYTES) as slide:
         mpp0 = slide_mpp(slide.slide, path, mpp_override)
         choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.mpp)
         try:

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-FAST_BLOCK_PX = 1024
-"""Side of the thumbnail blocks pyFAST segments one at a time (bounds its memory)."""
+FAST_BLOCK_PX = 3072
+"""Side of the thumbnail blocks pyFAST segments one at a time (bounds its memory: about 30 MB
+of RGB per block; at 8 um/px a slide up to 24 mm across is one block)."""
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,12 @@ def tissue_mask(thumb: np.ndarray, settings: TissueSettings) -> np.ndarray:
 
 def whiten_grey(thumb: np.ndarray, min_saturation: int) -> np.ndarray:
     """Copy of ``thumb`` with pixels of chroma below ``min_saturation`` set to white."""
-    r, g, b = thumb[..., 0], thumb[..., 1], thumb[..., 2]
-    chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # no overflow
     out = np.array(thumb[..., :3], dtype=np.uint8, copy=True)
-    out[chroma < min_saturation] = 255
+    for y in range(0, out.shape[0], 256):  # row bands keep the temporaries small
+        band = out[y : y + 256]
+        r, g, b = band[..., 0], band[..., 1], band[..., 2]
+        chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # >= 0
+        band[chroma < min_saturation] = 255
     return out
 
 
@@ -127,7 +130,9 @@ def _drop_small(mask: np.ndarray, s: TissueSettings) -> np.ndarray:
     if min_px <= 1 or not mask.any():
         return mask
     labels, n = ndimage.label(mask)
-    sizes = ndimage.sum_labels(mask, labels, index=np.arange(1, n + 1))
-    keep = np.zeros(n + 1, bool)
-    keep[1:] = sizes >= min_px
+    sizes = np.zeros(n + 1, np.int64)
+    for y in range(0, labels.shape[0], 256):  # bands: bincount widens labels to int64
+        sizes += np.bincount(labels[y : y + 256].ravel(), minlength=n + 1)
+    keep = sizes >= min_px
+    keep[0] = False
     return keep[labels]

@@ -4,7 +4,7 @@ import json
 
 from histodetect.errors import SlideError
 from histodetect.io import atomic_path
-from histodetect.plotting import overlay_png
+from histodetect.qc import tiling_qc_png
 from histodetect.runner import log, rule_context
 from histodetect.tiling import failed_tiling, qc_view, settings_from_config, tile_slide
 
@@ -25,9 +25,7 @@ with rule_context(snakemake):
         out = failed_tiling(slide, snakemake.params.path, err)
         title = f"{slide}: FAILED: {err.cause}"
     thumb, thumb_downsample, mask = qc_view(out)
-    overlay_png(
-        thumb, thumb_downsample, snakemake.output.qc, tiles=out.tiles, tissue_mask=mask, title=title
-    )
+    tiling_qc_png(thumb, thumb_downsample, mask, out.tiles, snakemake.output.qc, title)
     with atomic_path(snakemake.output.tiles) as tmp:
         out.tiles.to_parquet(tmp, index=False)
     with atomic_path(snakemake.output.summary) as tmp:
