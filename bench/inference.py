@@ -56,14 +56,13 @@ def pure_compute(tiles: pd.DataFrame, models: list[Path], args: argparse.Namespa
     dev = resolve_device(args.device)
     nets, _ = load_ensemble(models, dev)
     cuda = dev.type == "cuda"
-    if cuda:
-        nets = [m.to(memory_format=torch.channels_last) for m in nets]
+    nets = [m.to(memory_format=torch.channels_last) for m in nets]  # as predict_tiles does
     start = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(images), args.batch):
             x = prepare_batch(
                 images[s : s + args.batch], dev, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                channels_last=cuda,
+                channels_last=True,
             )  # fmt: skip
             ctx = (
                 torch.autocast("cuda", torch.bfloat16)

@@ -30,7 +30,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from histodetect.data import make_loader, prepare_batch
+from histodetect.data import d4_transforms, make_loader, prepare_batch
 from histodetect.model import load_model
 from histodetect.patches import assign_folds, fold_tables, read_patch_labels, subsample_groups
 from histodetect.stain import StainNormalizer
@@ -75,8 +75,11 @@ def loader_speed(df: pd.DataFrame, cfg: TrainConfig) -> float:
 
 
 @torch.inference_mode()
-def predict(model_paths: list[Path], df: pd.DataFrame, workers: int) -> np.ndarray:
-    """Mean softmax of the fold models over the patches of ``df`` (in order)."""
+def predict(
+    model_paths: list[Path], df: pd.DataFrame, workers: int, tta: bool = False
+) -> np.ndarray:
+    """Mean softmax of the fold models (and of the 8 D4 symmetries with ``tta``) over ``df``."""
+    transforms = d4_transforms() if tta else d4_transforms()[:1]
     total = None
     for path in model_paths:
         model, meta = load_model(path)
@@ -85,7 +88,9 @@ def predict(model_paths: list[Path], df: pd.DataFrame, workers: int) -> np.ndarr
         probs = []
         for images, _ in make_loader(table, 128, workers, False, 0, transform=stain):
             x = prepare_batch(images, torch.device("cpu"), mean=meta["mean"], std=meta["std"])
-            probs.append(torch.softmax(model(x).float(), 1).numpy())
+            x = x.contiguous(memory_format=torch.channels_last)
+            p = sum(torch.softmax(model(t(x)).float(), 1) for t in transforms) / len(transforms)
+            probs.append(p.numpy())
         p = np.concatenate(probs)
         total = p if total is None else total + p
     assert total is not None
@@ -106,11 +111,13 @@ def run_cv(args: argparse.Namespace) -> None:
             "lr": args.lr, "loss": "ce", "scheduler": "cosine", "early_stopping_patience": 0,
             "seed": args.seed, "hidden": 128, "colour_jitter": args.jitter,
             "jitter_space": args.jitter_space, "stain_norm": args.stain_norm,
+            "crop_px": args.crop_px or None,
         }
     )  # fmt: skip
     print(
         f"{len(folded)} images of {folded.group_id.nunique()} groups, {args.folds} folds, "
-        f"{args.tile_px} px, {args.per_group} images/group at most; {args.backbone}, "
+        f"{args.tile_px} px (training crops {args.crop_px or args.tile_px} px, TTA {args.tta}), "
+        f"{args.per_group} images/group at most; {args.backbone}, "
         f"{args.epochs} epochs, {cfg.workers()} loader worker(s), {torch.get_num_threads()} threads",
         flush=True,
     )
@@ -130,7 +137,8 @@ def run_cv(args: argparse.Namespace) -> None:
             mlflow_uri=f"sqlite:///{out / 'mlflow.db'}", experiment="lc25000",
             tb_dir=out / "tensorboard" / f"fold_{fold}",
         )  # fmt: skip
-        m = scores(val.label.to_numpy(), predict([model_dir / "model.pt"], val, cfg.workers()))
+        probs = predict([model_dir / "model.pt"], val, cfg.workers(), tta=args.tta)
+        m = scores(val.label.to_numpy(), probs)
         row = {"fold": fold, "n_train": len(train), "n_val": len(val), **m}
         row |= {f"colour_{k}": v for k, v in c.items()}
         row |= {"train_img_s": metrics["train_img_s"], "loader_img_s": load_s}
@@ -159,7 +167,7 @@ def run_score(args: argparse.Namespace) -> None:
         raise SystemExit(f"no fold models under {out / 'models'}; run the CV first")
     patches = read_patch_labels(csv, CLASSES)
     y = patches.label.to_numpy()
-    m = scores(y, predict(models, patches, TrainConfig().workers()))
+    m = scores(y, predict(models, patches, TrainConfig().workers(), tta=args.tta))
     with (out / "colour_model.pkl").open("rb") as f:
         colour = pickle.load(f)
     feats = colour_features(patches.assign(tile_px=colour["tile_px"]), TrainConfig().workers())
@@ -181,7 +189,9 @@ def main() -> None:
     parser.add_argument("--max-folds", type=int, default=0, help="run only the first n folds")
     parser.add_argument("--groups", type=int, default=0, help="use this many groups (0: all)")
     parser.add_argument("--per-group", type=int, default=2, help="images kept per group")
-    parser.add_argument("--tile-px", type=int, default=64)
+    parser.add_argument("--tile-px", type=int, default=64, help="images are resized to this")
+    parser.add_argument("--crop-px", type=int, default=0, help="train on random crops (0: none)")
+    parser.add_argument("--tta", action="store_true", help="score with the 8 D4 symmetries")
     parser.add_argument("--backbone", default="mobilenetv3_small_100")
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -163,6 +163,26 @@ def d4_transforms() -> list[Transform]:
     return [make(k, flip) for flip in (False, True) for k in range(4)]
 
 
+def random_crop(
+    x: torch.Tensor, size: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """A random ``size`` x ``size`` square of each image of an NCHW batch (offsets per sample).
+
+    Training on crops of whole tiles keeps the pixel scale (unlike a resize) and costs what a
+    ``size`` px tile costs; a network with global pooling then scores whole tiles at inference.
+    """
+    h, w = x.shape[-2:]
+    if size > min(h, w):
+        raise ValueError(f"crop of {size} px is larger than the {h} x {w} px tiles")
+    if size == h == w:
+        return x
+    oy = torch.randint(0, h - size + 1, (x.shape[0],), generator=generator).tolist()
+    ox = torch.randint(0, w - size + 1, (x.shape[0],), generator=generator).tolist()
+    return torch.stack(
+        [im[:, a : a + size, b : b + size] for im, a, b in zip(x, oy, ox, strict=True)]
+    )
+
+
 def augment_batch(
     x: torch.Tensor,
     *,

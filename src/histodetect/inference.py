@@ -59,7 +59,7 @@ def predict_tiles(
     background class (label 0) for multi-class models. With ``tta`` the 8 D4 symmetries are
     applied on the device and averaged per model; the models are then combined with
     ``reduce`` (mean, median or max). Tiles get the stain normalisation the models were
-    trained with. On CUDA: channels_last and autocast (bfloat16 where supported).
+    trained with. Tensors are channels_last; on CUDA under autocast (bfloat16 where supported).
     """
     if reduce not in REDUCERS:
         raise ValueError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
@@ -79,15 +79,14 @@ def predict_tiles(
     loader = make_loader(tiles_df.iloc[order], batch_size, num_workers, False, 0, transform=stain)
     multiclass = [m.get("loss") == "ce" for m in metas]
     cuda = dev.type == "cuda"
-    if cuda:
-        models = [m.to(memory_format=torch.channels_last) for m in models]
+    models = [m.to(memory_format=torch.channels_last) for m in models]  # faster on CPU too
     transforms = d4_transforms() if tta else d4_transforms()[:1]
     out = np.empty(len(tiles_df), np.float32)
     start = 0
     norm = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
     with torch.inference_mode():
         for images, _ in tqdm(loader, desc="tiles", file=sys.stderr, mininterval=5.0):
-            x = prepare_batch(images, dev, channels_last=cuda, **norm)
+            x = prepare_batch(images, dev, channels_last=True, **norm)
             probs = torch.stack(
                 [
                     _score(m, x, transforms, cuda, mc)

@@ -19,6 +19,7 @@ from histodetect.data import (
     augment_batch,
     d4_transforms,
     make_loader,
+    random_crop,
     slide_order,
 )
 from histodetect.errors import InputError
@@ -111,6 +112,19 @@ def test_augment_batch_symmetry_and_jitter() -> None:
     j2 = augment_batch(x, colour_jitter=0.2, generator=torch.Generator().manual_seed(2))
     assert torch.equal(j1, j2) and j1.min() >= 0 and j1.max() <= 1
     assert 0 < (j1 - plain).abs().mean() < 0.2
+
+
+def test_random_crop_takes_a_square_of_each_image() -> None:
+    x = torch.arange(2 * 10 * 10, dtype=torch.uint8).view(2, 1, 10, 10).expand(2, 3, 10, 10)
+    a = random_crop(x, 4, torch.Generator().manual_seed(0))
+    b = random_crop(x, 4, torch.Generator().manual_seed(0))
+    assert a.shape == (2, 3, 4, 4) and torch.equal(a, b)
+    for crop, image in zip(a, x, strict=True):
+        y0, x0 = divmod(int(crop[0, 0, 0]) - int(image[0, 0, 0]), 10)
+        assert torch.equal(crop, image[:, y0 : y0 + 4, x0 : x0 + 4])
+    assert torch.equal(random_crop(x, 10), x)
+    with pytest.raises(ValueError, match="larger than the 10 x 10"):
+        random_crop(x, 11)
 
 
 def test_slide_order_groups_by_slide() -> None:

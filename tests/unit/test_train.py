@@ -86,6 +86,15 @@ def test_learns_colour_task(two_folds: tuple[Path, list[dict[str, Any]]]) -> Non
         assert meta["epoch"] == m["best_epoch"] and meta["tile_px"] == 32 and meta["fold"] == k
 
 
+def test_crop_training_scores_whole_tiles(tiles: pd.DataFrame, store: str, tmp_path: Path) -> None:
+    metrics = _train(tiles, tmp_path, store, epochs=3, crop_px=16, experiment="crop")
+    assert metrics["patch_auc"] > 0.9  # trained on 16 px crops, validated on 32 px tiles
+    _, meta = load_model(tmp_path / "model.pt")
+    assert meta["tile_px"] == 32 and meta["config"]["crop_px"] == 16
+    with pytest.raises(ValueError, match="crop_px"):
+        TrainConfig.from_dict({"crop_px": 4})
+
+
 def test_mlflow_run_per_fold(two_folds: tuple[Path, list[dict[str, Any]]], store: str) -> None:
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("cv")
