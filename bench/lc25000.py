@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--max-folds", type=int, default=0, help="run only the first n folds")
     parser.add_argument("--groups", type=int, default=0, help="use this many groups (0: all)")
-    parser.add_argument("--per-group", type=int, default=10, help="training images per group")
+    parser.add_argument("--per-group", type=int, default=20, help="training images per group")
     parser.add_argument("--tile-px", type=int, default=96, help="images are resized to this")
     parser.add_argument("--crop-px", type=int, default=0, help="train on random crops (0: none)")
     parser.add_argument(
@@ -204,7 +204,7 @@ def main() -> None:
         help="score with the mean of the 8 D4 symmetries",
     )  # fmt: skip
     parser.add_argument("--backbone", default="mobilenetv3_small_100")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--jitter", type=float, default=0.05)
