@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -83,10 +89,42 @@ def _fast_mask(thumb: np.ndarray, s: TissueSettings, block_px: int = FAST_BLOCK_
     return out
 
 
+@contextmanager
+def _kernel_cache_lock(cache_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on pyFAST's OpenCL kernel cache while a segmentation runs.
+
+    pyFAST compiles its kernels on first use (per set of build options, e.g. each dilation
+    size) and writes the binaries to a cache shared by all processes; two parallel jobs that
+    compile the same kernel race, and one reads a half-written file ("Error parsing OpenCL
+    binary cache file"). Segmentations of concurrent jobs therefore run one at a time.
+    """
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / ".histodetect.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _fast_block(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
     os.environ.setdefault("FAST_DISABLE_LOGGING", "1")
     import fast  # imported lazily: it prints a banner and starts OpenCL
 
+    cache_dir = Path(fast.Config.getKernelBinaryPath())
+    with _kernel_cache_lock(cache_dir):
+        try:
+            return _fast_segment(fast, thumb, s)
+        except RuntimeError as err:
+            if "binary cache" not in str(err):
+                raise
+            # A job killed while writing the cache left a broken file: drop the cache
+            # (it is only compiled kernels) and compile again.
+            shutil.rmtree(cache_dir / "OpenCL", ignore_errors=True)
+            return _fast_segment(fast, thumb, s)
+
+
+def _fast_segment(fast: Any, thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
     img = fast.Image.createFromArray(np.ascontiguousarray(thumb[..., :3], dtype=np.uint8))
     img.setSpacing([s.mpp / 1000.0, s.mpp / 1000.0, 1.0])
     seg = fast.TissueSegmentation.create(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -137,3 +141,37 @@ def test_qc_view_caps_size() -> None:
     assert ds == 8.0
     assert small.shape == (1500, 500)
     assert small[600].all() and not small[400].any()
+
+
+RECOVER_SCRIPT = """
+import sys
+import fast
+import numpy as np
+from histodetect.tissue import TissueSettings, _fast_mask
+fast.Config.setKernelBinaryPath(sys.argv[1])
+img = np.full((64, 64, 3), 245, np.uint8)
+img[16:48, 16:48] = (150, 60, 160)
+mask = _fast_mask(img, TissueSettings(method="fast", mpp=8.0, min_saturation=0))
+print(int(mask.sum()))
+"""
+
+
+def test_fast_recovers_from_a_broken_kernel_cache(tmp_path: Path) -> None:
+    cache = str(tmp_path / "kernels") + "/"
+
+    def run() -> int:
+        proc = subprocess.run(
+            [sys.executable, "-c", RECOVER_SCRIPT, cache], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return int(proc.stdout.strip().splitlines()[-1])
+
+    first = run()
+    files = list((tmp_path / "kernels").rglob("*.cache"))
+    assert first > 0 and files
+    for f in files:  # as if a job had been killed while writing them
+        f.write_text("cut short\n")
+    assert run() == first
+    assert all(
+        len(f.read_text().splitlines()) >= 3 for f in (tmp_path / "kernels").rglob("*.cache")
+    )
