@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike
 from histodetect.heatmap import Heatmap
 from histodetect.io import atomic_path
 from histodetect.metrics import FROC_FPS
+from histodetect.qc import tile_cover
 
 MAX_WIDTH_PX = 1600
 DPI = 100
@@ -55,19 +56,15 @@ def _draw_boxes(
             )
 
 
-def _draw_tiles(ax: Axes, tiles: pd.DataFrame, ds: float) -> None:
-    """Kept tiles as one translucent raster on their grid (fast for 100k tiles)."""
-    stride = float(tiles["stride"].iloc[0] if "stride" in tiles else tiles["size"].iloc[0])
-    rows = tiles["row"].to_numpy(np.int64)
-    cols = tiles["col"].to_numpy(np.int64)
-    grid = np.zeros((rows.max() + 1, cols.max() + 1), np.float64)
-    grid[rows, cols] = 1.0
+def _draw_tiles(ax: Axes, tiles: pd.DataFrame, shape: tuple[int, int], ds: float) -> None:
+    """Kept tiles as one translucent raster on the thumbnail grid (fast for 100k tiles)."""
+    cover = tile_cover(tiles, shape, ds)
     ax.imshow(
-        np.ma.masked_equal(grid, 0.0),
+        np.ma.masked_equal(cover.astype(np.float64), 0.0),
         cmap=ListedColormap([TILE_COLOR]),
         alpha=0.3,
         interpolation="nearest",
-        extent=(0, grid.shape[1] * stride / ds, grid.shape[0] * stride / ds, 0),
+        extent=(0, shape[1], shape[0], 0),
     )
 
 
@@ -79,10 +76,9 @@ def overlay_png(
     pred_boxes: pd.DataFrame | None = None,
     gt_boxes: pd.DataFrame | None = None,
     tiles: pd.DataFrame | None = None,
-    tissue_mask: np.ndarray | None = None,
     title: str = "",
 ) -> None:
-    """Save a PNG of the slide thumbnail with heatmap, boxes, tiles and tissue outline.
+    """Save a PNG of the slide thumbnail with heatmap, boxes and tiles.
 
     Args:
         thumbnail: RGB image ``(H, W, 3)`` uint8 of the whole slide.
@@ -91,8 +87,7 @@ def overlay_png(
         heatmap: Tile probabilities, blended with a colormap (NaN transparent).
         pred_boxes: Predicted boxes (x1, y1, x2, y2, score), drawn red with scores.
         gt_boxes: Ground-truth boxes, drawn green.
-        tiles: Tile table with x, y, size (level-0), drawn as thin outlines.
-        tissue_mask: Boolean mask spanning the thumbnail extent; its outline is drawn.
+        tiles: Tile table with row, col and stride (or size) in level-0 px, tinted blue.
         title: Figure title.
     """
     img = np.asarray(thumbnail)
@@ -125,13 +120,7 @@ def overlay_png(
         bar.set_label("lesion probability", fontsize=8)
         bar.ax.tick_params(labelsize=7)
     if tiles is not None and len(tiles):
-        _draw_tiles(ax, tiles, ds)
-    if tissue_mask is not None and np.asarray(tissue_mask).any():
-        mask = np.asarray(tissue_mask, dtype=np.float64)
-        mh, mw = mask.shape
-        gx = (np.arange(mw) + 0.5) * w / mw
-        gy = (np.arange(mh) + 0.5) * h / mh
-        ax.contour(gx, gy, mask, levels=[0.5], colors=[(0.1, 0.3, 0.9)], linewidths=1.0)
+        _draw_tiles(ax, tiles, (h, w), ds)
     if gt_boxes is not None:
         _draw_boxes(ax, gt_boxes, ds, GT_COLOR, label=False)
     if pred_boxes is not None:

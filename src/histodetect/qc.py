@@ -61,18 +61,16 @@ def tiling_qc_png(
     """Write the QC PNG: kept tiles tinted blue, the tissue mask outlined, a title band on top.
 
     ``thumb`` is the RGB thumbnail (``downsample`` level-0 px per pixel) and ``mask`` the
-    tissue mask on the same grid (resampled by nearest neighbour if its shape differs).
+    tissue mask on the same pixel grid (see :func:`histodetect.tiling.qc_view`).
     """
     out = np.array(np.asarray(thumb)[..., :3], dtype=np.uint8)  # a copy, drawn on
     h, w = out.shape[:2]
     cover = tile_cover(tiles, (h, w), downsample)
     tinted = out[cover] * (1 - TILE_ALPHA) + TILE_RGB * TILE_ALPHA
     out[cover] = tinted.round().astype(np.uint8)
-    m = np.asarray(mask, bool)
-    if m.shape != (h, w) and m.size:
-        m = m[np.ix_(np.arange(h) * m.shape[0] // h, np.arange(w) * m.shape[1] // w)]
-    if m.shape == (h, w):
-        out[outline(m)] = OUTLINE_RGB
+    if np.shape(mask) != (h, w):
+        raise ValueError(f"tissue mask {np.shape(mask)} does not match the {h} x {w} thumbnail")
+    out[outline(mask)] = OUTLINE_RGB
     picture = Image.fromarray(out)
     if title:
         framed = Image.new("RGB", (w, h + TITLE_PX), (255, 255, 255))

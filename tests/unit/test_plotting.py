@@ -28,10 +28,8 @@ def test_overlay_png(tmp_path) -> None:
     tiles = pd.DataFrame(
         {"x": [0, 256, 512], "y": [0, 0, 0], "size": [256] * 3, "row": [0] * 3, "col": [0, 1, 2]}
     )
-    mask = np.zeros((75, 125), dtype=bool)
-    mask[10:60, 20:100] = True
     out = tmp_path / "overlay.png"
-    overlay_png(thumb, ds, out, heat, pred, gt, tiles, mask, title="slide s")
+    overlay_png(thumb, ds, out, heat, pred, gt, tiles, title="slide s")
     w, h = Image.open(out).size
     assert w == 500 and abs(h - (300 + 30)) <= 2
     assert red_pixels(out) > 200

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from PIL import Image
 
 from histodetect.qc import outline, tile_cover, tiling_qc_png
@@ -44,3 +45,10 @@ def test_qc_png_tints_tiles_and_adds_title(tmp_path) -> None:
     assert tinted[2] > tinted[0] and tuple(plain) == (240, 240, 240)
     assert tuple(body[5, 20]) == (26, 77, 230)  # top edge of the tissue outline
     assert (img[:30] < 128).any()  # the title's text
+
+
+def test_qc_png_refuses_a_mask_of_another_grid(tmp_path) -> None:
+    thumb = np.full((40, 60, 3), 240, np.uint8)
+    with pytest.raises(ValueError, match="does not match the 40 x 60 thumbnail"):
+        tiling_qc_png(thumb, 10.0, np.zeros((20, 30), bool), _tiles([(0, 0)]), tmp_path / "q.png")
+    assert not (tmp_path / "q.png").exists()
