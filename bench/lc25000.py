@@ -116,7 +116,8 @@ def run_cv(args: argparse.Namespace) -> None:
             "lr": args.lr, "loss": "ce", "scheduler": "cosine", "early_stopping_patience": 0,
             "seed": args.seed, "hidden": 128, "colour_jitter": args.jitter,
             "jitter_space": args.jitter_space, "stain_norm": args.stain_norm,
-            "crop_px": args.crop_px or None,
+            "crop_px": args.crop_px or None, "label_smoothing": args.label_smoothing,
+            "mixup_alpha": args.mixup, "ema_decay": args.ema or None, "select": args.select,
         }
     )  # fmt: skip
     print(
@@ -210,6 +211,13 @@ def main() -> None:
     parser.add_argument("--jitter", type=float, default=0.05)
     parser.add_argument("--jitter-space", default="hsv", choices=["hsv", "hed"])
     parser.add_argument("--stain-norm", default=None, choices=["macenko", "reinhard"])
+    parser.add_argument("--label-smoothing", type=float, default=0.0)
+    parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
+    parser.add_argument("--ema", type=float, default=0.0, help="weight EMA decay (0: off)")
+    parser.add_argument(
+        "--select", default="last", choices=["best", "last"],
+        help="fold model: last epoch, or best on the fold it is then scored on (optimistic)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:

@@ -183,6 +183,22 @@ def random_crop(
     )
 
 
+def mixup(
+    x: torch.Tensor, alpha: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Blend each image with another of the batch: ``lam * x + (1 - lam) * x[perm]``.
+
+    ``lam`` is drawn from Beta(``alpha``, ``alpha``); returns the blend, ``perm`` and ``lam``,
+    so that the loss is ``lam * loss(y) + (1 - lam) * loss(y[perm])``.
+    """
+    if alpha <= 0:
+        raise ValueError(f"mixup alpha must be positive, not {alpha}")
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+    return lam * x + (1.0 - lam) * x[perm], perm, lam
+
+
 def augment_batch(
     x: torch.Tensor,
     *,

@@ -30,14 +30,15 @@ from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from histodetect.data import augment_batch, make_loader, prepare_batch, random_crop
+from histodetect.data import augment_batch, make_loader, mixup, prepare_batch, random_crop
+from histodetect.ema import WeightEMA
 from histodetect.io import atomic_path
 from histodetect.model import build_model, make_loss, resolve_device, save_model
 from histodetect.stain import StainNormalizer
 
 log = logging.getLogger(__name__)
 # Options that do not change the optimisation trajectory: a checkpoint stays resumable.
-_RESUME_FREE = {"epochs", "early_stopping_patience", "num_workers", "device"}
+_RESUME_FREE = {"epochs", "early_stopping_patience", "num_workers", "device", "select"}
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,15 @@ class TrainConfig:
     """None, ``macenko`` or ``reinhard``: applied to every tile, in training and validation."""
     stain_reference: str | None = None
     """Image whose stains are the normalisation target (published defaults when None)."""
+    label_smoothing: float = 0.0
+    """Soften training targets by this much (towards uniform); validation uses hard ones."""
+    mixup_alpha: float = 0.0
+    """Blend image pairs with a Beta(alpha, alpha) weight, and their losses alike (0: off)."""
+    ema_decay: float | None = None
+    """Per-step decay of an exponential moving average of the weights (e.g. 0.999); the
+    average is what is validated, selected and saved. None: the raw weights."""
+    select: str = "best"
+    """Epoch that ``model.pt`` keeps: ``best`` on the validation set, or ``last``."""
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -85,6 +95,7 @@ class TrainConfig:
             ("device", ("auto", "cpu", "cuda")),
             ("jitter_space", ("hsv", "hed")),
             ("stain_norm", (None, "macenko", "reinhard")),
+            ("select", ("best", "last")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -94,6 +105,10 @@ class TrainConfig:
             raise ValueError("train.epochs and train.batch_size must be >= 1")
         if self.crop_px is not None and self.crop_px < 8:
             raise ValueError(f"train.crop_px must be at least 8 px, not {self.crop_px}")
+        if not 0.0 <= self.label_smoothing < 1.0 or self.mixup_alpha < 0:
+            raise ValueError("train.label_smoothing must be in [0, 1), train.mixup_alpha >= 0")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(f"train.ema_decay must be in (0, 1), not {self.ema_decay}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -124,6 +139,7 @@ class _State:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    ema: WeightEMA | None = None
     epoch: int = -1
     best_score: list[float] = field(default_factory=lambda: [-float("inf")])
     best_epoch: int = -1
@@ -131,6 +147,11 @@ class _State:
     best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     run_id: str | None = None
+
+    @property
+    def net(self) -> nn.Module:
+        """The network that is validated and saved: the weight average if any, else the model."""
+        return self.model if self.ema is None else self.ema.module
 
 
 @dataclass(frozen=True)
@@ -165,11 +186,17 @@ class Task:
             loss = "ce"
         return cls(names, loss)
 
-    def loss_of(self, loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Loss of ``(N, outputs)`` logits against labels."""
+    def loss_of(
+        self, loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
+    ) -> torch.Tensor:
+        """Loss of ``(N, outputs)`` logits against labels, softened by ``smoothing``."""
         if self.multiclass:
-            return loss_fn(logits.float(), y.long())
-        return loss_fn(logits[:, 0].float(), y.float())
+            if not smoothing:
+                return loss_fn(logits.float(), y.long())
+            k = logits.shape[1]
+            soft = nn.functional.one_hot(y.long(), k).float() * (1 - smoothing) + smoothing / k
+            return loss_fn(logits.float(), soft)
+        return loss_fn(logits[:, 0].float(), y.float() * (1 - smoothing) + smoothing / 2)
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """Sigmoid of the single logit (binary) or softmax over classes."""
@@ -207,8 +234,8 @@ def train_fold(
     ``loss="ce"``: one logit per class, named by a ``class_name`` column if any). A ``weight``
     column in ``train_df`` draws training tiles with those weights (with replacement).
     Writes ``out_dir/last.pt`` (every epoch, with the best weights so far), and at the end
-    ``out_dir/model.pt`` (best epoch; never before training ends, so a killed job leaves no
-    model that looks finished) and
+    ``out_dir/model.pt`` (the epoch ``cfg.select`` names; never before training ends, so a
+    killed job leaves no model that looks finished) and
     ``out_dir/metrics.json``; rows with ``label == -1`` are dropped. Returns the metrics.
     """
     out_dir = Path(out_dir)
@@ -282,7 +309,7 @@ def _fit(
         train_loss, speed = _train_epoch(
             state, loaders[0], loss_fn, cfg, task, device, aug_gen, f"fold {fold} epoch {epoch}"
         )
-        val_loss, probs = _evaluate(state.model, loaders[1], loss_fn, cfg, task, device)
+        val_loss, probs = _evaluate(state.net, loaders[1], loss_fn, cfg, task, device)
         auc = task.auc(y_val, probs)
         score = [auc, -val_loss] if monitor == "auc" else [-val_loss]  # AUC ties: lower loss
         lr = state.optimizer.param_groups[0]["lr"]
@@ -290,7 +317,7 @@ def _fit(
         state.epoch, state.bad_epochs = epoch, state.bad_epochs + 1
         if score > state.best_score:
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-            state.best_weights = copy.deepcopy(state.model.state_dict())
+            state.best_weights = copy.deepcopy(state.net.state_dict())
         if cfg.scheduler == "plateau":
             state.scheduler.step(score[0])
         else:
@@ -323,6 +350,9 @@ def _train_epoch(
             x, colour_jitter=cfg.colour_jitter, generator=aug_gen, jitter_space=cfg.jitter_space
         )
 
+    def loss_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return task.loss_of(loss_fn, logits, y, cfg.label_smoothing)
+
     total, count, wait = 0.0, 0, 0.0
     start = time.perf_counter()
     batches = iter(tqdm(loader, desc=desc, file=sys.stderr, mininterval=5.0))
@@ -339,12 +369,19 @@ def _train_epoch(
             images, device, channels_last=use_cl, augment=augment if cfg.augment else None
         )
         y = labels.to(device, non_blocking=True)
+        if cfg.mixup_alpha > 0:
+            x, perm, lam = mixup(x, cfg.mixup_alpha, aug_gen)
         with _autocast(cfg, device):
-            loss = task.loss_of(loss_fn, model(x), y)
+            logits = model(x)
+            loss = loss_of(logits, y)
+            if cfg.mixup_alpha > 0:
+                loss = lam * loss + (1 - lam) * loss_of(logits, y[perm])
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.step(state.optimizer)
         state.scaler.update()
+        if state.ema is not None:
+            state.ema.update(model)
         total, count = total + loss.item() * len(y), count + len(y)
     elapsed = max(time.perf_counter() - start, 1e-9)
     speed = {"train_img_s": count / elapsed, "data_wait": wait / elapsed}
@@ -386,25 +423,29 @@ def _finalise(
     meta: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
-    """Rewrite ``model.pt`` from the best weights, score them, write ``metrics.json``.
+    """Write ``model.pt`` from the selected epoch's weights, score them, write ``metrics.json``.
 
     Binary models are scored at probability 0.5, multi-class ones by their top class
     (weighted averages plus one value per class, e.g. ``patch_recall_<class>``).
     ``train_img_s`` and ``data_wait`` are means over the epochs run.
     """
-    state.model.load_state_dict(state.best_weights)
-    best = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    save_model(out_dir / "model.pt", state.model, {**meta, **best})
+    net, epoch = state.net, state.epoch
+    if cfg.select == "best":
+        net.load_state_dict(state.best_weights)
+        epoch = state.best_epoch
+    chosen = next(h for h in state.history if h["epoch"] == epoch)
+    save_model(out_dir / "model.pt", net, {**meta, **chosen})
     loss_fn = make_loss(task.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
-    val_loss, probs = _evaluate(state.model, val_loader, loss_fn, cfg, task, device)
+    val_loss, probs = _evaluate(net, val_loader, loss_fn, cfg, task, device)
     speed = {
         k: float(np.mean([h[k] for h in state.history if k in h] or [np.nan]))
         for k in ("train_img_s", "data_wait")
     }
     metrics: dict[str, Any] = {
         "best_epoch": state.best_epoch,
+        "selected_epoch": epoch,
         "epochs_run": state.epoch + 1,
-        "val_auc": best["val_auc"],
+        "val_auc": chosen["val_auc"],
         "val_loss": val_loss,
         **{f"patch_{k}": v for k, v in task.scores(y_val, probs).items()},
         **speed,
@@ -430,7 +471,8 @@ def _new_state(cfg: TrainConfig, device: torch.device, outputs: int) -> _State:
             opt, "max", factor=0.5, patience=patience
         )
     fp16 = _amp_dtype(cfg, device) == torch.float16
-    return _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=fp16))
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    return _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=fp16), ema)
 
 
 def _save_last(path: Path, cfg: TrainConfig, state: _State) -> None:
@@ -440,6 +482,7 @@ def _save_last(path: Path, cfg: TrainConfig, state: _State) -> None:
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(),
+        "ema": None if state.ema is None else state.ema.state_dict(),
         "rng": _rng_state(),
         **{k: getattr(state, k) for k in ("epoch", "best_score", "best_epoch", "bad_epochs")},
         **{k: getattr(state, k) for k in ("best_weights", "history", "run_id")},
@@ -460,6 +503,8 @@ def _resume(path: Path, cfg: TrainConfig, state: _State) -> bool:
     state.optimizer.load_state_dict(blob["optimizer"])
     state.scheduler.load_state_dict(blob["scheduler"])
     state.scaler.load_state_dict(blob["scaler"])
+    if state.ema is not None:
+        state.ema.load_state_dict(blob["ema"])
     for key in (
         "epoch",
         "best_score",

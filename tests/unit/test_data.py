@@ -19,6 +19,7 @@ from histodetect.data import (
     augment_batch,
     d4_transforms,
     make_loader,
+    mixup,
     random_crop,
     slide_order,
 )
@@ -125,6 +126,19 @@ def test_random_crop_takes_a_square_of_each_image() -> None:
     assert torch.equal(random_crop(x, 10), x)
     with pytest.raises(ValueError, match="larger than the 10 x 10"):
         random_crop(x, 11)
+
+
+def test_mixup_blends_pairs_of_the_batch() -> None:
+    x = torch.rand(8, 3, 4, 4)
+    mixed, perm, lam = mixup(x, 0.4, torch.Generator().manual_seed(0))
+    mixed2, _, lam2 = mixup(x, 0.4, torch.Generator().manual_seed(0))
+    assert 0.0 <= lam <= 1.0 and lam == lam2 and torch.equal(mixed, mixed2)
+    assert sorted(perm.tolist()) == list(range(8))
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[perm])
+    lams = [mixup(x, 0.2, torch.Generator().manual_seed(s))[2] for s in range(200)]
+    assert np.mean([min(v, 1 - v) < 0.1 for v in lams]) > 0.5  # Beta(0.2, 0.2): mostly near 0/1
+    with pytest.raises(ValueError, match="alpha"):
+        mixup(x, 0.0)
 
 
 def test_slide_order_groups_by_slide() -> None:

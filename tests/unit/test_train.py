@@ -268,3 +268,43 @@ def test_default_workers_leave_a_core() -> None:
     assert TrainConfig(num_workers=3).workers() == 3
     cores = len(os.sched_getaffinity(0))
     assert TrainConfig().workers() == min(4, cores - 1)
+
+
+def test_regularised_training_resumes_identically(
+    three_class_tiles: pd.DataFrame, store: str, tmp_path: Path
+) -> None:
+    """Mixup, label smoothing and the weight EMA learn the task and survive a restart."""
+    cfg = {"experiment": "regularised", "loss": "ce", "mixup_alpha": 0.4}
+    cfg |= {"label_smoothing": 0.1, "ema_decay": 0.9, "select": "last"}
+    m = _train(three_class_tiles, tmp_path / "a", store, epochs=3, **cfg)
+    assert m["patch_auc"] > 0.9 and m["selected_epoch"] == 2
+    model_a, meta = load_model(tmp_path / "a" / "model.pt")
+    assert meta["epoch"] == 2 and meta["config"]["ema_decay"] == 0.9
+    last = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    assert last["ema"]["updates"] == 3 * 4  # 64 tiles in batches of 16, 3 epochs
+    saved = model_a.state_dict()
+    for key, raw in last["model"].items():  # model.pt holds the average, not the raw weights
+        if raw.dtype.is_floating_point and raw.ndim > 1:
+            assert not torch.allclose(saved[key], raw)
+    _train(three_class_tiles, tmp_path / "b", store, epochs=2, **cfg)
+    _train(three_class_tiles, tmp_path / "b", store, epochs=3, **cfg)
+    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
+def test_label_smoothing_softens_targets() -> None:
+    logits, y = torch.tensor([[2.0, -1.0, 0.5]]), torch.tensor([0])
+    task = train_mod.Task(["a", "b", "c"], "ce")
+    soft = torch.tensor([[0.9 + 0.1 / 3, 0.1 / 3, 0.1 / 3]])
+    expected = -(soft * torch.log_softmax(logits, 1)).sum()
+    got = task.loss_of(torch.nn.CrossEntropyLoss(), logits, y, smoothing=0.1)
+    torch.testing.assert_close(got, expected)
+    binary = train_mod.Task(["0", "1"], "bce")
+    got = binary.loss_of(torch.nn.BCEWithLogitsLoss(), logits[:, :1], y + 1, smoothing=0.2)
+    torch.testing.assert_close(got, torch.nn.functional.softplus(torch.tensor(2.0)) - 0.9 * 2.0)
+    for bad in ({"label_smoothing": 1.0}, {"mixup_alpha": -1}, {"ema_decay": 1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            TrainConfig.from_dict(bad)
+    with pytest.raises(ValueError, match="select"):
+        TrainConfig.from_dict({"select": "median"})
