@@ -2,7 +2,8 @@
 
 Trains one 3-class model per fold (lung_aca, lung_n, lung_scc) with histodetect.train on
 reduced patches (at most ``--per-group`` images of each training group) and scores every image
-of the held-out groups (mean of the 8 D4 symmetries unless ``--no-tta``). It reports, per fold
+of the held-out groups (mean of the 8 D4 symmetries unless ``--no-tta``) with the weight average
+(``--ema``) of the last epoch: nothing is selected on the fold that is scored. It reports, per fold
 and as the mean: the AUC of cancer (aca + scc) against
 benign (score ``1 - p(lung_n)``), the 3-class balanced accuracy, the same for logistic
 regression on per-channel colour histograms, training img/s and loader img/s (the training
@@ -33,7 +34,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from histodetect.data import d4_transforms, make_loader, prepare_batch
-from histodetect.model import load_model
+from histodetect.model import load_model, resolve_device
 from histodetect.patches import assign_folds, fold_tables, read_patch_labels, subsample_groups
 from histodetect.stain import StainNormalizer
 from histodetect.train import TrainConfig, train_fold
@@ -82,17 +83,19 @@ def predict(
 ) -> np.ndarray:
     """Mean softmax of the fold models (and of the 8 D4 symmetries with ``tta``) over ``df``."""
     transforms = d4_transforms() if tta else d4_transforms()[:1]
+    device = resolve_device("auto")
     total = None
     for path in model_paths:
         model, meta = load_model(path)
+        model = model.to(device).eval()
         stain = StainNormalizer(meta["stain_norm"]) if meta.get("stain_norm") else None
         table = df.assign(tile_px=meta["tile_px"])
         probs = []
         for images, _ in make_loader(table, 128, workers, False, 0, transform=stain):
-            x = prepare_batch(images, torch.device("cpu"), mean=meta["mean"], std=meta["std"])
+            x = prepare_batch(images, device, mean=meta["mean"], std=meta["std"])
             x = x.contiguous(memory_format=torch.channels_last)
             p = sum(torch.softmax(model(t(x)).float(), 1) for t in transforms) / len(transforms)
-            probs.append(p.numpy())
+            probs.append(p.cpu().numpy())
         p = np.concatenate(probs)
         total = p if total is None else total + p
     assert total is not None
@@ -118,6 +121,7 @@ def run_cv(args: argparse.Namespace) -> None:
             "jitter_space": args.jitter_space, "stain_norm": args.stain_norm,
             "crop_px": args.crop_px or None, "label_smoothing": args.label_smoothing,
             "mixup_alpha": args.mixup, "ema_decay": args.ema or None, "select": args.select,
+            "num_workers": args.workers,
         }
     )  # fmt: skip
     print(
@@ -205,7 +209,7 @@ def main() -> None:
         help="score with the mean of the 8 D4 symmetries",
     )  # fmt: skip
     parser.add_argument("--backbone", default="mobilenetv3_small_100")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--jitter", type=float, default=0.05)
@@ -213,11 +217,12 @@ def main() -> None:
     parser.add_argument("--stain-norm", default=None, choices=["macenko", "reinhard"])
     parser.add_argument("--label-smoothing", type=float, default=0.0)
     parser.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0: off)")
-    parser.add_argument("--ema", type=float, default=0.0, help="weight EMA decay (0: off)")
+    parser.add_argument("--ema", type=float, default=0.998, help="weight EMA decay (0: off)")
     parser.add_argument(
         "--select", default="last", choices=["best", "last"],
         help="fold model: last epoch, or best on the fold it is then scored on (optimistic)",
     )  # fmt: skip
+    parser.add_argument("--workers", type=int, help="loader workers (default: TrainConfig's)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.quick:
