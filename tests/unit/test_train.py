@@ -57,6 +57,14 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+def _assert_same_weights(path_a: Path, path_b: Path) -> None:
+    """Two saved models hold the same weights (a resumed run against an uninterrupted one)."""
+    a, b = _weights(path_a), _weights(path_b)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+
+
 def test_config_rejects_unknown_keys() -> None:
     with pytest.raises(ValueError, match="'learning_rate'"):
         TrainConfig.from_dict({"epochs": 2, "learning_rate": 0.1})
@@ -158,9 +166,7 @@ def test_resume_after_kill(
     for timing in ("train_img_s", "data_wait"):  # measured, so not reproducible
         assert resumed.pop(timing) > 0 and reference.pop(timing) > 0
     assert resumed == pytest.approx(reference, rel=1e-4, nan_ok=True)
-    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    _assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("kill").experiment_id])
     run_b = next(r for r in runs if r.info.run_id != _run_id(tmp_path / "a"))
@@ -259,9 +265,7 @@ def test_weight_column_resumes_identically(
     assert seen[1] is None  # validation loader: every tile once
     _train(weighted, tmp_path / "b", store, epochs=1, **cfg)
     _train(weighted, tmp_path / "b", store, epochs=2, **cfg)
-    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    _assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
 
 
 def test_default_workers_leave_a_core() -> None:
@@ -288,9 +292,7 @@ def test_regularised_training_resumes_identically(
             assert not torch.allclose(saved[key], raw)
     _train(three_class_tiles, tmp_path / "b", store, epochs=2, **cfg)
     _train(three_class_tiles, tmp_path / "b", store, epochs=3, **cfg)
-    a, b = _weights(tmp_path / "a" / "model.pt"), _weights(tmp_path / "b" / "model.pt")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    _assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
 
 
 def test_label_smoothing_softens_targets() -> None:
