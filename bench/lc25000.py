@@ -86,8 +86,7 @@ def predict(
     device = resolve_device("auto")
     total = None
     for path in model_paths:
-        model, meta = load_model(path)
-        model = model.to(device).eval()
+        model, meta = load_model(path, device)
         stain = StainNormalizer(meta["stain_norm"]) if meta.get("stain_norm") else None
         table = df.assign(tile_px=meta["tile_px"])
         probs = []

@@ -603,9 +603,9 @@ class RunLogger:
         self._tb(epoch, row)
 
     def finish(self, metrics: dict[str, Any], model_path: Path) -> None:
-        """Log the final metrics and the model file, and close the run."""
+        """Log the final metrics (at the saved model's epoch) and the model file; close the run."""
         final = {f"final_{k}": float(v) for k, v in metrics.items()}
-        self._mlflow(int(metrics["best_epoch"]), final)
+        self._mlflow(int(metrics["selected_epoch"]), final)
         self.client.log_artifact(self.run_id, str(model_path))
         self.client.set_terminated(self.run_id, "FINISHED")
         self._close()

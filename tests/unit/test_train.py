@@ -284,6 +284,8 @@ def test_regularised_training_resumes_identically(
     assert m["patch_auc"] > 0.9 and m["selected_epoch"] == 2
     model_a, meta = load_model(tmp_path / "a" / "model.pt")
     assert meta["epoch"] == 2 and meta["config"]["ema_decay"] == 0.9
+    final = MlflowClient(store).get_metric_history(_run_id(tmp_path / "a"), "final_val_auc")
+    assert [f.step for f in final] == [2]  # logged at the saved (last) epoch
     last = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
     assert last["ema"]["updates"] == 3 * 4  # 64 tiles in batches of 16, 3 epochs
     saved = model_a.state_dict()
@@ -310,3 +312,12 @@ def test_label_smoothing_softens_targets() -> None:
             TrainConfig.from_dict(bad)
     with pytest.raises(ValueError, match="select"):
         TrainConfig.from_dict({"select": "median"})
+
+
+def test_final_metrics_are_logged_at_the_saved_epoch(store: str, tmp_path: Path) -> None:
+    logger = train_mod.RunLogger(store, "final-step", "fold_0", tmp_path / "tb")
+    run_id = logger.start(None, {"lr": 0.1}, [])
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    logger.finish({"best_epoch": 1, "selected_epoch": 4, "val_auc": 0.9}, tmp_path / "model.pt")
+    final = MlflowClient(store).get_metric_history(run_id, "final_val_auc")
+    assert [(f.step, f.value) for f in final] == [(4, 0.9)]  # select: last, best was epoch 1
