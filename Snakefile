@@ -1,20 +1,22 @@
 # histodetect: lesion detection in whole-slide images as tile classification.
 #
-#   slides -> tile_slide -> label_tiles -> split_patients -> make_folds -> undersample
-#          -> train_fold (one job per fold) -> infer_slide (fold ensemble, test slides)
-#          -> boxes_from_heatmap -> evaluate
+# One rule file per stage, named like the package's subpackage (src/histodetect/<stage>/):
+#   slides       tile_slide, tiling_summary (make_demo_cohort for the demo)
+#   annotations  label_tiles
+#   cohort       split_patients, make_folds, undersample (patch_folds in patch mode)
+#   training     train_fold (one job per fold), fold_summary
+#   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap
+#   evaluation   training_curves, evaluate
 
 
 configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/demo.smk"
-include: "workflow/rules/tiling.smk"
-include: "workflow/rules/labels.smk"
-include: "workflow/rules/splits.smk"
+include: "workflow/rules/slides.smk"
+include: "workflow/rules/annotations.smk"
+include: "workflow/rules/cohort.smk"
 include: "workflow/rules/training.smk"
-include: "workflow/rules/inference.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/evaluation.smk"
 

@@ -19,13 +19,13 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from histodetect.detection import detect_slide
-from histodetect.geometry import box_giou
-from histodetect.inference import heatmap_from_tiles, predict_tiles
-from histodetect.metrics import detection_report
-from histodetect.tiling import TilingSettings, tile_slide
-from histodetect.tissue import TissueSettings
-from histodetect.train import TrainConfig, train_fold
+from histodetect.annotations.geometry import box_giou
+from histodetect.detection.inference import heatmap_from_tiles, predict_tiles
+from histodetect.detection.slide_outputs import detect_slide
+from histodetect.evaluation.detection_metrics import detection_report
+from histodetect.slides.tiling import TilingSettings, tile_slide
+from histodetect.slides.tissue import TissueSettings
+from histodetect.training.train import TrainConfig, train_fold
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camelyon16_tumor_001"
 SLIDE = DATA / "tumor_001_level5.tif"

@@ -21,11 +21,11 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from histodetect.annotation_formats import ImportSettings, read_annotation_file
-from histodetect.annotations import read_digilut_csv
+from histodetect.annotations.formats import ImportSettings, read_annotation_file
+from histodetect.annotations.lesions import read_digilut_csv
+from histodetect.cohort.patches import read_patch_labels
+from histodetect.cohort.validation import read_sample_sheet
 from histodetect.errors import InputError
-from histodetect.patches import read_patch_labels
-from histodetect.validation import read_sample_sheet
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS: dict[str, str] = {

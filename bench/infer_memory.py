@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from histodetect.inference import heatmap_from_tiles, predict_tiles
-from histodetect.tiling import TilingSettings, tile_slide
+from histodetect.detection.inference import heatmap_from_tiles, predict_tiles
+from histodetect.slides.tiling import TilingSettings, tile_slide
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 One synthetic slide, ``k`` fold models with a small randomly initialised backbone (throughput
 does not depend on the weights). Measured side by side in one run:
 
-- ``ensemble``: :func:`histodetect.inference.predict_tiles` with all ``k`` models (tiles read once);
+- ``ensemble``: :func:`histodetect.detection.inference.predict_tiles` with all ``k`` models (tiles read once);
 - ``separate``: ``k`` calls of ``predict_tiles`` with one model each (tiles read ``k`` times);
 - ``compute``: the ``k`` models on the same tiles already decoded into one uint8 tensor;
 - ``read``: the tiles read and decoded alone (the loader, no model). Reading once saves
@@ -27,7 +27,11 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodetect.data import (
+from histodetect.detection.inference import load_ensemble, predict_tiles
+from histodetect.slides.synthetic import make_cohort
+from histodetect.slides.tiling import TilingSettings, tile_slide
+from histodetect.slides.tissue import TissueSettings
+from histodetect.training.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TileDataset,
@@ -35,11 +39,7 @@ from histodetect.data import (
     prepare_batch,
     slide_order,
 )
-from histodetect.inference import load_ensemble, predict_tiles
-from histodetect.model import build_model, resolve_device, save_model
-from histodetect.synthetic import make_cohort
-from histodetect.tiling import TilingSettings, tile_slide
-from histodetect.tissue import TissueSettings
+from histodetect.training.model import build_model, resolve_device, save_model
 
 
 def make_inputs(out: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, list[Path]]:

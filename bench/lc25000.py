@@ -33,11 +33,16 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from histodetect.data import d4_transforms, make_loader, prepare_batch
-from histodetect.model import load_model, resolve_device
-from histodetect.patches import assign_folds, fold_tables, read_patch_labels, subsample_groups
-from histodetect.stain import StainNormalizer
-from histodetect.train import TrainConfig, train_fold
+from histodetect.cohort.patches import (
+    assign_folds,
+    fold_tables,
+    read_patch_labels,
+    subsample_groups,
+)
+from histodetect.training.data import d4_transforms, make_loader, prepare_batch
+from histodetect.training.model import load_model, resolve_device
+from histodetect.training.stain import StainNormalizer
+from histodetect.training.train import TrainConfig, train_fold
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "lc25000_lung"

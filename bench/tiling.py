@@ -12,7 +12,7 @@ Then, side by side in one run:
    method runs past ``--seed-limit-s`` it is stopped and its time extrapolated from the patches
    done (said so in the output);
 2. tile reads for training/inference on a fixed random subset of the tissue tiles (256 px,
-   level 0, aligned with the file's tiles): :class:`histodetect.reader.SlideReader` versus
+   level 0, aligned with the file's tiles): :class:`histodetect.slides.reader.SlideReader` versus
    decoding the same JPEG tiles' bytes (already in memory) with PIL/libjpeg-turbo alone; plain
    OpenSlide ``read_region`` and a packed HDF5 patch store (uint8, one chunk per tile) for
    comparison;
@@ -42,7 +42,7 @@ import pandas as pd
 import tifffile
 from PIL import Image
 
-from histodetect.reader import SlideReader, composite_on_white
+from histodetect.slides.reader import SlideReader, composite_on_white
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CMU = DATA / "slides" / "CMU-1-Small-Region.svs"
@@ -130,9 +130,9 @@ import json, os, resource, sys, time
 os.environ["FAST_DISABLE_LOGGING"] = "1"
 from pathlib import Path
 import fast  # imported before the clock starts, as in the seed script
-from histodetect.qc import tiling_qc_png
-from histodetect.tiling import TilingSettings, qc_view, tile_slide
-from histodetect.tissue import TissueSettings
+from histodetect.slides.qc import tiling_qc_png
+from histodetect.slides.tiling import TilingSettings, qc_view, tile_slide
+from histodetect.slides.tissue import TissueSettings
 path, out = sys.argv[1], sys.argv[2]
 start = time.perf_counter()
 settings = TilingSettings(tile_um=256 * 0.499, target_mpp=0.499, min_tissue=0.5,

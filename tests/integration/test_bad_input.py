@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from _workflow import SHARED, snakemake, write_config
 
-from histodetect.synthetic import make_cohort, write_pyramidal_tiff
+from histodetect.slides.synthetic import make_cohort, write_pyramidal_tiff
 
 CMU = SHARED / "slides" / "CMU-1-Small-Region.svs"
 TCGA = SHARED / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"

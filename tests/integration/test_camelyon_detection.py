@@ -17,10 +17,10 @@ import pytest
 import shapely
 from PIL import Image
 
-from histodetect.detection import detect_slide
-from histodetect.evaluation import evaluate_cohort
-from histodetect.geometry import box_giou
-from histodetect.heatmap import Heatmap
+from histodetect.annotations.geometry import box_giou
+from histodetect.detection.heatmap import Heatmap
+from histodetect.detection.slide_outputs import detect_slide
+from histodetect.evaluation.cohort import evaluate_cohort
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "camelyon16_tumor_001"
 SLIDE = DATA / "tumor_001_level5.tif"

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from _workflow import snakemake_cmd
 
-from histodetect.heatmap import Heatmap
+from histodetect.detection.heatmap import Heatmap
 
 TRIGGERS = ("--rerun-triggers", "mtime", "params", "input", "software-env")
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from _workflow import SHARED, snakemake, write_config
 
-from histodetect.model import load_model
+from histodetect.training.model import load_model
 
 LC25000 = SHARED / "lc25000_lung"
 

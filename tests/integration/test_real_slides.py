@@ -11,8 +11,8 @@ import pytest
 from _workflow import SHARED, snakemake, write_config
 from PIL import Image
 
-from histodetect.reader import SlideReader
-from histodetect.synthetic import write_pyramidal_tiff
+from histodetect.slides.reader import SlideReader
+from histodetect.slides.synthetic import write_pyramidal_tiff
 
 SLIDES = {
     # slide_id: (path, mpp for the sample sheet or None to use the file's)

@@ -6,8 +6,8 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import min_version, validate
 
-from histodetect.synthetic import plan_cohort
-from histodetect.validation import check_config, read_sample_sheet
+from histodetect.cohort.validation import check_config, read_sample_sheet
+from histodetect.slides.synthetic import plan_cohort
 
 min_version("9.0")
 
@@ -20,7 +20,7 @@ check_config(
 )
 validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
-PATCH_LABELS = config.get("patches", {}).get("labels")  # patch mode: rules/patches.smk
+PATCH_LABELS = config.get("patches", {}).get("labels")  # patch mode: rules/cohort.smk
 DEMO = config["demo"]["enabled"] and not PATCH_LABELS
 if DEMO:
     SAMPLE_SHEET = "results/demo/samples.tsv"

@@ -1,6 +1,3 @@
-include: "patches.smk"
-
-
 rule train_fold:
     input:
         train="results/folds/fold_{fold}/train.parquet",

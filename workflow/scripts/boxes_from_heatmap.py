@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from histodetect.detection import detect_slide, expected_count
-from histodetect.evaluation import slide_truth
+from histodetect.detection.slide_outputs import detect_slide, expected_count
+from histodetect.evaluation.cohort import slide_truth
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from histodetect.evaluation import evaluate_cohort, slide_truth
+from histodetect.evaluation.cohort import evaluate_cohort, slide_truth
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):

@@ -1,6 +1,6 @@
 """Snakemake script of rule fold_summary."""
 
-from histodetect.evaluation import summarise_folds
+from histodetect.evaluation.cohort import summarise_folds
 from histodetect.io import atomic_path
 from histodetect.runner import rule_context
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodetect.inference import heatmap_from_tiles, predict_tiles
+from histodetect.detection.inference import heatmap_from_tiles, predict_tiles
 from histodetect.io import atomic_path
 from histodetect.runner import rule_context
 

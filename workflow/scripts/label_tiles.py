@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from histodetect.annotation_formats import ImportSettings
-from histodetect.annotations import check_inside, read_cohort_annotations
+from histodetect.annotations.formats import ImportSettings
+from histodetect.annotations.labels import LabelSettings, label_tiles
+from histodetect.annotations.lesions import check_inside, read_cohort_annotations
 from histodetect.io import atomic_path
-from histodetect.labels import LabelSettings, label_tiles
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from histodetect.runner import rule_context
-from histodetect.synthetic import make_cohort
+from histodetect.slides.synthetic import make_cohort
 
 with rule_context(snakemake):
     params = dict(snakemake.params.demo)

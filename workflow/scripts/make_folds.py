@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from histodetect.annotation_formats import ImportSettings
-from histodetect.annotations import lesion_slides
+from histodetect.annotations.formats import ImportSettings
+from histodetect.annotations.lesions import lesion_slides
+from histodetect.cohort.splits import make_folds
 from histodetect.io import atomic_path
 from histodetect.runner import rule_context
-from histodetect.splits import make_folds
 
 with rule_context(snakemake):
     split = pd.read_csv(snakemake.input.split, sep="\t", dtype={"slide_id": str, "patient_id": str})

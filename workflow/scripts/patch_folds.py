@@ -1,6 +1,6 @@
 """Snakemake script of rule patch_folds."""
 
-from histodetect.patches import write_patch_folds
+from histodetect.cohort.patches import write_patch_folds
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

@@ -4,9 +4,9 @@ import json
 
 from histodetect.errors import SlideError
 from histodetect.io import atomic_path
-from histodetect.qc import tiling_qc_png
 from histodetect.runner import log, rule_context
-from histodetect.tiling import failed_tiling, qc_view, settings_from_config, tile_slide
+from histodetect.slides.qc import tiling_qc_png
+from histodetect.slides.tiling import failed_tiling, qc_view, settings_from_config, tile_slide
 
 with rule_context(snakemake):
     slide = snakemake.wildcards.slide

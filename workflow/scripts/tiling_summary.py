@@ -6,7 +6,7 @@ from pathlib import Path
 
 from histodetect.io import atomic_path
 from histodetect.runner import rule_context
-from histodetect.tiling import excluded_report, summarise
+from histodetect.slides.tiling import excluded_report, summarise
 
 with rule_context(snakemake):
     table = summarise([json.loads(Path(p).read_text()) for p in snakemake.input])

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 
 from histodetect.runner import rule_context
-from histodetect.train import TrainConfig, train_fold
+from histodetect.training.train import TrainConfig, train_fold
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)

@@ -1,7 +1,7 @@
 """Snakemake script of rule training_curves."""
 
-from histodetect.evaluation import read_training_curves
-from histodetect.plotting import training_curves_png
+from histodetect.evaluation.cohort import read_training_curves
+from histodetect.evaluation.plots import training_curves_png
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):

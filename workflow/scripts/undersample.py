@@ -2,9 +2,9 @@
 
 import pandas as pd
 
+from histodetect.cohort.sampling import fold_tables
 from histodetect.io import atomic_path
 from histodetect.runner import log, rule_context
-from histodetect.sampling import fold_tables
 
 with rule_context(snakemake):
     sampling = snakemake.params.sampling

@@ -1,0 +1,253 @@
+"""Lesion annotations of a cohort: DigiLut box CSV and per-slide outline files, checked.
+
+The internal form is a table ``slide_id, class_name, geometry, source, item``: one shapely
+(multi)polygon per annotation in level-0 pixels of the slide file, with the file and the
+place in it that it came from (for error messages). Boxes of the DigiLut CSV become
+rectangles of class ``default_class``; per-slide files come from the sample sheet's optional
+``annotation`` column (with optional ``annotation_format`` and ``annotation_scale``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from histodetect.annotations.formats import EXCLUDE, ImportSettings, read_annotation_file
+from histodetect.errors import AnnotationError
+
+ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
+
+DIGILUT_COLUMNS = ["filename", "x1", "x2", "y1", "y2"]
+
+
+def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataFrame:
+    """Read level-0 boxes ``filename,x1,x2,y1,y2[,max_x,max_y]`` into ``slide_id,x1,y1,x2,y2``.
+
+    Args:
+        path: the CSV file.
+        slide_ids: maps a ``filename`` value (the slide file's name, or its slide id) to a slide id.
+
+    Raises:
+        AnnotationError: naming the file and row, for a missing column, an unknown slide,
+            a non-numeric or NaN coordinate, an empty box (x1 >= x2 or y1 >= y2), or a box
+            outside ``max_x``/``max_y`` when those columns are given.
+    """
+    path = Path(path)
+    try:
+        df = pd.read_csv(path, dtype={"filename": str}, index_col=False)
+    except pd.errors.EmptyDataError:
+        raise AnnotationError(
+            path, "file is empty (expected a header filename,x1,x2,y1,y2)"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise AnnotationError(path, f"not a readable CSV ({err})") from None
+    missing = [c for c in DIGILUT_COLUMNS if c not in df.columns]
+    if missing:
+        raise AnnotationError(
+            path, f"missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}"
+        )
+    coords = ["x1", "x2", "y1", "y2"] + [c for c in ("max_x", "max_y") if c in df.columns]
+    values = df[coords].apply(pd.to_numeric, errors="coerce")
+    for i in range(len(df)):
+        row = i + 2  # 1-based, after the header: the line number a person sees
+        name = df.at[i, "filename"]
+        if name not in slide_ids:
+            raise AnnotationError(path, f"row {row}: slide {name!r} is not in the sample sheet")
+        bad = [c for c in coords if not np.isfinite(values.at[i, c])]
+        if bad:
+            raise AnnotationError(
+                path, f"row {row}: {', '.join(bad)} not a number ({df.loc[i, bad].tolist()})"
+            )
+        x1, x2, y1, y2 = (values.at[i, c] for c in ("x1", "x2", "y1", "y2"))
+        if x1 >= x2 or y1 >= y2:
+            raise AnnotationError(
+                path,
+                f"row {row}: empty box (need x1 < x2 and y1 < y2, got x1={x1}, x2={x2}, y1={y1}, y2={y2})",
+            )
+        if min(x1, y1) < 0:
+            raise AnnotationError(path, f"row {row}: negative coordinate")
+        for hi, lim in (("x2", "max_x"), ("y2", "max_y")):  # each bound column is optional
+            if lim in values and values.at[i, hi] > values.at[i, lim]:
+                raise AnnotationError(
+                    path,
+                    f"row {row}: box outside the slide ({hi}={values.at[i, hi]} > {lim}={values.at[i, lim]})",
+                )
+    return pd.DataFrame(
+        {
+            "slide_id": [slide_ids[n] for n in df["filename"]],
+            "x1": values["x1"].astype(float),
+            "y1": values["y1"].astype(float),
+            "x2": values["x2"].astype(float),
+            "y2": values["y2"].astype(float),
+        }
+    )
+
+
+def check_boxes_inside(boxes: pd.DataFrame, width: int, height: int, source: str | Path) -> None:
+    """Raise :class:`AnnotationError` if a box of one slide leaves its ``width x height``."""
+    out = boxes[(boxes.x2 > width) | (boxes.y2 > height) | (boxes.x1 < 0) | (boxes.y1 < 0)]
+    if len(out):
+        b = out.iloc[0]
+        raise AnnotationError(
+            source,
+            f"slide {b.slide_id}: box ({b.x1:g}, {b.y1:g}, {b.x2:g}, {b.y2:g}) lies outside the slide ({width} x {height} px)",
+        )
+
+
+def slide_name_map(samples: pd.DataFrame) -> dict[str, str]:
+    """Map both file names and slide ids of a sample sheet to slide ids."""
+    names = {Path(p).name: s for s, p in zip(samples.slide_id, samples.path, strict=True)}
+    names.update({s: s for s in samples.slide_id})
+    return names
+
+
+def boxes_as_annotations(
+    boxes: pd.DataFrame, source: str | Path, default_class: str = "lesion"
+) -> pd.DataFrame:
+    """Boxes ``slide_id,x1,y1,x2,y2`` as rectangles in the internal annotation form."""
+    geoms = shapely.box(*boxes[["x1", "y1", "x2", "y2"]].to_numpy(float).reshape(-1, 4).T)
+    return pd.DataFrame(
+        {
+            "slide_id": boxes.slide_id.to_numpy(),
+            "class_name": default_class,
+            "geometry": list(np.atleast_1d(geoms)) if len(boxes) else [],
+            "source": str(source),
+            "item": [f"row {i + 2}" for i in boxes.index] if len(boxes) else [],
+        },
+        columns=ANNOTATION_COLUMNS,
+    )
+
+
+def _sheet_value(row: pd.Series, column: str) -> object | None:
+    value = row.get(column)
+    return (
+        None
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value == ""
+        else value
+    )
+
+
+def slide_annotation_file(sheet: pd.DataFrame, slide_id: str) -> str | None:
+    """The sample sheet's per-slide ``annotation`` path of ``slide_id`` (None if absent)."""
+    if "annotation" not in sheet.columns:
+        return None
+    row = sheet.loc[sheet.slide_id == slide_id]
+    return None if row.empty else _sheet_value(row.iloc[0], "annotation")  # type: ignore[return-value]
+
+
+def read_cohort_annotations(
+    sheet: pd.DataFrame,
+    digilut_csv: str | Path | None,
+    settings: ImportSettings | None = None,
+    *,
+    slides: Iterable[str] | None = None,
+    mpps: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """All annotations of ``slides`` (default: the whole sheet) in the internal form.
+
+    Rows of the DigiLut CSV (if given) and the per-slide files of the sheet's ``annotation``
+    column are combined. ``mpps`` gives each slide's level-0 um/px, needed to draw point
+    annotations (the sheet's ``mpp`` column is used where ``mpps`` lacks a slide).
+    """
+    settings = settings or ImportSettings()
+    wanted = set(sheet.slide_id if slides is None else slides)
+    parts = []
+    if digilut_csv is not None:
+        boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet))
+        boxes = boxes[boxes.slide_id.isin(wanted)]
+        parts.append(boxes_as_annotations(boxes, digilut_csv, settings.default_class))
+    if "annotation" in sheet.columns:
+        for _, row in sheet[sheet.slide_id.isin(wanted)].iterrows():
+            path = _sheet_value(row, "annotation")
+            if path is None:
+                continue
+            mpp = (mpps or {}).get(row.slide_id, _sheet_value(row, "mpp"))
+            scale = _sheet_value(row, "annotation_scale")
+            local = (
+                settings
+                if scale is None
+                else ImportSettings(
+                    **{**settings.__dict__, "scale": float(scale)}  # type: ignore[arg-type]
+                )
+            )
+            fmt = _sheet_value(row, "annotation_format")
+            table = read_annotation_file(
+                str(path),
+                local,
+                mpp=None if mpp is None else float(mpp),
+                fmt=fmt,  # type: ignore[arg-type]
+            )
+            parts.append(table.assign(slide_id=row.slide_id, source=str(path)))
+    if not parts:
+        return pd.DataFrame(columns=ANNOTATION_COLUMNS)
+    return pd.concat(parts, ignore_index=True)[ANNOTATION_COLUMNS]
+
+
+def check_inside(annotations: pd.DataFrame, width: int, height: int) -> None:
+    """Raise :class:`AnnotationError` naming file and item for an outline leaving the slide."""
+    if annotations.empty:
+        return
+    b = shapely.bounds(np.asarray(annotations.geometry, dtype=object))
+    out = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height)
+    if out.any():
+        i = int(np.flatnonzero(out)[0])
+        a = annotations.iloc[i]
+        x1, y1, x2, y2 = b[i]
+        raise AnnotationError(
+            a["source"],
+            f"{a['item']}: slide {a['slide_id']}: outline ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the slide ({width} x {height} px); check the coordinate scale",
+        )
+
+
+def positive_slides(annotations: pd.DataFrame) -> set[str]:
+    """Slides with at least one lesion annotation (excluded regions do not count)."""
+    return set(annotations.slide_id[annotations.class_name != EXCLUDE])
+
+
+def lesion_slides(
+    sheet: pd.DataFrame, digilut_csv: str | Path | None, settings: ImportSettings | None = None
+) -> set[str]:
+    """Slides of ``sheet`` with a lesion, from all annotation sources, for stratifying.
+
+    Point discs are drawn at a nominal 1 um/px: only their presence matters here.
+    """
+    nominal = dict.fromkeys(sheet.slide_id, 1.0)
+    return positive_slides(read_cohort_annotations(sheet, digilut_csv, settings, mpps=nominal))
+
+
+def truth_boxes(
+    sheet: pd.DataFrame,
+    annotations_path: str | Path | None,
+    settings: ImportSettings | None = None,
+    *,
+    mpps: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """Ground-truth boxes ``slide_id,x1,y1,x2,y2`` for evaluation: the bounding box of each
+    lesion annotation (DigiLut boxes unchanged); excluded regions are left out.
+    """
+    ann = read_cohort_annotations(sheet, annotations_path, settings, mpps=mpps)
+    ann = ann[ann.class_name != EXCLUDE]
+    b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)
+    return pd.DataFrame(
+        {
+            "slide_id": ann.slide_id.to_numpy(),
+            "x1": b[:, 0],
+            "y1": b[:, 1],
+            "x2": b[:, 2],
+            "y2": b[:, 3],
+        }
+    )
+
+
+def slide_mpps(tile_summaries: Iterable[str | Path]) -> dict[str, float]:
+    """``slide_id -> mpp`` from tiling records ``results/tiles/{slide}.json``."""
+    out = {}
+    for path in tile_summaries:
+        info = json.loads(Path(path).read_text())
+        out[str(info["slide_id"])] = float(info["mpp"])
+    return out

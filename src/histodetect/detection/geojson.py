@@ -1,0 +1,102 @@
+"""QuPath-importable GeoJSON of predicted boxes, ground truth and heatmap contours."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+from shapely.geometry import MultiPolygon, Polygon, mapping
+
+from histodetect.detection.heatmap import Heatmap
+from histodetect.io import atomic_path
+
+PRED_CLASS = ("Predicted lesion", [220, 20, 20])
+GT_CLASS = ("Ground truth", [20, 180, 20])
+CONTOUR_CLASS = ("Heatmap contour", [240, 160, 0])
+
+
+def _to_lists(obj: Any) -> Any:
+    """Tuples (as produced by shapely's ``mapping``) to lists, recursively."""
+    if isinstance(obj, tuple | list):
+        return [_to_lists(v) for v in obj]
+    return obj
+
+
+def _feature(geometry: Polygon, cls: tuple[str, list[int]], **props: Any) -> dict[str, Any]:
+    """One GeoJSON annotation feature with a QuPath classification."""
+    geo = mapping(geometry)
+    return {
+        "type": "Feature",
+        "geometry": {"type": geo["type"], "coordinates": _to_lists(geo["coordinates"])},
+        "properties": {
+            "objectType": "annotation",
+            "classification": {"name": cls[0], "color": list(cls[1])},
+            **props,
+        },
+    }
+
+
+def _box_features(df: pd.DataFrame, cls: tuple[str, list[int]]) -> list[dict[str, Any]]:
+    """Rectangle features for each row of a box table (``score`` kept when present)."""
+    feats = []
+    for row in df.itertuples(index=False):
+        x1, y1, x2, y2 = (float(getattr(row, c)) for c in ("x1", "y1", "x2", "y2"))
+        props: dict[str, Any] = {}
+        score = getattr(row, "score", None)
+        if score is not None and not (isinstance(score, float) and math.isnan(score)):
+            props["score"] = float(score)
+        feats.append(_feature(shapely.box(x1, y1, x2, y2), cls, **props))
+    return feats
+
+
+def boxes_geojson(
+    pred_df: pd.DataFrame | None,
+    gt_df: pd.DataFrame | None = None,
+    contours: list[Polygon] | None = None,
+) -> dict[str, Any]:
+    """GeoJSON FeatureCollection of level-0 rectangles and contours for QuPath.
+
+    Args:
+        pred_df: Predicted boxes (x1, y1, x2, y2, score), classified "Predicted lesion".
+        gt_df: Ground-truth boxes, classified "Ground truth".
+        contours: Polygons in level-0 pixels, classified "Heatmap contour".
+    """
+    feats: list[dict[str, Any]] = []
+    if gt_df is not None:
+        feats += _box_features(gt_df, GT_CLASS)
+    if pred_df is not None:
+        feats += _box_features(pred_df, PRED_CLASS)
+    for poly in contours or []:
+        feats.append(_feature(poly, CONTOUR_CLASS))
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def heatmap_contours(heatmap: Heatmap, level: float = 0.5) -> list[Polygon]:
+    """Outlines of the union of tiles with ``prob >= level``, in level-0 pixels.
+
+    Collinear vertices are removed; each connected region is one polygon (with holes).
+    """
+    prob = np.nan_to_num(np.asarray(heatmap.prob, dtype=np.float64), nan=-np.inf)
+    rows, cols = np.nonzero(prob >= level)
+    if rows.size == 0:
+        return []
+    x1 = heatmap.origin_x + cols * heatmap.stride
+    y1 = heatmap.origin_y + rows * heatmap.stride
+    squares = shapely.box(x1, y1, x1 + heatmap.tile_size, y1 + heatmap.tile_size)
+    union = shapely.union_all(squares).simplify(0)
+    if isinstance(union, Polygon):
+        return [union]
+    if isinstance(union, MultiPolygon):
+        return list(union.geoms)
+    return [g for g in getattr(union, "geoms", []) if isinstance(g, Polygon)]
+
+
+def write_geojson(obj: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write a GeoJSON object atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj))

@@ -1,0 +1,162 @@
+"""Ensemble tile inference (one read of the tiles, every fold model per batch) and heatmaps."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from histodetect.detection.heatmap import Heatmap
+from histodetect.training.data import d4_transforms, make_loader, prepare_batch, slide_order
+from histodetect.training.model import load_model, resolve_device
+from histodetect.training.stain import StainNormalizer
+
+log = logging.getLogger(__name__)
+REDUCERS = ("mean", "median", "max")
+
+
+def load_ensemble(
+    model_paths: list[Path], device: torch.device
+) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """Load fold models (and their metadata) and check that they read tiles the same way."""
+    if not model_paths:
+        raise ValueError("no model files given")
+    models, metas = zip(*(load_model(p, device) for p in model_paths), strict=True)
+    ref = metas[0]
+    for path, meta in zip(model_paths, metas, strict=True):
+        for key in ("tile_px", "mean", "std", "stain_norm"):
+            if list(np.atleast_1d(meta.get(key))) != list(np.atleast_1d(ref.get(key))):
+                raise ValueError(
+                    f"{path} has {key}={meta.get(key)} but {model_paths[0]} has {ref.get(key)}: "
+                    "ensemble models must share tile_px, normalisation and stain normalisation"
+                )
+    return list(models), list(metas)
+
+
+def predict_tiles(
+    tiles_df: pd.DataFrame,
+    model_paths: list[Path],
+    *,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    tta: bool = False,
+    reduce: str = "mean",
+    device: str = "auto",
+) -> np.ndarray:
+    """Ensemble lesion probability of each tile, in the order of ``tiles_df``.
+
+    Tiles are read once, grouped by slide (``num_workers`` reading processes, each with its
+    own slide handles); every model scores each batch, so memory is bounded by the batch.
+    A model's lesion probability is the sigmoid of its logit, or one minus the softmax of the
+    background class (label 0) for multi-class models. With ``tta`` the 8 D4 symmetries are
+    applied on the device and averaged per model; the models are then combined with
+    ``reduce`` (mean, median or max). Tiles get the stain normalisation the models were
+    trained with. Tensors are channels_last; on CUDA under autocast (bfloat16 where supported).
+    """
+    if reduce not in REDUCERS:
+        raise ValueError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
+    dev = resolve_device(device)
+    models, metas = load_ensemble([Path(p) for p in model_paths], dev)
+    meta = metas[0]
+    tile_px = set(tiles_df["tile_px"].unique().tolist())
+    if tile_px - {meta["tile_px"]}:
+        raise ValueError(
+            f"tiles have tile_px {sorted(tile_px)} but models expect {meta['tile_px']}"
+        )
+    order = slide_order(tiles_df)
+    stain = None
+    if meta.get("stain_norm"):
+        reference = (meta.get("config") or {}).get("stain_reference")
+        stain = StainNormalizer(meta["stain_norm"], reference)
+    loader = make_loader(tiles_df.iloc[order], batch_size, num_workers, False, 0, transform=stain)
+    multiclass = [m.get("loss") == "ce" for m in metas]
+    cuda = dev.type == "cuda"
+    models = [m.to(memory_format=torch.channels_last) for m in models]  # faster on CPU too
+    transforms = d4_transforms() if tta else d4_transforms()[:1]
+    out = np.empty(len(tiles_df), np.float32)
+    start = 0
+    norm = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+    with torch.inference_mode():
+        for images, _ in tqdm(loader, desc="tiles", file=sys.stderr, mininterval=5.0):
+            x = prepare_batch(images, dev, channels_last=True, **norm)
+            probs = torch.stack(
+                [
+                    _score(m, x, transforms, cuda, mc)
+                    for m, mc in zip(models, multiclass, strict=True)
+                ]
+            )
+            out[order[start : start + len(x)]] = _reduce(probs, reduce).cpu().numpy()
+            start += len(x)
+    return out
+
+
+def _score(
+    model: nn.Module, x: torch.Tensor, transforms: list[Any], amp: bool, multiclass: bool
+) -> torch.Tensor:
+    """Lesion probability of one model, averaged over ``transforms``."""
+    dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+    ctx = torch.autocast("cuda", dtype=dtype) if amp else nullcontext()
+    total = torch.zeros(len(x), device=x.device)
+    for transform in transforms:
+        with ctx:
+            logits = model(transform(x)).float()
+        if multiclass:
+            total += 1 - torch.softmax(logits, dim=1)[:, 0]
+        else:
+            total += torch.sigmoid(logits[:, 0])
+    return total / len(transforms)
+
+
+def _reduce(probs: torch.Tensor, how: str) -> torch.Tensor:
+    if how == "mean":
+        return probs.mean(0)
+    if how == "median":
+        return probs.median(0).values
+    return probs.max(0).values
+
+
+def heatmap_from_tiles(
+    tiles_df: pd.DataFrame,
+    probs: np.ndarray,
+    *,
+    slide_id: str,
+    mpp: float,
+    level: int,
+    slide_width: int,
+    slide_height: int,
+) -> Heatmap:
+    """Place tile probabilities on the grid given by the ``row``/``col`` columns.
+
+    The tile side is the tiles' (single) ``size`` and the grid step their ``stride`` (``size``
+    when the table has no ``stride`` column); the origin is (0, 0) and cells without a tile
+    are NaN.
+    """
+    probs = np.asarray(probs, np.float32)
+    if len(probs) != len(tiles_df):
+        raise ValueError(f"{len(probs)} probabilities for {len(tiles_df)} tiles")
+    if tiles_df.empty:
+        return Heatmap(
+            slide_id, np.full((0, 0), np.nan, np.float32), 0.0, 0.0, 1.0, 1.0, mpp, level,
+            slide_width, slide_height,
+        )  # fmt: skip
+    sizes = tiles_df["size"].unique()
+    if len(sizes) != 1:
+        raise ValueError(f"tiles of one slide must share one size, found {sorted(sizes)}")
+    strides = tiles_df["stride"].unique() if "stride" in tiles_df.columns else sizes
+    if len(strides) != 1:
+        raise ValueError(f"tiles of one slide must share one stride, found {sorted(strides)}")
+    rows, cols = tiles_df["row"].to_numpy(int), tiles_df["col"].to_numpy(int)
+    grid = np.full((rows.max() + 1, cols.max() + 1), np.nan, np.float32)
+    grid[rows, cols] = probs
+    size, stride = float(sizes[0]), float(strides[0])
+    return Heatmap(
+        slide_id, grid, 0.0, 0.0, stride, size, float(mpp), int(level), slide_width, slide_height
+    )

@@ -1,0 +1,147 @@
+"""Cohort-level scoring: DigiLut F2, AP, FROC and patch metrics, written for people to read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import shapely
+
+from histodetect.annotations.formats import EXCLUDE, ImportSettings
+from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
+from histodetect.detection.boxes import boxes_to_digilut
+from histodetect.evaluation.detection_metrics import detection_report, patch_metrics
+from histodetect.evaluation.plots import froc_png, roc_png
+from histodetect.io import atomic_path
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def slide_truth(
+    sheet: pd.DataFrame,
+    digilut_csv: str | Path | None,
+    settings: dict[str, Any],
+    tile_summaries: Sequence[str | Path],
+) -> pd.DataFrame:
+    """Ground-truth boxes ``slide_id,x1,y1,x2,y2`` of the slides of ``tile_summaries``.
+
+    Each lesion annotation (DigiLut CSV row or per-slide file of the sheet) becomes its
+    bounding box; excluded regions are left out.
+    """
+    mpps = slide_mpps(tile_summaries)
+    ann = read_cohort_annotations(
+        sheet, digilut_csv, ImportSettings(**settings), slides=list(mpps), mpps=mpps
+    )
+    ann = ann[ann.class_name != EXCLUDE]
+    b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)
+    return pd.DataFrame(
+        {"slide_id": ann.slide_id.astype(str).to_numpy(), "x1": b[:, 0], "y1": b[:, 1],
+         "x2": b[:, 2], "y2": b[:, 3]}
+    )  # fmt: skip
+
+
+def evaluate_cohort(
+    *,
+    box_paths: Sequence[str],
+    score_paths: Sequence[str],
+    label_paths: Sequence[str],
+    truth: pd.DataFrame,
+    sheet: pd.DataFrame,
+    giou: float,
+    beta: float,
+    outputs: Any,
+) -> dict[str, Any]:
+    """Score the test slides and write metrics JSON/TSV, the submission CSV and plots.
+
+    ``outputs`` has attributes ``metrics``, ``per_slide``, ``table``, ``submission``, ``froc``
+    and ``roc`` (Snakemake's output object or any namespace).
+    """
+    pred = pd.concat(
+        [pd.read_csv(p, dtype={"slide_id": str}) for p in box_paths], ignore_index=True
+    )
+    slides = [Path(p).stem for p in box_paths]
+    per_slide, summary = detection_report(pred, truth, slides, beta=beta, thr=giou)
+    scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
+    labels = pd.concat([pd.read_parquet(p) for p in label_paths], ignore_index=True)
+    tiles = scores.merge(labels[["slide_id", "x", "y", "label"]], on=["slide_id", "x", "y"])
+    tiles = tiles[tiles.label >= 0]
+    summary["patch"] = patch_metrics(tiles.label, tiles.prob)
+    fps, sens = summary.pop("froc_fps"), summary.pop("froc_sens")
+
+    with atomic_path(outputs.metrics) as tmp:
+        tmp.write_text(json.dumps(_json_safe(summary), indent=2))
+    with atomic_path(outputs.per_slide) as tmp:
+        per_slide.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    with atomic_path(outputs.table) as tmp:
+        metrics_table(summary).to_csv(tmp, sep="\t", index=False, float_format="%.4f")
+    filenames = dict(zip(sheet.slide_id, (Path(p).name for p in sheet.path), strict=True))
+    submission = pd.concat(
+        [boxes_to_digilut(g, filenames[s]) for s, g in pred.groupby("slide_id")]
+        or [boxes_to_digilut(pred, "")],
+        ignore_index=True,
+    )
+    with atomic_path(outputs.submission) as tmp:
+        submission.to_csv(tmp, index=False)
+    froc_png(fps, sens, outputs.froc)
+    roc_png(tiles.label, tiles.prob, outputs.roc)
+    return summary
+
+
+def metrics_table(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per metric: the detection scores, FROC points and patch metrics."""
+    rows = [
+        (k, summary[k]) for k in ("n_slides", "mean_f2", "precision", "recall", "ap50", "froc_mean")
+    ]
+    rows += [(f"froc@{k}", v) for k, v in summary["froc"].items()]
+    rows += [(f"patch_{k}", v) for k, v in summary["patch"].items()]
+    return pd.DataFrame(rows, columns=["metric", "value"])
+
+
+def summarise_folds(paths: Sequence[str]) -> pd.DataFrame:
+    """Per-fold validation metrics with mean and std rows."""
+    rows = []
+    for p in paths:
+        m = json.loads(Path(p).read_text())
+        flat = {k: v for k, v in m.items() if isinstance(v, int | float)}
+        flat.update(
+            {f"val_{k}": v for k, v in m.get("val", {}).items() if isinstance(v, int | float)}
+        )
+        rows.append({"fold": Path(p).parent.name, **flat})
+    table = pd.DataFrame(rows)
+    numeric = table.drop(columns="fold")
+    stats = pd.DataFrame([{"fold": "mean", **numeric.mean()}, {"fold": "std", **numeric.std()}])
+    return pd.concat([table, stats], ignore_index=True)
+
+
+def read_training_curves(tb_dirs: Sequence[str | Path]) -> pd.DataFrame:
+    """Per-epoch scalars of each fold from its TensorBoard folder.
+
+    Returns:
+        Columns ``fold`` (the folder name, e.g. ``fold_0``), ``tag`` (``train_loss``,
+        ``val_loss``, ``val_auc``, ``lr``), ``epoch`` and ``value``; the last value written
+        for a step wins (a resumed run rewrites its epochs).
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rows = []
+    for tb_dir in tb_dirs:
+        acc = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
+        for tag in acc.Tags()["scalars"]:
+            rows += [(Path(tb_dir).name, tag, e.step, e.value) for e in acc.Scalars(tag)]
+    table = pd.DataFrame(rows, columns=["fold", "tag", "epoch", "value"])
+    table = table.drop_duplicates(["fold", "tag", "epoch"], keep="last")
+    return table.sort_values(["fold", "tag", "epoch"], ignore_index=True)

@@ -1,0 +1,289 @@
+"""Reading RGB pixels from slides: OpenSlide, plus a direct JPEG-tile path and a DICOM colour fix.
+
+:class:`SlideReader` is the one place tiles are read. Two things make it differ from plain
+OpenSlide ``read_region``:
+
+- TIFF-based slides (generic tiled TIFF, Aperio SVS) whose pyramid levels are JPEG-tiled: a
+  request aligned with the file's tiles is served by reading the tiles' bytes and decoding them
+  with libjpeg-turbo (tifffile / imagecodecs), skipping OpenSlide's cache and compositing. Any
+  other request (unaligned, other codecs, past the edge) falls back to OpenSlide.
+- DICOM slides whose JPEG frames hold YCbCr samples (JFIF streams, chroma subsampled) while the
+  header says ``PhotometricInterpretation`` RGB: OpenSlide trusts the header and returns the raw
+  YCbCr samples as RGB (glass comes out about (243, 127, 128)). The frames are checked once and,
+  when libjpeg's own reading of the stream is YCbCr, the samples are converted to RGB.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import openslide
+from PIL import Image
+
+from histodetect.slides.slide import open_slide
+
+JPEG_COMPRESSION = 7
+DICOM_JPEG_BASELINE = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
+
+
+@dataclass(frozen=True)
+class _TiledLevel:
+    """A JPEG-tiled TIFF page that holds one OpenSlide level."""
+
+    page: Any  # tifffile.TiffPage
+    offsets: np.ndarray
+    counts: np.ndarray
+    tile_w: int
+    tile_h: int
+    width: int
+    height: int
+
+    @property
+    def across(self) -> int:
+        return -(-self.width // self.tile_w)
+
+
+class SlideReader:
+    """RGB regions of one slide, as uint8 ``(h, w, 3)`` arrays composited on white.
+
+    Args:
+        path: Slide file (anything OpenSlide opens; for DICOM, one ``.dcm`` of the series).
+        direct: Use the direct JPEG-tile path when possible (``False``: always OpenSlide).
+        cache_bytes: Size of OpenSlide's tile cache (None: OpenSlide's default, 32 MiB). A
+            single pass over a level (a thumbnail) gains nothing from a large one.
+    """
+
+    def __init__(
+        self, path: str | Path, *, direct: bool = True, cache_bytes: int | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.slide = open_slide(self.path)
+        if cache_bytes is not None:
+            self.slide.set_cache(openslide.OpenSlideCache(cache_bytes))
+        self.ycbcr_fix = dicom_frames_are_ycbcr(self.path, self.slide.properties)
+        self._levels: dict[int, _TiledLevel] = {}
+        self._tiff: Any = None
+        self._fd = -1
+        if direct:
+            self._open_tiff()
+
+    # --- OpenSlide pass-through ------------------------------------------------------------
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return self.slide.dimensions
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self.slide.level_dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self.slide.level_downsamples
+
+    @property
+    def properties(self) -> Any:
+        return self.slide.properties
+
+    def get_best_level_for_downsample(self, downsample: float) -> int:
+        return self.slide.get_best_level_for_downsample(downsample)
+
+    @property
+    def direct_levels(self) -> tuple[int, ...]:
+        """Levels served by the direct JPEG-tile path (when aligned)."""
+        return tuple(sorted(self._levels))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray:
+        """Pixels of ``size`` (w, h) at ``level`` whose top-left is ``location`` in level-0 px."""
+        direct = self._read_direct(location, level, size)
+        if direct is not None:
+            return direct
+        region = self.slide.read_region(location, level, size)
+        return composite_on_white(region, ycbcr=self.ycbcr_fix)
+
+    def read_tile(self, x: int, y: int, level: int, read_px: int, tile_px: int) -> np.ndarray:
+        """A square tile: ``read_px`` px at ``level`` from level-0 ``(x, y)``, resized to ``tile_px``."""
+        rgb = self.read_region((x, y), level, (read_px, read_px))
+        if read_px == tile_px:
+            return rgb
+        resample = Image.Resampling.BOX if read_px > tile_px else Image.Resampling.BILINEAR
+        return np.asarray(Image.fromarray(rgb).resize((tile_px, tile_px), resample))
+
+    def _read_direct(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray | None:
+        info = self._levels.get(level)
+        if info is None:
+            return None
+        ds = round(self.slide.level_downsamples[level])
+        x0, y0 = location
+        if x0 % ds or y0 % ds:
+            return None
+        lx, ly, (w, h) = x0 // ds, y0 // ds, size
+        tw, th = info.tile_w, info.tile_h
+        if lx % tw or ly % th or w % tw or h % th or w <= 0 or h <= 0:
+            return None
+        if lx < 0 or ly < 0 or lx + w > info.width or ly + h > info.height:
+            return None
+        out = np.empty((h, w, 3), np.uint8) if (w, h) != (tw, th) else None
+        for r in range(h // th):
+            for c in range(w // tw):
+                index = (ly // th + r) * info.across + lx // tw + c
+                count = int(info.counts[index])
+                if count == 0:
+                    return None
+                data = os.pread(self._fd, count, int(info.offsets[index]))
+                tile = info.page.decode(data, index, jpegtables=info.page.jpegtables)[0]
+                tile = tile.reshape(th, tw, -1)[..., :3]
+                if out is None:
+                    return np.ascontiguousarray(tile)
+                out[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
+        return out
+
+    def _open_tiff(self) -> None:
+        import tifffile
+
+        try:
+            tif = tifffile.TiffFile(self.path)
+        except Exception:  # not a TIFF (DICOM, ...): OpenSlide only
+            return
+        pages = {}
+        for series in tif.series:
+            for lvl in series.levels:
+                page = lvl.keyframe
+                if _is_rgb_jpeg_tiled(page):
+                    pages.setdefault((page.imagewidth, page.imagelength), page)
+        for i, (w, h) in enumerate(self.slide.level_dimensions):
+            page = pages.get((w, h))
+            ds = self.slide.level_downsamples[i]
+            if page is None or abs(ds - round(ds)) > 1e-9:
+                continue
+            self._levels[i] = _TiledLevel(
+                page,
+                np.asarray(page.dataoffsets, np.int64),
+                np.asarray(page.databytecounts, np.int64),
+                int(page.tilewidth),
+                int(page.tilelength),
+                int(w),
+                int(h),
+            )
+        if self._levels:
+            self._tiff = tif
+            self._fd = os.open(self.path, os.O_RDONLY)
+        else:
+            tif.close()
+
+    # --- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release the file handles."""
+        self.slide.close()
+        if self._tiff is not None:
+            self._tiff.close()
+            os.close(self._fd)
+            self._tiff, self._fd, self._levels = None, -1, {}
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("SlideReader holds open files; open one per process instead")
+
+
+def _is_rgb_jpeg_tiled(page: Any) -> bool:
+    return (
+        bool(page.is_tiled)
+        and page.compression == JPEG_COMPRESSION
+        and page.samplesperpixel in (3, 4)
+        and page.bitspersample == 8
+        and page.planarconfig == 1
+        and page.imagedepth == 1
+        and page.tiledepth == 1
+    )
+
+
+def composite_on_white(region: Image.Image, *, ycbcr: bool = False) -> np.ndarray:
+    """RGB array of an OpenSlide RGBA region on white (transparent = outside the scan).
+
+    With ``ycbcr`` the colour samples are YCbCr (see :func:`dicom_frames_are_ycbcr`) and are
+    converted to RGB first.
+    """
+    if region.mode == "RGBA":
+        alpha = region.getchannel("A")
+        colour = region.convert("RGB")
+    else:
+        alpha, colour = None, region.convert("RGB")
+    if ycbcr:
+        colour = Image.frombytes("YCbCr", colour.size, colour.tobytes()).convert("RGB")
+    if alpha is None or alpha.getextrema() == (255, 255):
+        return np.asarray(colour)
+    white = Image.new("RGB", region.size, (255, 255, 255))
+    white.paste(colour, mask=alpha)
+    return np.asarray(white)
+
+
+def dicom_frames_are_ycbcr(path: Path, properties: Any) -> bool:
+    """Whether a DICOM slide labelled RGB stores its JPEG frames as YCbCr.
+
+    True for baseline-JPEG DICOM with ``PhotometricInterpretation`` RGB whose first frame libjpeg
+    itself would read as YCbCr (a JFIF stream, no Adobe marker saying RGB, component ids not
+    'R', 'G', 'B'). OpenSlide decodes such frames as RGB, leaving the samples in YCbCr.
+    """
+    if properties.get("openslide.vendor") != "dicom":
+        return False
+    if properties.get("dicom.PhotometricInterpretation") != "RGB":
+        return False
+    if properties.get("dicom.TransferSyntaxUID") not in DICOM_JPEG_BASELINE:
+        return False
+    return jpeg_stream_is_ycbcr(first_dicom_frame(path))
+
+
+def first_dicom_frame(path: Path) -> bytes:
+    """The first encapsulated frame of a DICOM file, read without loading the others."""
+    import pydicom
+    from pydicom import encaps
+
+    with open(path, "rb") as f:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        f.seek(12, os.SEEK_CUR)  # (7FE0,0010) tag, VR OB, reserved, undefined length
+        return encaps.get_frame(f, 0, number_of_frames=int(ds.get("NumberOfFrames", 1)))
+
+
+def jpeg_stream_is_ycbcr(data: bytes) -> bool:
+    """libjpeg's guess of a 3-component JPEG's colour space: True for YCbCr, False for RGB."""
+    i, jfif, adobe_transform, ids = 2, False, None, b""
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        body = data[i + 4 : i + 2 + length]
+        if marker == 0xE0 and body.startswith(b"JFIF\x00"):
+            jfif = True
+        elif marker == 0xEE and body.startswith(b"Adobe") and len(body) >= 12:
+            adobe_transform = body[11]
+        elif marker in (0xC0, 0xC1, 0xC2) and len(body) >= 6:
+            ids = bytes(body[6 + 3 * k] for k in range(body[5]) if 6 + 3 * k < len(body))
+        elif marker == 0xDA:
+            break
+        i += 2 + length
+    if jfif:
+        return True
+    if adobe_transform is not None:
+        return adobe_transform != 0
+    return ids != b"RGB"

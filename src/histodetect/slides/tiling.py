@@ -1,0 +1,233 @@
+"""Tile grids inside tissue, with coordinates in level-0 pixels."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from histodetect.columns import TILE_COLUMNS
+from histodetect.errors import SlideError
+from histodetect.slides.reader import SlideReader
+from histodetect.slides.slide import choose_level, mpp_for_magnification, read_thumbnail, slide_mpp
+from histodetect.slides.tissue import TissueSettings, tissue_mask
+
+log = logging.getLogger(__name__)
+THUMB_CACHE_BYTES = 4 << 20
+"""OpenSlide tile cache while the thumbnail is read: one pass, so a small one suffices."""
+
+
+@dataclass(frozen=True)
+class TilingSettings:
+    """Tile geometry in physical units."""
+
+    tile_um: float = 128.0
+    """Tile side in microns."""
+    stride_um: float | None = None
+    """Distance between neighbouring tiles in microns (``None``: the tile side, no overlap)."""
+    target_mpp: float = 2.0
+    """Resolution the model sees, um/px; ``tile_px = tile_um / target_mpp``."""
+    target_mag: float | None = None
+    """Objective magnification the model sees; when set it replaces ``target_mpp`` by
+    ``10 / target_mag`` (40x = 0.25 um/px)."""
+    min_tissue: float = 0.5
+    """A tile is kept when at least this fraction of it is tissue."""
+    tissue: TissueSettings = field(default_factory=TissueSettings)
+
+    def __post_init__(self) -> None:
+        for name in ("tile_um", "stride_um", "target_mpp", "target_mag"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"tiling.{name} must be positive, got {value}")
+
+    @property
+    def mpp(self) -> float:
+        """Target um/px: from ``target_mag`` when set, else ``target_mpp``."""
+        if self.target_mag is not None:
+            return mpp_for_magnification(self.target_mag)
+        return self.target_mpp
+
+    @property
+    def stride(self) -> float:
+        """Stride in microns."""
+        return self.tile_um if self.stride_um is None else self.stride_um
+
+
+@dataclass
+class TiledSlide:
+    """A slide's tiles and what was used to make them."""
+
+    tiles: pd.DataFrame
+    thumbnail: np.ndarray
+    thumb_downsample: float
+    mask: np.ndarray
+    summary: dict[str, object]
+
+
+def tile_fractions(
+    mask: np.ndarray, x: np.ndarray, y: np.ndarray, size: float, ds: float
+) -> np.ndarray:
+    """Fraction of each level-0 square ``(x, y, size)`` covered by ``mask`` (at downsample ``ds``).
+
+    Uses a summed-area table, so it costs O(mask + tiles) whatever the tile count.
+    """
+    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)  # 4 bytes per mask px
+    np.cumsum(mask, axis=0, dtype=np.int32, out=sat[1:, 1:])
+    np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
+    h, w = mask.shape
+    x1 = np.clip(np.round(x / ds).astype(np.int64), 0, w)
+    y1 = np.clip(np.round(y / ds).astype(np.int64), 0, h)
+    x2 = np.clip(np.round((x + size) / ds).astype(np.int64), 0, w)
+    y2 = np.clip(np.round((y + size) / ds).astype(np.int64), 0, h)
+    inside = sat[y2, x2].astype(np.int64) - sat[y1, x2] - sat[y2, x1] + sat[y1, x1]
+    area = np.maximum((x2 - x1) * (y2 - y1), 1)
+    return inside / area
+
+
+def tile_slide(
+    path: str,
+    slide_id: str,
+    settings: TilingSettings,
+    mpp_override: float | None = None,
+) -> TiledSlide:
+    """Find tissue and lay a tile grid over it.
+
+    Tiles lie on a grid anchored at level-0 pixel (0, 0): ``x = col * stride`` and
+    ``y = row * stride`` (level-0 px); only tiles fully inside the slide are kept.
+    """
+    start = time.perf_counter()
+    with SlideReader(path, direct=False, cache_bytes=THUMB_CACHE_BYTES) as slide:
+        mpp0 = slide_mpp(slide.slide, path, mpp_override)
+        choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.mpp)
+        try:
+            thumb, ds = read_thumbnail(slide, mpp0, settings.tissue.mpp)
+        except Exception as err:  # openslide raises plain OpenSlideError on corrupt tiles
+            raise SlideError(path, f"could not decode the slide's pixels ({err})") from None
+        w0, h0 = slide.dimensions
+    thumb_settings = TissueSettings(**{**settings.tissue.__dict__, "mpp": mpp0 * ds})
+    mask = tissue_mask(thumb, thumb_settings)
+    size = choice.size0
+    stride = max(1, round(settings.stride / mpp0))
+    cols = (w0 - size) // stride + 1 if w0 >= size else 0
+    rows = (h0 - size) // stride + 1 if h0 >= size else 0
+    rr, cc = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+    rr, cc = rr.ravel(), cc.ravel()
+    frac = tile_fractions(mask, cc * stride, rr * stride, size, ds)
+    keep = frac >= settings.min_tissue
+    read_mpp = mpp0 * choice.downsample
+    tiles = pd.DataFrame(
+        {
+            "slide_id": slide_id,
+            "x": (cc[keep] * stride).astype(np.int64),
+            "y": (rr[keep] * stride).astype(np.int64),
+            "size": np.int64(size),
+            "row": rr[keep].astype(np.int64),
+            "col": cc[keep].astype(np.int64),
+            "level": np.int64(choice.level),
+            "read_px": np.int64(choice.read_px),
+            "tile_px": np.int64(choice.tile_px),
+            "tissue": frac[keep].astype(np.float32),
+            "stride": np.int64(stride),
+            "mpp": np.float64(read_mpp),
+        },
+        columns=TILE_COLUMNS,
+    )
+    tissue_mm2 = float(mask.sum()) * (mpp0 * ds / 1000.0) ** 2
+    summary = {
+        "slide_id": slide_id,
+        "path": str(path),
+        "width": w0,
+        "height": h0,
+        "mpp": mpp0,
+        "target_mpp": settings.mpp,
+        "level": choice.level,
+        "level_downsample": choice.downsample,
+        "level_mpp": read_mpp,
+        "tile_size_level0": size,
+        "stride_level0": stride,
+        "read_px": choice.read_px,
+        "tile_px": choice.tile_px,
+        "tissue_method": settings.tissue.method,
+        "tiles": len(tiles),
+        "tissue_mm2": round(tissue_mm2, 3),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if tiles.empty:
+        log.warning("%s: no tissue tiles found (tissue %.2f mm2)", path, tissue_mm2)
+    else:
+        log.info(
+            "%s: %d tiles at level %d (%.3f um/px read)",
+            slide_id,
+            len(tiles),
+            choice.level,
+            read_mpp,
+        )
+    return TiledSlide(tiles, thumb, ds, mask, summary)
+
+
+def qc_view(tiled: TiledSlide, max_px: int = 1600) -> tuple[np.ndarray, float, np.ndarray]:
+    """Thumbnail, its downsample and the mask, reduced so the longer side is at most ``max_px``.
+
+    Keeps the QC figure's size (and memory) the same whatever the slide's size.
+    """
+    k = max(1, -(-max(tiled.thumbnail.shape[:2]) // max_px))
+    if k == 1:
+        return tiled.thumbnail, tiled.thumb_downsample, tiled.mask
+    thumb = np.asarray(Image.fromarray(tiled.thumbnail).reduce(k))
+    h, w = thumb.shape[:2]
+    return thumb, tiled.thumb_downsample * k, tiled.mask[::k, ::k][:h, :w]
+
+
+def settings_from_config(cfg: dict) -> TilingSettings:
+    """Build :class:`TilingSettings` from the ``tiling`` section of the config."""
+    cfg = dict(cfg)
+    tissue = TissueSettings(**cfg.pop("tissue", {}))
+    return TilingSettings(**cfg, tissue=tissue)
+
+
+def failed_tiling(slide_id: str, path: str, error: Exception) -> TiledSlide:
+    """The record of a slide that could not be tiled: no tiles, and the error in its summary."""
+    tiles = pd.DataFrame({c: pd.Series(dtype="int64") for c in TILE_COLUMNS})
+    tiles["slide_id"] = tiles["slide_id"].astype(str)
+    cause = getattr(error, "cause", str(error))
+    summary = {
+        "slide_id": slide_id,
+        "path": str(path),
+        "tiles": 0,
+        "status": "failed",
+        "error": cause,
+    }
+    blank = np.full((64, 64, 3), 255, np.uint8)
+    return TiledSlide(tiles, blank, 1.0, np.zeros((64, 64), bool), summary)
+
+
+def slide_status(summary: dict[str, object]) -> str:
+    """``ok``, ``no tissue`` or ``failed`` for one slide's tiling summary."""
+    if summary.get("status") == "failed":
+        return "failed"
+    return "ok" if int(summary.get("tiles", 0)) > 0 else "no tissue"
+
+
+def summarise(rows: list[dict[str, object]]) -> pd.DataFrame:
+    """Cohort tiling table with a ``status`` column: ok, no tissue or failed (with the error)."""
+    table = pd.DataFrame(rows)
+    table["status"] = [slide_status(r) for r in rows]
+    if "error" not in table:
+        table["error"] = ""
+    return table
+
+
+def excluded_report(table: pd.DataFrame) -> str:
+    """One line naming the slides of a :func:`summarise` table left out, and why ('' if none)."""
+    bad = table[table["status"] != "ok"]
+    if bad.empty:
+        return ""
+    names = "; ".join(
+        f"{r.slide_id} ({r.path}): {r.error if r.status == 'failed' else 'no tissue tiles'}"
+        for r in bad.itertuples()
+    )
+    return f"{len(bad)} of {len(table)} slides left out of the cohort: {names}"

@@ -1,0 +1,270 @@
+"""DigiLut CSV boxes (one error per malformed case) and cohort annotations from all sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from histodetect.annotations.formats import ImportSettings
+from histodetect.annotations.lesions import (
+    ANNOTATION_COLUMNS,
+    check_boxes_inside,
+    check_inside,
+    lesion_slides,
+    read_cohort_annotations,
+    read_digilut_csv,
+    slide_name_map,
+    truth_boxes,
+)
+from histodetect.errors import AnnotationError
+
+SAMPLES = pd.DataFrame(
+    {
+        "slide_id": ["s1", "s2"],
+        "path": ["/data/slides/alpha.tif", "/data/slides/beta.svs"],
+        "patient_id": ["p1", "p2"],
+    }
+)
+
+
+@pytest.fixture
+def names() -> dict[str, str]:
+    return slide_name_map(SAMPLES)
+
+
+def write(tmp_path: Path, text: str, name: str = "boxes.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_slide_name_map() -> None:
+    assert slide_name_map(SAMPLES) == {
+        "alpha.tif": "s1",
+        "beta.svs": "s2",
+        "s1": "s1",
+        "s2": "s2",
+    }
+
+
+def test_read_file_names_and_slide_ids(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(
+        tmp_path,
+        "filename,x1,x2,y1,y2\nalpha.tif,10,50,20,80\ns2,0,5.5,1,2\nalpha.tif,100,200,300,400\n",
+    )
+    df = read_digilut_csv(p, names)
+    assert list(df.columns) == ["slide_id", "x1", "y1", "x2", "y2"]
+    assert df.slide_id.tolist() == ["s1", "s2", "s1"]
+    assert df.iloc[0].tolist() == ["s1", 10.0, 20.0, 50.0, 80.0]
+    assert df.iloc[1].tolist() == ["s2", 0.0, 1.0, 5.5, 2.0]
+    assert df.iloc[2][["x1", "y1", "x2", "y2"]].tolist() == [100.0, 300.0, 200.0, 400.0]
+    assert all(df[c].dtype == float for c in ("x1", "y1", "x2", "y2"))
+
+
+def test_read_with_max_columns(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(
+        tmp_path,
+        "filename,x1,x2,y1,y2,max_x,max_y\nbeta.svs,1,100,2,200,100,200\ns1,0,10,0,10,1000,1000\n",
+    )
+    df = read_digilut_csv(p, names)
+    assert df.slide_id.tolist() == ["s2", "s1"]
+    assert df.x2.tolist() == [100.0, 10.0]
+    assert "max_x" not in df.columns
+
+
+def test_read_header_only(tmp_path: Path, names: dict[str, str]) -> None:
+    df = read_digilut_csv(write(tmp_path, "filename,x1,x2,y1,y2\n"), names)
+    assert len(df) == 0
+    assert list(df.columns) == ["slide_id", "x1", "y1", "x2", "y2"]
+
+
+def test_numeric_like_filename_kept_as_string(tmp_path: Path) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\n007,1,2,3,4\n")
+    df = read_digilut_csv(p, {"007": "slide7"})
+    assert df.slide_id.tolist() == ["slide7"]
+
+
+def _error(path: Path, names: dict[str, str]) -> str:
+    with pytest.raises(AnnotationError) as info:
+        read_digilut_csv(path, names)
+    msg = str(info.value)
+    assert str(path) in msg
+    assert "\n" not in msg
+    return msg
+
+
+def test_unknown_slide(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\nalpha.tif,1,2,3,4\ngamma.tif,1,2,3,4\n")
+    msg = _error(p, names)
+    assert "row 3" in msg
+    assert "gamma.tif" in msg
+
+
+def test_x1_greater_than_x2(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,1,2,3,4\ns1,1,2,3,4\ns1,50,10,3,4\n")
+    msg = _error(p, names)
+    assert "row 4" in msg
+    assert "empty box" in msg
+
+
+def test_y1_equal_y2(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,1,2,3,3\n")
+    assert "row 2" in _error(p, names)
+
+
+def test_nan_coordinate(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,1,2,3,4\ns2,1,,3,4\n")
+    msg = _error(p, names)
+    assert "row 3" in msg
+    assert "x2" in msg
+
+
+def test_non_numeric_coordinate(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,1,2,abc,4\n")
+    msg = _error(p, names)
+    assert "row 2" in msg
+    assert "y1" in msg
+
+
+def test_negative_coordinate(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,-5,2,3,4\n")
+    msg = _error(p, names)
+    assert "row 2" in msg
+    assert "negative" in msg
+
+
+def test_empty_file(tmp_path: Path, names: dict[str, str]) -> None:
+    assert "empty" in _error(write(tmp_path, ""), names)
+
+
+def test_missing_column(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1\ns1,1,2,3\n")
+    msg = _error(p, names)
+    assert "missing column(s) y2" in msg
+
+
+def test_box_beyond_max_x(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(
+        tmp_path,
+        "filename,x1,x2,y1,y2,max_x,max_y\ns1,1,2,3,4,10,10\ns1,1,20,3,4,10,10\n",
+    )
+    msg = _error(p, names)
+    assert "row 3" in msg
+    assert "outside" in msg
+
+
+def test_box_beyond_max_y(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2,max_x,max_y\ns1,1,2,3,40,10,10\n")
+    assert "row 2" in _error(p, names)
+
+
+def test_only_max_x_column(tmp_path: Path, names: dict[str, str]) -> None:
+    """Each bound column is optional on its own."""
+    ok = write(tmp_path, "filename,x1,x2,y1,y2,max_x\ns1,1,2,3,400,10\n", "ok.csv")
+    assert read_digilut_csv(ok, names).y2.tolist() == [400.0]
+    bad = write(tmp_path, "filename,x1,x2,y1,y2,max_x\ns1,1,20,3,4,10\n", "bad.csv")
+    assert "row 2" in _error(bad, names)
+
+
+def test_only_max_y_column(tmp_path: Path, names: dict[str, str]) -> None:
+    bad = write(tmp_path, "filename,x1,x2,y1,y2,max_y\ns1,1,2,3,40,10\n")
+    assert "row 2" in _error(bad, names)
+
+
+# --- check_boxes_inside ---------------------------------------------------------------------
+
+
+def boxes(*rows: tuple[float, float, float, float]) -> pd.DataFrame:
+    return pd.DataFrame([("s1", *r) for r in rows], columns=["slide_id", "x1", "y1", "x2", "y2"])
+
+
+def test_check_boxes_inside_accepts_boxes_touching_edges() -> None:
+    check_boxes_inside(boxes((0, 0, 100, 50), (10, 10, 20, 20)), 100, 50, "a.csv")
+    check_boxes_inside(boxes(), 100, 50, "a.csv")
+
+
+@pytest.mark.parametrize(
+    "box", [(0, 0, 101, 50), (0, 0, 100, 51), (-1, 0, 10, 10), (0, -0.5, 10, 10)]
+)
+def test_check_boxes_inside_rejects(box: tuple[float, float, float, float]) -> None:
+    with pytest.raises(AnnotationError) as info:
+        check_boxes_inside(boxes((1, 1, 2, 2), box), 100, 50, "ann/a.csv")
+    msg = str(info.value)
+    assert msg.startswith("ann/a.csv: ")
+    assert "slide s1" in msg
+    assert "100 x 50" in msg
+
+
+# --- cohort annotations: DigiLut rows plus per-slide files ----------------------------------
+
+
+def cohort(tmp_path: Path) -> tuple[pd.DataFrame, Path]:
+    """Sheet of 3 slides: s1 boxes in the CSV, s2 an NCRF file (with an excluded hole),
+    s3 a point CSV; the CSV also has a box for s2."""
+    ncrf = tmp_path / "s2.json"
+    ncrf.write_text(
+        '{"positive": [{"name": "a", "vertices": [[0, 0], [3200, 0], [3200, 6400]]}],'
+        ' "negative": [{"name": "b", "vertices": [[1600, 100], [3000, 100], [3000, 1500]]}]}'
+    )
+    points = tmp_path / "s3.csv"
+    points.write_text("x,y,class\n100,200,mitosis\n")
+    sheet = pd.DataFrame(
+        {
+            "slide_id": ["s1", "s2", "s3"],
+            "patient_id": ["p1", "p2", "p3"],
+            "path": ["/d/alpha.tif", "/d/beta.tif", "/d/gamma.tif"],
+            "annotation": [None, str(ncrf), str(points)],
+            "annotation_scale": [None, 1 / 32, None],
+            "mpp": [None, None, 0.5],
+        }
+    )
+    csv = write(tmp_path, "filename,x1,x2,y1,y2\nalpha.tif,10,50,20,80\nbeta.tif,1,2,3,4\n")
+    return sheet, csv
+
+
+def test_read_cohort_annotations(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    ann = read_cohort_annotations(sheet, csv, ImportSettings(point_radius_um=4.0))
+    assert list(ann.columns) == ANNOTATION_COLUMNS
+    assert ann.slide_id.tolist() == ["s1", "s2", "s2", "s2", "s3"]
+    assert ann.class_name.tolist() == ["lesion", "lesion", "lesion", "exclude", "mitosis"]
+    assert ann.geometry[2].bounds == pytest.approx((0, 0, 100, 200))  # scaled by 1/32
+    assert ann.geometry[4].area == pytest.approx(3.14159 * 8**2, rel=0.01)  # 4 um at 0.5 um/px
+    assert ann.source[0] == str(csv) and ann.item[0] == "row 2"
+    one = read_cohort_annotations(sheet, csv, slides=["s2"], mpps={"s2": 1.0})
+    assert set(one.slide_id) == {"s2"} and len(one) == 3
+    assert lesion_slides(sheet, csv) == {"s1", "s2", "s3"}
+    assert lesion_slides(sheet.iloc[:1], None) == set()
+
+
+def test_truth_boxes_bound_each_lesion_and_skip_exclusions(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    boxes = truth_boxes(sheet, csv, mpps={"s3": 1.0}, settings=ImportSettings(point_radius_um=5))
+    assert list(boxes.columns) == ["slide_id", "x1", "y1", "x2", "y2"]
+    assert boxes.slide_id.tolist() == ["s1", "s2", "s2", "s3"]
+    assert boxes.iloc[0, 1:].tolist() == [10.0, 20.0, 50.0, 80.0]  # DigiLut box unchanged
+    assert boxes.iloc[2, 1:].tolist() == pytest.approx([0, 0, 100, 200])
+    assert boxes.iloc[3, 1:].tolist() == pytest.approx([95, 195, 105, 205])
+    plain = truth_boxes(sheet.drop(columns="annotation"), csv)
+    pd.testing.assert_frame_equal(
+        plain, read_digilut_csv(csv, slide_name_map(sheet)).reset_index(drop=True)
+    )
+
+
+def test_points_without_mpp_name_the_file(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    sheet["mpp"] = None
+    with pytest.raises(AnnotationError, match=r"s3\.csv: row 2: point annotations need"):
+        truth_boxes(sheet, csv)
+
+
+def test_check_inside_names_file_and_item(tmp_path: Path) -> None:
+    sheet, csv = cohort(tmp_path)
+    sheet["annotation_scale"] = None  # forgot the 1/32: outlines land far outside
+    ann = read_cohort_annotations(sheet, csv, slides=["s2"])
+    check_inside(ann[ann.item == "row 3"], 200, 400)  # the CSV box fits
+    with pytest.raises(AnnotationError, match=r"s2.json: positive\[0\]: slide s2: outline") as e:
+        check_inside(ann, 200, 400)
+    assert "\n" not in str(e.value) and "check the coordinate scale" in str(e.value)

@@ -1,0 +1,69 @@
+"""Config and sample-sheet checks: one line naming the key, column or row."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from histodetect.cohort.validation import check_config, check_sample_sheet
+from histodetect.errors import InputError
+
+ROOT = Path(__file__).resolve().parents[3]
+CONFIG_SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SAMPLES_SCHEMA = ROOT / "workflow" / "schemas" / "samples.schema.yaml"
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_shipped_config_is_valid() -> None:
+    check_config(CONFIG, CONFIG_SCHEMA, "config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c["tiling"].update(tile_umm=3), "unknown key tiling.tile_umm"),
+        (lambda c: c.update(foldz=3), "unknown key foldz"),
+        (
+            lambda c: c["tiling"].update(tile_um="big"),
+            "tiling.tile_um: 'big' is not of type 'number'",
+        ),
+        (lambda c: c.update(folds=1), "folds: 1 is less than the minimum of 2"),
+        (lambda c: c["boxes"].update(method="blobs"), "boxes.method: 'blobs' is not one of"),
+    ],
+)
+def test_bad_config_names_the_key(change, expected: str) -> None:
+    config = copy.deepcopy(CONFIG)
+    change(config)
+    with pytest.raises(InputError, match=r"^my\.yaml: ") as err:
+        check_config(config, CONFIG_SCHEMA, "my.yaml")
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def sheet(**columns: list) -> pd.DataFrame:
+    base = {"slide_id": ["a", "b"], "patient_id": ["p1", "p2"], "path": ["a.svs", "b.svs"]}
+    base.update(columns)
+    return pd.DataFrame({k: v for k, v in base.items() if v is not None})
+
+
+def test_good_sheet_passes_with_optional_columns() -> None:
+    check_sample_sheet(sheet(mpp=[0.25, float("nan")], centre=["x", "y"]), SAMPLES_SCHEMA, "s.tsv")
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (sheet(patient_id=None, patient=["p1", "p2"]), "missing column(s) patient_id"),
+        (sheet(slide_id=["a", "a"]), "duplicate slide_id(s) a"),
+        (sheet(slide_id=["a", "b c"]), "row 3: column slide_id"),
+        (sheet(mpp=[0.25, -1.0]), "row 3: column mpp"),
+    ],
+)
+def test_bad_sheet_names_column_or_row(frame: pd.DataFrame, expected: str) -> None:
+    with pytest.raises(InputError, match=r"^s\.tsv: ") as err:
+        check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
+    assert expected in str(err.value)

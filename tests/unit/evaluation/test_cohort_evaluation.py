@@ -1,0 +1,48 @@
+"""Training curves from TensorBoard events, and ground truth for evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image
+from torch.utils.tensorboard import SummaryWriter
+
+from histodetect.evaluation.cohort import read_training_curves, slide_truth
+from histodetect.evaluation.plots import training_curves_png
+
+
+def write_events(folder: Path, rows: list[tuple[int, float, float]]) -> None:
+    with SummaryWriter(str(folder)) as tb:
+        for epoch, loss, auc in rows:
+            tb.add_scalar("train_loss", loss, epoch)
+            tb.add_scalar("val_loss", loss + 0.1, epoch)
+            tb.add_scalar("val_auc", auc, epoch)
+
+
+def test_read_and_plot_training_curves(tmp_path: Path) -> None:
+    write_events(tmp_path / "fold_0", [(0, 0.7, 0.6), (1, 0.5, 0.8)])
+    write_events(tmp_path / "fold_1", [(0, 0.9, 0.55)])
+    curves = read_training_curves([tmp_path / "fold_0", tmp_path / "fold_1"])
+    auc = curves[curves.tag == "val_auc"]
+    assert auc[["fold", "epoch"]].values.tolist() == [["fold_0", 0], ["fold_0", 1], ["fold_1", 0]]
+    assert auc.value.round(3).tolist() == [0.6, 0.8, 0.55]
+    assert set(curves.tag) == {"train_loss", "val_loss", "val_auc"}
+    training_curves_png(curves, tmp_path / "curves.png")
+    with Image.open(tmp_path / "curves.png") as png:
+        assert png.size == (1100, 420)
+    training_curves_png(curves.iloc[:0], tmp_path / "empty.png")  # no runs yet: still a picture
+    assert (tmp_path / "empty.png").stat().st_size > 0
+
+
+def test_slide_truth_keeps_only_the_given_slides(tmp_path: Path) -> None:
+    sheet = pd.DataFrame(
+        {"slide_id": ["a", "b"], "patient_id": ["p", "q"], "path": ["x/a.tiff", "x/b.tiff"]}
+    )
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("filename,x1,x2,y1,y2\na.tiff,10,20,30,50\nb,0,5,0,5\n")
+    summary = tmp_path / "a.json"
+    summary.write_text(json.dumps({"slide_id": "a", "mpp": 0.5}))
+    truth = slide_truth(sheet, csv, {}, [summary])
+    assert truth.values.tolist() == [["a", 10.0, 30.0, 20.0, 50.0]]

@@ -1,0 +1,51 @@
+"""The package is layered by stage: a stage imports only the stages before it."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import histodetect
+
+PACKAGE = Path(histodetect.__file__).parent
+STAGES = ["slides", "annotations", "cohort", "training", "detection", "evaluation"]
+SHARED = {"errors", "io", "columns", "runner"}
+
+
+def _imports(path: Path) -> set[str]:
+    """Modules of histodetect that ``path`` imports (absolute, ``histodetect.`` dropped)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        else:
+            continue
+        found |= {n.removeprefix("histodetect.") for n in names if n.startswith("histodetect.")}
+    return found
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def test_every_module_lives_in_a_stage_or_is_shared() -> None:
+    top = {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    assert top == SHARED
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert folders == set(STAGES)
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_stage_imports_a_later_one(path: Path) -> None:
+    rel = path.relative_to(PACKAGE)
+    own = STAGES.index(rel.parts[0]) if len(rel.parts) > 1 else -1
+    for module in _imports(path):
+        head = module.split(".")[0]
+        if head in SHARED:
+            continue
+        assert head in STAGES, f"{rel} imports histodetect.{module}, which is no stage"
+        assert STAGES.index(head) <= own, f"{rel} (stage {own}) imports later stage {module}"
