@@ -56,12 +56,16 @@ def tile_table(path: Path, labels: np.ndarray, tile_px: int = 32) -> pd.DataFram
 
 
 def random_model(
-    path: Path, seed: int, tile_px: int = 32, backbone: str = "test_efficientnet"
+    path: Path,
+    seed: int,
+    tile_px: int = 32,
+    backbone: str = "test_efficientnet",
+    **meta: object,
 ) -> Path:
-    """Save a randomly initialised model file."""
+    """Save a randomly initialised model file (``meta``: more entries of its record)."""
     import torch
 
     torch.manual_seed(seed)
     model = build_model(backbone, hidden=16, dropout=0.0)
-    save_model(path, model, {"tile_px": tile_px})
+    save_model(path, model, {"tile_px": tile_px, **meta})
     return path

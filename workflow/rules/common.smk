@@ -1,12 +1,14 @@
 import json
 import os
 import re
+from glob import glob
 from pathlib import Path
 
 import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.cohort.validation import check_config, read_sample_sheet
+from histodetect.errors import InputError
 from histodetect.slides.synthetic import plan_cohort
 
 min_version("9.0")
@@ -46,6 +48,17 @@ else:
 samples = samples.set_index("slide_id", drop=False)
 SLIDES = list(samples.slide_id)
 FOLDS = list(range(config["folds"]))
+
+# New slides to predict on (target predict), from their own sheet, without annotations.
+PREDICT = config["predict"]
+PREDICT_SHEET = PREDICT["samples"]
+if PREDICT_SHEET:
+    predict_samples = read_sample_sheet(
+        PREDICT_SHEET, workflow.source_path("../schemas/predict_samples.schema.yaml")
+    ).set_index("slide_id", drop=False)
+else:
+    predict_samples = pd.DataFrame(columns=["slide_id", "path"], dtype=str)
+PREDICT_SLIDES = list(predict_samples.slide_id)
 
 
 wildcard_constraints:
@@ -93,12 +106,101 @@ def fold_models(wildcards=None):
     return expand("results/models/fold_{fold}/model.pt", fold=FOLDS)
 
 
+def model_tiling():
+    """What a slide-mode model is trained at, recorded in its file (None in patch mode)."""
+    if PATCH_LABELS:
+        return None
+    return {k: config["tiling"][k] for k in ("tile_um", "target_mpp", "target_mag")}
+
+
+def tuned_boxes(wildcards=None):
+    """The out-of-fold tuning record, when boxes.tune is on."""
+    return "results/tuning/boxes.json" if config["boxes"]["tune"] else []
+
+
+def predict_models(wildcards=None):
+    """This run's fold models, or those of predict.models (a folder of fold_*/model.pt)."""
+    if not PREDICT["models"]:
+        return fold_models()
+    found = sorted(glob(os.path.join(PREDICT["models"], "fold_*", "model.pt")))
+    if not found:
+        raise InputError(PREDICT["models"], "predict.models holds no fold_*/model.pt")
+    return found
+
+
+def predict_tuning(wildcards=None):
+    """The box tuning that predictions use: predict.tuning, or the models' own run's."""
+    if PREDICT["tuning"]:
+        return PREDICT["tuning"]
+    if PREDICT["models"]:
+        beside = Path(PREDICT["models"]).parent / "tuning" / "boxes.json"
+        return str(beside) if config["boxes"]["tune"] and beside.exists() else []
+    return tuned_boxes()
+
+
+def predict_sheet_given(wildcards=None):
+    """Nothing, once predict.samples names a sheet; otherwise the one line that says so."""
+    if not PREDICT_SHEET:
+        raise InputError(
+            "config",
+            "predict.samples is not set: give a sheet of slide_id, path[, mpp, "
+            'n_lesions] (--config predict="{samples: new_slides.tsv}")',
+        )
+    return []
+
+
+def predict_slide_file(wildcards):
+    return predict_samples.loc[wildcards.slide, "path"]
+
+
+def predict_slide_path(wildcards):
+    path = predict_slide_file(wildcards)
+    return path if os.path.exists(path) else []
+
+
+def predict_mpp_override(wildcards):
+    if "mpp" not in predict_samples.columns:
+        return None
+    value = predict_samples.loc[wildcards.slide, "mpp"]
+    return None if pd.isna(value) else float(value)
+
+
+def predict_outputs(pattern):
+    """``pattern`` for every slide of the prediction sheet that tiled (after the checkpoint)."""
+
+    def inner(wildcards):
+        table = pd.read_csv(
+            checkpoints.predict_tiling_summary.get().output[0],
+            sep="\t",
+            dtype={"slide_id": str},
+            keep_default_na=False,
+        )
+        return expand(pattern, slide=list(table.slide_id[table.status == "ok"]))
+
+    return inner
+
+
 def test_slides():
     """Slides of the held-out patients (known once split_patients has run)."""
     split = pd.read_csv(
         checkpoints.split_patients.get().output.split, sep="\t", dtype=str
     )
     return list(split.loc[split.split == "test", "slide_id"])
+
+
+def train_slides():
+    """Slides of the training patients, each of one fold (known once split_patients has run)."""
+    split = pd.read_csv(
+        checkpoints.split_patients.get().output.split, sep="\t", dtype=str
+    )
+    return list(split.loc[split.split == "train", "slide_id"])
+
+
+def train_outputs(pattern):
+    def inner(wildcards):
+        return expand(pattern, slide=train_slides())
+
+    return inner
 
 
 def test_outputs(pattern):
@@ -121,8 +223,16 @@ def print_run_summary():
     path = Path("results/metrics/detection.json")
     if path.exists():
         m = json.loads(path.read_text())
+        oof = m.get("oof_mean_f2")
+        auc = m.get("slide_auc")
         print(
             f"histodetect: mean F2 at GIoU > {config['evaluate']['giou']} over "
-            f"{m['n_slides']} test slides = {m['mean_f2']:.3f} "
-            f"(AP50 {m['ap50']:.3f}, FROC {m['froc_mean']:.3f}, patch AUC {m['patch']['auc']:.3f})"
+            f"{m['n_slides']} test slides = {m['mean_f2']:.3f}"
+            + (
+                ""
+                if oof is None
+                else f" (out of fold on the training slides: {oof:.3f})"
+            )
+            + f"; AP50 {m['ap50']:.3f}, FROC {m['froc_mean']:.3f}, patch AUC {m['patch']['auc']:.3f}"
+            + ("" if auc is None else f", slide AUC {auc:.3f}")
         )

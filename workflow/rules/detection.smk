@@ -29,6 +29,7 @@ rule boxes_from_heatmap:
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
         slide_annotation=slide_annotation,
+        tuned=tuned_boxes,
     output:
         boxes="results/boxes/{slide}.csv",
         geojson="results/boxes/{slide}.geojson",
@@ -54,3 +55,90 @@ rule boxes_from_heatmap:
         annotation_import=config.get("annotation_import", {}),
     script:
         "../scripts/boxes_from_heatmap.py"
+
+
+# Out of fold: each training slide scored by the one fold model that did not train on its
+# patient (checked against the model's own record), for tuning the box step.
+use rule infer_slide as infer_oof with:
+    input:
+        tiles="results/tiles/{slide}.parquet",
+        summary="results/tiles/{slide}.json",
+        folds="results/splits/folds.tsv",
+        models=fold_models,
+    output:
+        heatmap="results/oof/heatmaps/{slide}.npz",
+        scores="results/oof/scores/{slide}.parquet",
+    log:
+        "logs/infer_oof/{slide}.log",
+    benchmark:
+        "benchmarks/infer_oof/{slide}.tsv"
+
+
+# New slides: the ensemble (this run's or predict.models), checked against the tiling.
+use rule infer_slide as predict_infer_slide with:
+    input:
+        tiles="results/predict/tiles/{slide}.parquet",
+        summary="results/predict/tiles/{slide}.json",
+        models=predict_models,
+    output:
+        heatmap="results/predict/heatmaps/{slide}.npz",
+        scores="results/predict/scores/{slide}.parquet",
+    log:
+        "logs/predict/infer_slide/{slide}.log",
+    benchmark:
+        "benchmarks/predict/infer_slide/{slide}.tsv"
+    wildcard_constraints:
+        slide=r"[^/]+",
+    params:
+        infer=config["infer"],
+        check_tiling=config["tiling"],
+
+
+use rule boxes_from_heatmap as predict_boxes with:
+    input:
+        heatmap="results/predict/heatmaps/{slide}.npz",
+        summary="results/predict/tiles/{slide}.json",
+        sheet=PREDICT_SHEET or [],
+        tuned=predict_tuning,
+    output:
+        boxes="results/predict/boxes/{slide}.csv",
+        geojson="results/predict/boxes/{slide}.geojson",
+        overlay="results/predict/overlays/{slide}.png",
+    log:
+        "logs/predict/boxes/{slide}.log",
+    benchmark:
+        "benchmarks/predict/boxes/{slide}.tsv"
+    wildcard_constraints:
+        slide=r"[^/]+",
+    params:
+        path=predict_slide_file,
+        boxes=config["boxes"],
+        annotation_import=config.get("annotation_import", {}),
+
+
+rule predict_summary:
+    input:
+        sheet=PREDICT_SHEET or [],
+        summaries=expand("results/predict/tiles/{slide}.json", slide=PREDICT_SLIDES),
+        boxes=predict_outputs("results/predict/boxes/{slide}.csv"),
+        scores=predict_outputs("results/predict/scores/{slide}.parquet"),
+        tuned=predict_tuning,
+    output:
+        slides="results/predict/slides.tsv",
+        submission="results/predict/submission.csv",
+    log:
+        "logs/predict/predict_summary.log",
+    conda:
+        "../../envs/tiling.yaml"
+    params:
+        slide_score=config["slide_score"],
+        submission=config["predict"]["submission"],
+    script:
+        "../scripts/predict_summary.py"
+
+
+rule predict:
+    input:
+        predict_sheet_given,
+        "results/predict/slides.tsv",
+        "results/predict/submission.csv",

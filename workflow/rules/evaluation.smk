@@ -17,6 +17,36 @@ rule training_curves:
         "../scripts/training_curves.py"
 
 
+rule tune_boxes:
+    input:
+        heatmaps=train_outputs("results/oof/heatmaps/{slide}.npz"),
+        scores=train_outputs("results/oof/scores/{slide}.parquet"),
+        summaries=train_outputs("results/tiles/{slide}.json"),
+        split="results/splits/split.tsv",
+        sheet=SAMPLE_SHEET,
+        annotations=ANNOTATIONS,
+        slide_annotations=all_slide_annotations,
+    output:
+        settings="results/tuning/boxes.json",
+        search=report(
+            "results/tuning/boxes_search.tsv",
+            caption="../report/tuning.rst",
+            category="Metrics",
+        ),
+        slide_search="results/tuning/slide_score_search.tsv",
+    log:
+        "logs/tune_boxes.log",
+    conda:
+        "../../envs/tiling.yaml"
+    params:
+        boxes=config["boxes"],
+        slide_score=config["slide_score"],
+        evaluate=config["evaluate"],
+        annotation_import=config.get("annotation_import", {}),
+    script:
+        "../scripts/tune_boxes.py"
+
+
 rule evaluate:
     input:
         boxes=test_outputs("results/boxes/{slide}.csv"),
@@ -26,6 +56,7 @@ rule evaluate:
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
         slide_annotations=all_slide_annotations,
+        tuned=tuned_boxes,
     output:
         metrics="results/metrics/detection.json",
         per_slide=report(
@@ -39,6 +70,11 @@ rule evaluate:
             category="Metrics",
         ),
         submission="results/metrics/submission.csv",
+        slides=report(
+            "results/metrics/slides.tsv",
+            caption="../report/slides.rst",
+            category="Metrics",
+        ),
         froc=report(
             "results/metrics/froc.png",
             caption="../report/froc.rst",
@@ -53,6 +89,7 @@ rule evaluate:
         "../../envs/tiling.yaml"
     params:
         evaluate=config["evaluate"],
+        slide_score=config["slide_score"],
         annotation_import=config.get("annotation_import", {}),
     script:
         "../scripts/evaluate.py"

@@ -21,6 +21,7 @@ rule train_fold:
         mlflow_uri=config["mlflow"]["uri"],
         experiment=config["mlflow"]["experiment"],
         tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
+        tiling=model_tiling(),
     script:
         "../scripts/train_fold.py"
 

@@ -1,7 +1,11 @@
 """Snakemake script of rule evaluate."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 
+from histodetect.detection.slide_score import SlideScore
 from histodetect.evaluation.cohort import evaluate_cohort, slide_truth
 from histodetect.runner import rule_context
 
@@ -21,4 +25,8 @@ with rule_context(snakemake):
         giou=snakemake.params.evaluate["giou"],
         beta=snakemake.params.evaluate["beta"],
         outputs=snakemake.output,
+        slide_score=SlideScore.from_dict(snakemake.params.slide_score),
+        tuning=json.loads(Path(tuned).read_text())
+        if (tuned := getattr(snakemake.input, "tuned", None))
+        else None,
     )

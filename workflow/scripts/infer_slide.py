@@ -1,4 +1,4 @@
-"""Snakemake script of rule infer_slide."""
+"""Snakemake script of rules infer_slide, infer_oof and predict_infer_slide."""
 
 import json
 from pathlib import Path
@@ -6,21 +6,32 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from histodetect.detection.inference import heatmap_from_tiles, predict_tiles
+from histodetect.detection.inference import (
+    check_tiling,
+    heatmap_from_tiles,
+    out_of_fold_model,
+    predict_tiles,
+)
 from histodetect.io import atomic_path
-from histodetect.runner import rule_context
+from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    slide = snakemake.wildcards.slide
+    models = [Path(p) for p in snakemake.input.models]
+    if getattr(snakemake.params, "check_tiling", None):
+        check_tiling(models, snakemake.params.check_tiling)
+    if getattr(snakemake.input, "folds", None):  # out of fold: the one model blind to this patient
+        folds = pd.read_csv(snakemake.input.folds, sep="\t", dtype=str)
+        models = [out_of_fold_model(models, folds, slide, snakemake.input.folds)]
+        log.info("slide %s: out-of-fold model %s", slide, models[0])
     info = json.loads(Path(snakemake.input.summary).read_text())
     tiles = pd.read_parquet(snakemake.input.tiles).assign(path=info["path"])
-    probs = predict_tiles(
-        tiles, [Path(p) for p in snakemake.input.models], **snakemake.params.infer
-    )
+    probs = predict_tiles(tiles, models, **snakemake.params.infer)
     heatmap = heatmap_from_tiles(
         tiles,
         probs,
-        slide_id=snakemake.wildcards.slide,
+        slide_id=slide,
         mpp=info["mpp"],
         level=info["level"],
         slide_width=info["width"],

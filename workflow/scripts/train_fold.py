@@ -21,4 +21,5 @@ with rule_context(snakemake):
         mlflow_uri=snakemake.params.mlflow_uri,
         experiment=snakemake.params.experiment,
         tb_dir=Path(snakemake.params.tb_dir),
+        tiling=getattr(snakemake.params, "tiling", None),
     )

@@ -9,7 +9,7 @@ from scipy import ndimage
 from histodetect.annotations.geometry import box_iou
 from histodetect.detection.heatmap import Heatmap
 
-METHODS = ("components", "dbscan")
+METHODS = ("components", "dbscan", "merge")
 SCORES = ("max", "mean", "area_weighted")
 OUTPUT_COLUMNS = ["x1", "y1", "x2", "y2", "score", "mean_prob", "max_prob", "n_tiles", "area_um2"]
 DIGILUT_COLUMNS = ["filename", "x1", "x2", "y1", "y2"]
@@ -54,6 +54,30 @@ def _labels(pos: np.ndarray, method: str, eps_tiles: float, min_samples: int) ->
     return labels
 
 
+def merge_to_n(labels: np.ndarray, n: int) -> np.ndarray:
+    """Merge labelled regions, nearest first (single linkage on box gaps), until <= ``n`` remain.
+
+    The gap of two regions is the distance in grid cells between their bounding boxes (0 when
+    they touch or overlap), so neighbouring fragments of one lesion join before distant ones.
+    """
+    k = int(labels.max()) if labels.size else 0
+    if n < 1 or k <= n:
+        return labels
+    from scipy.cluster.hierarchy import fcluster, linkage
+
+    slices = ndimage.find_objects(labels)
+    box = np.array([[s[0].start, s[0].stop - 1, s[1].start, s[1].stop - 1] for s in slices])
+    dr = np.maximum(
+        0, np.maximum(box[:, None, 0] - box[None, :, 1], box[None, :, 0] - box[:, None, 1])
+    )
+    dc = np.maximum(
+        0, np.maximum(box[:, None, 2] - box[None, :, 3], box[None, :, 2] - box[:, None, 3])
+    )
+    gap = np.hypot(dr, dc)[np.triu_indices(k, 1)]
+    group = fcluster(linkage(gap, method="single"), t=n, criterion="maxclust")
+    return np.r_[0, group][labels]
+
+
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     """Greedy non-maximum suppression; indices kept, by descending score.
 
@@ -85,8 +109,10 @@ def boxes_from_heatmap(
 
     Args:
         heatmap: Tile-grid probabilities and their level-0 geometry.
-        method: ``"components"`` (8-connected components) or ``"dbscan"`` (DBSCAN on tile
-            grid indices, noise dropped).
+        method: ``"components"`` (8-connected components), ``"dbscan"`` (DBSCAN on tile
+            grid indices, noise dropped) or ``"merge"`` (components merged nearest first
+            until at most ``top_n`` remain, as the DigiLut winners did; without ``top_n``
+            it is ``"components"``).
         threshold: A tile is positive when ``prob >= threshold``; NaN is negative.
         min_neighbours: Drop positive tiles with fewer positive 8-neighbours.
         eps_tiles: DBSCAN radius in tiles (grid steps).
@@ -106,7 +132,9 @@ def boxes_from_heatmap(
         raise ValueError(f"unknown score {score!r}; allowed: {', '.join(SCORES)}")
     prob = np.asarray(heatmap.prob, dtype=np.float64)
     pos = positive_mask(prob, threshold, min_neighbours)
-    labels = _labels(pos, method, eps_tiles, min_samples)
+    labels = _labels(pos, "components" if method == "merge" else method, eps_tiles, min_samples)
+    if method == "merge" and top_n is not None:
+        labels = merge_to_n(labels, top_n)
     n_labels = int(labels.max()) if labels.size else 0
     if n_labels == 0:
         return _empty()

@@ -15,6 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from histodetect.detection.heatmap import Heatmap
+from histodetect.errors import InputError
 from histodetect.training.data import d4_transforms, make_loader, prepare_batch, slide_order
 from histodetect.training.model import load_model, resolve_device
 from histodetect.training.stain import StainNormalizer
@@ -39,6 +40,67 @@ def load_ensemble(
                     "ensemble models must share tile_px, normalisation and stain normalisation"
                 )
     return list(models), list(metas)
+
+
+def model_resolution(tiling: dict[str, Any]) -> tuple[float, float]:
+    """Tile side (um) and resolution (um/px) of a tiling config (``target_mag`` wins)."""
+    mag = tiling.get("target_mag")
+    mpp = 10.0 / float(mag) if mag else float(tiling["target_mpp"])
+    return float(tiling["tile_um"]), mpp
+
+
+def check_tiling(model_paths: list[Path], tiling: dict[str, Any]) -> None:
+    """Refuse models trained on tiles of another size or resolution than ``tiling`` makes.
+
+    Raises:
+        InputError: naming the model file, what it was trained at and what the config tiles.
+    """
+    want = model_resolution(tiling)
+    for path in model_paths:
+        _, meta = load_model(path)
+        if "tiling" not in meta:
+            raise InputError(path, "the model does not record its tiling (trained before 0.2)")
+        have = model_resolution(meta["tiling"])
+        if not np.allclose(have, want, rtol=1e-6):
+            raise InputError(
+                path,
+                f"trained on {have[0]:g} um tiles at {have[1]:g} um/px but tiling makes "
+                f"{want[0]:g} um tiles at {want[1]:g} um/px: set tiling.tile_um and "
+                "tiling.target_mpp to the model's",
+            )
+
+
+def out_of_fold_model(
+    model_paths: list[Path], folds: pd.DataFrame, slide_id: str, source: str | Path
+) -> Path:
+    """The fold model that did not train on ``slide_id``'s patient, checked against the model.
+
+    ``folds`` (``slide_id, patient_id, fold``) names the slide's fold; the model of that fold
+    must exist and must not list the patient among the patients it trained on.
+
+    Raises:
+        InputError: naming ``source`` (the fold table) when the slide has no fold, or when the
+            model of its fold trained on its patient (a fold table that does not match the
+            models).
+    """
+    row = folds.loc[folds["slide_id"].astype(str) == str(slide_id)]
+    if row.empty or pd.isna(row["fold"].iloc[0]):
+        raise InputError(source, f"slide {slide_id} has no fold")
+    fold, patient = int(row["fold"].iloc[0]), str(row["patient_id"].iloc[0])
+    for path in model_paths:
+        _, meta = load_model(path)
+        if int(meta.get("fold", -1)) != fold:
+            continue
+        trained = meta.get("train_patients")
+        if trained is None or patient in trained:
+            why = "does not list its training patients" if trained is None else "trained on it"
+            raise InputError(
+                source,
+                f"slide {slide_id} (patient {patient}) is in fold {fold}, but {path} {why}: "
+                "no out-of-fold heatmap from it",
+            )
+        return Path(path)
+    raise InputError(source, f"slide {slide_id} is in fold {fold}, which has no model")
 
 
 def predict_tiles(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,28 @@ from histodetect.io import atomic_path
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import read_thumbnail
 
+log = logging.getLogger(__name__)
 OVERLAY_PX = 1200
 """Default long side of the overlay thumbnail, in pixels."""
 EXPECTED_COLUMN = "n_lesions"
 """Optional sample-sheet column: the number of lesions expected on a slide (its ``top_n``)."""
+
+
+CONFIG_ONLY = ("tune", "tune_grid")
+"""Keys of the ``boxes`` config that steer tuning and are not box settings."""
+
+
+def box_settings(boxes_cfg: dict[str, Any], tuned: str | Path | None = None) -> dict[str, Any]:
+    """The box step's settings: the config's, with the out-of-fold tuned values over them.
+
+    ``tuned`` is a ``tuning/boxes.json`` written by the tuning rule (its ``settings``).
+    """
+    cfg = {k: v for k, v in boxes_cfg.items() if k not in CONFIG_ONLY}
+    if tuned:
+        record = json.loads(Path(tuned).read_text())
+        cfg |= record["settings"]
+        log.info("box settings tuned out of fold (%s): %s", tuned, record["settings"])
+    return cfg
 
 
 def expected_count(

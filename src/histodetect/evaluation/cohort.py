@@ -14,9 +14,11 @@ import shapely
 from histodetect.annotations.formats import EXCLUDE, ImportSettings
 from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
 from histodetect.detection.boxes import boxes_to_digilut
+from histodetect.detection.slide_score import SLIDE_COLUMNS, SlideScore
 from histodetect.evaluation.detection_metrics import detection_report, patch_metrics
 from histodetect.evaluation.plots import froc_png, roc_png
 from histodetect.io import atomic_path
+from histodetect.training.tile_scores import binary_auc
 
 
 def _json_safe(value: Any) -> Any:
@@ -64,11 +66,15 @@ def evaluate_cohort(
     giou: float,
     beta: float,
     outputs: Any,
+    slide_score: SlideScore | None = None,
+    tuning: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score the test slides and write metrics JSON/TSV, the submission CSV and plots.
 
-    ``outputs`` has attributes ``metrics``, ``per_slide``, ``table``, ``submission``, ``froc``
-    and ``roc`` (Snakemake's output object or any namespace).
+    ``outputs`` has attributes ``metrics``, ``per_slide``, ``table``, ``submission``, ``froc``,
+    ``roc`` and ``slides`` (Snakemake's output object or any namespace). ``tuning`` is the
+    out-of-fold tuning record, if any: its ``oof_mean_f2`` is reported beside ``mean_f2`` and
+    its slide score replaces ``slide_score``.
     """
     pred = pd.concat(
         [pd.read_csv(p, dtype={"slide_id": str}) for p in box_paths], ignore_index=True
@@ -81,6 +87,14 @@ def evaluate_cohort(
     tiles = tiles[tiles.label >= 0]
     summary["patch"] = patch_metrics(tiles.label, tiles.prob)
     fps, sens = summary.pop("froc_fps"), summary.pop("froc_sens")
+    if tuning is not None:
+        slide_score = SlideScore.from_dict(tuning["slide_score"])
+    slide_table = slide_answers(scores, pred, truth, slides, slide_score or SlideScore())
+    summary["slide_auc"] = binary_auc(slide_table["has_lesion"], slide_table["slide_score"])
+    summary["oof_mean_f2"] = None if tuning is None else tuning["oof_mean_f2"]
+    summary["box_settings"] = None if tuning is None else tuning["settings"]
+    with atomic_path(outputs.slides) as tmp:
+        slide_table.to_csv(tmp, sep="\t", index=False, float_format="%.4f")
 
     with atomic_path(outputs.metrics) as tmp:
         tmp.write_text(json.dumps(_json_safe(summary), indent=2))
@@ -101,10 +115,42 @@ def evaluate_cohort(
     return summary
 
 
+def slide_answers(
+    scores: pd.DataFrame,
+    boxes: pd.DataFrame,
+    truth: pd.DataFrame,
+    slides: Sequence[str],
+    how: SlideScore,
+) -> pd.DataFrame:
+    """Per slide: its score, the lesion call at ``how.threshold``, boxes found and true."""
+    rows = []
+    for slide in slides:
+        probs = scores.loc[scores.slide_id == slide, "prob"].to_numpy()
+        score = how.score(probs)
+        n_true = int((truth.slide_id == slide).sum())
+        rows.append(
+            {"slide_id": slide, "slide_score": score, "lesion": "yes" if how.positive(score) else "no",
+             "n_boxes": int((boxes.slide_id == slide).sum()), "n_true": n_true,
+             "has_lesion": int(n_true > 0)}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=[*SLIDE_COLUMNS, "n_true", "has_lesion"])
+
+
 def metrics_table(summary: dict[str, Any]) -> pd.DataFrame:
     """One row per metric: the detection scores, FROC points and patch metrics."""
     rows = [
-        (k, summary[k]) for k in ("n_slides", "mean_f2", "precision", "recall", "ap50", "froc_mean")
+        (k, summary[k])
+        for k in (
+            "n_slides",
+            "mean_f2",
+            "oof_mean_f2",
+            "precision",
+            "recall",
+            "ap50",
+            "froc_mean",
+            "slide_auc",
+        )
+        if k in summary
     ]
     rows += [(f"froc@{k}", v) for k, v in summary["froc"].items()]
     rows += [(f"patch_{k}", v) for k, v in summary["patch"].items()]

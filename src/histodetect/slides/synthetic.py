@@ -13,6 +13,7 @@ image itself and a few strip-sized buffers are held. The same seed gives byte-id
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ class SyntheticSlideSpec:
         n_lesions: Number of lesions requested (0 for a negative slide).
         lesion_size_um: Range of the lesion diameter in microns (shrunk if it does not fit).
         seed: Seed of the slide's random generator.
+        lesion_contrast: How far lesion stroma and nuclei are from normal colour (1: the
+            full lesion colour, 0: normal colour; lesions stay dense in nuclei).
+        n_mimics: Look-alike regions that are not lesions: patches as dense in nuclei as a
+            lesion, in normal colour (dense benign nuclei), placed away from the lesions.
     """
 
     slide_id: str
@@ -77,6 +82,8 @@ class SyntheticSlideSpec:
     n_lesions: int
     lesion_size_um: tuple[float, float]
     seed: int
+    lesion_contrast: float = 1.0
+    n_mimics: int = 0
 
 
 @dataclass
@@ -111,8 +118,14 @@ def plan_cohort(
     lesion_size_um: tuple[float, float] = (500, 1200),
     negative_slides: int = 1,
     seed: int = 0,
+    lesion_contrast: tuple[float, float] = (1.0, 1.0),
+    mimics_per_slide: int = 0,
 ) -> list[SyntheticSlideSpec]:
     """Decide slide-to-patient assignment, negative slides and per-slide seeds.
+
+    ``lesion_contrast`` is the range a slide's lesion contrast is drawn from and
+    ``mimics_per_slide`` the look-alike regions of every slide (see
+    :class:`SyntheticSlideSpec`); their defaults make the classic, easy cohort.
 
     :func:`make_cohort` takes the same keywords, so a workflow can list the slides before
     they exist. Slides go to patients round-robin. Negative slides are chosen at random such that at most
@@ -132,6 +145,10 @@ def plan_cohort(
         raise ValueError(f"bad lesion_size_um {lesion_size_um}")
     if min(width, height) < 16 * COARSE or mpp <= 0:
         raise ValueError(f"slide too small or bad mpp: {width}x{height} at {mpp} um/px")
+    if not 0 <= lesion_contrast[0] <= lesion_contrast[1] <= 1:
+        raise ValueError(f"need 0 <= min <= max <= 1 in lesion_contrast, got {lesion_contrast}")
+    if mimics_per_slide < 0:
+        raise ValueError(f"need mimics_per_slide >= 0, got {mimics_per_slide}")
 
     rng = np.random.default_rng(seed)
     patient_of = [i % n_patients for i in range(n_slides)]
@@ -153,6 +170,7 @@ def plan_cohort(
         )
     n_lesions = rng.integers(lo, hi + 1, size=n_slides)
     seeds = np.random.SeedSequence(seed).generate_state(n_slides, dtype=np.uint64)
+    contrast = rng.uniform(float(lesion_contrast[0]), float(lesion_contrast[1]), size=n_slides)
     digits = max(3, len(str(n_slides)))
     pdigits = max(2, len(str(n_patients)))
     return [
@@ -165,6 +183,8 @@ def plan_cohort(
             n_lesions=0 if i in negatives else int(n_lesions[i]),
             lesion_size_um=(float(lesion_size_um[0]), float(lesion_size_um[1])),
             seed=int(seeds[i]),
+            lesion_contrast=float(contrast[i]),
+            n_mimics=int(mimics_per_slide),
         )
         for i in range(n_slides)
     ]
@@ -476,6 +496,24 @@ def _place_lesions(
     return lesion
 
 
+def _place_mimics(tissue: np.ndarray, lesion: np.ndarray, spec: SyntheticSlideSpec) -> np.ndarray:
+    """Coarse mask of ``spec.n_mimics`` look-alike regions, in tissue and away from lesions.
+
+    Drawn from a generator of their own, so a cohort without mimics renders as before.
+    """
+    if spec.n_mimics == 0:
+        return np.zeros_like(lesion)
+    gap = math.ceil(_LESION_GAP_UM / (spec.mpp * COARSE)) + 2
+    free = tissue & ~ndimage.binary_dilation(lesion, iterations=gap)
+    rng = np.random.default_rng([spec.seed, 1])
+    lo, hi = spec.lesion_size_um
+    plan = dataclasses.replace(spec, n_lesions=spec.n_mimics, lesion_size_um=(0.5 * lo, 0.8 * hi))
+    try:
+        return _place_lesions(rng, free, plan)
+    except _NoRoomError:
+        return np.zeros_like(lesion)
+
+
 def _stamps(
     rng: np.random.Generator, n: int, radius_px: tuple[float, float], irregular: float
 ) -> np.ndarray:
@@ -582,6 +620,7 @@ def render_slide(spec: SyntheticSlideSpec) -> SyntheticSlide:
                     f"{spec.slide_id}: no room for a {spec.lesion_size_um[0]} um lesion in "
                     f"{_TISSUE_ATTEMPTS} tissue layouts of a {w}x{h} px slide at {mpp} um/px"
                 ) from None
+    mimic = _place_mimics(tissue, lesion, spec)
     t_soft = ndimage.gaussian_filter(tissue.astype(np.float32), 0.8)
     l_soft = ndimage.gaussian_filter(lesion.astype(np.float32), 0.8)
     colour = _smooth_noise(rng, (hc, wc), 0.06 * min(hc, wc))
@@ -607,6 +646,11 @@ def render_slide(spec: SyntheticSlideSpec) -> SyntheticSlide:
     dens_l = _LESION_COVER / (math.pi * (sum(r_l) / 2) ** 2 * 0.85)
     ny, nx = _nuclei(rng, dens_n, (0, 0, w, h), t_soft, l_soft)
     layers = [_NucleusLayer(rng, ny, nx, _stamps(rng, 24, r_n, 0.06), (0.7, 0.95))]
+    if mimic.any():  # dense benign nuclei: lesion density, normal colour and size
+        m_rng = np.random.default_rng([spec.seed, 2])
+        m_soft = ndimage.gaussian_filter(mimic.astype(np.float32), 0.8)
+        my, mx = _nuclei(m_rng, dens_l * (sum(r_l) / sum(r_n)) ** 2, (0, 0, w, h), m_soft)
+        layers.append(_NucleusLayer(m_rng, my, mx, _stamps(m_rng, 24, r_n, 0.1), (0.8, 1.0)))
     if n_les:
         lys, lxs = [], []
         for x1, y1, x2, y2 in boxes_arr.tolist():
@@ -670,6 +714,8 @@ def render_slide(spec: SyntheticSlideSpec) -> SyntheticSlide:
             lw *= 3.0
             lw += 0.5
             np.clip(lw, 0.0, 1.0, out=lw)
+            if spec.lesion_contrast != 1.0:
+                lw *= spec.lesion_contrast
         for ch in range(3):
             out = np.repeat(eosin[ch][rows_c], COARSE, axis=1)[:, :w]
             if lw is not None:

@@ -227,6 +227,7 @@ def train_fold(
     mlflow_uri: str,
     experiment: str,
     tb_dir: Path,
+    tiling: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on ``train_df``, select on ``val_df``; resume from ``out_dir/last.pt`` if any.
 
@@ -237,6 +238,9 @@ def train_fold(
     ``out_dir/model.pt`` (the epoch ``cfg.select`` names; never before training ends, so a
     killed job leaves no model that looks finished) and
     ``out_dir/metrics.json``; rows with ``label == -1`` are dropped. Returns the metrics.
+    The model file records the patients it trained on (``train_patients``, from a
+    ``patient_id`` column) and ``tiling`` (the tile size and resolution it was trained at), so
+    that out-of-fold inference and prediction can check what they are given.
     """
     out_dir = Path(out_dir)
     train_df, val_df = _labelled(train_df), _labelled(val_df)
@@ -262,6 +266,10 @@ def train_fold(
     monitor = "auc" if len(np.unique(y_val)) == len(task.classes) else "loss"
     meta = {"tile_px": tile_px, "fold": fold, "monitor": monitor, "config": dataclasses.asdict(cfg)}
     meta |= {"classes": task.classes, "loss": task.loss, "stain_norm": cfg.stain_norm}
+    if "patient_id" in train_df:
+        meta["train_patients"] = sorted(map(str, train_df["patient_id"].unique()))
+    if tiling is not None:
+        meta["tiling"] = dict(tiling)
     params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train_df)}
     params |= {"n_val": len(val_df), "tile_px": tile_px, "num_workers": workers}
     params |= {"classes": ",".join(task.classes), "loss": task.loss}

@@ -178,3 +178,28 @@ def test_overlapping_tiles_give_the_box_of_their_centre_cells() -> None:
     df = boxes_from_heatmap(heatmap, min_size_um=0.0)
     assert df[["x1", "y1", "x2", "y2"]].iloc[0].tolist() == [4 * 128 + 64, 2 * 128 + 64,
                                                              7 * 128 + 64, 4 * 128 + 64]  # fmt: skip
+
+
+def five_fragments_of_two_lesions() -> np.ndarray:
+    """Lesion A (rows 2-9, cols 2-11) in 3 fragments, lesion B (rows 20-27, cols 30-37) in 2."""
+    prob = np.full((32, 44), 0.05)
+    prob[2:5, 2:5] = prob[2:5, 7:11] = prob[7:10, 3:12] = 0.9  # A: gaps of 2 cells
+    prob[20:23, 30:38] = prob[25:28, 30:38] = 0.8  # B: a gap of 2 rows
+    return prob
+
+
+def test_merge_to_n_joins_fragments_of_each_lesion() -> None:
+    heat = make_heatmap(five_fragments_of_two_lesions())
+    assert len(boxes_from_heatmap(heat, method="components", min_size_um=0)) == 5
+    df = boxes_from_heatmap(heat, method="merge", top_n=2, min_size_um=0)
+    assert len(df) == 2
+    got = sorted((round((r.y1 - OY) / TILE), round((r.x1 - OX) / TILE),
+                  round((r.y2 - OY) / TILE), round((r.x2 - OX) / TILE)) for r in df.itertuples())  # fmt: skip
+    assert got == [(2, 2, 10, 12), (20, 30, 28, 38)]  # each box covers its whole lesion
+    assert sorted(df.n_tiles) == [2 * 24, 9 + 12 + 27]
+
+
+def test_merge_without_a_count_is_components() -> None:
+    heat = make_heatmap(five_fragments_of_two_lesions())
+    merged = boxes_from_heatmap(heat, method="merge", min_size_um=0)
+    pd.testing.assert_frame_equal(merged, boxes_from_heatmap(heat, min_size_um=0))

@@ -214,3 +214,21 @@ def test_write_pyramidal_tiff_colours(tmp_path: Path) -> None:
         back = np.asarray(slide.read_region((0, 0), 0, (1300, 1100)).convert("RGB"))
     assert np.abs(back.astype(int) - rgb).mean() < 10
     assert not list(tmp_path.glob(".*"))
+
+
+def test_mimics_and_faint_lesions_change_only_what_they_say() -> None:
+    kw = {"n_slides": 2, "n_patients": 2, "width": 3072, "height": 3072, "negative_slides": 0,
+          "lesions_per_slide": (1, 1), "lesion_size_um": (500, 500), "seed": 4}  # fmt: skip
+    plain = plan_cohort(**kw)[0]
+    assert plain.lesion_contrast == 1.0 and plain.n_mimics == 0
+    hard = plan_cohort(**kw, lesion_contrast=(0.4, 0.4), mimics_per_slide=2)[0]
+    assert (hard.seed, hard.n_lesions) == (plain.seed, plain.n_lesions)
+    a, b = render_slide(plain), render_slide(hard)
+    np.testing.assert_array_equal(a.boxes, b.boxes)  # the same lesions, no new truth
+    inside = np.zeros(a.rgb.shape[:2], bool)
+    for x1, y1, x2, y2 in a.boxes:
+        inside[y1:y2, x1:x2] = True
+    diff = np.abs(a.rgb.astype(int) - b.rgb.astype(int)).sum(-1) > 30
+    assert diff[~inside].sum() > 2000  # look-alike nuclei outside the lesions
+    lesion_dark = [255 - s.rgb[inside].mean() for s in (a, b)]
+    assert lesion_dark[1] < lesion_dark[0]  # fainter lesions
