@@ -8,8 +8,7 @@ command that fetches them all.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pooch
@@ -32,24 +31,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         pytest.exit(f"real test data: {err}", returncode=1)
 
 
-@contextlib.contextmanager
-def one_line() -> Iterator[None]:
-    """A missing or refused file fails the test with its one line, no traceback."""
+def one_line(get: Callable[[], Path]) -> Path:
+    """``get()``; a missing or refused file fails the test with its one line, no traceback."""
     try:
-        yield
+        return get()
     except RealDataError as err:
-        pytest.fail(f"real test data: {err}", pytrace=False)
+        message = f"real test data: {err}"
+    pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
 
 
 @pytest.fixture(scope="session")
 def real_data() -> Callable[[str], Path]:
     """``real_data(name)``: the checked path of a registered real file, e.g. ``slides/x.svs``."""
-
-    def get(name: str) -> Path:
-        with one_line():
-            return REAL.path(name)
-
-    return get
+    return lambda name: one_line(lambda: REAL.path(name))
 
 
 @pytest.fixture(scope="session")
@@ -67,8 +61,9 @@ def tcga_svs(real_data: Callable[[str], Path]) -> Path:
 @pytest.fixture(scope="session")
 def cmu_dicom() -> Path:
     """Level 0 of the CMU slide as DICOM WSI, beside the other 11 levels of its pyramid."""
-    with one_line():
-        return REAL.folder("slides/CMU-1-Small-Region-dicom") / "level-0-frames-0-30.dcm"
+    return (
+        one_line(lambda: REAL.folder("slides/CMU-1-Small-Region-dicom")) / "level-0-frames-0-30.dcm"
+    )
 
 
 @pytest.fixture(scope="session")

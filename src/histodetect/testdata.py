@@ -138,10 +138,15 @@ class TestData:
             raise RealDataError(name, f"not a registered real test file (see {REGISTRY_FILE})")
         return self.files[name]
 
-    def _check(self, path: Path, entry: DataFile) -> Path:
+    def _seen(self, path: Path) -> bool:
+        """Checked before in this process and not changed since."""
         stat = path.stat()
-        if self._checked.get(path) == (stat.st_size, stat.st_mtime_ns):
+        return self._checked.get(path) == (stat.st_size, stat.st_mtime_ns)
+
+    def _check(self, path: Path, entry: DataFile) -> Path:
+        if self._seen(path):
             return path
+        stat = path.stat()
         if stat.st_size != entry.size:
             raise RealDataError(path, f"refused: {stat.st_size} bytes, expected {entry.size}")
         digest = sha256_of(path)
@@ -163,6 +168,8 @@ class TestData:
             if cached.is_file():
                 return self._check(cached, entry)
             raise self._missing(entry, "a derived file with no public copy to download")
+        if cached.is_file() and self._seen(cached):
+            return cached
         downloader = pooch.HTTPDownloader(timeout=TIMEOUT_S)
         try:
             path = Path(self._pooch.fetch(entry.name, downloader=downloader))
