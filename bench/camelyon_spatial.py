@@ -25,10 +25,11 @@ from histodetect.detection.slide_outputs import detect_slide
 from histodetect.evaluation.detection_metrics import detection_report
 from histodetect.slides.tiling import TilingSettings, tile_slide
 from histodetect.slides.tissue import TissueSettings
+from histodetect.testdata import path_or_exit
 from histodetect.training.train import TrainConfig, train_fold
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "camelyon16_tumor_001"
-SLIDE = DATA / "tumor_001_level5.tif"
+SLIDE = "camelyon16_tumor_001/tumor_001_level5.tif"  # real files, from histodetect.testdata
+OUTLINES = "camelyon16_tumor_001/Tumor_001.json"
 DOWNSAMPLE = 32
 MPP = 0.243 * DOWNSAMPLE
 SPLIT_Y = 4056  # between lesion _1 (y 3832-3995) and lesion _0 (y 4117-4206), level-5 px
@@ -60,13 +61,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
-    outlines = read_ncrf_outlines(DATA / "Tumor_001.json", 1 / DOWNSAMPLE)
+    slide = path_or_exit(SLIDE)
+    outlines = read_ncrf_outlines(path_or_exit(OUTLINES), 1 / DOWNSAMPLE)
     settings = TilingSettings(
         tile_um=args.tile_px * MPP, stride_um=args.stride_px * MPP, target_mpp=MPP,
         tissue=TissueSettings("otsu", mpp=MPP),
     )  # fmt: skip
-    tiled = tile_slide(str(SLIDE), "tumor_001", settings, mpp_override=MPP)
-    tiles = label(tiled.tiles.assign(path=str(SLIDE)), shapely.MultiPolygon(outlines))
+    tiled = tile_slide(str(slide), "tumor_001", settings, mpp_override=MPP)
+    tiles = label(tiled.tiles.assign(path=str(slide)), shapely.MultiPolygon(outlines))
     top = tiles.y + tiles["size"] <= SPLIT_Y
     bottom = tiles.y >= SPLIT_Y
     train_part, test_part = (
@@ -116,7 +118,7 @@ def main() -> None:
                      "score": "max", "min_size_um": 200.0, **extra}  # fmt: skip
         tag = "top1" if extra["top_n"] else "all"
         boxes = detect_slide(
-            args.out / "heatmap.npz", SLIDE, truth, cfg_boxes,
+            args.out / "heatmap.npz", slide, truth, cfg_boxes,
             out_boxes=args.out / f"boxes_{tag}.csv", out_geojson=args.out / f"boxes_{tag}.geojson",
             out_overlay=args.out / f"overlay_{tag}.png",
         )  # fmt: skip

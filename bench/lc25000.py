@@ -39,13 +39,13 @@ from histodetect.cohort.patches import (
     read_patch_labels,
     subsample_groups,
 )
+from histodetect.testdata import default_local
 from histodetect.training.data import d4_transforms, make_loader, prepare_batch
 from histodetect.training.model import load_model, resolve_device
 from histodetect.training.stain import StainNormalizer
 from histodetect.training.train import TrainConfig, train_fold
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data" / "lc25000_lung"
+DATA = default_local() / "lc25000_lung"  # all 11,493 patches: a local copy only
 CLASSES = ["lung_aca", "lung_n", "lung_scc"]
 BENIGN = CLASSES.index("lung_n")
 BINS = 16

@@ -43,9 +43,9 @@ import tifffile
 from PIL import Image
 
 from histodetect.slides.reader import SlideReader, composite_on_white
+from histodetect.testdata import path_or_exit
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-CMU = DATA / "slides" / "CMU-1-Small-Region.svs"
+CMU = "slides/CMU-1-Small-Region.svs"  # a real file, from histodetect.testdata
 MPP = 0.499
 TILE = 256
 BLOCK = 2048
@@ -56,7 +56,7 @@ BLOCK = 2048
 
 def tissue_block() -> np.ndarray:
     """A 2048 px square of the CMU slide, mirrored into a 4096 px seamless super-block."""
-    with openslide.OpenSlide(str(CMU)) as s:
+    with openslide.OpenSlide(str(path_or_exit(CMU))) as s:
         block = composite_on_white(s.read_region((100, 800), 0, (BLOCK, BLOCK)))
     top = np.concatenate([block, block[:, ::-1]], axis=1)
     return np.concatenate([top, top[::-1]], axis=0)

@@ -10,7 +10,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "data"
 
 # Small enough for two CPU cores: 8 slides of 4 patients; 1 test patient, 3 training
 # patients in 2 folds.

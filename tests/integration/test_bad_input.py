@@ -8,12 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _workflow import SHARED, snakemake, write_config
+from _workflow import snakemake, write_config
 
 from histodetect.slides.synthetic import make_cohort, write_pyramidal_tiff
-
-CMU = SHARED / "slides" / "CMU-1-Small-Region.svs"
-TCGA = SHARED / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"
 
 # slide id -> (how the file is made, the cause the one-line error must give)
 BROKEN = {
@@ -25,22 +22,24 @@ BROKEN = {
 }
 
 
-def make_broken(folder: Path) -> dict[str, Path]:
-    """The broken slides of the matrix, plus a slide of blank glass."""
+def make_broken(folder: Path, svs: Path, svs_without_mpp: Path) -> dict[str, Path]:
+    """The broken slides of the matrix (made from two real ones), plus a slide of blank glass."""
     folder.mkdir(parents=True)
     paths = {name: folder / f"{name}.svs" for name in BROKEN}
-    data = CMU.read_bytes()
+    data = svs.read_bytes()
     paths["truncated"].write_bytes(data[: len(data) // 2])
     paths["textfile"].write_text("not a slide\n")
     paths["pngfile"].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    shutil.copyfile(TCGA, paths["nompp"])
+    shutil.copyfile(svs_without_mpp, paths["nompp"])
     paths["blank"] = folder / "blank.tiff"
     write_pyramidal_tiff(paths["blank"], np.full((2048, 2048, 3), 242, np.uint8), 0.5)
     return paths
 
 
 @pytest.fixture(scope="module")
-def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def broken_run(
+    tmp_path_factory: pytest.TempPathFactory, cmu_svs: Path, tcga_svs: Path
+) -> tuple[Path, str]:
     workdir = tmp_path_factory.mktemp("broken_run")
     samples, _ = make_cohort(
         workdir / "cohort",
@@ -55,7 +54,7 @@ def broken_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     )
     extra = [
         {"slide_id": name, "patient_id": f"X{i}", "path": str(path), "mpp": np.nan}
-        for i, (name, path) in enumerate(make_broken(workdir / "broken").items())
+        for i, (name, path) in enumerate(make_broken(workdir / "broken", cmu_svs, tcga_svs).items())
     ]
     sheet = pd.concat([samples, pd.DataFrame(extra)], ignore_index=True)
     sheet.to_csv(workdir / "samples.tsv", sep="\t", index=False)

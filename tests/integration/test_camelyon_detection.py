@@ -22,8 +22,6 @@ from histodetect.detection.heatmap import Heatmap
 from histodetect.detection.slide_outputs import detect_slide
 from histodetect.evaluation.cohort import evaluate_cohort
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "camelyon16_tumor_001"
-SLIDE = DATA / "tumor_001_level5.tif"
 DOWNSAMPLE = 32  # the outlines are in level-0 px of the full slide; the file is level 5
 MPP = 0.243 * DOWNSAMPLE  # the TIFF has no mpp tag (data README)
 TILE = 8  # px of the level-5 file, about 62 um
@@ -48,8 +46,10 @@ def oracle_heatmap(outlines: list[shapely.Polygon], width: int, height: int) -> 
 
 
 @pytest.mark.parametrize("method", ["components", "dbscan"])
-def test_oracle_heatmap_scores_perfect_f2(tmp_path: Path, method: str) -> None:
-    outlines = read_ncrf_outlines(DATA / "Tumor_001.json", 1 / DOWNSAMPLE)
+def test_oracle_heatmap_scores_perfect_f2(
+    tmp_path: Path, method: str, camelyon_tif: Path, camelyon_json: Path
+) -> None:
+    outlines = read_ncrf_outlines(camelyon_json, 1 / DOWNSAMPLE)
     assert len(outlines) == 2
     bounds = shapely.bounds(np.asarray(outlines, dtype=object))
     truth = pd.DataFrame(bounds, columns=["x1", "y1", "x2", "y2"]).assign(slide_id="tumor_001")
@@ -59,7 +59,7 @@ def test_oracle_heatmap_scores_perfect_f2(tmp_path: Path, method: str) -> None:
     cfg = {"method": method, "threshold": 0.5, "min_neighbours": 0, "min_size_um": 200.0,
            "eps_tiles": 1.5, "min_samples": 1, "overlay_px": 1200}  # fmt: skip
     boxes = detect_slide(
-        tmp_path / "tumor_001.npz", SLIDE, truth, cfg, out_boxes=tmp_path / "boxes" / "tumor_001.csv",
+        tmp_path / "tumor_001.npz", camelyon_tif, truth, cfg, out_boxes=tmp_path / "boxes" / "tumor_001.csv",
         out_geojson=tmp_path / "tumor_001.geojson", out_overlay=tmp_path / "overlay.png",
     )  # fmt: skip
     assert len(boxes) == 2
@@ -77,7 +77,7 @@ def test_oracle_heatmap_scores_perfect_f2(tmp_path: Path, method: str) -> None:
     )
     outputs = SimpleNamespace(**{k: tmp_path / f"{k}.out" for k in
                                  ("metrics", "per_slide", "table", "submission", "froc", "roc")})  # fmt: skip
-    sheet = pd.DataFrame({"slide_id": ["tumor_001"], "path": [str(SLIDE)]})
+    sheet = pd.DataFrame({"slide_id": ["tumor_001"], "path": [str(camelyon_tif)]})
     summary = evaluate_cohort(
         box_paths=[str(tmp_path / "boxes" / "tumor_001.csv")],
         score_paths=[str(tmp_path / "scores.parquet")],

@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from _workflow import SHARED, snakemake, write_config
+from _workflow import snakemake, write_config
 
 from histodetect.training.model import load_model
 
-LC25000 = SHARED / "lc25000_lung"
-
 
 @pytest.fixture(scope="module")
-def patch_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def patch_run(tmp_path_factory: pytest.TempPathFactory, real_data: Callable[[str], Path]) -> Path:
     """60 groups (20 per class), 2 patches each, relative paths; 2 folds, 1 epoch, 64 px."""
     workdir = tmp_path_factory.mktemp("patch_run")
-    labels = pd.read_csv(LC25000 / "labels.csv")
+    labels = pd.read_csv(real_data("lc25000_lung/labels.csv"))
     groups = labels.drop_duplicates("group_id").groupby("label").head(20).group_id
     subset = labels[labels.group_id.isin(groups)].groupby("group_id").head(2)
     data = workdir / "patches"
-    data.mkdir()
-    for cls in subset.label.unique():
-        (data / cls).symlink_to(LC25000 / cls)
+    for path in subset.path:  # the 120 patches registered in histodetect/testdata_registry.txt
+        (data / path).parent.mkdir(parents=True, exist_ok=True)
+        (data / path).symlink_to(real_data(f"lc25000_lung/{path}"))
     subset[["path", "label", "group_id"]].to_csv(data / "labels.csv", index=False)
     overrides = {
         "folds": 2,

@@ -8,33 +8,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _workflow import SHARED, snakemake, write_config
+from _workflow import snakemake, write_config
 from PIL import Image
 
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.synthetic import write_pyramidal_tiff
 
-SLIDES = {
-    # slide_id: (path, mpp for the sample sheet or None to use the file's)
-    "cmu_svs": (SHARED / "slides" / "CMU-1-Small-Region.svs", None),
-    "tcga_jp2k": (SHARED / "slides" / "TCGA-CR-7395-01A-01-TS1.svs", 0.25),
-    "cmu_dicom": (
-        SHARED / "slides" / "CMU-1-Small-Region-dicom" / "level-0-frames-0-30.dcm",
-        None,
-    ),
-    "camelyon_l5": (SHARED / "camelyon16_tumor_001" / "tumor_001_level5.tif", 7.78),
-}
+# slide_id: mpp for the sample sheet, or None to use the file's
+SLIDES = {"cmu_svs": None, "tcga_jp2k": 0.25, "cmu_dicom": None, "camelyon_l5": 7.78}
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def paths(cmu_svs: Path, tcga_svs: Path, cmu_dicom: Path, camelyon_tif: Path) -> dict[str, Path]:
+    """The real file of each slide id."""
+    files = {"cmu_svs": cmu_svs, "tcga_jp2k": tcga_svs, "cmu_dicom": cmu_dicom}
+    return {**files, "camelyon_l5": camelyon_tif}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, paths: dict[str, Path]) -> tuple[Path, str]:
     """One Snakemake run to the tiling summary over the real slides plus one blank slide."""
     workdir = tmp_path_factory.mktemp("real_slides")
     blank = workdir / "blank.tiff"
     write_pyramidal_tiff(blank, np.full((1024, 1024, 3), 242, np.uint8), 0.5)
     rows = [
-        (sid, f"p{i}", str(p), "" if m is None else m)
-        for i, (sid, (p, m)) in enumerate(SLIDES.items())
+        (sid, f"p{i}", str(paths[sid]), "" if m is None else m)
+        for i, (sid, m) in enumerate(SLIDES.items())
     ]
     rows.append(("blank", "p9", str(blank), ""))
     sheet = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path", "mpp"])
@@ -99,9 +98,11 @@ def test_summary_lists_every_slide_and_the_blank_one(run: tuple[Path, str]) -> N
 
 
 @pytest.mark.parametrize("slide_id", list(SLIDES))
-def test_tiles_are_tissue_and_glass_is_left_out(run: tuple[Path, str], slide_id: str) -> None:
+def test_tiles_are_tissue_and_glass_is_left_out(
+    run: tuple[Path, str], paths: dict[str, Path], slide_id: str
+) -> None:
     workdir, _ = run
-    path = SLIDES[slide_id][0]
+    path = paths[slide_id]
     tiles = pd.read_parquet(workdir / "results" / "tiles" / f"{slide_id}.parquet")
     summary = json.loads((workdir / "results" / "tiles" / f"{slide_id}.json").read_text())
     assert len(tiles) == summary["tiles"] > 0
@@ -120,7 +121,7 @@ def test_tiles_are_tissue_and_glass_is_left_out(run: tuple[Path, str], slide_id:
     assert np.median(kept.mean(1)) < np.median(left.mean(1)) - 20, slide_id
 
 
-def test_dicom_tiles_match_the_svs_tiles(run: tuple[Path, str]) -> None:
+def test_dicom_tiles_match_the_svs_tiles(run: tuple[Path, str], paths: dict[str, Path]) -> None:
     """Both files hold the same scan: same tiles, and the same colours once DICOM is fixed."""
     workdir, _ = run
     dcm = pd.read_parquet(workdir / "results" / "tiles" / "cmu_dicom.parquet")
@@ -131,7 +132,7 @@ def test_dicom_tiles_match_the_svs_tiles(run: tuple[Path, str]) -> None:
     # the same level-0 squares read from each file (at level 0, so pixels are comparable)
     same = both[["x", "y", "size_svs"]].rename(columns={"size_svs": "size"})
     same = same.assign(level=0, read_px=same["size"], tile_px=same["size"])
-    a = tile_means(SLIDES["cmu_dicom"][0], same)
-    b = tile_means(SLIDES["cmu_svs"][0], same)
+    a = tile_means(paths["cmu_dicom"], same)
+    b = tile_means(paths["cmu_svs"], same)
     assert np.abs(a - b).max() < 4
     assert np.abs(a.mean(0) - b.mean(0)).max() < 2

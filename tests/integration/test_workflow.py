@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from _workflow import SHARED, SMALL_CONFIG, snakemake, write_config
+from _workflow import SMALL_CONFIG, snakemake, write_config
 from mlflow.tracking import MlflowClient
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -89,8 +89,8 @@ def test_rerun_of_one_fold_touches_only_its_descendants(small_run: Path) -> None
     assert "Nothing to be done" in snakemake(small_run, "-n").stdout
 
 
-def test_tile_slide_reads_a_real_aperio_slide(tmp_path: Path) -> None:
-    slide = SHARED / "slides" / "CMU-1-Small-Region.svs"
+def test_tile_slide_reads_a_real_aperio_slide(tmp_path: Path, cmu_svs: Path) -> None:
+    slide = cmu_svs
     sheet = tmp_path / "samples.tsv"
     pd.DataFrame({"slide_id": ["CMU-1"], "patient_id": ["p1"], "path": [str(slide)]}).to_csv(
         sheet, sep="\t", index=False

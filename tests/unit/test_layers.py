@@ -11,7 +11,7 @@ import histodetect
 
 PACKAGE = Path(histodetect.__file__).parent
 STAGES = ["slides", "annotations", "cohort", "training", "detection", "evaluation"]
-SHARED = {"errors", "io", "columns", "runner"}
+SHARED = {"errors", "io", "columns", "runner", "testdata"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -17,31 +17,30 @@ from histodetect.detection.overlay import overlay_png
 from histodetect.errors import AnnotationError
 from histodetect.slides.tiling import TiledSlide, TilingSettings, tile_slide
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "camelyon16_tumor_001"
 MPP = 7.78  # level 5 of a 0.243 um/px scan; the TIFF has no mpp tag
 TILE_PX = 16
 
 
 @pytest.fixture(scope="module")
-def tiled() -> TiledSlide:
+def tiled(camelyon_tif: Path) -> TiledSlide:
     settings = TilingSettings(tile_um=TILE_PX * MPP, target_mpp=MPP)
-    return tile_slide(str(DATA / "tumor_001_level5.tif"), "tumor_001", settings, MPP)
+    return tile_slide(str(camelyon_tif), "tumor_001", settings, MPP)
 
 
 @pytest.fixture(scope="module")
-def outlines() -> pd.DataFrame:
-    ann = read_annotation_file(DATA / "Tumor_001.json", ImportSettings(scale=1 / 32))
-    return ann.assign(slide_id="tumor_001", source=str(DATA / "Tumor_001.json"))
+def outlines(camelyon_json: Path) -> pd.DataFrame:
+    ann = read_annotation_file(camelyon_json, ImportSettings(scale=1 / 32))
+    return ann.assign(slide_id="tumor_001", source=str(camelyon_json))
 
 
 def test_outlines_fit_the_level5_slide_only_when_scaled(
-    tiled: TiledSlide, outlines: pd.DataFrame
+    tiled: TiledSlide, outlines: pd.DataFrame, camelyon_json: Path
 ) -> None:
     w, h = tiled.summary["width"], tiled.summary["height"]
     assert (w, h) == (3072, 7168)
     assert len(outlines) == 2 and set(outlines.class_name) == {"lesion"}
     check_inside(outlines, w, h)
-    raw = read_annotation_file(DATA / "Tumor_001.json", ImportSettings())
+    raw = read_annotation_file(camelyon_json, ImportSettings())
     with pytest.raises(AnnotationError, match=r"positive\[0\]: slide tumor_001: outline"):
         check_inside(raw.assign(slide_id="tumor_001", source="Tumor_001.json"), w, h)
 

@@ -14,9 +14,6 @@ from PIL import Image
 from histodetect.slides.reader import SlideReader, composite_on_white, jpeg_stream_is_ycbcr
 from histodetect.slides.synthetic import write_pyramidal_tiff
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-CMU = DATA / "slides" / "CMU-1-Small-Region.svs"
-DICOM = DATA / "slides" / "CMU-1-Small-Region-dicom" / "level-0-frames-0-30.dcm"
 JPEG_TOLERANCE = 2  # libjpeg-turbo builds may differ in IDCT rounding
 
 
@@ -26,9 +23,9 @@ def openslide_rgb(path: Path, xy: tuple[int, int], level: int, size: tuple[int, 
 
 
 @pytest.fixture(scope="module")
-def pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pyramid(tmp_path_factory: pytest.TempPathFactory, cmu_svs: Path) -> Path:
     """A 3-level JPEG-tiled TIFF of real tissue (the CMU slide's top-left 1536 x 1536 px)."""
-    with openslide.OpenSlide(str(CMU)) as s:
+    with openslide.OpenSlide(str(cmu_svs)) as s:
         rgb = composite_on_white(s.read_region((400, 800), 0, (1536, 1536)))
     path = tmp_path_factory.mktemp("pyr") / "pyr.tiff"
     assert write_pyramidal_tiff(path, rgb, 0.5, tile=256, min_size=384) == 3
@@ -38,29 +35,31 @@ def pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- direct JPEG-tile path ------------------------------------------------------------------
 
 
-def test_svs_aligned_tiles_match_openslide() -> None:
-    with SlideReader(CMU) as r:
+def test_svs_aligned_tiles_match_openslide(cmu_svs: Path) -> None:
+    with SlideReader(cmu_svs) as r:
         assert r.direct_levels == (0,)
         for xy in [(0, 0), (480, 960), (1200, 1440), (1920, 2640)]:
             direct = r._read_direct(xy, 0, (240, 240))
             assert direct is not None, xy
-            expect = openslide_rgb(CMU, xy, 0, (240, 240))
+            expect = openslide_rgb(cmu_svs, xy, 0, (240, 240))
             assert np.abs(direct.astype(int) - expect).max() <= JPEG_TOLERANCE
         # a 2 x 3 block of file tiles is stitched in the right order
         block = r.read_region((480, 720), 0, (720, 480)).astype(int)
-        assert np.abs(block - openslide_rgb(CMU, (480, 720), 0, (720, 480))).max() <= 2
+        assert np.abs(block - openslide_rgb(cmu_svs, (480, 720), 0, (720, 480))).max() <= 2
 
 
 @pytest.mark.parametrize(
     ("xy", "size"),
     [((10, 0), (240, 240)), ((0, 0), (200, 240)), ((2160, 0), (240, 240)), ((-240, 0), (240, 240))],
 )
-def test_svs_unaligned_or_outside_falls_back(xy: tuple[int, int], size: tuple[int, int]) -> None:
-    with SlideReader(CMU) as r:
+def test_svs_unaligned_or_outside_falls_back(
+    xy: tuple[int, int], size: tuple[int, int], cmu_svs: Path
+) -> None:
+    with SlideReader(cmu_svs) as r:
         assert r._read_direct(xy, 0, size) is None
         got = r.read_region(xy, 0, size)
     assert got.shape == (size[1], size[0], 3)
-    assert np.array_equal(got, openslide_rgb(CMU, xy, 0, size))
+    assert np.array_equal(got, openslide_rgb(cmu_svs, xy, 0, size))
 
 
 def test_pyramid_levels_direct_match_openslide(pyramid: Path) -> None:
@@ -96,16 +95,16 @@ def test_direct_off_uses_openslide_only(pyramid: Path) -> None:
         assert r.read_region((0, 0), 0, (256, 256)).shape == (256, 256, 3)
 
 
-def test_reader_refuses_pickling() -> None:
-    with SlideReader(CMU) as r, pytest.raises(TypeError, match="per process"):
+def test_reader_refuses_pickling(cmu_svs: Path) -> None:
+    with SlideReader(cmu_svs) as r, pytest.raises(TypeError, match="per process"):
         pickle.dumps(r)
 
 
 # --- DICOM colours --------------------------------------------------------------------------
 
 
-def test_dicom_ycbcr_frames_converted_to_rgb() -> None:
-    with SlideReader(DICOM) as d, SlideReader(CMU) as svs:
+def test_dicom_ycbcr_frames_converted_to_rgb(cmu_svs: Path, cmu_dicom: Path) -> None:
+    with SlideReader(cmu_dicom) as d, SlideReader(cmu_svs) as svs:
         assert d.ycbcr_fix
         assert not svs.ycbcr_fix
         assert d.dimensions == svs.dimensions

@@ -11,10 +11,6 @@ import pytest
 from histodetect.errors import SlideError
 from histodetect.slides.slide import choose_level, open_slide, read_thumbnail, slide_mpp
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-CMU = DATA / "slides" / "CMU-1-Small-Region.svs"
-TCGA = DATA / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"
-
 
 class FakeSlide:
     """Just enough of an OpenSlide for :func:`slide_mpp`."""
@@ -100,30 +96,30 @@ def test_choose_level_rejects_non_positive(tile_um: float, target_mpp: float) ->
 # --- slide_mpp ------------------------------------------------------------------------------
 
 
-def test_slide_mpp_from_metadata() -> None:
-    with open_slide(CMU) as s:
-        assert slide_mpp(s, CMU) == pytest.approx(0.499)
+def test_slide_mpp_from_metadata(cmu_svs: Path) -> None:
+    with open_slide(cmu_svs) as s:
+        assert slide_mpp(s, cmu_svs) == pytest.approx(0.499)
 
 
-def test_slide_mpp_override_wins() -> None:
-    with open_slide(CMU) as s:
-        assert slide_mpp(s, CMU, 0.25) == 0.25
+def test_slide_mpp_override_wins(cmu_svs: Path) -> None:
+    with open_slide(cmu_svs) as s:
+        assert slide_mpp(s, cmu_svs, 0.25) == 0.25
         # NaN (an empty cell of the sample sheet) means "no override"
-        assert slide_mpp(s, CMU, float("nan")) == pytest.approx(0.499)
+        assert slide_mpp(s, cmu_svs, float("nan")) == pytest.approx(0.499)
 
 
-def test_slide_mpp_missing_names_file_and_mpp() -> None:
-    with open_slide(TCGA) as s, pytest.raises(SlideError) as info:
-        slide_mpp(s, TCGA)
+def test_slide_mpp_missing_names_file_and_mpp(tcga_svs: Path) -> None:
+    with open_slide(tcga_svs) as s, pytest.raises(SlideError) as info:
+        slide_mpp(s, tcga_svs)
     msg = str(info.value)
-    assert str(TCGA) in msg
+    assert str(tcga_svs) in msg
     assert "mpp" in msg
     assert "\n" not in msg
 
 
-def test_slide_mpp_missing_accepts_override() -> None:
-    with open_slide(TCGA) as s:
-        assert slide_mpp(s, TCGA, 0.25) == 0.25
+def test_slide_mpp_missing_accepts_override(tcga_svs: Path) -> None:
+    with open_slide(tcga_svs) as s:
+        assert slide_mpp(s, tcga_svs, 0.25) == 0.25
 
 
 @pytest.mark.parametrize("bad", [0.0, -0.5])
@@ -178,8 +174,8 @@ def test_open_slide_folder(tmp_path: Path) -> None:
     assert "folder" in _one_line_naming(info.value, d)
 
 
-def test_open_slide_real() -> None:
-    with open_slide(CMU) as s:
+def test_open_slide_real(cmu_svs: Path) -> None:
+    with open_slide(cmu_svs) as s:
         assert s.dimensions == (2220, 2967)
 
 
@@ -187,8 +183,8 @@ def test_open_slide_real() -> None:
 
 
 @pytest.mark.parametrize("thumb_mpp", [8.0, 4.0, 0.3])
-def test_read_thumbnail_cmu(thumb_mpp: float) -> None:
-    with open_slide(CMU) as s:
+def test_read_thumbnail_cmu(thumb_mpp: float, cmu_svs: Path) -> None:
+    with open_slide(cmu_svs) as s:
         thumb, ds = read_thumbnail(s, 0.499, thumb_mpp)
         w0, h0 = s.dimensions
     expect_ds = max(thumb_mpp / 0.499, 1.0)

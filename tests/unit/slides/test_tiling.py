@@ -24,12 +24,6 @@ from histodetect.slides.tiling import (
 )
 from histodetect.slides.tissue import TissueSettings
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
-CMU = DATA / "slides" / "CMU-1-Small-Region.svs"
-TCGA = DATA / "slides" / "TCGA-CR-7395-01A-01-TS1.svs"
-CAMELYON = DATA / "camelyon16_tumor_001" / "tumor_001_level5.tif"
-
-
 # --- tile_fractions -------------------------------------------------------------------------
 
 
@@ -70,9 +64,9 @@ def test_tile_fractions_simple_quadrants() -> None:
 
 
 @pytest.fixture(scope="module")
-def cmu_tiles() -> tuple[pd.DataFrame, dict]:
+def cmu_tiles(cmu_svs: Path) -> tuple[pd.DataFrame, dict]:
     s = TilingSettings(tile_um=128, target_mpp=1.0, tissue=TissueSettings(method="fast"))
-    out = tile_slide(str(CMU), "cmu", s)
+    out = tile_slide(str(cmu_svs), "cmu", s)
     return out.tiles, out.summary
 
 
@@ -102,9 +96,11 @@ def test_cmu_tiles_geometry(cmu_tiles: tuple[pd.DataFrame, dict]) -> None:
         assert tiles[col].dtype == np.int64, col
 
 
-def test_cmu_tiles_are_tissue_not_glass(cmu_tiles: tuple[pd.DataFrame, dict]) -> None:
+def test_cmu_tiles_are_tissue_not_glass(
+    cmu_tiles: tuple[pd.DataFrame, dict], cmu_svs: Path
+) -> None:
     tiles, _ = cmu_tiles
-    with openslide.OpenSlide(str(CMU)) as slide:
+    with openslide.OpenSlide(str(cmu_svs)) as slide:
         means = [
             np.asarray(
                 slide.read_region((int(x), int(y)), 0, (int(s), int(s))).convert("RGB")
@@ -127,9 +123,9 @@ def test_cmu_tiles_are_tissue_not_glass(cmu_tiles: tuple[pd.DataFrame, dict]) ->
     assert np.median(means) < np.median(left)
 
 
-def test_tcga_with_override_reads_level_one() -> None:
+def test_tcga_with_override_reads_level_one(tcga_svs: Path) -> None:
     s = TilingSettings(tile_um=128, target_mpp=0.5, tissue=TissueSettings(method="fast"))
-    out = tile_slide(str(TCGA), "tcga", s, mpp_override=0.25)
+    out = tile_slide(str(tcga_svs), "tcga", s, mpp_override=0.25)
     tiles = out.tiles
     assert len(tiles) > 0
     assert (tiles.level == 1).all()
@@ -142,16 +138,16 @@ def test_tcga_with_override_reads_level_one() -> None:
     assert (tiles.y + tiles["size"] <= 3567).all()
 
 
-def test_tcga_without_mpp_raises() -> None:
+def test_tcga_without_mpp_raises(tcga_svs: Path) -> None:
     with pytest.raises(SlideError) as info:
-        tile_slide(str(TCGA), "tcga", TilingSettings(tile_um=128, target_mpp=0.5))
-    assert str(TCGA) in str(info.value)
+        tile_slide(str(tcga_svs), "tcga", TilingSettings(tile_um=128, target_mpp=0.5))
+    assert str(tcga_svs) in str(info.value)
     assert "mpp" in str(info.value)
 
 
-def test_camelyon_level5_mostly_glass() -> None:
+def test_camelyon_level5_mostly_glass(camelyon_tif: Path) -> None:
     s = TilingSettings(tile_um=512, target_mpp=8, tissue=TissueSettings(method="fast"))
-    out = tile_slide(str(CAMELYON), "tumor_001", s, mpp_override=7.78)
+    out = tile_slide(str(camelyon_tif), "tumor_001", s, mpp_override=7.78)
     tiles = out.tiles
     assert len(tiles) > 20
     size = round(512 / 7.78)
@@ -164,9 +160,9 @@ def test_camelyon_level5_mostly_glass() -> None:
     assert (tiles.y + size <= 7168).all()
 
 
-def test_missing_slide_raises() -> None:
+def test_missing_slide_raises(tmp_path: Path) -> None:
     with pytest.raises(SlideError, match="does not exist"):
-        tile_slide(str(DATA / "no-such.svs"), "x", TilingSettings())
+        tile_slide(str(tmp_path / "no-such.svs"), "x", TilingSettings())
 
 
 # --- config and summary ---------------------------------------------------------------------
@@ -209,15 +205,13 @@ def test_summarise_flags_zero_tile_slides() -> None:
 
 # --- stride, magnification, level choice on real pyramids ----------------------------------
 
-DICOM = DATA / "slides" / "CMU-1-Small-Region-dicom" / "level-0-frames-0-30.dcm"
 
-
-def test_half_stride_overlaps_and_keeps_grid_indices() -> None:
+def test_half_stride_overlaps_and_keeps_grid_indices(cmu_svs: Path) -> None:
     base = TilingSettings(tile_um=128, target_mpp=1.0, tissue=TissueSettings(method="otsu"))
     half = TilingSettings(**{**base.__dict__, "stride_um": 64.0})
     # mpp 0.5 from the "sample sheet": 256 px tiles every 128 px
-    full = tile_slide(str(CMU), "cmu", base, mpp_override=0.5).tiles
-    over = tile_slide(str(CMU), "cmu", half, mpp_override=0.5).tiles
+    full = tile_slide(str(cmu_svs), "cmu", base, mpp_override=0.5).tiles
+    over = tile_slide(str(cmu_svs), "cmu", half, mpp_override=0.5).tiles
     size, stride = 256, 128
     assert (full["stride"] == size).all()
     assert (over["stride"] == stride).all()
@@ -230,12 +224,12 @@ def test_half_stride_overlaps_and_keeps_grid_indices() -> None:
     assert set(zip(full.x, full.y, strict=True)) <= set(zip(over.x, over.y, strict=True))
 
 
-def test_target_magnification_equals_its_mpp() -> None:
+def test_target_magnification_equals_its_mpp(cmu_svs: Path) -> None:
     by_mag = TilingSettings(tile_um=128, target_mpp=9.0, target_mag=5.0)
     assert by_mag.mpp == pytest.approx(2.0)
     by_mpp = TilingSettings(tile_um=128, target_mpp=2.0)
-    a = tile_slide(str(CMU), "cmu", by_mag).tiles
-    b = tile_slide(str(CMU), "cmu", by_mpp).tiles
+    a = tile_slide(str(cmu_svs), "cmu", by_mag).tiles
+    b = tile_slide(str(cmu_svs), "cmu", by_mpp).tiles
     pd.testing.assert_frame_equal(a, b)
     assert (a.tile_px == 64).all()
 
@@ -245,25 +239,25 @@ def test_target_magnification_equals_its_mpp() -> None:
     [(2.0, 2, 64, 64), (1.5, 1, 128, 85), (0.499, 0, 257, 257)],
 )
 def test_dicom_pyramid_level_read_as_is_or_resized(
-    target_mpp: float, level: int, read_px: int, tile_px: int
+    target_mpp: float, level: int, read_px: int, tile_px: int, cmu_dicom: Path
 ) -> None:
     """2.0 um/px matches level 2 (0.499 * 4.002); 1.5 does not: read level 1 and resize."""
     s = TilingSettings(tile_um=128, target_mpp=target_mpp)
-    tiles = tile_slide(str(DICOM), "dicom", s).tiles
+    tiles = tile_slide(str(cmu_dicom), "dicom", s).tiles
     assert len(tiles) > 10
     assert (tiles.level == level).all()
     assert (tiles.read_px == read_px).all()
     assert (tiles.tile_px == tile_px).all()
-    with openslide.OpenSlide(str(DICOM)) as slide:
+    with openslide.OpenSlide(str(cmu_dicom)) as slide:
         ds = slide.level_downsamples[level]
     np.testing.assert_allclose(tiles.mpp, 0.499 * ds, rtol=1e-9)
 
 
-def test_dicom_tiles_match_svs_tiles() -> None:
+def test_dicom_tiles_match_svs_tiles(cmu_svs: Path, cmu_dicom: Path) -> None:
     """The DICOM and SVS files hold the same scan: same tiles once DICOM colours are fixed."""
     s = TilingSettings(tile_um=128, target_mpp=1.0)
-    dcm = tile_slide(str(DICOM), "dicom", s)
-    svs = tile_slide(str(CMU), "cmu", s)
+    dcm = tile_slide(str(cmu_dicom), "dicom", s)
+    svs = tile_slide(str(cmu_svs), "cmu", s)
     assert abs(len(dcm.tiles) - len(svs.tiles)) <= 3
     common = set(zip(dcm.tiles.x, dcm.tiles.y, strict=True)) & set(
         zip(svs.tiles.x, svs.tiles.y, strict=True)

@@ -10,13 +10,11 @@ import pytest
 
 from histodetect.training.stain import StainNormalizer, lab_to_rgb, macenko_stains, rgb_to_lab
 
-SLIDE = Path(__file__).resolve().parents[3].parent / "shared/data/slides/CMU-1-Small-Region.svs"
-
 
 @pytest.fixture(scope="module")
-def he_tile() -> np.ndarray:
+def he_tile(cmu_svs: Path) -> np.ndarray:
     """A 256 px tissue region of a real H&E slide."""
-    with openslide.OpenSlide(SLIDE) as slide:
+    with openslide.OpenSlide(cmu_svs) as slide:
         return np.asarray(slide.read_region((1000, 1200), 0, (256, 256)).convert("RGB"))
 
 

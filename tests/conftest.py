@@ -1,0 +1,78 @@
+"""Real test files for every test: through the ``real_data`` fixture, never by path.
+
+Before the first test runs, every registered file is checked (local copy) or downloaded once
+(see :mod:`histodetect.testdata`) when a collected test asks for real data; when one cannot be
+had, the session stops at once with one line naming the file, the folder looked in and the
+command that fetches them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pooch
+import pytest
+
+from histodetect.testdata import RealDataError, TestData, default_local
+
+REAL = TestData(local=default_local(Path(__file__).resolve().parents[1]))
+FIXTURES = {"real_data", "cmu_svs", "tcga_svs", "cmu_dicom", "camelyon_tif", "camelyon_json"}
+
+
+@pytest.hookimpl(trylast=True)  # after -k and -m have deselected
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
+        return
+    pooch.get_logger().setLevel("WARNING")  # no line per download
+    try:
+        REAL.fetch_all(REAL.fetchable())
+    except RealDataError as err:
+        pytest.exit(f"real test data: {err}", returncode=1)
+
+
+def one_line(get: Callable[[], Path]) -> Path:
+    """``get()``; a missing or refused file fails the test with its one line, no traceback."""
+    try:
+        return get()
+    except RealDataError as err:
+        message = f"real test data: {err}"
+    pytest.fail(message, pytrace=False)  # outside the except: no "during handling" chain
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Callable[[str], Path]:
+    """``real_data(name)``: the checked path of a registered real file, e.g. ``slides/x.svs``."""
+    return lambda name: one_line(lambda: REAL.path(name))
+
+
+@pytest.fixture(scope="session")
+def cmu_svs(real_data: Callable[[str], Path]) -> Path:
+    """Aperio SVS, JPEG tiles, 2220x2967, 0.499 um/px."""
+    return real_data("slides/CMU-1-Small-Region.svs")
+
+
+@pytest.fixture(scope="session")
+def tcga_svs(real_data: Callable[[str], Path]) -> Path:
+    """Aperio SVS, JPEG 2000 tiles, 4443x3567, 2 levels, no mpp in the metadata."""
+    return real_data("slides/TCGA-CR-7395-01A-01-TS1.svs")
+
+
+@pytest.fixture(scope="session")
+def cmu_dicom() -> Path:
+    """Level 0 of the CMU slide as DICOM WSI, beside the other 11 levels of its pyramid."""
+    return (
+        one_line(lambda: REAL.folder("slides/CMU-1-Small-Region-dicom")) / "level-0-frames-0-30.dcm"
+    )
+
+
+@pytest.fixture(scope="session")
+def camelyon_tif(real_data: Callable[[str], Path]) -> Path:
+    """Camelyon16 tumor_001 at pyramid level 5 (about 7.78 um/px), no mpp tag."""
+    return real_data("camelyon16_tumor_001/tumor_001_level5.tif")
+
+
+@pytest.fixture(scope="session")
+def camelyon_json(real_data: Callable[[str], Path]) -> Path:
+    """The two expert outlines of tumor_001 (NCRF JSON, level-0 px)."""
+    return real_data("camelyon16_tumor_001/Tumor_001.json")
