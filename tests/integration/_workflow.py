@@ -25,6 +25,8 @@ SMALL_CONFIG = {
         "lesions_per_slide": [1, 2],
         "lesion_size_um": [400, 600],
         "seed": 3,
+        "lesion_contrast": [1.0, 1.0],  # the classic cohort: the floors of test_workflow hold
+        "mimics_per_slide": 0,
     },
     "split": {"test_fraction": 0.25},
     "folds": 2,

@@ -18,6 +18,8 @@ import shapely
 from PIL import Image
 
 from histodetect.annotations.geometry import box_giou
+from histodetect.annotations.labels import LabelSettings, label_tiles
+from histodetect.columns import TILE_COLUMNS
 from histodetect.detection.heatmap import Heatmap
 from histodetect.detection.slide_outputs import detect_slide
 from histodetect.evaluation.cohort import evaluate_cohort
@@ -68,15 +70,22 @@ def test_oracle_heatmap_scores_perfect_f2(
     with Image.open(tmp_path / "overlay.png") as png:  # 1200 px long side: tall slide
         assert png.height >= 1200 and png.width >= 500
 
+    # Tile labels from the outlines by the workflow's own rule (coverage >= 0.5 positive, none
+    # negative, between ignored), independent of the heatmap: a label step, a score table or a
+    # merge that misplaces tiles (scale, x/y order) costs patch AUC and recall.
     rr, cc = np.nonzero(np.isfinite(heatmap.prob))
-    tiles = pd.DataFrame({"slide_id": "tumor_001", "x": cc * TILE, "y": rr * TILE})
-    tiles["prob"] = heatmap.prob[rr, cc]
-    tiles.to_parquet(tmp_path / "scores.parquet")
-    tiles.assign(label=(tiles.prob > 0.5).astype(int)).drop(columns="prob").to_parquet(
-        tmp_path / "labels.parquet"
-    )
+    tiles = pd.DataFrame({"slide_id": "tumor_001", "x": cc * TILE, "y": rr * TILE, "size": TILE})
+    for col in TILE_COLUMNS:
+        if col not in tiles:
+            tiles[col] = 0
+    annotations = pd.DataFrame({"class_name": "lesion", "geometry": outlines})
+    labels = label_tiles(tiles, annotations, LabelSettings(positive=0.5, negative=0.0))
+    labels.to_parquet(tmp_path / "labels.parquet")
+    tiles.assign(prob=heatmap.prob[rr, cc]).to_parquet(tmp_path / "scores.parquet")
+    n_pos, n_neg = int((labels.label == 1).sum()), int((labels.label == 0).sum())
+    assert n_pos > 50 and n_neg > 1000
     outputs = SimpleNamespace(**{k: tmp_path / f"{k}.out" for k in
-                                 ("metrics", "per_slide", "table", "submission", "froc", "roc")})  # fmt: skip
+                                 ("metrics", "per_slide", "table", "submission", "froc", "roc", "slides")})  # fmt: skip
     sheet = pd.DataFrame({"slide_id": ["tumor_001"], "path": [str(camelyon_tif)]})
     summary = evaluate_cohort(
         box_paths=[str(tmp_path / "boxes" / "tumor_001.csv")],
@@ -86,7 +95,8 @@ def test_oracle_heatmap_scores_perfect_f2(
     )  # fmt: skip
     assert summary["mean_f2"] == 1.0
     assert summary["ap50"] == 1.0 and summary["froc_mean"] == 1.0
-    assert summary["patch"]["auc"] == 1.0
+    assert summary["patch"]["auc"] == 1.0 and summary["patch"]["recall"] == 1.0
+    assert (summary["patch"]["n"], summary["patch"]["n_pos"]) == (n_pos + n_neg, n_pos)
     submission = pd.read_csv(outputs.submission)
     assert submission.filename.tolist() == ["tumor_001_level5.tif"] * 2
     metrics = json.loads(Path(outputs.metrics).read_text())

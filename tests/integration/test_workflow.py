@@ -6,10 +6,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import yaml
 from _workflow import SMALL_CONFIG, snakemake, write_config
 from mlflow.tracking import MlflowClient
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 
@@ -44,18 +46,28 @@ def test_full_run_writes_every_output(small_run: Path) -> None:
     res = small_run / "results"
     folds = SMALL_CONFIG["folds"]
     metrics = json.loads((res / "metrics" / "detection.json").read_text())
-    assert 0.0 <= metrics["mean_f2"] <= 1.0
+    # What the seeded small cohort reaches (F2 1.0, patch AUC 0.95 when written); a broken
+    # box step, model or label step falls below these floors.
     assert metrics["n_slides"] >= 1
+    assert metrics["mean_f2"] >= 0.6 and metrics["recall"] >= 0.5
+    assert metrics["patch"]["auc"] >= 0.8 and metrics["patch"]["n_pos"] > 0
     split = pd.read_csv(res / "splits" / "split.tsv", sep="\t")
     test_slides = split.loc[split.split == "test", "slide_id"].tolist()
+    truth = pd.read_csv(small_run / "results" / "demo" / "annotations.csv")
     for slide in test_slides:
-        for path in (
-            f"boxes/{slide}.csv",
-            f"boxes/{slide}.geojson",
-            f"overlays/{slide}.png",
-            f"heatmaps/{slide}.npz",
-        ):
-            assert (res / path).stat().st_size > 0, path
+        boxes = pd.read_csv(res / "boxes" / f"{slide}.csv", dtype={"slide_id": str})
+        assert {"slide_id", "x1", "y1", "x2", "y2", "score"} <= set(boxes.columns)
+        assert (boxes.slide_id == slide).all() and (boxes.x1 < boxes.x2).all()
+        assert boxes.score.is_monotonic_decreasing
+        n_true = int((truth.filename == f"{slide}.tiff").sum())
+        geo = json.loads((res / "boxes" / f"{slide}.geojson").read_text())
+        assert geo["type"] == "FeatureCollection" and len(geo["features"]) >= len(boxes) + n_true
+        heat = np.load(res / "heatmaps" / f"{slide}.npz")
+        scores = pd.read_parquet(res / "scores" / f"{slide}.parquet")
+        assert np.isfinite(heat["prob"]).sum() == len(scores) > 0
+        assert scores.prob.between(0, 1).all()
+        with Image.open(res / "overlays" / f"{slide}.png") as png:
+            assert max(png.size) >= 1000
     for fold in range(folds):
         assert (res / "models" / f"fold_{fold}" / "model.pt").exists()
     # MLflow: one run per fold, with per-epoch metrics.
