@@ -7,13 +7,17 @@ of the held-out groups (mean of the 8 D4 symmetries unless ``--no-tta``) with th
 and as the mean: the AUC of cancer (aca + scc) against
 benign (score ``1 - p(lung_n)``), the 3-class balanced accuracy, the same for logistic
 regression on per-channel colour histograms, training img/s and loader img/s (the training
-loader iterated alone, same workers). Fold models and the colour model are saved under
-``--out`` so that ``--score DIR_OR_CSV`` can score other images of the same classes with the
-fold ensemble (mean of softmax). Not a test: run it by hand, e.g.
+loader iterated alone, same workers, with the training's stain normalisation and random crops:
+the images a training step gets, without the network). Fold models and the colour model are
+saved under ``--out`` with ``manifest.json``, which names this run's fold models and every
+image they trained or were validated on. ``--score DIR_OR_CSV`` scores other images of the
+same classes with exactly those models (mean of softmax), and refuses images the models have
+seen: the same path, the same content (``git_blob_sha1``) or the same ``group_id``. Not a
+test: run it by hand, e.g.
 
     .venv/bin/python bench/lc25000.py --quick          # 2 folds, few images, 1 epoch
     .venv/bin/python bench/lc25000.py                  # the full benchmark
-    .venv/bin/python bench/lc25000.py --score ../shared/data/lc25000_lung --out /tmp/lc
+    .venv/bin/python bench/lc25000.py --score /data/lc25000_heldout --out /tmp/lc25000_bench
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import json
 import logging
 import pickle
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +42,11 @@ from histodetect.cohort.patches import (
     assign_folds,
     fold_tables,
     read_patch_labels,
+    seen_images,
     subsample_groups,
 )
 from histodetect.testdata import default_local
-from histodetect.training.data import d4_transforms, make_loader, prepare_batch
+from histodetect.training.data import d4_transforms, make_loader, prepare_batch, random_crop
 from histodetect.training.model import load_model, resolve_device
 from histodetect.training.stain import StainNormalizer
 from histodetect.training.train import TrainConfig, train_fold
@@ -75,9 +81,16 @@ def colour_model() -> object:
 
 
 def loader_speed(df: pd.DataFrame, cfg: TrainConfig) -> float:
-    """Images per second of the training loader alone (one pass, worker start-up included)."""
+    """Images per second of the training input alone: the loader with the training's stain
+    normalisation, then its random crops (one pass, worker start-up included)."""
+    stain = StainNormalizer(cfg.stain_norm, cfg.stain_reference) if cfg.stain_norm else None
+    gen = torch.Generator().manual_seed(cfg.seed)
     start, count = time.perf_counter(), 0
-    for images, _ in make_loader(df, cfg.batch_size, cfg.workers(), True, cfg.seed):
+    for images, _ in make_loader(
+        df, cfg.batch_size, cfg.workers(), True, cfg.seed, transform=stain
+    ):
+        if cfg.crop_px:
+            images = random_crop(images, cfg.crop_px, gen)
         count += len(images)
     return count / max(time.perf_counter() - start, 1e-9)
 
@@ -164,6 +177,16 @@ def run_cv(args: argparse.Namespace) -> None:
     colour_all = colour_model().fit(feats[is_kept], folded.label[is_kept])
     with (out / "colour_model.pkl").open("wb") as f:
         pickle.dump({"model": colour_all, "tile_px": args.tile_px}, f)
+    n_folds = args.max_folds or args.folds
+    manifest = {
+        "run": uuid.uuid4().hex,
+        "models": [f"models/fold_{k}/model.pt" for k in range(n_folds)],
+        "seen": "seen.csv",
+    }
+    # Every image a fold model trained or was validated on (validation: all images of its fold).
+    seen = folded[folded.fold.lt(n_folds) | is_kept]
+    seen[["path", "group_id", "git_blob_sha1"]].to_csv(out / "seen.csv", index=False)
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     table = pd.DataFrame(rows).set_index("fold")
     table.loc["mean"] = table.mean()
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
@@ -179,17 +202,31 @@ def run_score(args: argparse.Namespace) -> None:
     out = Path(args.out)
     target = Path(args.score)
     csv = target / "labels.csv" if target.is_dir() else target
-    models = sorted((out / "models").glob("fold_*/model.pt"))
-    if not models:
-        raise SystemExit(f"no fold models under {out / 'models'}; run the CV first")
+    manifest_path = out / "manifest.json"
+    if not manifest_path.exists():
+        raise SystemExit(f"{manifest_path}: no manifest of a CV run; run the CV first")
+    manifest = json.loads(manifest_path.read_text())
+    models = [out / m for m in manifest["models"]]
+    missing = [str(m) for m in models if not m.exists()]
+    if missing:
+        raise SystemExit(f"{manifest_path}: run {manifest['run']} lacks {', '.join(missing)}")
     patches = read_patch_labels(csv, CLASSES)
+    seen = seen_images(pd.read_csv(out / manifest["seen"], dtype=str), patches)
+    if len(seen):
+        why = seen.seen_by.value_counts().to_dict()
+        raise SystemExit(
+            f"{csv}: {len(seen)} of {len(patches)} images were seen by the fold models of run "
+            f"{manifest['run']} in training or validation ({why}); score held-out images only"
+        )
     y = patches.label.to_numpy()
     m = scores(y, predict(models, patches, TrainConfig().workers(), tta=args.tta))
     with (out / "colour_model.pkl").open("rb") as f:
         colour = pickle.load(f)
     feats = colour_features(patches.assign(tile_px=colour["tile_px"]), TrainConfig().workers())
     c = scores(y, colour["model"].predict_proba(feats))
-    print(f"{len(patches)} images of {csv}, ensemble of {len(models)} fold models")
+    print(
+        f"{len(patches)} images of {csv}, ensemble of the {len(models)} fold models of run {manifest['run']}"
+    )
     print(
         f"auc={m['auc']:.4f} bal_acc={m['bal_acc']:.4f} "
         f"colour_auc={c['auc']:.4f} colour_bal_acc={c['bal_acc']:.4f}"

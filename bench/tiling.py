@@ -5,12 +5,22 @@ flips, so seams are continuous) a 2048 px block of real tissue from ``CMU-1-Smal
 written tile by tile from a generator (bounded memory), plus one 4x smaller (half the side).
 Then, side by side in one run:
 
-1. the seed's method (pyFAST ``PatchGenerator`` over a ``TissueSegmentation`` mask, every
-   256 px patch at level 0 written as a JPG file) against our ``tile_slide`` rule body (tile
-   table + QC PNG) on the same slide and settings; each in a fresh subprocess, timed from after
-   ``import fast``. If the seed
-   method runs past ``--seed-limit-s`` it is stopped and its time extrapolated from the patches
-   done (said so in the output);
+1. the seed's method against our ``tile_slide`` rule body on the same slide and settings, in
+   two figures, each side in a fresh subprocess timed from after ``import fast``, and both
+   warmed alike (one untimed run of each on the small slide first: pyFAST's OpenCL kernels and
+   the page cache):
+
+   - ``tiling``: seed = pyFAST ``PatchGenerator`` over a ``TissueSegmentation`` mask, every
+     256 px level-0 patch written as a JPG file; ours = the tile table (level-0 coordinates)
+     and the QC PNG, no pixels of tiles decoded;
+   - ``tiles_to_pixels``: the same, then every tile decoded once as training needs it: seed =
+     every JPG file read and decoded (PIL); ours = every tile of the table read from the slide
+     with :class:`histodetect.slides.reader.SlideReader` (in a seeded random order, as the
+     training loader reads).
+
+   Both tile counts are printed; the run fails when they differ by more than 5% (or when the
+   seed method was stopped by ``--seed-limit-s`` before finishing, so that its count is
+   unknown);
 2. tile reads for training/inference on a fixed random subset of the tissue tiles (256 px,
    level 0, aligned with the file's tiles): :class:`histodetect.slides.reader.SlideReader` versus
    decoding the same JPEG tiles' bytes (already in memory) with PIL/libjpeg-turbo alone; plain
@@ -18,7 +28,8 @@ Then, side by side in one run:
    comparison;
 3. peak RSS (``ru_maxrss``) of the ``tile_slide`` subprocess on both slides.
 
-Last line: ``tiling_speedup_vs_seed=<x> read_efficiency=<y> peak_rss_mb=<z>``.
+Last line: ``tiling_speedup_vs_seed=<a> tiles_to_pixels_speedup_vs_seed=<b> read_efficiency=<c>
+peak_rss_mb=<d>`` (``d``: the ``tile_slide`` process before it reads any tile).
 
     .venv/bin/python bench/tiling.py            # about 10 minutes on 2 cores
 """
@@ -101,7 +112,7 @@ def write_slide(path: Path, side: int) -> None:
 # --- 1. seed method vs tile_slide (subprocesses) ------------------------------------------
 
 SEED_SCRIPT = r"""
-import json, os, sys, time
+import glob, json, os, sys, time
 os.environ["FAST_DISABLE_LOGGING"] = "1"
 import numpy as np
 from PIL import Image
@@ -112,25 +123,30 @@ importer = fast.WholeSlideImageImporter.create(path)
 tissue = fast.TissueSegmentation.create(useColorThresholdingMethod=True, threshold=85)
 tissue.connect(importer)
 gen = fast.PatchGenerator.create(256, 256, level=0).connect(0, importer).connect(1, tissue)
-n, first, stopped = 0, None, False
+n, stopped = 0, False
 for patch in fast.DataStream(gen):
     Image.fromarray(np.asarray(patch)[..., :3]).save(f"{out}/{n}.jpg", quality=90)
     n += 1
-    if first is None:
-        first = time.perf_counter() - start
     if time.perf_counter() - start > limit:
         stopped = True
         break
-print(json.dumps({"patches": n, "seconds": time.perf_counter() - start,
-                  "first_patch_s": first, "stopped": stopped}))
+tiling_s = time.perf_counter() - start
+t0 = time.perf_counter()
+for name in glob.glob(f"{out}/*.jpg"):
+    with Image.open(name) as im:
+        np.asarray(im.convert("RGB"))
+print(json.dumps({"tiles": n, "seconds": tiling_s, "decode_s": time.perf_counter() - t0,
+                  "stopped": stopped}))
 """
 
 OURS_SCRIPT = r"""
 import json, os, resource, sys, time
 os.environ["FAST_DISABLE_LOGGING"] = "1"
 from pathlib import Path
+import numpy as np
 import fast  # imported before the clock starts, as in the seed script
 from histodetect.slides.qc import tiling_qc_png
+from histodetect.slides.reader import SlideReader
 from histodetect.slides.tiling import TilingSettings, qc_view, tile_slide
 from histodetect.slides.tissue import TissueSettings
 path, out = sys.argv[1], sys.argv[2]
@@ -141,9 +157,17 @@ res = tile_slide(path, "bench", settings)
 thumb, thumb_ds, mask = qc_view(res)
 tiling_qc_png(thumb, thumb_ds, mask, res.tiles, f"{out}/qc.png", "bench")
 res.tiles.to_parquet(f"{out}/{Path(path).stem}.parquet", index=False)
-print(json.dumps({"tiles": len(res.tiles), "seconds": time.perf_counter() - start,
+tiling_s = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+t0 = time.perf_counter()
+tiles = res.tiles.iloc[np.random.default_rng(0).permutation(len(res.tiles))]
+with SlideReader(path) as reader:
+    for x, y, level, read_px, tile_px in tiles[["x", "y", "level", "read_px", "tile_px"]].itertuples(index=False):
+        reader.read_tile(int(x), int(y), int(level), int(read_px), int(tile_px))
+print(json.dumps({"tiles": len(res.tiles), "seconds": tiling_s,
+                  "decode_s": time.perf_counter() - t0,
                   "level": int(res.tiles.level.iloc[0]), "read_px": int(res.tiles.read_px.iloc[0]),
-                  "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "maxrss_mb": rss}))
 """
 
 
@@ -267,31 +291,42 @@ def main() -> None:
             print(f"wrote {path} ({side} x {side} px, {path.stat().st_size / 2**20:.0f} MiB) "
                   f"in {time.perf_counter() - t:.0f} s")  # fmt: skip
 
-    # 1. seed method vs ours
-    ours_out = work / "ours"
+    # 1. seed method vs ours: warmed alike, then timed, each run in a fresh process
+    ours_out, seed_out = work / "ours", work / "seed_patches"
     ours_out.mkdir(exist_ok=True)
-    run_json(OURS_SCRIPT, str(small), str(ours_out), timeout=600)  # warm OpenCL kernel cache
+
+    def seed_run(path: Path) -> dict:
+        shutil.rmtree(seed_out, ignore_errors=True)
+        seed_out.mkdir()
+        try:
+            return run_json(
+                SEED_SCRIPT, str(path), str(seed_out), str(args.seed_limit_s), timeout=3600
+            )
+        finally:
+            shutil.rmtree(seed_out, ignore_errors=True)
+
+    run_json(OURS_SCRIPT, str(small), str(ours_out), timeout=600)  # warm-up, untimed
+    seed_run(small)  # warm-up, untimed
     ours = run_json(OURS_SCRIPT, str(big), str(ours_out), timeout=600)
+    seed = seed_run(big)
     ours_small = run_json(OURS_SCRIPT, str(small), str(ours_out), timeout=600)
     tiles = pd.read_parquet(ours_out / f"{big.stem}.parquet")
-    seed_out = work / "seed_patches"
-    shutil.rmtree(seed_out, ignore_errors=True)
-    seed_out.mkdir()
-    seed = run_json(SEED_SCRIPT, str(big), str(seed_out), str(args.seed_limit_s), timeout=1200)
-    shutil.rmtree(seed_out, ignore_errors=True)
-    seed_s, note = seed["seconds"], "whole slide"
-    if seed["stopped"]:
-        per_patch = (seed["seconds"] - seed["first_patch_s"]) / max(seed["patches"] - 1, 1)
-        seed_s = seed["first_patch_s"] + per_patch * ours["tiles"]
-        note = (f"stopped after {seed['patches']} patches in {seed['seconds']:.0f} s; "
-                f"extrapolated to {ours['tiles']} patches (our tile count) at {per_patch * 1e3:.1f} "
-                f"ms/patch after {seed['first_patch_s']:.1f} s to the first patch")  # fmt: skip
-    speedup = seed_s / ours["seconds"]
     print(f"[1] slide {args.side} x {args.side} px, 256 px tiles at level 0 ({MPP} um/px)")
-    print(f"    seed PatchGenerator + JPG files: {seed_s:.1f} s for {seed['patches']} patches "
-          f"({note})")  # fmt: skip
-    print(f"    ours tile_slide (table + QC PNG): {ours['seconds']:.1f} s, {ours['tiles']} tiles")
-    print(f"    speed-up {speedup:.1f}x")
+    print(f"    tiles: seed {seed['tiles']}, ours {ours['tiles']}")
+    if seed["stopped"]:
+        sys.exit(f"the seed method was stopped after {args.seed_limit_s} s and {seed['tiles']} "
+                 "patches: its tile count is unknown; raise --seed-limit-s")  # fmt: skip
+    gap = abs(seed["tiles"] - ours["tiles"]) / max(seed["tiles"], ours["tiles"])
+    if gap > 0.05:
+        sys.exit(f"tile counts differ by {gap:.1%} (> 5%): the two sides do not tile alike")
+    speedup = seed["seconds"] / ours["seconds"]
+    seed_px, ours_px = seed["seconds"] + seed["decode_s"], ours["seconds"] + ours["decode_s"]
+    px_speedup = seed_px / ours_px
+    print(f"    tiling: seed PatchGenerator + JPG files {seed['seconds']:.1f} s; "
+          f"ours tile table + QC PNG {ours['seconds']:.1f} s: {speedup:.1f}x")  # fmt: skip
+    print(f"    tiles to pixels: seed + decode every JPG {seed_px:.1f} s "
+          f"({seed['decode_s']:.1f} s decoding); ours + read every tile from the slide "
+          f"{ours_px:.1f} s ({ours['decode_s']:.1f} s reading): {px_speedup:.1f}x")  # fmt: skip
 
     # 2. reads
     reads = read_benchmark(big, tiles, args.read_tiles, work)
@@ -315,8 +350,8 @@ def main() -> None:
           f"{args.side * MPP / 8000:.0f} mm slide's 8 um/px thumbnail and tissue mask, not the "
           f"tiles read")  # fmt: skip
     print(
-        f"tiling_speedup_vs_seed={speedup:.1f} read_efficiency={efficiency:.2f} "
-        f"peak_rss_mb={ours['maxrss_mb']:.0f}"
+        f"tiling_speedup_vs_seed={speedup:.1f} tiles_to_pixels_speedup_vs_seed={px_speedup:.1f} "
+        f"read_efficiency={efficiency:.2f} peak_rss_mb={ours['maxrss_mb']:.0f}"
     )
 
 

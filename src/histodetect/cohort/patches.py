@@ -10,6 +10,7 @@ Fold tables have the columns :class:`~histodetect.training.data.TileDataset` rea
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,3 +158,27 @@ def write_patch_folds(
             with atomic_path(path) as tmp:
                 table.to_parquet(tmp, index=False)
     return folded
+
+
+def git_blob_sha1(path: str | Path) -> str:
+    """The file's git blob hash (``git hash-object``): equal for byte-identical files."""
+    data = Path(path).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def seen_images(seen: pd.DataFrame, patches: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``patches`` that models trained or validated on ``seen`` have seen, and why.
+
+    An image counts as seen when it has the same resolved ``path``, the same content
+    (``git_blob_sha1``, hashed from the file where a table lacks it) or the same ``group_id``
+    (another copy of one original image) as an image of ``seen``. Returns those rows with a
+    ``seen_by`` column (``path``, ``content`` or ``group``).
+    """
+    out = patches.copy()
+    for table in (seen, out):
+        if "git_blob_sha1" not in table or table["git_blob_sha1"].isna().any():
+            table["git_blob_sha1"] = [git_blob_sha1(p) for p in table["path"]]
+    why = pd.Series("", index=out.index)
+    for col, name in (("group_id", "group"), ("git_blob_sha1", "content"), ("path", "path")):
+        why[out[col].astype(str).isin(set(seen[col].astype(str)))] = name
+    return out[why != ""].assign(seen_by=why[why != ""])

@@ -95,3 +95,21 @@ def test_write_patch_folds(folder: Path, tmp_path: Path) -> None:
     assert sum(len(v) for v in vals) == 90
     assert not set(vals[0].group_id) & set(vals[1].group_id)
     assert pd.read_csv(tmp_path / "folds.tsv", sep="\t").fold.nunique() == 2
+
+
+def test_seen_images_by_path_content_and_group(tmp_path: Path) -> None:
+    from histodetect.cohort.patches import git_blob_sha1, seen_images
+
+    files = {}
+    for name, data in {"a": b"one", "b": b"two", "c": b"one", "d": b"three", "e": b"four"}.items():
+        files[name] = tmp_path / f"{name}.png"
+        files[name].write_bytes(data)
+    assert git_blob_sha1(files["a"]) == "43dd47ea691c90a5fa7827892c70241913351963"  # git hash-object
+    seen = pd.DataFrame({"path": [str(files["a"]), str(files["b"])], "group_id": ["g1", "g2"]})
+    new = pd.DataFrame(
+        {"path": [str(files[k]) for k in "bcde"], "group_id": ["g9", "g8", "g2", "g7"]}
+    )
+    hit = seen_images(seen, new)
+    assert dict(zip(hit.path.map(lambda p: Path(p).stem), hit.seen_by, strict=True)) == {
+        "b": "path", "c": "content", "d": "group",
+    }  # fmt: skip
