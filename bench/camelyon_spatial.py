@@ -123,7 +123,7 @@ def main() -> None:
             out_overlay=args.out / f"overlay_{tag}.png",
         )  # fmt: skip
         giou = box_giou(boxes[["x1", "y1", "x2", "y2"]].to_numpy(), truth_box).reshape(-1)
-        _, summary = detection_report(boxes, truth, ["tumor_001"])
+        _, summary = detection_report(boxes, truth, ["tumor_001"], mpps={"tumor_001": MPP})
         found = bool(len(giou)) and float(giou.max()) > 0.5
         best = round(float(giou.max()), 3) if len(giou) else None
         print(f"{name}: {len(boxes)} boxes, best GIoU with the held-out lesion {best}, "

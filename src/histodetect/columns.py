@@ -14,9 +14,17 @@ Tile table (``results/tiles/{slide}.parquet``), one row per kept tissue tile:
 Labelled tile table (``results/labels/{slide}.parquet``) adds:
     iou       float  largest IoU of the tile with a ground-truth box
     coverage  float  fraction of the tile inside the union of ground-truth boxes
-    label     int64  1 lesion, 0 background, -1 ignored (between the thresholds)
+    label     int64  1 lesion (with ``labels.classes``: 1 + index of the class), 0 background,
+                     -1 ignored (between the thresholds)
+    class_name str   with ``labels.classes``: background, ignored or the class of label 1, 2, ...
 Training tables add ``path`` (slide file), ``patient_id`` and ``fold``.
+Tile score table (``results/scores/{slide}.parquet``): the tile table plus
+    prob      float  ensemble lesion probability (multi-class: one minus the background's)
+    prob_<c>  float  multi-class models only: the ensemble probability of each class ``c``
+                     (``background`` and each of ``labels.classes``)
 """
+
+import re
 
 TILE_COLUMNS = [
     "slide_id", "x", "y", "size", "row", "col", "level", "read_px", "tile_px", "tissue",
@@ -24,3 +32,9 @@ TILE_COLUMNS = [
 ]  # fmt: skip
 LABEL_COLUMNS = [*TILE_COLUMNS, "iou", "coverage", "label"]
 BOX_COLUMNS = ["x1", "y1", "x2", "y2"]
+
+
+def class_prob_column(name: str) -> str:
+    """Column of a class's probability in a tile score table: ``prob_<class>`` (characters
+    other than letters, digits, ``_.-`` become ``_``)."""
+    return "prob_" + re.sub(r"[^\w.-]", "_", name)

@@ -91,5 +91,6 @@ rule evaluate:
         evaluate=config["evaluate"],
         slide_score=config["slide_score"],
         annotation_import=config.get("annotation_import", {}),
+        classes=config["labels"]["classes"],
     script:
         "../scripts/evaluate.py"

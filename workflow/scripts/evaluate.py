@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from histodetect.annotations.lesions import slide_mpps
 from histodetect.detection.slide_score import SlideScore
 from histodetect.evaluation.cohort import evaluate_cohort, slide_truth
 from histodetect.runner import rule_context
@@ -29,4 +30,7 @@ with rule_context(snakemake):
         tuning=json.loads(Path(tuned).read_text())
         if (tuned := getattr(snakemake.input, "tuned", None))
         else None,
+        mpps=slide_mpps(snakemake.input.summaries),
+        froc_rule=snakemake.params.evaluate["froc_rule"],
+        classes=snakemake.params.classes,
     )

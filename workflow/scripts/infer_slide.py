@@ -6,11 +6,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from histodetect.columns import class_prob_column
 from histodetect.detection.inference import (
     check_tiling,
     heatmap_from_tiles,
     out_of_fold_model,
-    predict_tiles,
+    predict_tile_classes,
 )
 from histodetect.io import atomic_path
 from histodetect.runner import log, rule_context
@@ -27,7 +28,7 @@ with rule_context(snakemake):
         log.info("slide %s: out-of-fold model %s", slide, models[0])
     info = json.loads(Path(snakemake.input.summary).read_text())
     tiles = pd.read_parquet(snakemake.input.tiles).assign(path=info["path"])
-    probs = predict_tiles(tiles, models, **snakemake.params.infer)
+    probs, by_class = predict_tile_classes(tiles, models, **snakemake.params.infer)
     heatmap = heatmap_from_tiles(
         tiles,
         probs,
@@ -39,4 +40,6 @@ with rule_context(snakemake):
     )
     heatmap.save(snakemake.output.heatmap)
     with atomic_path(snakemake.output.scores) as tmp:
-        tiles.drop(columns="path").assign(prob=probs).to_parquet(tmp, index=False)
+        table = tiles.drop(columns="path").assign(prob=probs)
+        table = table.assign(**{class_prob_column(c): p for c, p in by_class.items()})
+        table.to_parquet(tmp, index=False)

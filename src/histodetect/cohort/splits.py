@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -18,12 +21,29 @@ def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split"
         )
 
 
-def _strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
-    """Stratum of each slide: lesion present (and centre, when the sheet has one)."""
-    y = samples.slide_id.isin(positive).astype(int).astype(str)
+def _patient_strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
+    """Stratum of each patient: any lesion slide, and the ``extra`` value of its first slide."""
+    lesion = samples.slide_id.isin(positive).groupby(samples.patient_id, sort=True).any()
+    y = lesion.astype(int).astype(str)
     if extra and extra in samples.columns:
-        y = y + "|" + samples[extra].astype(str)
+        y = y + "|" + samples.groupby("patient_id", sort=True)[extra].first().astype(str)
     return y
+
+
+def _quotas(sizes: pd.Series, n_test: int, rng: np.random.Generator) -> pd.Series:
+    """Test patients per stratum: proportional shares rounded by largest remainder.
+
+    The quotas add up to ``n_test`` and each is within one of its exact share; ties between
+    equal remainders are broken at random (seeded).
+    """
+    exact = sizes * n_test / sizes.sum()
+    quota = np.floor(exact).astype(int)
+    left = n_test - int(quota.sum())
+    if left:
+        shuffled = exact.index[rng.permutation(len(exact))]
+        remainder = (exact - quota)[shuffled]
+        quota[remainder.sort_values(ascending=False, kind="stable").index[:left]] += 1
+    return quota
 
 
 def split_patients(
@@ -37,24 +57,33 @@ def split_patients(
 ) -> pd.DataFrame:
     """Split slides into ``train``/``test`` by patient, stratified by lesion presence.
 
+    ``round(test_fraction * n_patients)`` patients (at least one, and at least one left for
+    training) go to test, so the test share is the configured one within one patient. Each
+    stratum of patients (lesion or not, and the ``stratify_by`` column when the sheet has
+    it) gives its proportional share, rounded by largest remainder; the patients of a
+    stratum are drawn at random with ``seed``.
+
     Returns ``samples`` with a ``split`` column. Every patient lands wholly on one side.
     ``source`` names the sample sheet in error messages.
     """
     if not 0 < test_fraction < 1:
         raise SplitError("config", f"test_fraction must be in (0, 1), got {test_fraction}")
     n_patients = samples.patient_id.nunique()
-    n_splits = max(2, round(1 / test_fraction))
-    if n_patients < n_splits:
+    if n_patients < 2:
         raise SplitError(
             source,
-            f"{n_patients} patients cannot be split with test_fraction={test_fraction}",
+            f"{n_patients} patient(s) cannot be split into train and test (need 2 or more)",
         )
-    y = _strata(samples, positive_slides, stratify_by)
-    cv = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, test_idx = next(cv.split(samples, y, groups=samples.patient_id))
+    n_test = min(max(1, math.floor(test_fraction * n_patients + 0.5)), n_patients - 1)
+    rng = np.random.default_rng(seed)
+    strata = _patient_strata(samples, positive_slides, stratify_by)
+    quota = _quotas(strata.value_counts().sort_index(), n_test, rng)
+    test_patients: list[str] = []
+    for stratum, n in quota.items():
+        members = strata.index[strata == stratum].to_numpy()
+        test_patients += list(rng.permutation(members)[:n])
     out = samples.copy()
-    out["split"] = "train"
-    out.iloc[test_idx, out.columns.get_loc("split")] = "test"
+    out["split"] = np.where(samples.patient_id.isin(test_patients), "test", "train")
     assert_patients_disjoint(out, "split", source)
     return out
 

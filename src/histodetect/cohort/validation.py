@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def read_sample_sheet(path: str | Path, schema_path: str | Path) -> pd.DataFrame
 
 
 def check_sample_sheet(samples: pd.DataFrame, schema_path: str | Path, source: str) -> None:
-    """Raise :class:`InputError` for a missing column, a bad value or a duplicate slide id."""
+    """Raise :class:`InputError` for a missing column, a bad value, a duplicate slide id, or
+    one slide file listed twice (under two slide ids or two patients it would be able to
+    cross the train/test split)."""
     schema = _load(schema_path)
     missing = [c for c in schema.get("required", []) if c not in samples.columns]
     if missing:
@@ -73,3 +76,29 @@ def check_sample_sheet(samples: pd.DataFrame, schema_path: str | Path, source: s
     dupes = samples.slide_id[samples.slide_id.duplicated()].unique()
     if len(dupes):
         raise InputError(source, f"duplicate slide_id(s) {', '.join(map(str, dupes))}")
+    check_one_row_per_file(samples, source)
+
+
+def check_one_row_per_file(samples: pd.DataFrame, source: str) -> None:
+    """Raise :class:`InputError` naming the first slide file that more than one row lists.
+
+    Paths are compared after resolving ``~``, ``.``, ``..`` and symbolic links, so two
+    spellings of one file count as the same file.
+    """
+    if "path" not in samples.columns or samples.empty:
+        return
+    real = samples.path.astype(str).map(lambda p: os.path.realpath(os.path.expanduser(p)))
+    repeated = samples[real.duplicated(keep=False)]
+    if repeated.empty:
+        return
+    first = real[repeated.index[0]]
+    rows = repeated[real[repeated.index] == first]
+    ids = ", ".join(map(str, rows.slide_id))
+    patients = rows["patient_id"].dropna().unique() if "patient_id" in rows else []
+    where = f" of patients {', '.join(map(str, patients))}" if len(patients) > 1 else ""
+    raise InputError(
+        source,
+        f"slide file {rows.path.iloc[0]} is listed {len(rows)} times, as slides {ids}{where}; "
+        "one file must be one row (one slide of one patient), or it can fall on both sides "
+        "of the train/test split",
+    )

@@ -1,4 +1,9 @@
-"""QuPath-importable GeoJSON of predicted boxes, ground truth and heatmap contours."""
+"""QuPath-importable GeoJSON of predicted boxes, ground truth and heatmap contours.
+
+Each feature has a ``name`` (shown in QuPath's annotation list) and its numbers (score,
+probabilities, tile count, area) in ``properties.measurements``, a name-to-number object:
+that is where QuPath reads a feature's measurements from.
+"""
 
 from __future__ import annotations
 
@@ -27,30 +32,47 @@ def _to_lists(obj: Any) -> Any:
     return obj
 
 
-def _feature(geometry: Polygon, cls: tuple[str, list[int]], **props: Any) -> dict[str, Any]:
-    """One GeoJSON annotation feature with a QuPath classification."""
+def _feature(
+    geometry: Polygon,
+    cls: tuple[str, list[int]],
+    name: str,
+    measurements: dict[str, float],
+) -> dict[str, Any]:
+    """One GeoJSON annotation feature with a QuPath classification, name and measurements."""
     geo = mapping(geometry)
     return {
         "type": "Feature",
         "geometry": {"type": geo["type"], "coordinates": _to_lists(geo["coordinates"])},
         "properties": {
             "objectType": "annotation",
+            "name": name,
             "classification": {"name": cls[0], "color": list(cls[1])},
-            **props,
+            "measurements": measurements,
         },
     }
 
 
-def _box_features(df: pd.DataFrame, cls: tuple[str, list[int]]) -> list[dict[str, Any]]:
-    """Rectangle features for each row of a box table (``score`` kept when present)."""
+MEASURED = ("score", "mean_prob", "max_prob", "n_tiles", "area_um2")
+"""Box-table columns written as measurements, when present and finite."""
+
+
+def _area_um2(geometry: Polygon, mpp: float | None) -> dict[str, float]:
+    return {} if mpp is None else {"area_um2": float(geometry.area) * mpp * mpp}
+
+
+def _box_features(
+    df: pd.DataFrame, cls: tuple[str, list[int]], mpp: float | None
+) -> list[dict[str, Any]]:
+    """Rectangle features for each row of a box table, numbered ``<class> 1, 2, ...``."""
     feats = []
-    for row in df.itertuples(index=False):
-        x1, y1, x2, y2 = (float(getattr(row, c)) for c in ("x1", "y1", "x2", "y2"))
-        props: dict[str, Any] = {}
-        score = getattr(row, "score", None)
-        if score is not None and not (isinstance(score, float) and math.isnan(score)):
-            props["score"] = float(score)
-        feats.append(_feature(shapely.box(x1, y1, x2, y2), cls, **props))
+    for i, row in enumerate(df.to_dict("records"), start=1):
+        box = shapely.box(*(float(row[c]) for c in ("x1", "y1", "x2", "y2")))
+        values = {
+            k: float(row[k])
+            for k in MEASURED
+            if k in row and row[k] is not None and math.isfinite(float(row[k]))
+        }
+        feats.append(_feature(box, cls, f"{cls[0]} {i}", _area_um2(box, mpp) | values))
     return feats
 
 
@@ -58,21 +80,27 @@ def boxes_geojson(
     pred_df: pd.DataFrame | None,
     gt_df: pd.DataFrame | None = None,
     contours: list[Polygon] | None = None,
+    *,
+    mpp: float | None = None,
 ) -> dict[str, Any]:
     """GeoJSON FeatureCollection of level-0 rectangles and contours for QuPath.
 
     Args:
-        pred_df: Predicted boxes (x1, y1, x2, y2, score), classified "Predicted lesion".
+        pred_df: Predicted boxes (x1, y1, x2, y2 and the measured columns score, mean_prob,
+            max_prob, n_tiles, area_um2 where present), classified "Predicted lesion".
         gt_df: Ground-truth boxes, classified "Ground truth".
         contours: Polygons in level-0 pixels, classified "Heatmap contour".
+        mpp: Level-0 microns per pixel; when given, ground-truth boxes and contours get an
+            ``area_um2`` measurement too (predicted boxes carry their own).
     """
     feats: list[dict[str, Any]] = []
     if gt_df is not None:
-        feats += _box_features(gt_df, GT_CLASS)
+        feats += _box_features(gt_df, GT_CLASS, mpp)
     if pred_df is not None:
-        feats += _box_features(pred_df, PRED_CLASS)
-    for poly in contours or []:
-        feats.append(_feature(poly, CONTOUR_CLASS))
+        feats += _box_features(pred_df, PRED_CLASS, mpp)
+    for i, poly in enumerate(contours or [], start=1):
+        name = f"{CONTOUR_CLASS[0]} {i}"
+        feats.append(_feature(poly, CONTOUR_CLASS, name, _area_um2(poly, mpp)))
     return {"type": "FeatureCollection", "features": feats}
 
 

@@ -103,7 +103,16 @@ def out_of_fold_model(
     raise InputError(source, f"slide {slide_id} is in fold {fold}, which has no model")
 
 
-def predict_tiles(
+def predict_tiles(tiles_df: pd.DataFrame, model_paths: list[Path], **options: Any) -> np.ndarray:
+    """Ensemble lesion probability of each tile, in the order of ``tiles_df``.
+
+    The first value of :func:`predict_tile_classes`, which takes the same ``options``
+    (``batch_size``, ``num_workers``, ``tta``, ``reduce``, ``device``).
+    """
+    return predict_tile_classes(tiles_df, model_paths, **options)[0]
+
+
+def predict_tile_classes(
     tiles_df: pd.DataFrame,
     model_paths: list[Path],
     *,
@@ -112,8 +121,8 @@ def predict_tiles(
     tta: bool = False,
     reduce: str = "mean",
     device: str = "auto",
-) -> np.ndarray:
-    """Ensemble lesion probability of each tile, in the order of ``tiles_df``.
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Ensemble lesion probability of each tile and, for multi-class models, of each class.
 
     Tiles are read once, grouped by slide (``num_workers`` reading processes, each with its
     own slide handles); every model scores each batch, so memory is bounded by the batch.
@@ -122,6 +131,11 @@ def predict_tiles(
     applied on the device and averaged per model; the models are then combined with
     ``reduce`` (mean, median or max). Tiles get the stain normalisation the models were
     trained with. Tensors are channels_last; on CUDA under autocast (bfloat16 where supported).
+
+    Returns:
+        ``(lesion, by_class)``: the lesion probability, shape ``(n,)``, and, when every model
+        is multi-class with the same classes, ``class name -> probability`` (softmax, each
+        class reduced over the models on its own) in the models' class order; else ``{}``.
     """
     if reduce not in REDUCERS:
         raise ValueError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
@@ -140,41 +154,47 @@ def predict_tiles(
         stain = StainNormalizer(meta["stain_norm"], reference)
     loader = make_loader(tiles_df.iloc[order], batch_size, num_workers, False, 0, transform=stain)
     multiclass = [m.get("loss") == "ce" for m in metas]
+    names = [list(m.get("classes") or []) for m in metas]
+    per_class = all(multiclass) and all(n == names[0] for n in names) and len(names[0]) > 1
     cuda = dev.type == "cuda"
     models = [m.to(memory_format=torch.channels_last) for m in models]  # faster on CPU too
     transforms = d4_transforms() if tta else d4_transforms()[:1]
     out = np.empty(len(tiles_df), np.float32)
+    by_class = np.empty((len(tiles_df), len(names[0]) if per_class else 0), np.float32)
     start = 0
     norm = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
     with torch.inference_mode():
         for images, _ in tqdm(loader, desc="tiles", file=sys.stderr, mininterval=5.0):
             x = prepare_batch(images, dev, channels_last=True, **norm)
-            probs = torch.stack(
-                [
-                    _score(m, x, transforms, cuda, mc)
-                    for m, mc in zip(models, multiclass, strict=True)
-                ]
+            probs = [
+                _score(m, x, transforms, cuda, mc) for m, mc in zip(models, multiclass, strict=True)
+            ]
+            lesion = torch.stack(
+                [1 - p[:, 0] if mc else p[:, 0] for p, mc in zip(probs, multiclass, strict=True)]
             )
-            out[order[start : start + len(x)]] = _reduce(probs, reduce).cpu().numpy()
+            rows = order[start : start + len(x)]
+            out[rows] = _reduce(lesion, reduce).cpu().numpy()
+            if per_class:
+                by_class[rows] = _reduce(torch.stack(probs), reduce).cpu().numpy()
             start += len(x)
-    return out
+    return out, {str(c): by_class[:, k] for k, c in enumerate(names[0])} if per_class else {}
 
 
 def _score(
     model: nn.Module, x: torch.Tensor, transforms: list[Any], amp: bool, multiclass: bool
 ) -> torch.Tensor:
-    """Lesion probability of one model, averaged over ``transforms``."""
+    """Class probabilities (softmax) or the lesion probability (sigmoid, one column) of one
+    model, averaged over ``transforms``: shape ``(N, classes)`` or ``(N, 1)``."""
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     ctx = torch.autocast("cuda", dtype=dtype) if amp else nullcontext()
-    total = torch.zeros(len(x), device=x.device)
+    total: torch.Tensor | float = 0.0
     for transform in transforms:
         with ctx:
             logits = model(transform(x)).float()
-        if multiclass:
-            total += 1 - torch.softmax(logits, dim=1)[:, 0]
-        else:
-            total += torch.sigmoid(logits[:, 0])
-    return total / len(transforms)
+        total = total + (
+            torch.softmax(logits, dim=1) if multiclass else torch.sigmoid(logits[:, :1])
+        )
+    return total / len(transforms)  # type: ignore[return-value]
 
 
 def _reduce(probs: torch.Tensor, how: str) -> torch.Tensor:

@@ -92,7 +92,7 @@ def detect_slide(
     boxes = boxes_from_heatmap(heatmap, **cfg)
     boxes.insert(0, "slide_id", heatmap.slide_id)
     contours = heatmap_contours(heatmap, level=cfg.get("threshold", 0.5))
-    write_geojson(boxes_geojson(boxes, truth, contours), out_geojson)
+    write_geojson(boxes_geojson(boxes, truth, contours, mpp=heatmap.mpp), out_geojson)
     long_side = max(heatmap.slide_width, heatmap.slide_height)
     thumb_mpp = heatmap.mpp * max(1.0, long_side / overlay_px)
     with SlideReader(slide_path, direct=False) as slide:

@@ -13,12 +13,13 @@ import shapely
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings
 from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
+from histodetect.columns import class_prob_column
 from histodetect.detection.boxes import boxes_to_digilut
 from histodetect.detection.slide_score import SLIDE_COLUMNS, SlideScore
 from histodetect.evaluation.detection_metrics import detection_report, patch_metrics
 from histodetect.evaluation.plots import froc_png, roc_png
 from histodetect.io import atomic_path
-from histodetect.training.tile_scores import binary_auc
+from histodetect.training.tile_scores import binary_auc, metric_key, multiclass_metrics
 
 
 def _json_safe(value: Any) -> Any:
@@ -39,10 +40,12 @@ def slide_truth(
     settings: dict[str, Any],
     tile_summaries: Sequence[str | Path],
 ) -> pd.DataFrame:
-    """Ground-truth boxes ``slide_id,x1,y1,x2,y2`` of the slides of ``tile_summaries``.
+    """Ground truth ``slide_id,x1,y1,x2,y2,class_name,geometry`` of the slides of
+    ``tile_summaries``.
 
-    Each lesion annotation (DigiLut CSV row or per-slide file of the sheet) becomes its
-    bounding box; excluded regions are left out.
+    Each lesion annotation (DigiLut CSV row or per-slide file of the sheet) gives its bounding
+    box, its class and its outline (a shapely polygon: the Camelyon16 FROC grows it); excluded
+    regions are left out.
     """
     mpps = slide_mpps(tile_summaries)
     ann = read_cohort_annotations(
@@ -52,7 +55,8 @@ def slide_truth(
     b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)
     return pd.DataFrame(
         {"slide_id": ann.slide_id.astype(str).to_numpy(), "x1": b[:, 0], "y1": b[:, 1],
-         "x2": b[:, 2], "y2": b[:, 3]}
+         "x2": b[:, 2], "y2": b[:, 3], "class_name": ann.class_name.astype(str).to_numpy(),
+         "geometry": np.asarray(ann.geometry, dtype=object)}
     )  # fmt: skip
 
 
@@ -68,24 +72,37 @@ def evaluate_cohort(
     outputs: Any,
     slide_score: SlideScore | None = None,
     tuning: dict[str, Any] | None = None,
+    mpps: dict[str, float] | None = None,
+    froc_rule: str = "camelyon16",
+    classes: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Score the test slides and write metrics JSON/TSV, the submission CSV and plots.
 
     ``outputs`` has attributes ``metrics``, ``per_slide``, ``table``, ``submission``, ``froc``,
     ``roc`` and ``slides`` (Snakemake's output object or any namespace). ``tuning`` is the
     out-of-fold tuning record, if any: its ``oof_mean_f2`` is reported beside ``mean_f2`` and
-    its slide score replaces ``slide_score``.
+    its slide score replaces ``slide_score``. ``mpps`` (level-0 um/px per slide) serves the
+    camelyon16 ``froc_rule``. With ``classes`` (``labels.classes``: tile labels 1, 2, ... are
+    those classes) the tile metrics are lesion vs rest (``patch``) and per class
+    (``patch_by_class``, see :func:`class_tile_metrics`).
     """
     pred = pd.concat(
         [pd.read_csv(p, dtype={"slide_id": str}) for p in box_paths], ignore_index=True
     )
     slides = [Path(p).stem for p in box_paths]
-    per_slide, summary = detection_report(pred, truth, slides, beta=beta, thr=giou)
+    per_slide, summary = detection_report(
+        pred, truth, slides, beta=beta, thr=giou, froc_rule=froc_rule, mpps=mpps
+    )
     scores = pd.concat([pd.read_parquet(p) for p in score_paths], ignore_index=True)
     labels = pd.concat([pd.read_parquet(p) for p in label_paths], ignore_index=True)
     tiles = scores.merge(labels[["slide_id", "x", "y", "label"]], on=["slide_id", "x", "y"])
     tiles = tiles[tiles.label >= 0]
-    summary["patch"] = patch_metrics(tiles.label, tiles.prob)
+    lesion = (tiles.label > 0).astype(np.int64)
+    summary["patch"] = patch_metrics(lesion, tiles.prob)
+    if classes:
+        summary["patch_by_class"], multiclass = class_tile_metrics(tiles, classes)
+        if multiclass is not None:
+            summary["patch_multiclass"] = multiclass
     fps, sens = summary.pop("froc_fps"), summary.pop("froc_sens")
     if tuning is not None:
         slide_score = SlideScore.from_dict(tuning["slide_score"])
@@ -111,8 +128,45 @@ def evaluate_cohort(
     with atomic_path(outputs.submission) as tmp:
         submission.to_csv(tmp, index=False)
     froc_png(fps, sens, outputs.froc)
-    roc_png(tiles.label, tiles.prob, outputs.roc)
+    roc_png(lesion, tiles.prob, outputs.roc)
     return summary
+
+
+def class_tile_metrics(
+    tiles: pd.DataFrame, classes: Sequence[str], threshold: float = 0.5
+) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
+    """Tile metrics of each lesion class (label ``k`` is ``classes[k - 1]``, 0 background).
+
+    Per class: ``n`` tiles, and how the lesion probability ``prob`` treats them:
+    ``lesion_recall`` (share at or above ``threshold``) and ``lesion_auc`` (the class's tiles
+    against background tiles). When the scores hold each class's probability (``prob_<class>``
+    columns, written for multi-class models) also the class's one-vs-rest ``auc`` and, for the
+    most probable class, ``f1``, ``precision`` and ``recall``; the second value is then the
+    weighted multi-class summary (:func:`multiclass_metrics`), else None.
+    """
+    label = tiles.label.to_numpy(np.int64)
+    prob = tiles.prob.to_numpy(np.float64)
+    names = ["background", *classes]
+    columns = [class_prob_column(c) for c in names]
+    out: dict[str, dict[str, float]] = {}
+    for k, name in enumerate(classes, start=1):
+        mine = label == k
+        versus = mine | (label == 0)
+        out[name] = {
+            "n": int(mine.sum()),
+            "lesion_recall": float((prob[mine] >= threshold).mean())
+            if mine.any()
+            else float("nan"),
+            "lesion_auc": binary_auc(mine[versus], prob[versus]),
+        }
+    if not set(columns) <= set(tiles.columns) or not len(tiles):
+        return out, None
+    scores = multiclass_metrics(label, tiles[columns].to_numpy(np.float64), names)
+    for name in classes:
+        key = metric_key(name)
+        out[name] |= {m: scores[f"{m}_{key}"] for m in ("auc", "f1", "precision", "recall")}
+    weighted = ("auc", "f1", "precision", "recall", "accuracy", "balanced_accuracy")
+    return out, {m: scores[m] for m in weighted}
 
 
 def slide_answers(
@@ -148,12 +202,19 @@ def metrics_table(summary: dict[str, Any]) -> pd.DataFrame:
             "recall",
             "ap50",
             "froc_mean",
+            "froc_lesions",
+            "froc_itc",
             "slide_auc",
         )
         if k in summary
     ]
     rows += [(f"froc@{k}", v) for k, v in summary["froc"].items()]
     rows += [(f"patch_{k}", v) for k, v in summary["patch"].items()]
+    for name, values in summary.get("by_class", {}).items():
+        rows += [(f"{k}_{metric_key(name)}", v) for k, v in values.items()]
+    rows += [(f"patch_multiclass_{k}", v) for k, v in summary.get("patch_multiclass", {}).items()]
+    for name, values in summary.get("patch_by_class", {}).items():
+        rows += [(f"patch_{k}_{metric_key(name)}", v) for k, v in values.items()]
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 

@@ -59,13 +59,11 @@ def test_split_never_shares_a_patient(
     n = len(per)
     samples, positive = sheet(n, round(frac_pos * n), per)
     samples = samples.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # interleave
-    if n < max(2, round(1 / test_fraction)):
-        with pytest.raises(SplitError):
-            split_patients(samples, positive, test_fraction=test_fraction, seed=seed)
-        return
     out = split_patients(samples, positive, test_fraction=test_fraction, seed=seed)
     assert len(out) == len(samples)
     assert set(out.split) == {"train", "test"}
+    n_test = out.loc[out.split == "test", "patient_id"].nunique()
+    assert abs(n_test - test_fraction * n) <= 1
     assert patients_on_both_sides(out, "split") == 0
     pd.testing.assert_frame_equal(out.drop(columns="split"), samples)
 
@@ -87,6 +85,24 @@ def test_split_test_size_about_fraction() -> None:
     out = split_patients(samples, positive, test_fraction=0.25, seed=0)
     n_test = out.loc[out.split == "test", "patient_id"].nunique()
     assert 7 <= n_test <= 13
+
+
+@pytest.mark.parametrize(
+    ("n_patients", "n_positive", "fraction", "expected"),
+    [(10, 4, 0.4, 4), (10, 4, 0.34, 3), (20, 6, 0.15, 3), (12, 5, 0.6, 7), (7, 3, 0.3, 2)],
+)
+@pytest.mark.parametrize("seed", range(4))
+def test_split_test_share_is_the_configured_one(
+    n_patients: int, n_positive: int, fraction: float, expected: int, seed: int
+) -> None:
+    # the share was quantised to 1 / round(1 / f) before: 0.4 gave 0.5, 0.6 gave 0.5
+    samples, positive = sheet(n_patients, n_positive, [1 + p % 2 for p in range(n_patients)])
+    out = split_patients(samples, positive, test_fraction=fraction, seed=seed)
+    test = out[out.split == "test"]
+    assert test.patient_id.nunique() == expected
+    # stratified: the lesion patients' share is the configured one within one patient too
+    n_lesion = test.loc[test.slide_id.isin(positive), "patient_id"].nunique()
+    assert abs(n_lesion - fraction * n_positive) < 1
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -138,9 +154,13 @@ def test_split_rejects_bad_fraction(fraction: float) -> None:
 
 
 def test_split_too_few_patients() -> None:
-    samples, positive = sheet(3, 1, 3)
-    with pytest.raises(SplitError, match="3 patients"):
+    samples, positive = sheet(1, 1, 3)
+    with pytest.raises(SplitError, match="1 patient"):
         split_patients(samples, positive, test_fraction=0.2, seed=0)
+    # three patients at 0.2: one of them is the nearest share that leaves training patients
+    samples, positive = sheet(3, 1, 3)
+    out = split_patients(samples, positive, test_fraction=0.2, seed=0)
+    assert out.loc[out.split == "test", "patient_id"].nunique() == 1
 
 
 # --- make_folds -----------------------------------------------------------------------------
@@ -220,5 +240,5 @@ def test_refusals_name_the_source_in_one_line() -> None:
         "config/samples.tsv: folds=3 exceeds the 2 training patient(s) with a lesion; "
         "lower `folds` or add lesion patients"
     )
-    with pytest.raises(SplitError, match=r"^s\.tsv: 3 patients cannot be split"):
-        split_patients(sheet(3, 1)[0], set(), test_fraction=0.2, seed=0, source="s.tsv")
+    with pytest.raises(SplitError, match=r"^s\.tsv: 1 patient\(s\) cannot be split"):
+        split_patients(sheet(1, 1)[0], set(), test_fraction=0.2, seed=0, source="s.tsv")

@@ -67,3 +67,36 @@ def test_bad_sheet_names_column_or_row(frame: pd.DataFrame, expected: str) -> No
     with pytest.raises(InputError, match=r"^s\.tsv: ") as err:
         check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("frame", "expected"),
+    [
+        (
+            sheet(path=["x.svs", "x.svs"]),
+            "slide file x.svs is listed 2 times, as slides a, b of patients p1, p2;",
+        ),
+        (
+            sheet(path=["d/x.svs", "d/../d/./x.svs"], patient_id=["p1", "p1"]),
+            "slide file d/x.svs is listed 2 times, as slides a, b;",
+        ),
+        (
+            sheet(slide_id=["a", "b", "c"], patient_id=["p1", "p2", "p3"], path=["y", "x", "x"]),
+            "slide file x is listed 2 times, as slides b, c of patients p2, p3;",
+        ),
+    ],
+)
+def test_one_slide_file_listed_twice_is_refused(frame: pd.DataFrame, expected: str) -> None:
+    with pytest.raises(InputError, match=r"^s\.tsv: ") as err:
+        check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
+    assert expected in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_symbolic_link_to_a_listed_file_is_the_same_file(tmp_path: Path) -> None:
+    (tmp_path / "x.svs").write_bytes(b"")
+    (tmp_path / "link.svs").symlink_to(tmp_path / "x.svs")
+    frame = sheet(path=[str(tmp_path / "x.svs"), str(tmp_path / "link.svs")])
+    with pytest.raises(InputError, match="listed 2 times, as slides a, b"):
+        check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
+    check_sample_sheet(sheet(path=[str(tmp_path / "x.svs"), "other.svs"]), SAMPLES_SCHEMA, "s")

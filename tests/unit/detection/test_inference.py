@@ -183,3 +183,34 @@ def test_multiclass_model_gives_one_minus_background(
         want = 1 - torch.softmax(model(x), dim=1)[:, 0].numpy()
     got = predict_tiles(tiles, [path], batch_size=16)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_multiclass_ensemble_gives_each_class_probability(
+    setup: tuple[pd.DataFrame, list[Path]], tmp_path: Path
+) -> None:
+    from histodetect.columns import class_prob_column
+    from histodetect.detection.inference import predict_tile_classes
+    from histodetect.training.model import build_model, save_model
+
+    tiles, binary = setup
+    classes = ["background", "adeno", "squamous cell"]
+    paths, want = [], []
+    x = normalize_batch(torch.stack([TileDataset(tiles)[i][0] for i in range(len(tiles))]))
+    for k in range(2):
+        torch.manual_seed(k)
+        paths.append(tmp_path / f"ce{k}.pt")
+        meta = {"tile_px": 32, "loss": "ce", "classes": classes}
+        save_model(paths[-1], build_model("test_efficientnet", hidden=16, num_classes=3), meta)
+        with torch.no_grad():
+            want.append(torch.softmax(load_model(paths[-1])[0](x), dim=1).numpy())
+    for reduce, combine in (("mean", np.mean), ("max", np.max)):
+        lesion, by_class = predict_tile_classes(tiles, paths, batch_size=16, reduce=reduce)
+        assert list(by_class) == classes
+        got = np.stack([by_class[c] for c in classes], axis=1)
+        np.testing.assert_allclose(got, combine(want, axis=0), rtol=1e-4, atol=1e-5)
+        one_minus = combine([1 - w[:, 0] for w in want], axis=0)
+        np.testing.assert_allclose(lesion, one_minus, rtol=1e-4, atol=1e-5)
+    assert class_prob_column("squamous cell") == "prob_squamous_cell"
+    # binary models, or models of other classes, give the lesion probability alone
+    assert predict_tile_classes(tiles, binary[:1], batch_size=16)[1] == {}
+    assert predict_tile_classes(tiles, [paths[0], binary[0]], batch_size=16)[1] == {}

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+import shapely
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from histodetect.evaluation.cohort import read_training_curves, slide_truth
+from histodetect.evaluation.cohort import class_tile_metrics, read_training_curves, slide_truth
 from histodetect.evaluation.plots import training_curves_png
 
 
@@ -45,4 +48,31 @@ def test_slide_truth_keeps_only_the_given_slides(tmp_path: Path) -> None:
     summary = tmp_path / "a.json"
     summary.write_text(json.dumps({"slide_id": "a", "mpp": 0.5}))
     truth = slide_truth(sheet, csv, {}, [summary])
-    assert truth.values.tolist() == [["a", 10.0, 30.0, 20.0, 50.0]]
+    assert truth[["slide_id", "x1", "y1", "x2", "y2", "class_name"]].values.tolist() == [
+        ["a", 10.0, 30.0, 20.0, 50.0, "lesion"]
+    ]
+    assert truth.geometry.iloc[0].equals(shapely.box(10, 30, 20, 50))  # the outline, for FROC
+
+
+def test_class_tile_metrics_lesion_vs_rest_and_per_class() -> None:
+    # labels: 0 background, 1 adeno, 2 squamous; prob is the lesion probability
+    tiles = pd.DataFrame(
+        {"label": [0, 0, 0, 1, 1, 2, 2, 2],
+         "prob": [0.1, 0.2, 0.7, 0.9, 0.4, 0.8, 0.6, 0.3]}
+    )  # fmt: skip
+    by_class, multiclass = class_tile_metrics(tiles, ["adeno", "squamous"])
+    assert multiclass is None and list(by_class) == ["adeno", "squamous"]
+    assert by_class["adeno"]["n"] == 2 and by_class["adeno"]["lesion_recall"] == 0.5
+    assert by_class["squamous"]["lesion_recall"] == pytest.approx(2 / 3)
+    # adeno 0.9, 0.4 against background 0.1, 0.2, 0.7: 5 of 6 pairs ordered
+    assert by_class["adeno"]["lesion_auc"] == pytest.approx(5 / 6)
+    assert "auc" not in by_class["adeno"]
+    probs = np.eye(3)[[0, 0, 1, 1, 2, 2, 1, 0]] * 0.8 + 0.2 / 3  # argmax right for 4 of 8
+    with_probs = tiles.assign(
+        **{f"prob_{c}": probs[:, k] for k, c in enumerate(["background", "adeno", "squamous"])}
+    )
+    by_class, multiclass = class_tile_metrics(with_probs, ["adeno", "squamous"])
+    assert by_class["adeno"]["recall"] == 0.5
+    assert by_class["squamous"]["recall"] == pytest.approx(1 / 3)
+    assert by_class["adeno"]["precision"] == pytest.approx(1 / 3)
+    assert multiclass["accuracy"] == 0.5
