@@ -104,7 +104,9 @@ def test_seen_images_by_path_content_and_group(tmp_path: Path) -> None:
     for name, data in {"a": b"one", "b": b"two", "c": b"one", "d": b"three", "e": b"four"}.items():
         files[name] = tmp_path / f"{name}.png"
         files[name].write_bytes(data)
-    assert git_blob_sha1(files["a"]) == "43dd47ea691c90a5fa7827892c70241913351963"  # git hash-object
+    assert (
+        git_blob_sha1(files["a"]) == "43dd47ea691c90a5fa7827892c70241913351963"
+    )  # git hash-object
     seen = pd.DataFrame({"path": [str(files["a"]), str(files["b"])], "group_id": ["g1", "g2"]})
     new = pd.DataFrame(
         {"path": [str(files[k]) for k in "bcde"], "group_id": ["g9", "g8", "g2", "g7"]}
