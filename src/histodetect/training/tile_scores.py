@@ -117,17 +117,18 @@ def best_threshold(y: np.ndarray, scores: np.ndarray) -> float:
 
 
 def fit_class_priors(
-    y: np.ndarray, probs: np.ndarray, *, rounds: int = 3, span: float = 4.0, steps: int = 81
+    y: np.ndarray, probs: np.ndarray, *, rounds: int = 3, steps: int = 101
 ) -> np.ndarray:
     """Class priors (summing to 1) whose :func:`prior_corrected` argmax has the best balanced
-    accuracy on ``(y, probs)``: coordinate ascent over one log-offset per class on a grid of
-    ``steps`` values in ``[-span, span]``; the plain argmax (uniform priors) is the start and
-    is kept on ties.
+    accuracy on ``(y, probs)``: coordinate ascent over one log-offset per class, each tried
+    at ``steps`` quantiles of the offsets where a row's decision switches to or from that
+    class; the plain argmax (uniform priors) is the start, and the offset nearest the current
+    one wins ties.
     """
     y = np.asarray(y).astype(int)
     logp = np.log(np.clip(np.asarray(probs, np.float64), 1e-12, None))
     k = logp.shape[1]
-    offsets, grid = np.zeros(k), np.linspace(-span, span, steps)
+    offsets = np.zeros(k)
 
     def score(b: np.ndarray) -> float:
         return balanced_accuracy(y, (logp - b).argmax(axis=1), k)
@@ -136,6 +137,9 @@ def fit_class_priors(
     for _ in range(rounds):
         improved = False
         for c in range(k):
+            rest = np.delete(logp - offsets, c, axis=1).max(axis=1)
+            switch = np.quantile(logp[:, c] - rest, np.linspace(0, 1, steps))
+            grid = np.unique(np.r_[switch - 1e-9, switch + 1e-9])
             for g in grid[np.argsort(np.abs(grid - offsets[c]), kind="stable")]:
                 trial = offsets.copy()
                 trial[c] = g
