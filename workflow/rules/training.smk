@@ -5,6 +5,7 @@ rule train_fold:
     output:
         model="results/models/fold_{fold}/model.pt",
         metrics="results/models/fold_{fold}/metrics.json",
+        predictions="results/models/fold_{fold}/val_predictions.parquet",
     log:
         "logs/train_fold/fold_{fold}.log",
     benchmark:
@@ -27,12 +28,32 @@ rule train_fold:
 
 
 localrules:
+    oof_threshold,
     fold_summary,
+
+
+# The ensemble's decision rule (binary threshold or multi-class priors) with the best balanced
+# accuracy on the folds' validation rows, each scored by the model that did not train on it.
+rule oof_threshold:
+    input:
+        predictions=expand(
+            "results/models/fold_{fold}/val_predictions.parquet", fold=FOLDS
+        ),
+        models=expand("results/models/fold_{fold}/model.pt", fold=FOLDS),
+    output:
+        "results/models/threshold.json",
+    log:
+        "logs/oof_threshold.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/oof_threshold.py"
 
 
 rule fold_summary:
     input:
-        expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
+        metrics=expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
+        threshold="results/models/threshold.json",
     output:
         report(
             "results/models/summary.tsv",

@@ -85,6 +85,26 @@ def weight_tiles(tiles: pd.DataFrame, *, ratio: float) -> pd.DataFrame:
     return labelled.sort_values(["slide_id", "y", "x"]).reset_index(drop=True)
 
 
+def class_balanced_weights(labels: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Sampling weights that give every class present the same total, keeping the total.
+
+    ``weights`` (one per row, e.g. from :func:`weight_tiles`; default all 1) are rescaled per
+    class so that a weighted draw of ``round(weights.sum())`` rows per epoch (what
+    :func:`histodetect.training.data.make_loader` draws) holds the classes in equal
+    expectation: the epoch length stays, only its class mix changes.
+    """
+    labels = np.asarray(labels)
+    w = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    classes = np.unique(labels)
+    out = np.zeros(len(labels))
+    for c in classes:
+        rows = labels == c
+        total = w[rows].sum()
+        if total > 0:
+            out[rows] = w[rows] * (w.sum() / len(classes)) / total
+    return out
+
+
 def cap_tiles(tiles: pd.DataFrame, *, max_tiles: int | None, seed: int) -> pd.DataFrame:
     """A seeded subsample of at most ``max_tiles`` labelled tiles, all positives first."""
     labelled = tiles[tiles.label >= 0]

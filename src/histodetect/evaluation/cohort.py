@@ -19,6 +19,7 @@ from histodetect.detection.slide_score import SLIDE_COLUMNS, SlideScore
 from histodetect.evaluation.detection_metrics import detection_report, patch_metrics
 from histodetect.evaluation.plots import froc_png, roc_png
 from histodetect.io import atomic_path
+from histodetect.training.thresholds import OOF
 from histodetect.training.tile_scores import binary_auc, metric_key, multiclass_metrics
 
 
@@ -218,8 +219,16 @@ def metrics_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
-def summarise_folds(paths: Sequence[str]) -> pd.DataFrame:
-    """Per-fold validation metrics with mean and std rows."""
+def summarise_folds(paths: Sequence[str], threshold: str | Path | None = None) -> pd.DataFrame:
+    """Per-fold validation metrics with mean and std rows.
+
+    With ``threshold`` (the out-of-fold record of
+    :func:`~histodetect.training.thresholds.write_threshold`), each fold's metrics at the
+    ensemble's out-of-fold decision are added as ``patch_<metric>_at_oof`` beside those at 0.5
+    (``patch_<metric>_at_0.5``, or ``_at_argmax`` for multi-class), plus the ``oof_threshold``
+    itself for a binary model.
+    """
+    record = json.loads(Path(threshold).read_text()) if threshold is not None else None
     rows = []
     for p in paths:
         m = json.loads(Path(p).read_text())
@@ -227,7 +236,13 @@ def summarise_folds(paths: Sequence[str]) -> pd.DataFrame:
         flat.update(
             {f"val_{k}": v for k, v in m.get("val", {}).items() if isinstance(v, int | float)}
         )
-        rows.append({"fold": Path(p).parent.name, **flat})
+        fold = Path(p).parent.name
+        if record is not None:
+            oof = record["folds"].get(fold, {})
+            flat |= {f"patch_{k}": v for k, v in oof.items() if k.endswith(f"_at_{OOF}")}
+            if record["decision"].get("threshold") is not None:
+                flat["oof_threshold"] = record["decision"]["threshold"]
+        rows.append({"fold": fold, **flat})
     table = pd.DataFrame(rows)
     numeric = table.drop(columns="fold")
     stats = pd.DataFrame([{"fold": "mean", **numeric.mean()}, {"fold": "std", **numeric.std()}])

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from histodetect.detection.boxes import boxes_from_heatmap
 from histodetect.detection.heatmap import Heatmap
@@ -26,6 +26,7 @@ from histodetect.detection.slide_score import METHODS, SlideScore
 from histodetect.errors import InputError
 from histodetect.evaluation.detection_metrics import slide_fbeta
 from histodetect.io import atomic_path
+from histodetect.training.tile_scores import best_threshold
 
 TUNED_KEYS = ("method", "threshold", "min_neighbours", "score", "min_size_um", "top_n", "nms_iou")
 
@@ -146,14 +147,6 @@ def tune_slide_score(
     scores = np.array([best.score(probs[s]) for s in ids])
     best = SlideScore(best.method, best.top_k, best.tile_threshold, best_threshold(y, scores))
     return best, best_auc, pd.DataFrame(rows)
-
-
-def best_threshold(y: np.ndarray, scores: np.ndarray) -> float:
-    """The score threshold with the best balanced accuracy, midway between neighbouring scores."""
-    values = np.unique(scores)
-    acc = [balanced_accuracy_score(y, scores >= v) for v in values]
-    i = int(np.argmax(acc))
-    return float(values[i] if i == 0 else (values[i] + values[i - 1]) / 2)
 
 
 def tune_cohort(

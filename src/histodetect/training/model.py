@@ -143,13 +143,20 @@ def make_loss(
     pos_weight: float | None = None,
     alpha: float | None = 0.25,
     gamma: float = 2.0,
+    class_weights: list[float] | None = None,
 ) -> nn.Module:
     """Loss on logits: binary ``"bce"`` (optional ``pos_weight``) or ``"focal"``, or ``"ce"``.
 
-    ``"ce"`` is cross-entropy over ``(N, num_classes)`` logits and integer class targets.
+    ``"ce"`` is cross-entropy over ``(N, num_classes)`` logits and integer class targets,
+    weighted per class by ``class_weights`` when given.
     """
     if name == "ce":
-        return nn.CrossEntropyLoss()
+        if pos_weight is not None:
+            raise ValueError("pos_weight is for 'bce'; weight cross-entropy with class_weights")
+        weight = None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        return nn.CrossEntropyLoss(weight=weight)
+    if class_weights is not None:
+        raise ValueError(f"class_weights are for 'ce', not {name!r}")
     if name == "bce":
         weight = None if pos_weight is None else torch.tensor(float(pos_weight))
         return nn.BCEWithLogitsLoss(pos_weight=weight)
@@ -158,6 +165,26 @@ def make_loss(
             raise ValueError("pos_weight is for 'bce'; weight the focal loss with alpha")
         return FocalLoss(alpha, gamma)
     raise ValueError(f"unknown loss {name!r}; expected 'bce', 'focal' or 'ce'")
+
+
+def balanced_loss_weights(counts: list[float], loss: str) -> dict[str, Any]:
+    """The :func:`make_loss` arguments that weigh each class as if the classes were equal.
+
+    ``counts`` are the training rows per class (label order). Cross-entropy: class ``c``
+    weighs ``n / (K * n_c)`` over the ``K`` classes present (an absent class weighs 0); BCE:
+    ``pos_weight = n_neg / n_pos``; focal: ``alpha = n_neg / n`` (positives weigh the share of
+    negatives). A binary set without both classes keeps the unweighted loss.
+    """
+    n = [float(c) for c in counts]
+    if loss == "ce":
+        present = sum(c > 0 for c in n)
+        return {"class_weights": [sum(n) / (present * c) if c > 0 else 0.0 for c in n]}
+    neg, pos = n[0], sum(n[1:])
+    if neg <= 0 or pos <= 0:
+        return {}
+    if loss == "focal":
+        return {"alpha": neg / (neg + pos)}
+    return {"pos_weight": neg / pos}
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None:

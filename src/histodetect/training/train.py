@@ -22,12 +22,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from histodetect.cohort.sampling import class_balanced_weights
 from histodetect.io import atomic_path
 from histodetect.training.data import augment_batch, make_loader, mixup, prepare_batch, random_crop
 from histodetect.training.ema import WeightEMA
-from histodetect.training.model import build_model, make_loss, resolve_device, save_model
+from histodetect.training.model import (
+    balanced_loss_weights,
+    build_model,
+    make_loss,
+    resolve_device,
+    save_model,
+)
 from histodetect.training.stain import StainNormalizer
 from histodetect.training.tile_scores import (
+    at_decision,
     binary_auc,
     metric_key,
     multiclass_auc,
@@ -39,6 +47,9 @@ from histodetect.training.tracking import RunLogger
 log = logging.getLogger(__name__)
 # Options that do not change the optimisation trajectory: a checkpoint stays resumable.
 _RESUME_FREE = {"epochs", "early_stopping_patience", "num_workers", "device", "select"}
+BALANCES = ("none", "sampler", "loss")
+PREDICTIONS = "val_predictions.parquet"
+_ID_COLUMNS = ("patient_id", "group_id", "slide_id", "path", "x", "y")
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,10 @@ class TrainConfig:
     average is what is validated, selected and saved. None: the raw weights."""
     select: str = "best"
     """Epoch that ``model.pt`` keeps: ``best`` on the validation set, or ``last``."""
+    class_balance: str = "none"
+    """How the classes of the fold's training rows are balanced: ``none``; ``sampler`` (a
+    weighted draw holding the classes in equal expectation, same epoch length); ``loss``
+    (class weights in the loss: BCE ``pos_weight``, cross-entropy ``weight``, focal ``alpha``)."""
 
     def __post_init__(self) -> None:
         for name, allowed in (
@@ -96,6 +111,7 @@ class TrainConfig:
             ("jitter_space", ("hsv", "hed")),
             ("stain_norm", (None, "macenko", "reinhard")),
             ("select", ("best", "last")),
+            ("class_balance", BALANCES),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -210,10 +226,23 @@ class Task:
             return binary_auc(y, probs)
         return multiclass_auc(y, probs)
 
+    @property
+    def plain_decision(self) -> str:
+        """Name of the decision made without a tuned threshold: ``0.5`` or ``argmax``."""
+        return "argmax" if self.multiclass else "0.5"
+
     def scores(self, y: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+        """AUCs, and the other metrics at 0.5 (binary) or of the argmax, named ``<m>_at_<how>``."""
         if not self.multiclass:
-            return patch_metrics(y, probs, 0.5)
-        return multiclass_metrics(y, probs, self.classes)
+            return at_decision(patch_metrics(y, probs, 0.5), "0.5")
+        return at_decision(multiclass_metrics(y, probs, self.classes), "argmax")
+
+
+def class_counts(df: pd.DataFrame, k: int) -> list[float]:
+    """Training rows per class, or with a ``weight`` column the weight each class draws."""
+    labels = df["label"].to_numpy(np.int64)
+    w = df["weight"].to_numpy(np.float64) if "weight" in df else None
+    return [float(v) for v in np.bincount(labels, weights=w, minlength=k)]
 
 
 def train_fold(
@@ -234,10 +263,18 @@ def train_fold(
     Labels are integers: 0/1 (binary, one logit) or ``0..K-1`` (K > 2 classes, or
     ``loss="ce"``: one logit per class, named by a ``class_name`` column if any). A ``weight``
     column in ``train_df`` draws training tiles with those weights (with replacement).
+    ``cfg.class_balance`` balances the classes from the training rows alone: ``sampler``
+    rescales the draw per class (:func:`~histodetect.cohort.sampling.class_balanced_weights`),
+    ``loss`` weighs the loss (:func:`~histodetect.training.model.balanced_loss_weights`, from
+    the rows or, with a ``weight`` column, the weight each class draws).
     Writes ``out_dir/last.pt`` (every epoch, with the best weights so far), and at the end
     ``out_dir/model.pt`` (the epoch ``cfg.select`` names; never before training ends, so a
     killed job leaves no model that looks finished) and
-    ``out_dir/metrics.json``; rows with ``label == -1`` are dropped. Returns the metrics.
+    ``out_dir/metrics.json`` (threshold-dependent metrics named ``..._at_0.5``, or
+    ``..._at_argmax`` for multi-class) and ``out_dir/val_predictions.parquet`` (each validation
+    row's ids, ``label``, ``fold`` and probabilities ``prob``, or ``prob_0..prob_{K-1}``: what the
+    out-of-fold threshold is chosen from, see :mod:`histodetect.training.thresholds`); rows with
+    ``label == -1`` are dropped. Returns the metrics.
     The model file records the patients it trained on (``train_patients``, from a
     ``patient_id`` column) and ``tiling`` (the tile size and resolution it was trained at), so
     that out-of-fold inference and prediction can check what they are given.
@@ -254,6 +291,10 @@ def train_fold(
     drop_last = len(train_df) > cfg.batch_size  # no size-1 batch for batch norm
     stain = StainNormalizer(cfg.stain_norm, cfg.stain_reference) if cfg.stain_norm else None
     weights = train_df["weight"].to_numpy(np.float64) if "weight" in train_df else None
+    counts = class_counts(train_df, len(task.classes))
+    loss_args = balanced_loss_weights(counts, task.loss) if cfg.class_balance == "loss" else {}
+    if cfg.class_balance == "sampler":
+        weights = class_balanced_weights(train_df["label"].to_numpy(), weights)
     workers = cfg.workers()
     loaders = (
         make_loader(
@@ -266,25 +307,28 @@ def train_fold(
     monitor = "auc" if len(np.unique(y_val)) == len(task.classes) else "loss"
     meta = {"tile_px": tile_px, "fold": fold, "monitor": monitor, "config": dataclasses.asdict(cfg)}
     meta |= {"classes": task.classes, "loss": task.loss, "stain_norm": cfg.stain_norm}
+    meta |= {"class_balance": cfg.class_balance, "train_class_counts": counts}
+    meta |= {"loss_weights": loss_args}
     if "patient_id" in train_df:
         meta["train_patients"] = sorted(map(str, train_df["patient_id"].unique()))
     if tiling is not None:
         meta["tiling"] = dict(tiling)
     params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train_df)}
     params |= {"n_val": len(val_df), "tile_px": tile_px, "num_workers": workers}
-    params |= {"classes": ",".join(task.classes), "loss": task.loss}
-    counts = train_df["label"].value_counts()
+    params |= {"classes": ",".join(task.classes), "loss": task.loss, **loss_args}
+    n_rows = train_df["label"].value_counts()
     if task.multiclass:
-        params |= {f"n_{metric_key(c)}": int(counts.get(i, 0)) for i, c in enumerate(task.classes)}
+        params |= {f"n_{metric_key(c)}": int(n_rows.get(i, 0)) for i, c in enumerate(task.classes)}
     else:
-        params["n_pos"] = int(counts.get(1, 0))
+        params["n_pos"] = int(n_rows.get(1, 0))
     logger = RunLogger(mlflow_uri, experiment, run_name, tb_dir)
     state.run_id = logger.start(state.run_id, params, state.history)
     if not resumed:
         _save_last(out_dir / "last.pt", cfg, state)
     try:
         _fit(state, loaders, y_val, cfg, task, fold, monitor, out_dir, meta, logger, device)
-        metrics = _finalise(state, loaders[1], y_val, cfg, task, out_dir, meta, device)
+        ids = val_df[[c for c in _ID_COLUMNS if c in val_df]]
+        metrics = _finalise(state, loaders[1], y_val, ids, cfg, task, out_dir, meta, device)
         logger.finish(metrics, out_dir / "model.pt")
     except BaseException:
         logger.fail()
@@ -308,7 +352,7 @@ def _fit(
     """Run the remaining epochs with checkpointing and early stopping."""
     patience = cfg.early_stopping_patience
     aug_gen = torch.Generator()
-    loss_fn = make_loss(task.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
+    loss_fn = _loss_fn(cfg, task, meta, device)
     for epoch in range(state.epoch + 1, cfg.epochs):
         if patience > 0 and state.bad_epochs >= patience:
             break
@@ -425,6 +469,7 @@ def _finalise(
     state: _State,
     val_loader: DataLoader,
     y_val: np.ndarray,
+    ids: pd.DataFrame,
     cfg: TrainConfig,
     task: Task,
     out_dir: Path,
@@ -434,7 +479,8 @@ def _finalise(
     """Write ``model.pt`` from the selected epoch's weights, score them, write ``metrics.json``.
 
     Binary models are scored at probability 0.5, multi-class ones by their top class
-    (weighted averages plus one value per class, e.g. ``patch_recall_<class>``).
+    (weighted averages plus one value per class, e.g. ``patch_recall_<class>_at_argmax``);
+    the validation probabilities go to ``val_predictions.parquet`` beside them.
     ``train_img_s`` and ``data_wait`` are means over the epochs run.
     """
     net, epoch = state.net, state.epoch
@@ -443,8 +489,16 @@ def _finalise(
         epoch = state.best_epoch
     chosen = next(h for h in state.history if h["epoch"] == epoch)
     save_model(out_dir / "model.pt", net, {**meta, **chosen})
-    loss_fn = make_loss(task.loss, alpha=cfg.focal_alpha, gamma=cfg.focal_gamma).to(device)
-    val_loss, probs = _evaluate(net, val_loader, loss_fn, cfg, task, device)
+    val_loss, probs = _evaluate(
+        net, val_loader, _loss_fn(cfg, task, meta, device), cfg, task, device
+    )
+    table = ids.reset_index(drop=True).assign(label=y_val.astype(np.int64), fold=meta["fold"])
+    if task.multiclass:
+        table = table.assign(**{f"prob_{k}": probs[:, k] for k in range(probs.shape[1])})
+    else:
+        table = table.assign(prob=probs)
+    with atomic_path(out_dir / PREDICTIONS) as tmp:
+        table.to_parquet(tmp, index=False)
     speed = {
         k: float(np.mean([h[k] for h in state.history if k in h] or [np.nan]))
         for k in ("train_img_s", "data_wait")
@@ -461,6 +515,12 @@ def _finalise(
     with atomic_path(out_dir / "metrics.json") as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
     return metrics
+
+
+def _loss_fn(cfg: TrainConfig, task: Task, meta: dict[str, Any], device: torch.device) -> nn.Module:
+    """The training loss, with the class weights of ``meta["loss_weights"]`` if any."""
+    args = {"alpha": cfg.focal_alpha, "gamma": cfg.focal_gamma, **meta["loss_weights"]}
+    return make_loss(task.loss, **args).to(device)
 
 
 def _new_state(cfg: TrainConfig, device: torch.device, outputs: int) -> _State:

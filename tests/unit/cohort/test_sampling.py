@@ -10,6 +10,7 @@ import pytest
 
 from histodetect.cohort.sampling import (
     cap_tiles,
+    class_balanced_weights,
     fold_tables,
     lesion_distance,
     undersample,
@@ -248,3 +249,26 @@ def test_fold_tables_weighted(fold_setup: tuple[pd.DataFrame, list[str]]) -> Non
     assert "weight" in train.columns and "weight" not in val.columns
     with pytest.raises(ValueError, match=r"sampling\.strategy"):
         fold_tables(folds, paths, fold=0, neg_ratio=1.0, max_val_tiles=None, seed=0, strategy="x")
+
+
+def test_class_balanced_draw_holds_classes_equally() -> None:
+    """A seeded draw of the training loader's size, counted: each class a third, epoch kept."""
+    import torch
+    from torch.utils.data import WeightedRandomSampler
+
+    labels = np.repeat([0, 1, 2], [900, 80, 20])
+    w = class_balanced_weights(labels)
+    assert w.sum() == pytest.approx(len(labels))  # the epoch length stays
+    sampler = WeightedRandomSampler(
+        torch.tensor(w), 30000, replacement=True, generator=torch.Generator().manual_seed(0)
+    )
+    counts = np.bincount(labels[list(sampler)], minlength=3) / 30000
+    np.testing.assert_allclose(counts, 1 / 3, atol=0.01)
+    # Existing weights (strategy weighted) keep their shape within a class and their total.
+    prior = np.where(np.arange(1000) % 2, 2.0, 1.0)
+    w2 = class_balanced_weights(labels, prior)
+    assert w2.sum() == pytest.approx(prior.sum())
+    for c in range(3):
+        rows = labels == c
+        assert w2[rows].sum() == pytest.approx(prior.sum() / 3)
+        np.testing.assert_allclose(w2[rows] / w2[rows].min(), prior[rows] / prior[rows].min())

@@ -9,7 +9,14 @@ import timm
 import torch
 from torch import nn
 
-from histodetect.training.model import FocalLoss, build_model, load_model, make_loss, save_model
+from histodetect.training.model import (
+    FocalLoss,
+    balanced_loss_weights,
+    build_model,
+    load_model,
+    make_loss,
+    save_model,
+)
 
 
 def test_build_model_shapes_and_head() -> None:
@@ -72,3 +79,27 @@ def test_cross_entropy_and_pre_logit_width() -> None:
     torch.testing.assert_close(ce(logits, target), -torch.log_softmax(logits, 1)[0, 0])
     model = build_model("mobilenetv3_small_050", hidden=8, num_classes=3).eval()
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 3)  # conv head of 1024 features
+
+
+def test_balanced_loss_weights_match_hand_values() -> None:
+    # 30 negatives, 10 positives: BCE weighs a positive 3 times; focal alpha 30 / 40.
+    assert balanced_loss_weights([30, 10], "bce") == {"pos_weight": 3.0}
+    assert balanced_loss_weights([30, 10], "focal") == {"alpha": 0.75}
+    assert balanced_loss_weights([30, 0], "bce") == {}  # one class: nothing to balance
+    # 60, 30, 10 of 100 rows, 3 classes: n / (K n_c) = 100/180, 100/90, 100/30.
+    got = balanced_loss_weights([60, 30, 10], "ce")["class_weights"]
+    assert got == pytest.approx([100 / 180, 100 / 90, 100 / 30])
+    assert balanced_loss_weights([60, 0, 40], "ce")["class_weights"] == pytest.approx(
+        [100 / 120, 0.0, 100 / 80]
+    )
+    ce = make_loss("ce", class_weights=got)
+    logits, y = torch.tensor([[1.0, 0.0, -1.0], [0.0, 2.0, 0.0]]), torch.tensor([0, 2])
+    each = nn.functional.cross_entropy(logits, y, reduction="none")
+    expected = (each[0] * got[0] + each[1] * got[2]) / (got[0] + got[2])
+    torch.testing.assert_close(ce(logits, y), expected)
+    bce = make_loss("bce", **balanced_loss_weights([30, 10], "bce"))
+    x, t = torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.0])
+    each = nn.functional.binary_cross_entropy_with_logits(x, t, reduction="none")
+    torch.testing.assert_close(bce(x, t), (3 * each[0] + each[1]) / 2)
+    with pytest.raises(ValueError, match="class_weights"):
+        make_loss("bce", class_weights=[1.0, 2.0])

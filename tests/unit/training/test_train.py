@@ -90,7 +90,8 @@ def test_learns_colour_task(two_folds: tuple[Path, list[dict[str, Any]]]) -> Non
     for k, m in enumerate(metrics):
         assert m["val_auc"] > 0.9 and m["patch_auc"] > 0.9
         assert json.loads((root / f"fold_{k}" / "metrics.json").read_text()) == m
-        assert set(m) >= {"patch_f1", "patch_precision", "patch_recall", "patch_accuracy"}
+        at = {f"patch_{k}_at_0.5" for k in ("f1", "precision", "recall", "accuracy")}
+        assert set(m) >= at and "patch_f1" not in m  # a decision's metrics say which decision
         _, meta = load_model(root / f"fold_{k}" / "model.pt")
         assert meta["epoch"] == m["best_epoch"] and meta["tile_px"] == 32 and meta["fold"] == k
 
@@ -234,7 +235,7 @@ def test_multiclass_cross_entropy(
     m = _train(tiles, tmp_path, store, epochs=3, experiment="multi", loss="bce")
     assert m["val_auc"] > 0.9
     for name in ("a", "b", "c"):
-        assert 0 <= m[f"patch_recall_{name}"] <= 1 and m[f"patch_auc_{name}"] > 0.9
+        assert 0 <= m[f"patch_recall_{name}_at_argmax"] <= 1 and m[f"patch_auc_{name}"] > 0.9
     model, meta = load_model(tmp_path / "model.pt")
     assert meta["classes"] == ["a", "b", "c"] and meta["loss"] == "ce"
     val = tiles[(tiles.row >= 12) & (tiles.row < 14)].reset_index(drop=True)
@@ -242,15 +243,13 @@ def test_multiclass_cross_entropy(
     with torch.inference_mode():
         pred = model(prepare_batch(images, torch.device("cpu"))).argmax(1).numpy()
     expected = balanced_accuracy_score(val.label, pred)
-    assert m["patch_balanced_accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert m["patch_balanced_accuracy_at_argmax"] == pytest.approx(expected, abs=1e-6)
     with pytest.raises(ValueError, match="focal loss is binary"):
         _train(tiles, tmp_path / "f", store, epochs=1, experiment="multi", loss="focal")
 
 
-def test_weight_column_resumes_identically(
-    tiles: pd.DataFrame, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    weighted = tiles.assign(weight=np.where(tiles.label == 1, 1.0, 0.25))
+def _record_loader_weights(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``weights`` every loader of training is made with, in order (None: unweighted)."""
     seen: list[Any] = []
     real = train_mod.make_loader
 
@@ -259,6 +258,14 @@ def test_weight_column_resumes_identically(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "make_loader", recording)
+    return seen
+
+
+def test_weight_column_resumes_identically(
+    tiles: pd.DataFrame, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weighted = tiles.assign(weight=np.where(tiles.label == 1, 1.0, 0.25))
+    seen = _record_loader_weights(monkeypatch)
     cfg = {"experiment": "weighted", "scheduler": "plateau"}
     _train(weighted, tmp_path / "a", store, epochs=2, **cfg)
     train_rows = weighted[weighted.row < 4]
@@ -322,3 +329,46 @@ def test_final_metrics_are_logged_at_the_saved_epoch(store: str, tmp_path: Path)
     logger.finish({"best_epoch": 1, "selected_epoch": 4, "val_auc": 0.9}, tmp_path / "model.pt")
     final = MlflowClient(store).get_metric_history(run_id, "final_val_auc")
     assert [(f.step, f.value) for f in final] == [(4, 0.9)]  # select: last, best was epoch 1
+
+
+@pytest.mark.parametrize("balance", ["sampler", "loss"])
+def test_class_balanced_run_resumes_identically(
+    tiles: pd.DataFrame, store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, balance: str
+) -> None:
+    """Balancing comes from the training rows alone and survives a restart unchanged."""
+    seen = _record_loader_weights(monkeypatch)
+    cfg = {"experiment": f"balance-{balance}", "scheduler": "plateau", "class_balance": balance}
+    _train(tiles, tmp_path / "a", store, epochs=2, **cfg)
+    n = np.bincount(tiles[tiles.row < 4].label, minlength=2)  # the training rows, not val
+    _, meta = load_model(tmp_path / "a" / "model.pt")
+    assert meta["class_balance"] == balance and meta["train_class_counts"] == list(n)
+    if balance == "sampler":
+        labels = tiles[tiles.row < 4].label.to_numpy()
+        for c in (0, 1):  # each class draws half of an epoch of the same length
+            assert seen[0][labels == c].sum() == pytest.approx(len(labels) / 2)
+        assert meta["loss_weights"] == {}
+    else:
+        assert seen[0] is None and meta["loss_weights"] == {"pos_weight": n[0] / n[1]}
+    assert seen[1] is None  # validation: every tile once
+    _train(tiles, tmp_path / "b", store, epochs=1, **cfg)
+    _train(tiles, tmp_path / "b", store, epochs=2, **cfg)
+    for first, resumed in zip(seen[:2], seen[-2:], strict=True):
+        np.testing.assert_array_equal(first, resumed)
+    assert load_model(tmp_path / "b" / "model.pt")[1]["loss_weights"] == meta["loss_weights"]
+    _assert_same_weights(tmp_path / "a" / "model.pt", tmp_path / "b" / "model.pt")
+    with pytest.raises(ValueError, match="class_balance"):
+        TrainConfig.from_dict({"class_balance": "oversample"})
+
+
+def test_validation_predictions_are_written(
+    two_folds: tuple[Path, list[dict[str, Any]]], tiles: pd.DataFrame
+) -> None:
+    root, metrics = two_folds
+    pred = pd.read_parquet(root / "fold_0" / train_mod.PREDICTIONS)
+    val = tiles[(tiles.row >= 12) & (tiles.row < 14)].reset_index(drop=True)
+    assert len(pred) == len(val) and set(pred.fold) == {0}
+    np.testing.assert_array_equal(pred.label, val.label)
+    assert {"slide_id", "x", "y", "prob"} <= set(pred.columns)
+    assert balanced_accuracy_score(pred.label, pred.prob >= 0.5) == pytest.approx(
+        metrics[0]["patch_balanced_accuracy_at_0.5"]
+    )

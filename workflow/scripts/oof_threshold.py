@@ -1,0 +1,10 @@
+"""Snakemake script of rule oof_threshold."""
+
+from histodetect.runner import log, rule_context
+from histodetect.training.thresholds import write_threshold
+
+with rule_context(snakemake):
+    record = write_threshold(
+        snakemake.input.predictions, snakemake.input.models, snakemake.output[0]
+    )
+    log.info("out of fold, %d rows: %s", record["n_rows"], record["decision"])
