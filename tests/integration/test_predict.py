@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 from _workflow import snakemake
 
 from histodetect.slides.synthetic import make_cohort
@@ -88,10 +90,18 @@ def test_predict_refuses_models_of_another_resolution(run_copy: Path) -> None:
                              negative_slides=0, lesions_per_slide=(1, 1),
                              lesion_size_um=(300, 300), seed=5)  # fmt: skip
     samples[["slide_id", "path"]].to_csv(run_copy / "one.tsv", sep="\t", index=False)
-    proc = snakemake(
-        run_copy, "predict", "--config", "predict={samples: one.tsv, models: results/models}",
-        "tiling={tile_um: 64.0, target_mpp: 1.0}", check=False,
-    )  # fmt: skip
+    for model in (run_copy / "results" / "models").glob("fold_*/model.pt"):  # another run's
+        dest = run_copy / "old_models" / model.parent.name / "model.pt"
+        dest.parent.mkdir(parents=True)
+        shutil.copy(model, dest)
+    config = yaml.safe_load((run_copy / "config.yaml").read_text())
+    config["tiling"] |= {"tile_um": 64.0, "target_mpp": 1.0}
+    config["predict"] = {"samples": "one.tsv", "models": "old_models"}
+    (run_copy / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(run_copy, "predict", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
-    assert "model.pt: trained on" in out and "but tiling makes 64 um tiles at 1 um/px" in out
+    assert (
+        "model.pt: trained on 128 um tiles at 2 um/px but tiling makes 64 um tiles at 1 um/px"
+        in out
+    )
