@@ -9,27 +9,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from _workflow import SMALL_CONFIG, snakemake, write_config
+from _workflow import SMALL_CONFIG, planned_jobs, snakemake, write_config
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-
-def planned_jobs(output: str) -> dict[str, int]:
-    """Rule -> job count from the 'Job stats' table Snakemake prints."""
-    jobs: dict[str, int] = {}
-    in_table = False
-    for line in output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            in_table = True
-            continue
-        if in_table:
-            m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-            if m and m.group(1) != "total":
-                jobs[m.group(1)] = int(m.group(2))
-            elif line.strip().startswith("total"):
-                break
-    return jobs
 
 
 def test_dry_run_has_one_training_job_per_fold(tmp_path: Path) -> None:

@@ -1,9 +1,28 @@
+localrules:
+    index_annotations,
+
+
+# The DigiLut CSV, checked once and sorted by slide: each slide's job reads its own rows.
+rule index_annotations:
+    input:
+        sheet=SAMPLE_SHEET,
+        annotations=ANNOTATIONS,
+    output:
+        BOX_INDEX,
+    log:
+        "logs/index_annotations.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/index_annotations.py"
+
+
 rule label_tiles:
     input:
         tiles="results/tiles/{slide}.parquet",
         summary="results/tiles/{slide}.json",
         sheet=SAMPLE_SHEET,
-        annotations=ANNOTATIONS,
+        boxes=BOX_INDEX,
         slide_annotation=slide_annotation,
     output:
         "results/labels/{slide}.parquet",

@@ -1,6 +1,5 @@
 import json
 import os
-import re
 from glob import glob
 from pathlib import Path
 
@@ -46,8 +45,16 @@ else:
         SAMPLE_SHEET, SAMPLES_SCHEMA
     )  # checked against the schema
 samples = samples.set_index("slide_id", drop=False)
+BOX_INDEX = "results/annotations/boxes.parquet"  # the DigiLut CSV's boxes by slide
 SLIDES = list(samples.slide_id)
 FOLDS = list(range(config["folds"]))
+# Each slide's sheet row, looked up once per job in O(1) (a pandas lookup costs ~0.1 ms a job).
+SHEET_ROWS = {
+    row["slide_id"]: {
+        k: v for k, v in row.items() if not (isinstance(v, float) and pd.isna(v))
+    }
+    for row in samples.to_dict("records")
+}
 
 # New slides to predict on (target predict), from their own sheet, without annotations.
 PREDICT = config["predict"]
@@ -61,13 +68,26 @@ else:
 PREDICT_SLIDES = list(predict_samples.slide_id)
 
 
+# The slide wildcard is any file name; which ids exist is checked by sheet_row (one clear
+# error). An alternation of every slide id here is scanned for every job: DAG time grows with
+# slides squared (docs/scaling.md).
 wildcard_constraints:
-    slide="|".join(map(re.escape, SLIDES)),
+    slide=r"[^/]+",
     fold=r"\d+",
 
 
+def sheet_row(slide):
+    """The sample sheet's row of ``slide`` (empty values left out), or one clear error."""
+    try:
+        return SHEET_ROWS[slide]
+    except KeyError:
+        raise InputError(
+            SAMPLE_SHEET, f"slide {slide!r} is not in the sample sheet"
+        ) from None
+
+
 def slide_file(wildcards):
-    return samples.loc[wildcards.slide, "path"]
+    return sheet_row(wildcards.slide)["path"]
 
 
 def slide_path(wildcards):
@@ -78,21 +98,18 @@ def slide_path(wildcards):
     input set reruns the slide.
     """
     path = slide_file(wildcards)
-    return path if os.path.exists(path) or DEMO else []
+    return path if DEMO or os.path.exists(path) else []
 
 
 def slide_mpp_override(wildcards):
-    if "mpp" not in samples.columns or pd.isna(samples.loc[wildcards.slide, "mpp"]):
-        return None
-    return float(samples.loc[wildcards.slide, "mpp"])
+    mpp = sheet_row(wildcards.slide).get("mpp")
+    return None if mpp is None else float(mpp)
 
 
 def slide_annotation(wildcards):
     """The slide's own annotation file (sample sheet column `annotation`), if any."""
-    if "annotation" not in samples.columns:
-        return []
-    path = samples.loc[wildcards.slide, "annotation"]
-    return [] if pd.isna(path) or path == "" else [path]
+    path = sheet_row(wildcards.slide).get("annotation")
+    return [] if path is None or path == "" else [path]
 
 
 def all_slide_annotations(wildcards=None):

@@ -27,7 +27,7 @@ rule boxes_from_heatmap:
         heatmap="results/heatmaps/{slide}.npz",
         summary="results/tiles/{slide}.json",
         sheet=SAMPLE_SHEET,
-        annotations=ANNOTATIONS,
+        boxes=BOX_INDEX,
         slide_annotation=slide_annotation,
         tuned=tuned_boxes,
     output:

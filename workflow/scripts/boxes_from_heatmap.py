@@ -8,12 +8,13 @@ from histodetect.runner import rule_context
 
 with rule_context(snakemake):
     sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str)
-    if getattr(snakemake.input, "annotations", None):
+    if getattr(snakemake.input, "boxes", None):
         truth = slide_truth(
             sheet,
-            snakemake.input.annotations,
+            None,
             snakemake.params.annotation_import,
             [snakemake.input.summary],
+            box_index=snakemake.input.boxes,
         )
     else:  # new slides: nothing to compare with
         truth = pd.DataFrame({c: pd.Series(dtype=float) for c in ("x1", "y1", "x2", "y2")})

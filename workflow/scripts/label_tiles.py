@@ -17,10 +17,11 @@ with rule_context(snakemake):
     info = json.loads(Path(snakemake.input.summary).read_text())
     annotations = read_cohort_annotations(
         sheet,
-        snakemake.input.annotations,
+        None,
         ImportSettings(**snakemake.params.annotation_import),
         slides=[slide],
         mpps={slide: info.get("mpp")},
+        box_index=snakemake.input.boxes,
     )
     if "width" in info:  # a slide left out by tile_slide has no geometry (and no tiles)
         check_inside(annotations, info["width"], info["height"])

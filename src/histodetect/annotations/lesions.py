@@ -24,6 +24,8 @@ ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
 
 DIGILUT_COLUMNS = ["filename", "x1", "x2", "y1", "y2"]
 
+BOX_INDEX_ROW_GROUP = 4096  # row groups with min/max slide ids: a filter skips the others
+
 
 def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataFrame:
     """Read level-0 boxes ``filename,x1,x2,y1,y2[,max_x,max_y]`` into ``slide_id,x1,y1,x2,y2``.
@@ -123,6 +125,40 @@ def boxes_as_annotations(
     )
 
 
+def write_box_index(sheet: pd.DataFrame, digilut_csv: str | Path, out: str | Path) -> int:
+    """Check the DigiLut CSV once and write its boxes as a table sorted by slide id.
+
+    A slide's job then reads its own rows (:func:`read_box_index`) instead of parsing and
+    checking the whole cohort's CSV: O(rows) once, not O(slides x rows). Each box keeps its
+    CSV row number and the CSV's path, so errors still name ``row N`` of the CSV.
+
+    Returns:
+        The number of boxes.
+    """
+    boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet))
+    table = boxes.assign(row=boxes.index, source=str(digilut_csv))
+    table = table.astype({"slide_id": "string", "source": "string"})  # typed when empty too
+    table = table.sort_values("slide_id", kind="stable", ignore_index=True)
+    table.to_parquet(out, index=False, row_group_size=BOX_INDEX_ROW_GROUP)
+    return len(table)
+
+
+def read_box_index(path: str | Path, slides: Iterable[str]) -> tuple[pd.DataFrame, str]:
+    """The boxes of ``slides`` from :func:`write_box_index`'s table, in CSV row order.
+
+    Returns:
+        Boxes ``slide_id,x1,y1,x2,y2`` indexed by their CSV row (as :func:`read_digilut_csv`
+        gives them), and the CSV's path.
+    """
+    table = pd.read_parquet(path, filters=[("slide_id", "in", list(slides))])
+    columns = ["slide_id", "x1", "y1", "x2", "y2"]
+    if table.empty:
+        source = pd.read_parquet(path, columns=["source"]).source
+        return pd.DataFrame(columns=columns), (source.iloc[0] if len(source) else str(path))
+    table = table.sort_values("row").set_index("row").rename_axis(None)
+    return table[columns].astype({"slide_id": object}), str(table.source.iloc[0])
+
+
 def _sheet_value(row: pd.Series, column: str) -> object | None:
     value = row.get(column)
     return (
@@ -147,17 +183,22 @@ def read_cohort_annotations(
     *,
     slides: Iterable[str] | None = None,
     mpps: Mapping[str, float] | None = None,
+    box_index: str | Path | None = None,
 ) -> pd.DataFrame:
     """All annotations of ``slides`` (default: the whole sheet) in the internal form.
 
-    Rows of the DigiLut CSV (if given) and the per-slide files of the sheet's ``annotation``
-    column are combined. ``mpps`` gives each slide's level-0 um/px, needed to draw point
-    annotations (the sheet's ``mpp`` column is used where ``mpps`` lacks a slide).
+    Rows of the DigiLut CSV (if given; or of its ``box_index``, :func:`write_box_index`) and
+    the per-slide files of the sheet's ``annotation`` column are combined. ``mpps`` gives
+    each slide's level-0 um/px, needed to draw point annotations (the sheet's ``mpp`` column
+    is used where ``mpps`` lacks a slide).
     """
     settings = settings or ImportSettings()
     wanted = set(sheet.slide_id if slides is None else slides)
     parts = []
-    if digilut_csv is not None:
+    if box_index is not None:
+        boxes, source = read_box_index(box_index, wanted)
+        parts.append(boxes_as_annotations(boxes, source, settings.default_class))
+    elif digilut_csv is not None:
         boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet))
         boxes = boxes[boxes.slide_id.isin(wanted)]
         parts.append(boxes_as_annotations(boxes, digilut_csv, settings.default_class))

@@ -40,17 +40,24 @@ def slide_truth(
     digilut_csv: str | Path | None,
     settings: dict[str, Any],
     tile_summaries: Sequence[str | Path],
+    *,
+    box_index: str | Path | None = None,
 ) -> pd.DataFrame:
     """Ground truth ``slide_id,x1,y1,x2,y2,class_name,geometry`` of the slides of
     ``tile_summaries``.
 
-    Each lesion annotation (DigiLut CSV row or per-slide file of the sheet) gives its bounding
-    box, its class and its outline (a shapely polygon: the Camelyon16 FROC grows it); excluded
-    regions are left out.
+    Each lesion annotation (DigiLut CSV row, or its ``box_index`` row, or per-slide file of
+    the sheet) gives its bounding box, its class and its outline (a shapely polygon: the
+    Camelyon16 FROC grows it); excluded regions are left out.
     """
     mpps = slide_mpps(tile_summaries)
     ann = read_cohort_annotations(
-        sheet, digilut_csv, ImportSettings(**settings), slides=list(mpps), mpps=mpps
+        sheet,
+        digilut_csv,
+        ImportSettings(**settings),
+        slides=list(mpps),
+        mpps=mpps,
+        box_index=box_index,
     )
     ann = ann[ann.class_name != EXCLUDE]
     b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)

@@ -13,10 +13,12 @@ from histodetect.annotations.lesions import (
     check_boxes_inside,
     check_inside,
     lesion_slides,
+    read_box_index,
     read_cohort_annotations,
     read_digilut_csv,
     slide_name_map,
     truth_boxes,
+    write_box_index,
 )
 from histodetect.errors import AnnotationError
 
@@ -268,3 +270,25 @@ def test_check_inside_names_file_and_item(tmp_path: Path) -> None:
     with pytest.raises(AnnotationError, match=r"s2.json: positive\[0\]: slide s2: outline") as e:
         check_inside(ann, 200, 400)
     assert "\n" not in str(e.value) and "check the coordinate scale" in str(e.value)
+
+
+def test_box_index_gives_each_slide_the_rows_the_csv_gives(tmp_path: Path) -> None:
+    csv = write(
+        tmp_path,
+        "filename,x1,x2,y1,y2\nbeta.svs,1,2,3,4\nalpha.tif,10,50,20,80\ns2,5,6,7,8\n",
+    )
+    index = tmp_path / "boxes.parquet"
+    assert write_box_index(SAMPLES, csv, index) == 3
+    for slides in (["s1"], ["s2"], ["s1", "s2"], ["nobody"]):
+        direct = read_cohort_annotations(SAMPLES, csv, slides=slides)
+        indexed = read_cohort_annotations(SAMPLES, None, slides=slides, box_index=index)
+        pd.testing.assert_frame_equal(indexed, direct)
+    boxes, source = read_box_index(index, ["s2"])
+    assert boxes.index.tolist() == [0, 2] and source == str(csv)  # CSV rows 2 and 4
+
+
+def test_box_index_of_a_csv_without_boxes(tmp_path: Path) -> None:
+    csv = write(tmp_path, "filename,x1,x2,y1,y2\n")
+    index = tmp_path / "boxes.parquet"
+    assert write_box_index(SAMPLES, csv, index) == 0
+    assert read_cohort_annotations(SAMPLES, None, slides=["s1"], box_index=index).empty
