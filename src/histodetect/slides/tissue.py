@@ -63,8 +63,20 @@ def whiten_grey(thumb: np.ndarray, min_saturation: int) -> np.ndarray:
 
 
 def _odd_px(um: float, mpp: float) -> int:
+    """Side in px of a square structuring element ``um`` microns wide: odd, at least 1."""
     px = max(1, round(um / mpp))
     return px if px % 2 else px + 1
+
+
+def fast_element_px(um: float, mpp: float) -> int:
+    """pyFAST's structuring element size for ``um`` microns at ``mpp``: 0 (none) or odd >= 3.
+
+    pyFAST's Dilation and Erosion refuse sizes below 3 and skip a size of 0. A one-pixel
+    element changes nothing, so it is passed as 0: on a thumbnail coarser than the element
+    (a slide at 20-30 um/px segmented at its own resolution) the morphology is left out.
+    """
+    px = _odd_px(um, mpp)
+    return 0 if px == 1 else px
 
 
 def _fast_mask(thumb: np.ndarray, s: TissueSettings, block_px: int = FAST_BLOCK_PX) -> np.ndarray:
@@ -130,8 +142,8 @@ def _fast_segment(fast: Any, thumb: np.ndarray, s: TissueSettings) -> np.ndarray
     seg = fast.TissueSegmentation.create(
         useColorThresholdingMethod=True,
         threshold=s.threshold,
-        dilationSize=_odd_px(s.dilation_um, s.mpp),
-        erosionSize=_odd_px(s.erosion_um, s.mpp),
+        dilationSize=fast_element_px(s.dilation_um, s.mpp),
+        erosionSize=fast_element_px(s.erosion_um, s.mpp),
     )
     seg.setInputData(img)
     out = np.asarray(seg.runAndGetOutputData())
