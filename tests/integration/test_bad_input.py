@@ -105,6 +105,13 @@ def test_each_broken_slide_has_one_clear_line(broken_run: tuple[Path, str], slid
     assert row.status == "failed" and BROKEN[slide] in row.error
 
 
+def test_jobs_print_none_of_pyfast_s_banner(broken_run: tuple[Path, str]) -> None:
+    workdir, console = broken_run
+    logs = "".join(p.read_text() for p in (workdir / "logs" / "tile_slide").glob("*.log"))
+    for noise in ("Powered by", "fast-imaging.github.io", "X display", "XDG_RUNTIME_DIR"):
+        assert noise not in console and noise not in logs, noise
+
+
 def test_tiling_summary_records_upsampling(broken_run: tuple[Path, str]) -> None:
     workdir, _ = broken_run
     table = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")

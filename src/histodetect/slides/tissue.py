@@ -79,6 +79,32 @@ def fast_element_px(um: float, mpp: float) -> int:
     return 0 if px == 1 else px
 
 
+QUIET_FAST_ENV = {
+    "FAST_DISABLE_SPLASH": "1",  # the banner printed on the first pyFAST call
+    "FAST_DISABLE_PYTHON_INIT_ON_IMPORT": "1",  # no Qt/OpenGL start on import (nothing rendered)
+    "FAST_DISABLE_LOGGING": "1",
+    "QT_LOGGING_RULES": "default.warning=false",  # Qt's "XDG_RUNTIME_DIR not set" notice
+}
+"""Environment that keeps pyFAST and its Qt quiet; set (unless already set) before import."""
+
+
+def import_fast() -> Any:
+    """pyFAST, imported so that it writes nothing to the job's output.
+
+    Without these settings every job that segments tissue prints FAST's banner and "Unable to
+    open X display. Rendering is disabled." (a warning of FAST's reporter, on stdout). Its
+    info and warning messages are switched off; its errors still reach us as exceptions.
+    """
+    for key, value in QUIET_FAST_ENV.items():
+        os.environ.setdefault(key, value)
+    import fast  # imported lazily: it loads Qt and OpenCL
+
+    fast.Config.setVisualization(False)
+    for kind in (fast.Reporter.INFO, fast.Reporter.WARNING):
+        fast.Reporter.setGlobalReportMethod(kind, fast.Reporter.NONE)
+    return fast
+
+
 def _fast_mask(thumb: np.ndarray, s: TissueSettings, block_px: int = FAST_BLOCK_PX) -> np.ndarray:
     """pyFAST mask computed in overlapping blocks, so its memory does not grow with the slide.
 
@@ -120,9 +146,7 @@ def _kernel_cache_lock(cache_dir: Path) -> Iterator[None]:
 
 
 def _fast_block(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
-    os.environ.setdefault("FAST_DISABLE_LOGGING", "1")
-    import fast  # imported lazily: it prints a banner and starts OpenCL
-
+    fast = import_fast()
     cache_dir = Path(fast.Config.getKernelBinaryPath())
     with _kernel_cache_lock(cache_dir):
         try:

@@ -125,6 +125,23 @@ def test_fast_morphology_below_three_pixels_is_left_out(mpp: float, dilation_um:
     assert fast_element_px(24.0, 8.0) == 3
 
 
+QUIET_SCRIPT = """
+import numpy as np
+from histodetect.slides.tissue import TissueSettings, tissue_mask
+img = np.full((64, 64, 3), 245, np.uint8)
+img[16:48, 16:48] = (150, 60, 160)
+print(int(tissue_mask(img, TissueSettings(method="fast", min_region_um2=0.0)).sum()))
+"""
+
+
+def test_pyfast_prints_nothing_of_its_own() -> None:
+    """No banner, no "Unable to open X display", no Qt notice: a job's output is ours."""
+    proc = subprocess.run([sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1024"], proc.stdout
+    assert proc.stderr == ""
+
+
 def test_whiten_grey_keeps_colour() -> None:
     img = np.array([[[250, 250, 245], [200, 120, 170], [30, 30, 30]]], np.uint8)
     out = whiten_grey(img, 15)
