@@ -25,7 +25,14 @@ pytestmark = pytest.mark.integration
 SLURM_SCRIPTS = Path(__file__).resolve().parent / "slurm"
 PROFILE = REPO / "profiles" / "slurm_cluster"
 # Run in the Snakemake process itself (localrules in workflow/rules/*.smk); `all` has no job.
-LOCAL_RULES = {"split_patients", "make_folds", "tiling_summary", "fold_summary", "all"}
+LOCAL_RULES = {
+    "split_patients",
+    "make_folds",
+    "tiling_summary",
+    "fold_summary",
+    "report_description",
+    "all",
+}
 GROUPED_RULES = {"tile_slide", "label_tiles", "infer_slide", "boxes_from_heatmap"}
 RUN_TIMEOUT_S = 900
 JOB_BLOCK = re.compile(r"^\s*(local)?(?:rule|checkpoint) (\w+):\n((?:[ \t]+\S.*\n)*)", re.M)
