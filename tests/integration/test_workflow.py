@@ -159,6 +159,7 @@ def test_changed_box_threshold_reruns_only_boxes_and_evaluation(run_copy: Path) 
     _set_config(run_copy, "boxes", "threshold", 0.3)
     plan = _jobs_besides_all(snakemake(run_copy, *TRIGGERS, "-n").stdout)
     assert plan == {
+        "tune_boxes": 1,  # its search starts from the config's box settings
         "boxes_from_heatmap": len(_test_slides(run_copy)),
         "evaluate": 1,
         "report_description": 1,
