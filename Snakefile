@@ -6,7 +6,7 @@
 #   cohort       split_patients, make_folds, undersample (patch_folds in patch mode)
 #   training     train_fold (one job per fold), fold_summary
 #   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap
-#   evaluation   training_curves, evaluate
+#   evaluation   training_curves, evaluate, report_description (first page of --report)
 
 
 configfile: "config/config.yaml"
@@ -21,6 +21,9 @@ include: "workflow/rules/detection.smk"
 include: "workflow/rules/evaluation.smk"
 
 
+report: report_text()
+
+
 rule all:
     default_target: True
     input:
@@ -28,6 +31,7 @@ rule all:
         "results/qc/tiling_summary.tsv",
         "results/models/summary.tsv",
         "results/models/curves.png",
+        REPORT_TEXT,
 
 
 onsuccess:

@@ -2,11 +2,12 @@
 # Sets up histodetect on a fresh Debian/Ubuntu machine: system libraries for pyFAST and a
 # Python virtual environment in .venv with the package, Snakemake and the test tools.
 # Run as root, or as a user who may sudo; otherwise ask an administrator for:
-#   libusb-1.0-0 pocl-opencl-icd libgl1 libopengl0 libegl1
+#   libusb-1.0-0 pocl-opencl-icd libgl1 libopengl0 libegl1 chromium
 set -euo pipefail
 cd "$(dirname "$0")"
 
-SYSTEM_PACKAGES=(libusb-1.0-0 pocl-opencl-icd libgl1 libopengl0 libegl1)
+# chromium: tests/integration/test_report.py opens the report in a headless browser.
+SYSTEM_PACKAGES=(libusb-1.0-0 pocl-opencl-icd libgl1 libopengl0 libegl1 chromium)
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import openslide
 import pandas as pd
 import pytest
 from _workflow import snakemake, write_config
@@ -19,6 +20,8 @@ BROKEN = {
     "textfile": "its content is text, not a slide format",
     "pngfile": "its content is PNG image, not a slide format",
     "nompp": "no mpp in the slide metadata",
+    # 25 um/px: pyFAST's morphology raised (a traceback); read for 2 um/px tiles it is refused
+    "coarse": "upsampled 12.5x, more than tiling.max_upsample (2)",
 }
 
 
@@ -31,6 +34,10 @@ def make_broken(folder: Path, svs: Path, svs_without_mpp: Path) -> dict[str, Pat
     paths["textfile"].write_text("not a slide\n")
     paths["pngfile"].write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
     shutil.copyfile(svs_without_mpp, paths["nompp"])
+    with openslide.OpenSlide(str(svs)) as slide:  # a downsampled export at 25 um/px
+        cmu = slide.read_region((0, 0), 0, slide.dimensions).convert("RGB")
+    paths["coarse"] = folder / "coarse.tiff"
+    write_pyramidal_tiff(paths["coarse"], np.asarray(cmu.reduce(50)), 25.0, tile=16)
     paths["blank"] = folder / "blank.tiff"
     write_pyramidal_tiff(paths["blank"], np.full((2048, 2048, 3), 242, np.uint8), 0.5)
     return paths
@@ -87,10 +94,27 @@ def test_each_broken_slide_has_one_clear_line(broken_run: tuple[Path, str], slid
     log = (workdir / "logs" / "tile_slide" / f"{slide}.log").read_text()
     errors = [line for line in log.splitlines() if " ERROR " in line]
     assert len(errors) == 1
-    assert f"{slide}.svs" in errors[0] and BROKEN[slide] in errors[0]
+    assert f"/{slide}." in errors[0] and BROKEN[slide] in errors[0]
+    assert "Traceback" not in log
     # The console names it too, once in the job's output and once in the run summary.
-    assert any(f"{slide}.svs" in line and BROKEN[slide] in line for line in console.splitlines())
+    assert any(f"/{slide}." in line and BROKEN[slide] in line for line in console.splitlines())
     assert f"histodetect: slide {slide} left out" in console
+    table = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")
+    row = table.set_index("slide_id").loc[slide]
+    assert row.status == "failed" and BROKEN[slide] in row.error
+
+
+def test_jobs_print_none_of_pyfast_s_banner(broken_run: tuple[Path, str]) -> None:
+    workdir, console = broken_run
+    logs = "".join(p.read_text() for p in (workdir / "logs" / "tile_slide").glob("*.log"))
+    for noise in ("Powered by", "fast-imaging.github.io", "X display", "XDG_RUNTIME_DIR"):
+        assert noise not in console and noise not in logs, noise
+
+
+def test_tiling_summary_records_upsampling(broken_run: tuple[Path, str]) -> None:
+    workdir, _ = broken_run
+    table = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")
+    assert (table.loc[table.status == "ok", "upsample"] == 1.0).all()
 
 
 def test_blank_glass_is_reported_not_silent(broken_run: tuple[Path, str]) -> None:

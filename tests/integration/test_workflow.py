@@ -81,7 +81,7 @@ def test_rerun_of_one_fold_touches_only_its_descendants(small_run: Path) -> None
     # Whatever still needs doing depends on fold 1's model; nothing upstream or beside it.
     # (out-of-fold heatmaps read every fold model: all of them and the tuning redo)
     after = {"infer_slide", "boxes_from_heatmap", "evaluate", "oof_threshold", "fold_summary"}
-    assert set(plan) <= after | {"infer_oof", "tune_boxes", "all"}
+    assert set(plan) <= after | {"infer_oof", "tune_boxes", "report_description", "all"}
     snakemake(small_run)
     assert "Nothing to be done" in snakemake(small_run, "-n").stdout
 
@@ -133,7 +133,12 @@ def test_rerun_of_one_slide_redoes_its_inference_boxes_and_evaluation(run_copy: 
     slide = _test_slides(run_copy)[0]
     proc = snakemake(run_copy, *TRIGGERS, "--forcerun", f"results/heatmaps/{slide}.npz")
     out = proc.stdout + proc.stderr
-    assert _jobs_besides_all(out) == {"infer_slide": 1, "boxes_from_heatmap": 1, "evaluate": 1}
+    assert _jobs_besides_all(out) == {
+        "infer_slide": 1,
+        "boxes_from_heatmap": 1,
+        "evaluate": 1,
+        "report_description": 1,
+    }
     assert set(re.findall(r"wildcards: slide=(\w+)", out)) == {slide}
     assert "Nothing to be done" in snakemake(run_copy, *TRIGGERS, "-n").stdout
 
@@ -141,7 +146,12 @@ def test_rerun_of_one_slide_redoes_its_inference_boxes_and_evaluation(run_copy: 
 def test_changed_box_threshold_reruns_only_boxes_and_evaluation(run_copy: Path) -> None:
     _set_config(run_copy, "boxes", "threshold", 0.3)
     plan = _jobs_besides_all(snakemake(run_copy, *TRIGGERS, "-n").stdout)
-    assert plan == {"boxes_from_heatmap": len(_test_slides(run_copy)), "evaluate": 1}
+    assert plan == {
+        "tune_boxes": 1,  # its search starts from the config's box settings
+        "boxes_from_heatmap": len(_test_slides(run_copy)),
+        "evaluate": 1,
+        "report_description": 1,
+    }
     before = (run_copy / "results" / "heatmaps").stat().st_mtime_ns
     snakemake(run_copy, *TRIGGERS)
     assert (run_copy / "results" / "heatmaps").stat().st_mtime_ns == before

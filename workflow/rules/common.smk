@@ -227,6 +227,16 @@ def test_outputs(pattern):
     return inner
 
 
+REPORT_TEXT = "results/report/workflow.rst"
+
+
+def report_text():
+    """The report's workflow page: this run's headline numbers once rule all wrote them."""
+    if Path(REPORT_TEXT).exists():
+        return str(Path(REPORT_TEXT).resolve())
+    return "workflow/report/workflow.rst"
+
+
 def print_run_summary():
     """The run's closing lines: slides left out of the cohort and the detection scores."""
     tiling = Path("results/qc/tiling_summary.tsv")

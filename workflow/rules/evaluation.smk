@@ -94,3 +94,22 @@ rule evaluate:
         classes=config["labels"]["classes"],
     script:
         "../scripts/evaluate.py"
+
+
+localrules:
+    report_description,
+
+
+# The first page of `snakemake --report` (see report_text in common.smk).
+rule report_description:
+    input:
+        metrics="results/metrics/detection.json",
+        tiling="results/qc/tiling_summary.tsv",
+    output:
+        REPORT_TEXT,
+    log:
+        "logs/report_description.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/report_description.py"

@@ -13,7 +13,13 @@ from PIL import Image
 from histodetect.columns import TILE_COLUMNS
 from histodetect.errors import SlideError
 from histodetect.slides.reader import SlideReader
-from histodetect.slides.slide import choose_level, mpp_for_magnification, read_thumbnail, slide_mpp
+from histodetect.slides.slide import (
+    MPP_TOLERANCE,
+    choose_level,
+    mpp_for_magnification,
+    read_thumbnail,
+    slide_mpp,
+)
 from histodetect.slides.tissue import TissueSettings, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -36,6 +42,9 @@ class TilingSettings:
     ``10 / target_mag`` (40x = 0.25 um/px)."""
     min_tissue: float = 0.5
     """A tile is kept when at least this fraction of it is tissue."""
+    max_upsample: float = 2.0
+    """Most a slide coarser than the target may be magnified (read mpp / target mpp); a slide
+    that would need more is refused. Up to it the factor is recorded and warned about."""
     tissue: TissueSettings = field(default_factory=TissueSettings)
 
     def __post_init__(self) -> None:
@@ -43,6 +52,8 @@ class TilingSettings:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"tiling.{name} must be positive, got {value}")
+        if self.max_upsample < 1:
+            raise ValueError(f"tiling.max_upsample must be at least 1, got {self.max_upsample}")
 
     @property
     def mpp(self) -> float:
@@ -98,18 +109,62 @@ def tile_slide(
 
     Tiles lie on a grid anchored at level-0 pixel (0, 0): ``x = col * stride`` and
     ``y = row * stride`` (level-0 px); only tiles fully inside the slide are kept.
+
+    Raises:
+        SlideError: for any failure of this slide (unreadable, no mpp, too coarse for the
+            target, pixels that do not decode, a segmentation that fails), naming the file and
+            the cause in one line. Only a ``MemoryError`` passes through as is.
     """
+    try:
+        return _tile_slide(path, slide_id, settings, mpp_override)
+    except (SlideError, MemoryError):
+        raise
+    except Exception as err:  # a failure we did not foresee still names the slide
+        raise SlideError(path, f"tiling failed ({_describe(err)})") from err
+
+
+def _describe(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def upsample_factor(read_mpp: float, target_mpp: float) -> float:
+    """How much tiles read at ``read_mpp`` are magnified to reach ``target_mpp`` (1: none).
+
+    Within :data:`~histodetect.slides.slide.MPP_TOLERANCE` of the target counts as a match.
+    """
+    factor = read_mpp / target_mpp
+    return 1.0 if factor <= 1 + MPP_TOLERANCE else factor
+
+
+def _tile_slide(
+    path: str, slide_id: str, settings: TilingSettings, mpp_override: float | None
+) -> TiledSlide:
     start = time.perf_counter()
     with SlideReader(path, direct=False, cache_bytes=THUMB_CACHE_BYTES) as slide:
         mpp0 = slide_mpp(slide.slide, path, mpp_override)
         choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.mpp)
+        read_mpp = mpp0 * choice.downsample
+        upsample = check_upsample(path, slide_id, read_mpp, settings)
         try:
             thumb, ds = read_thumbnail(slide, mpp0, settings.tissue.mpp)
         except Exception as err:  # openslide raises plain OpenSlideError on corrupt tiles
             raise SlideError(path, f"could not decode the slide's pixels ({err})") from None
         w0, h0 = slide.dimensions
-    thumb_settings = TissueSettings(**{**settings.tissue.__dict__, "mpp": mpp0 * ds})
-    mask = tissue_mask(thumb, thumb_settings)
+    # A slide coarser than tiling.tissue.mpp is segmented at its own resolution.
+    thumb_mpp = mpp0 * ds
+    if thumb_mpp > settings.tissue.mpp * (1 + MPP_TOLERANCE):
+        log.info(
+            "%s: tissue found at the slide's own %.3g um/px (tiling.tissue.mpp is %g)",
+            slide_id,
+            thumb_mpp,
+            settings.tissue.mpp,
+        )
+    thumb_settings = TissueSettings(**{**settings.tissue.__dict__, "mpp": thumb_mpp})
+    try:
+        mask = tissue_mask(thumb, thumb_settings)
+    except Exception as err:
+        cause = f"tissue segmentation ({settings.tissue.method}) failed ({_describe(err)})"
+        raise SlideError(path, cause) from err
     size = choice.size0
     stride = max(1, round(settings.stride / mpp0))
     cols = (w0 - size) // stride + 1 if w0 >= size else 0
@@ -118,7 +173,6 @@ def tile_slide(
     rr, cc = rr.ravel(), cc.ravel()
     frac = tile_fractions(mask, cc * stride, rr * stride, size, ds)
     keep = frac >= settings.min_tissue
-    read_mpp = mpp0 * choice.downsample
     tiles = pd.DataFrame(
         {
             "slide_id": slide_id,
@@ -136,7 +190,7 @@ def tile_slide(
         },
         columns=TILE_COLUMNS,
     )
-    tissue_mm2 = float(mask.sum()) * (mpp0 * ds / 1000.0) ** 2
+    tissue_mm2 = float(mask.sum()) * (thumb_mpp / 1000.0) ** 2
     summary = {
         "slide_id": slide_id,
         "path": str(path),
@@ -147,11 +201,13 @@ def tile_slide(
         "level": choice.level,
         "level_downsample": choice.downsample,
         "level_mpp": read_mpp,
+        "upsample": round(upsample, 3),
         "tile_size_level0": size,
         "stride_level0": stride,
         "read_px": choice.read_px,
         "tile_px": choice.tile_px,
         "tissue_method": settings.tissue.method,
+        "tissue_mpp": round(thumb_mpp, 4),
         "tiles": len(tiles),
         "tissue_mm2": round(tissue_mm2, 3),
         "seconds": round(time.perf_counter() - start, 3),
@@ -167,6 +223,32 @@ def tile_slide(
             read_mpp,
         )
     return TiledSlide(tiles, thumb, ds, mask, summary)
+
+
+def check_upsample(path: str, slide_id: str, read_mpp: float, settings: TilingSettings) -> float:
+    """The upsampling factor of a slide's tiles; warns when above 1, refuses past the limit.
+
+    Raises:
+        SlideError: when tiles would be magnified more than ``settings.max_upsample``.
+    """
+    factor = upsample_factor(read_mpp, settings.mpp)
+    if factor > settings.max_upsample:
+        raise SlideError(
+            path,
+            f"the slide is {read_mpp:.3g} um/px, coarser than the {settings.mpp:g} um/px the "
+            f"model sees: its tiles would be upsampled {factor:.1f}x, more than "
+            f"tiling.max_upsample ({settings.max_upsample:g})",
+        )
+    if factor > 1:
+        log.warning(
+            "%s: slide at %.3g um/px, tiles upsampled %.2fx to %g um/px (tiling.max_upsample %g)",
+            slide_id,
+            read_mpp,
+            factor,
+            settings.mpp,
+            settings.max_upsample,
+        )
+    return factor
 
 
 def qc_view(tiled: TiledSlide, max_px: int = 1600) -> tuple[np.ndarray, float, np.ndarray]:

@@ -63,8 +63,46 @@ def whiten_grey(thumb: np.ndarray, min_saturation: int) -> np.ndarray:
 
 
 def _odd_px(um: float, mpp: float) -> int:
+    """Side in px of a square structuring element ``um`` microns wide: odd, at least 1."""
     px = max(1, round(um / mpp))
     return px if px % 2 else px + 1
+
+
+def fast_element_px(um: float, mpp: float) -> int:
+    """pyFAST's structuring element size for ``um`` microns at ``mpp``: 0 (none) or odd >= 3.
+
+    pyFAST's Dilation and Erosion refuse sizes below 3 and skip a size of 0. A one-pixel
+    element changes nothing, so it is passed as 0: on a thumbnail coarser than the element
+    (a slide at 20-30 um/px segmented at its own resolution) the morphology is left out.
+    """
+    px = _odd_px(um, mpp)
+    return 0 if px == 1 else px
+
+
+QUIET_FAST_ENV = {
+    "FAST_DISABLE_SPLASH": "1",  # the banner printed on the first pyFAST call
+    "FAST_DISABLE_PYTHON_INIT_ON_IMPORT": "1",  # no Qt/OpenGL start on import (nothing rendered)
+    "FAST_DISABLE_LOGGING": "1",
+    "QT_LOGGING_RULES": "default.warning=false",  # Qt's "XDG_RUNTIME_DIR not set" notice
+}
+"""Environment that keeps pyFAST and its Qt quiet; set (unless already set) before import."""
+
+
+def import_fast() -> Any:
+    """pyFAST, imported so that it writes nothing to the job's output.
+
+    Without these settings every job that segments tissue prints FAST's banner and "Unable to
+    open X display. Rendering is disabled." (a warning of FAST's reporter, on stdout). Its
+    info and warning messages are switched off; its errors still reach us as exceptions.
+    """
+    for key, value in QUIET_FAST_ENV.items():
+        os.environ.setdefault(key, value)
+    import fast  # imported lazily: it loads Qt and OpenCL
+
+    fast.Config.setVisualization(False)
+    for kind in (fast.Reporter.INFO, fast.Reporter.WARNING):
+        fast.Reporter.setGlobalReportMethod(kind, fast.Reporter.NONE)
+    return fast
 
 
 def _fast_mask(thumb: np.ndarray, s: TissueSettings, block_px: int = FAST_BLOCK_PX) -> np.ndarray:
@@ -108,9 +146,7 @@ def _kernel_cache_lock(cache_dir: Path) -> Iterator[None]:
 
 
 def _fast_block(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
-    os.environ.setdefault("FAST_DISABLE_LOGGING", "1")
-    import fast  # imported lazily: it prints a banner and starts OpenCL
-
+    fast = import_fast()
     cache_dir = Path(fast.Config.getKernelBinaryPath())
     with _kernel_cache_lock(cache_dir):
         try:
@@ -130,8 +166,8 @@ def _fast_segment(fast: Any, thumb: np.ndarray, s: TissueSettings) -> np.ndarray
     seg = fast.TissueSegmentation.create(
         useColorThresholdingMethod=True,
         threshold=s.threshold,
-        dilationSize=_odd_px(s.dilation_um, s.mpp),
-        erosionSize=_odd_px(s.erosion_um, s.mpp),
+        dilationSize=fast_element_px(s.dilation_um, s.mpp),
+        erosionSize=fast_element_px(s.erosion_um, s.mpp),
     )
     seg.setInputData(img)
     out = np.asarray(seg.runAndGetOutputData())

@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from histodetect.columns import TILE_COLUMNS
 from histodetect.errors import SlideError
+from histodetect.slides import tiling
+from histodetect.slides.synthetic import write_pyramidal_tiff
 from histodetect.slides.tiling import (
     TilingSettings,
     excluded_report,
@@ -158,6 +160,95 @@ def test_camelyon_level5_mostly_glass(camelyon_tif: Path) -> None:
     assert out.summary["tissue_mm2"] > 1.0
     assert (tiles.x + size <= 3072).all()
     assert (tiles.y + size <= 7168).all()
+
+
+# --- slides coarser than the tissue mask or the model --------------------------------------
+
+COARSE_MPP = 3 * 7.78  # a downsampled export: the Camelyon16 level-5 image reduced 3x
+
+
+@pytest.fixture(scope="module")
+def coarse_slide(tmp_path_factory: pytest.TempPathFactory, camelyon_tif: Path) -> Path:
+    """A real slide at 23 um/px, one level: coarser than tiling.tissue.mpp (8)."""
+    with openslide.OpenSlide(str(camelyon_tif)) as slide:
+        image = slide.read_region((0, 0), 0, slide.dimensions).convert("RGB")
+    small = np.asarray(image.reduce(3))
+    path = tmp_path_factory.mktemp("coarse") / "coarse.tiff"
+    write_pyramidal_tiff(path, small, COARSE_MPP, tile=128, min_size=10**6)
+    return path
+
+
+def test_coarse_slide_is_segmented_at_its_own_resolution(
+    coarse_slide: Path, camelyon_tif: Path
+) -> None:
+    """pyFAST refused the 1 px dilation ("must be > 2"); now the morphology is left out."""
+    s = TilingSettings(tile_um=512, target_mpp=32.0, tissue=TissueSettings(method="fast"))
+    out = tile_slide(str(coarse_slide), "coarse", s)
+    assert out.summary["tissue_mpp"] == pytest.approx(COARSE_MPP, rel=1e-3)
+    assert out.summary["upsample"] == 1.0
+    assert len(out.tiles) > 20
+    # the same tissue as the original level-5 image tiled at 8 um/px, within a few percent
+    ref = tile_slide(
+        str(camelyon_tif), "ref", TilingSettings(tile_um=512, target_mpp=8), mpp_override=7.78
+    )
+    assert out.summary["tissue_mm2"] == pytest.approx(ref.summary["tissue_mm2"], rel=0.15)
+
+
+def test_coarse_slide_refused_past_max_upsample(
+    coarse_slide: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(SlideError) as info:
+        tile_slide(str(coarse_slide), "coarse", TilingSettings())  # 2 um/px: 11.7x
+    assert str(coarse_slide) in str(info.value)
+    assert "upsampled 11.7x, more than tiling.max_upsample (2)" in str(info.value)
+    s = TilingSettings(tile_um=512, target_mpp=8.0, max_upsample=4.0)
+    out = tile_slide(str(coarse_slide), "coarse", s)
+    assert out.summary["upsample"] == pytest.approx(COARSE_MPP / 8.0, rel=1e-3)
+    assert (out.tiles.read_px < out.tiles.tile_px).all()
+    assert any("upsampled 2.92x" in r.message for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_upsampling_recorded_and_summarised(
+    caplog: pytest.LogCaptureFixture, cmu_svs: Path
+) -> None:
+    """CMU (0.499 um/px) read for 0.25 um/px tiles is magnified 2x."""
+    out = tile_slide(str(cmu_svs), "cmu", TilingSettings(tile_um=64, target_mpp=0.25))
+    assert out.summary["upsample"] == pytest.approx(0.499 / 0.25, rel=1e-3)
+    assert "upsampled 2.00x" in caplog.text
+    plain = tile_slide(str(cmu_svs), "cmu", TilingSettings(tile_um=128, target_mpp=0.5))
+    assert plain.summary["upsample"] == 1.0  # 0.499 for 0.5: within the mpp tolerance
+    table = summarise([out.summary, plain.summary])
+    assert table.upsample.tolist() == [pytest.approx(1.996), 1.0]
+    with pytest.raises(SlideError, match="max_upsample"):
+        tile_slide(
+            str(cmu_svs), "cmu", TilingSettings(tile_um=64, target_mpp=0.25, max_upsample=1.5)
+        )
+    with pytest.raises(ValueError, match="max_upsample"):
+        TilingSettings(max_upsample=0.5)
+
+
+def test_any_failure_while_segmenting_or_tiling_is_one_slide_error(
+    monkeypatch: pytest.MonkeyPatch, cmu_svs: Path
+) -> None:
+    def segmentation_breaks(*args: object) -> None:
+        raise RuntimeError("Structuring element size given to Dilation must be > 2")
+
+    monkeypatch.setattr(tiling, "tissue_mask", segmentation_breaks)
+    with pytest.raises(SlideError) as info:
+        tile_slide(str(cmu_svs), "cmu", TilingSettings())
+    assert str(info.value) == (
+        f"{cmu_svs}: tissue segmentation (fast) failed (RuntimeError: Structuring element size "
+        "given to Dilation must be > 2)"
+    )
+    monkeypatch.undo()
+
+    def grid_breaks(*args: object) -> None:
+        raise IndexError("index 7 is out of bounds\nfor axis 0")
+
+    monkeypatch.setattr(tiling, "tile_fractions", grid_breaks)
+    with pytest.raises(SlideError) as info:
+        tile_slide(str(cmu_svs), "cmu", TilingSettings())
+    assert info.value.cause == "tiling failed (IndexError: index 7 is out of bounds for axis 0)"
 
 
 def test_missing_slide_raises(tmp_path: Path) -> None:

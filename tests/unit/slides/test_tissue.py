@@ -111,6 +111,37 @@ def test_grey_marks_are_not_tissue(method: str) -> None:
     assert iou(on, truth) > 0.9
 
 
+@pytest.mark.parametrize(
+    ("mpp", "dilation_um"), [(25.0, 24.0), (8.0, 0.0)], ids=["coarse thumbnail", "no dilation"]
+)
+def test_fast_morphology_below_three_pixels_is_left_out(mpp: float, dilation_um: float) -> None:
+    """pyFAST refuses structuring elements of 1 or 2 px; a 1 px element changes nothing."""
+    s = TissueSettings(method="fast", mpp=mpp, dilation_um=dilation_um, min_region_um2=0.0)
+    mask = tissue_mask(thumbnail(), s)
+    assert iou(mask, disc(RADIUS)) > 0.9
+    from histodetect.slides.tissue import fast_element_px
+
+    assert [fast_element_px(um, 25.0) for um in (0, 24, 40, 75, 100)] == [0, 0, 3, 3, 5]
+    assert fast_element_px(24.0, 8.0) == 3
+
+
+QUIET_SCRIPT = """
+import numpy as np
+from histodetect.slides.tissue import TissueSettings, tissue_mask
+img = np.full((64, 64, 3), 245, np.uint8)
+img[16:48, 16:48] = (150, 60, 160)
+print(int(tissue_mask(img, TissueSettings(method="fast", min_region_um2=0.0)).sum()))
+"""
+
+
+def test_pyfast_prints_nothing_of_its_own() -> None:
+    """No banner, no "Unable to open X display", no Qt notice: a job's output is ours."""
+    proc = subprocess.run([sys.executable, "-c", QUIET_SCRIPT], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["1024"], proc.stdout
+    assert proc.stderr == ""
+
+
 def test_whiten_grey_keeps_colour() -> None:
     img = np.array([[[250, 250, 245], [200, 120, 170], [30, 30, 30]]], np.uint8)
     out = whiten_grey(img, 15)

@@ -1,0 +1,126 @@
+"""The first page of ``snakemake --report``: what the run did and its headline numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from histodetect.evaluation.detection_metrics import FROC_FPS
+
+
+def _number(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{float(value):.{digits}f}"
+
+
+def _plain(text: object) -> str:
+    """Text shown as is by reStructuredText: one line, markup characters escaped."""
+    line = " ".join(str(text).split()).replace("\\", "\\\\")
+    for char in "*`|_":
+        line = line.replace(char, "\\" + char)
+    return line
+
+
+def headline_rows(
+    metrics: dict[str, Any], tiling: pd.DataFrame, evaluate: dict[str, Any]
+) -> list[tuple[str, str, str]]:
+    """``(name, value, what it is)`` of the run's headline numbers, in the order they are shown."""
+    n_test = int(metrics.get("n_slides", 0))
+    fps = ", ".join(f"{f:g}" for f in FROC_FPS)
+    left_out = int((tiling["status"] != "ok").sum())
+    ok = len(tiling) - left_out
+    return [
+        (
+            "F2",
+            _number(metrics.get("mean_f2")),
+            f"mean per-slide F2 (beta {evaluate.get('beta', 2):g}) of the boxes at GIoU > "
+            f"{evaluate.get('giou', 0.5):g}, DigiLut's score, over {n_test} test slides",
+        ),
+        (
+            "F2 out of fold",
+            _number(metrics.get("oof_mean_f2")),
+            "the same on the training slides, each scored by the fold model that did not train on it",
+        ),
+        ("AP50", _number(metrics.get("ap50")), "average precision of the boxes at IoU 0.5"),
+        (
+            "FROC",
+            _number(metrics.get("froc_mean")),
+            f"mean lesion sensitivity at {fps} false positives per slide (Camelyon16)",
+        ),
+        (
+            "Slide AUC",
+            _number(metrics.get("slide_auc")),
+            "ROC AUC of the slide score: slides with a lesion against slides without",
+        ),
+        (
+            "Patch AUC",
+            _number((metrics.get("patch") or {}).get("auc")),
+            "ROC AUC of the tile probabilities against the tile labels",
+        ),
+        (
+            "Tiles",
+            f"{int(tiling['tiles'].sum()):,}",
+            f"tissue tiles of the {ok} slides tiled",
+        ),
+        (
+            "Slides left out",
+            f"{left_out} of {len(tiling)}",
+            "slides with no tissue tiles or that could not be read"
+            + (" (listed below)" if left_out else ""),
+        ),
+    ]
+
+
+def workflow_description(
+    metrics: dict[str, Any], tiling: pd.DataFrame, config: dict[str, Any]
+) -> str:
+    """reStructuredText of the report's workflow page.
+
+    ``metrics`` is ``results/metrics/detection.json``, ``tiling`` the table of
+    ``results/qc/tiling_summary.tsv`` (with its ``status`` and ``error`` columns) and ``config``
+    the run's config. Links to the report's categories (``Metrics_``, ``Detection_``,
+    ``Tiling_``, ``Training_``) resolve in Snakemake's report. Snakemake renders the page with Jinja first:
+    the text is inside a ``raw`` block, so slide names and errors are shown as they are.
+    """
+    rows = headline_rows(metrics, tiling, config.get("evaluate", {}))
+    t, train = config.get("tiling", {}), config.get("train", {})
+    mpp = t.get("target_mpp") if t.get("target_mag") is None else 10 / t["target_mag"]
+    lines = [
+        "{% raw %}",
+        "histodetect: lesion detection",
+        "=============================",
+        "",
+        f"An ensemble of {config.get('folds', '?')} tile classifiers "
+        f"({_plain(train.get('backbone', '?'))}, one per fold of the training patients) scores "
+        f"{t.get('tile_um', '?'):g} um tiles at {mpp:g} um/px; lesion boxes come from the heatmaps. "
+        "The numbers are measured on the held-out test patients' slides.",
+        "",
+        ".. list-table:: Headline numbers",
+        "   :header-rows: 1",
+        "   :widths: 18 10 72",
+        "",
+        "   * - Measure",
+        "     - Value",
+        "     - What it is",
+    ]
+    for name, value, what in rows:
+        lines += [f"   * - {name}", f"     - {value}", f"     - {what}"]
+    lines.append("")
+    bad = tiling[tiling["status"] != "ok"]
+    if len(bad):
+        lines += ["Slides left out of the cohort:", ""]
+        for r in bad.itertuples():
+            cause = r.error if r.status == "failed" else "no tissue tiles"
+            lines.append(f"- {_plain(r.slide_id)}: {_plain(cause)}")
+        lines.append("")
+    lines += [
+        "Details: Metrics_ (per-slide scores, FROC and ROC curves, box tuning), Detection_ "
+        "(heatmap and boxes on each test slide), Tiling_ (tissue and tiles of every slide) and "
+        "Training_ (curves of each fold).",
+        "{% endraw %}",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,86 @@
+"""The report's workflow page: headline numbers, slides left out, rendered as Snakemake does."""
+
+from __future__ import annotations
+
+import pandas as pd
+from docutils.core import publish_parts
+from jinja2 import Environment
+
+from histodetect.evaluation.report import workflow_description
+
+METRICS = {
+    "n_slides": 4,
+    "mean_f2": 0.61234,
+    "oof_mean_f2": 0.5,
+    "ap50": 0.4321,
+    "froc_mean": 0.777,
+    "slide_auc": None,
+    "patch": {"auc": 0.93},
+}
+TILING = pd.DataFrame(
+    {
+        "slide_id": ["s_1", "s_2", "blank", "{{ broken }}"],
+        "path": ["a.tiff", "b.tiff", "blank.tiff", "c.svs"],
+        "tiles": [1200, 34, 0, 0],
+        "status": ["ok", "ok", "no tissue", "failed"],
+        "error": ["", "", "", "truncated or corrupt file *x* | {% y %}"],
+    }
+)
+CONFIG = {
+    "folds": 3,
+    "tiling": {"tile_um": 128.0, "target_mpp": 2.0, "target_mag": None},
+    "train": {"backbone": "resnet18"},
+    "evaluate": {"giou": 0.5, "beta": 2},
+}
+LINKS = """
+.. _Metrics: javascript:app.showCategory('Metrics')
+.. _Detection: javascript:app.showCategory('Detection')
+.. _Tiling: javascript:app.showCategory('Tiling')
+.. _Training: javascript:app.showCategory('Training')
+"""
+
+
+def as_snakemake_renders(text: str) -> str:
+    """Jinja with Snakemake's settings, then docutils to HTML (snakemake/report/__init__.py)."""
+    jinja = Environment(trim_blocks=True, lstrip_blocks=True).from_string(text + LINKS)
+    html = publish_parts(
+        jinja.render(snakemake=None, categories={}, files=[]),
+        writer="html",
+        settings_overrides={"report_level": 2, "halt_level": 2},  # a warning fails the test
+    )
+    return html["html_body"]
+
+
+def test_page_gives_the_headline_numbers() -> None:
+    html = as_snakemake_renders(workflow_description(METRICS, TILING, CONFIG))
+    for name, value in [
+        ("F2", "0.612"),
+        ("F2 out of fold", "0.500"),
+        ("AP50", "0.432"),
+        ("FROC", "0.777"),
+        ("Slide AUC", "n/a"),
+        ("Patch AUC", "0.930"),
+        ("Tiles", "1,234"),
+        ("Slides left out", "2 of 4"),
+    ]:
+        assert f"<td>{name}</td>\n<td>{value}</td>" in html, name
+    assert "mean per-slide F2 (beta 2) of the boxes at GIoU &gt; 0.5" in html
+    assert "over 4 test slides" in html and "could not be read (listed below)" in html
+    assert "3 tile classifiers (resnet18" in html and "128 um tiles at 2 um/px" in html
+
+
+def test_slides_left_out_are_listed_as_they_are() -> None:
+    html = as_snakemake_renders(workflow_description(METRICS, TILING, CONFIG))
+    assert "<li>blank: no tissue tiles</li>" in html
+    assert "<li>{{ broken }}: truncated or corrupt file *x* | {% y %}</li>" in html
+    assert "s_1" not in html  # tiled slides are not listed
+    assert "javascript:app.showCategory('Metrics')" in html
+
+
+def test_target_magnification_and_no_slide_left_out() -> None:
+    config = {**CONFIG, "tiling": {"tile_um": 256.0, "target_mpp": 2.0, "target_mag": 20.0}}
+    ok = TILING[TILING.status == "ok"]
+    html = as_snakemake_renders(workflow_description(METRICS, ok, config))
+    assert "256 um tiles at 0.5 um/px" in html
+    assert "<td>0 of 2</td>" in html
+    assert "Slides left out of the cohort" not in html and "listed below" not in html
