@@ -92,6 +92,7 @@ def test_oracle_heatmap_scores_perfect_f2(
         score_paths=[str(tmp_path / "scores.parquet")],
         label_paths=[str(tmp_path / "labels.parquet")],
         truth=truth, sheet=sheet, giou=0.5, beta=2.0, outputs=outputs,
+        mpps={"tumor_001": MPP},
     )  # fmt: skip
     assert summary["mean_f2"] == 1.0
     assert summary["ap50"] == 1.0 and summary["froc_mean"] == 1.0
