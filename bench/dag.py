@@ -4,7 +4,7 @@
     .venv/bin/python bench/dag.py --sizes 1000 3000    # quicker
     .venv/bin/python bench/dag.py --profile 3000       # cProfile of each step, top 25 lines
 
-For each N: a sample sheet of N slides, each a symlink to one real small slide
+For each N: a sample sheet of N slides, each a hard link to one copy of a real small slide
 (``CMU-1-Small-Region.svs``), one patient per 2 slides, and a DigiLut CSV with one box on every
 other slide. Then three steps, each timed as one fresh ``snakemake`` process (wall clock, and
 the CPU seconds of that process) with the worktree's default profile:
@@ -107,8 +107,11 @@ def make_cohort(workdir: Path, n: int) -> None:
     slides = workdir / "slides"
     slides.mkdir(parents=True)
     ids = [f"S{i:05d}" for i in range(n)]
+    # Hard links (distinct paths, one content): the sheet refuses one file listed twice, and a
+    # symbolic link would resolve to its target.
+    original = shutil.copy(SLIDE, workdir / "original.svs")
     for s in ids:
-        (slides / f"{s}.svs").symlink_to(SLIDE)
+        os.link(original, slides / f"{s}.svs")
     pd.DataFrame(
         {
             "slide_id": ids,
