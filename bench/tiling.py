@@ -26,7 +26,7 @@ Then, side by side in one run:
    decoding the same JPEG tiles' bytes (already in memory) with PIL/libjpeg-turbo alone; plain
    OpenSlide ``read_region`` and a packed HDF5 patch store (uint8, one chunk per tile) for
    comparison;
-3. peak RSS (``ru_maxrss``) of the ``tile_slide`` subprocess on both slides.
+3. peak RSS (``VmHWM``) of the ``tile_slide`` subprocess on both slides.
 
 Last line: ``tiling_speedup_vs_seed=<a> tiles_to_pixels_speedup_vs_seed=<b> read_efficiency=<c>
 peak_rss_mb=<d>`` (``d``: the ``tile_slide`` process before it reads any tile).
@@ -140,7 +140,7 @@ print(json.dumps({"tiles": n, "seconds": tiling_s, "decode_s": time.perf_counter
 """
 
 OURS_SCRIPT = r"""
-import json, os, resource, sys, time
+import json, os, sys, time
 os.environ["FAST_DISABLE_LOGGING"] = "1"
 from pathlib import Path
 import numpy as np
@@ -158,7 +158,8 @@ thumb, thumb_ds, mask = qc_view(res)
 tiling_qc_png(thumb, thumb_ds, mask, res.tiles, f"{out}/qc.png", "bench")
 res.tiles.to_parquet(f"{out}/{Path(path).stem}.parquet", index=False)
 tiling_s = time.perf_counter() - start
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM: this process's own peak (ru_maxrss can carry the parent's over fork and exec)
+rss = int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
 t0 = time.perf_counter()
 tiles = res.tiles.iloc[np.random.default_rng(0).permutation(len(res.tiles))]
 with SlideReader(path) as reader:
