@@ -87,8 +87,6 @@ use rule infer_slide as predict_infer_slide with:
         "logs/predict/infer_slide/{slide}.log",
     benchmark:
         "benchmarks/predict/infer_slide/{slide}.tsv"
-    wildcard_constraints:
-        slide=r"[^/]+",
     params:
         infer=config["infer"],
         check_tiling=config["tiling"],
@@ -108,8 +106,6 @@ use rule boxes_from_heatmap as predict_boxes with:
         "logs/predict/boxes/{slide}.log",
     benchmark:
         "benchmarks/predict/boxes/{slide}.tsv"
-    wildcard_constraints:
-        slide=r"[^/]+",
     params:
         path=predict_slide_file,
         boxes=config["boxes"],

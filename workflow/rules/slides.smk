@@ -83,8 +83,6 @@ use rule tile_slide as predict_tile_slide with:
         "logs/predict/tile_slide/{slide}.log",
     benchmark:
         "benchmarks/predict/tile_slide/{slide}.tsv"
-    wildcard_constraints:
-        slide=r"[^/]+",
     params:
         path=predict_slide_file,
         tiling=config["tiling"],

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from histodetect.detection.heatmap import Heatmap
 from histodetect.errors import InputError
 from histodetect.training.data import d4_transforms, make_loader, prepare_batch, slide_order
-from histodetect.training.model import load_model, resolve_device
+from histodetect.training.model import load_model, read_model_meta, resolve_device
 from histodetect.training.stain import StainNormalizer
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def check_tiling(model_paths: list[Path], tiling: dict[str, Any]) -> None:
     """
     want = model_resolution(tiling)
     for path in model_paths:
-        _, meta = load_model(path)
+        meta = read_model_meta(path)
         if "tiling" not in meta:
             raise InputError(path, "the model does not record its tiling (trained before 0.2)")
         have = model_resolution(meta["tiling"])
@@ -88,7 +88,7 @@ def out_of_fold_model(
         raise InputError(source, f"slide {slide_id} has no fold")
     fold, patient = int(row["fold"].iloc[0]), str(row["patient_id"].iloc[0])
     for path in model_paths:
-        _, meta = load_model(path)
+        meta = read_model_meta(path)
         if int(meta.get("fold", -1)) != fold:
             continue
         trained = meta.get("train_patients")

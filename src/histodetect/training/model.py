@@ -204,6 +204,14 @@ def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> None
         torch.save({"format": FORMAT, "meta": full, "state_dict": state}, tmp)
 
 
+def read_model_meta(path: str | Path) -> dict[str, Any]:
+    """The record of a model file (tile size, classes, tiling, training patients...), no network."""
+    blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a histodetect model file")
+    return blob["meta"]
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild a model saved by :func:`save_model`, in eval mode on ``device``."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
