@@ -68,6 +68,18 @@ def settings_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) ->
     return out
 
 
+def quantile_thresholds(slides: Sequence[OofSlide], quantiles: Sequence[float]) -> list[float]:
+    """Thresholds at ``quantiles`` of the OOF tissue-tile probabilities, pooled over ``slides``.
+
+    They follow the model's calibration: a network whose probabilities sit in a narrow band
+    (few epochs, strong undersampling) still gets thresholds inside that band.
+    """
+    probs = np.concatenate([s.heatmap.prob[np.isfinite(s.heatmap.prob)] for s in slides])
+    if probs.size == 0 or not quantiles:
+        return []
+    return sorted({round(float(q), 4) for q in np.quantile(probs, list(quantiles))})
+
+
 def mean_f2(
     slides: Sequence[OofSlide], setting: Mapping[str, Any], giou: float, beta: float
 ) -> float:
@@ -94,10 +106,17 @@ def tune_boxes(
     """The setting with the best mean OOF F2, and the whole search (one row per setting).
 
     The config's own setting (``base``) is searched first and kept on ties, so tuning only
-    moves when it finds something better.
+    moves when it finds something better. ``grid["threshold_quantiles"]`` adds the thresholds
+    at those quantiles of the OOF probabilities (:func:`quantile_thresholds`) to
+    ``grid["threshold"]``.
     """
     if not slides:
         raise ValueError("no out-of-fold slides to tune on")
+    grid = dict(grid)
+    extra = quantile_thresholds(slides, grid.pop("threshold_quantiles", []))
+    if extra:
+        fixed = list(grid.get("threshold", [base.get("threshold", 0.5)]))
+        grid["threshold"] = fixed + [t for t in extra if t not in fixed]
     rows = []
     for setting in settings_grid(base, grid):
         rows.append({**setting, "oof_mean_f2": mean_f2(slides, setting, giou, beta)})

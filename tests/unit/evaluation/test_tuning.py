@@ -9,7 +9,13 @@ import pytest
 from histodetect.detection.heatmap import Heatmap
 from histodetect.detection.slide_score import SlideScore
 from histodetect.errors import InputError
-from histodetect.evaluation.tuning import OofSlide, check_not_test, tune_boxes, tune_slide_score
+from histodetect.evaluation.tuning import (
+    OofSlide,
+    check_not_test,
+    quantile_thresholds,
+    tune_boxes,
+    tune_slide_score,
+)
 
 TILE = 100.0
 BASE = {
@@ -40,6 +46,25 @@ def test_tuning_finds_a_lower_threshold_for_underconfident_heatmaps() -> None:
     config_f2 = search["oof_mean_f2"].iloc[0]  # the config's own setting comes first
     assert search.iloc[0]["threshold"] == 0.5 and config_f2 == 0.0
     assert search["oof_mean_f2"].max() == pytest.approx(1.0)
+
+
+def test_quantile_thresholds_reach_a_squeezed_heatmap() -> None:
+    """Probabilities squeezed into 0.40-0.44: no fixed threshold fits, the quantiles do."""
+    slides = []
+    for s in range(4):
+        oof = miscalibrated_slide(s, scale=1.0)
+        squeezed = 0.40 + 0.05 * oof.heatmap.prob  # lesion ~0.44, background ~0.405
+        heat = Heatmap(oof.slide_id, squeezed, 0.0, 0.0, TILE, TILE, 1.0, 0, 4000, 4000)
+        slides.append(OofSlide(oof.slide_id, heat, oof.truth))
+    fixed = {"threshold": [0.3, 0.5, 0.7]}
+    _, without = tune_boxes(slides, BASE, fixed)
+    assert without["oof_mean_f2"].max() == 0.0
+    extra = quantile_thresholds(slides, [0.5, 0.9, 0.98])
+    assert all(0.40 <= t <= 0.45 for t in extra) and extra == sorted(extra)
+    chosen, search = tune_boxes(slides, BASE, {**fixed, "threshold_quantiles": [0.5, 0.9, 0.98]})
+    assert chosen["threshold"] in extra
+    assert search["oof_mean_f2"].max() == pytest.approx(1.0)
+    assert set(search["threshold"]) == {0.3, 0.5, 0.7, *extra}
 
 
 def test_ties_keep_the_config_setting() -> None:
