@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=5120, help="slide side, level-0 px at 0.5 um/px")
     ap.add_argument("--contrast", type=float, nargs=2, default=[0.3, 0.7])
     ap.add_argument("--mimics", type=int, default=3)
+    ap.add_argument("--mimic-contrast", type=float, default=0.0)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
@@ -65,6 +66,7 @@ def main() -> None:
         "n_slides": args.slides, "n_patients": args.patients, "width": args.size,
         "height": args.size, "negative_slides": max(1, args.slides // 8), "seed": args.seed,
         "lesion_contrast": list(args.contrast), "mimics_per_slide": args.mimics,
+        "mimic_contrast": args.mimic_contrast,
     }  # fmt: skip
     config["train"] |= {"epochs": args.epochs}
     tuned_cfg, default_cfg = workdir / "tuned.yaml", workdir / "default.yaml"

@@ -72,6 +72,9 @@ class SyntheticSlideSpec:
             full lesion colour, 0: normal colour; lesions stay dense in nuclei).
         n_mimics: Look-alike regions that are not lesions: patches as dense in nuclei as a
             lesion, in normal colour (dense benign nuclei), placed away from the lesions.
+        mimic_contrast: How far the look-alikes' stroma and nuclei are shifted towards lesion
+            colour (0: normal colour; a value near a faint lesion's contrast makes them atypical
+            benign regions that only nucleus size tells apart).
     """
 
     slide_id: str
@@ -84,6 +87,7 @@ class SyntheticSlideSpec:
     seed: int
     lesion_contrast: float = 1.0
     n_mimics: int = 0
+    mimic_contrast: float = 0.0
 
 
 @dataclass
@@ -120,12 +124,14 @@ def plan_cohort(
     seed: int = 0,
     lesion_contrast: tuple[float, float] = (1.0, 1.0),
     mimics_per_slide: int = 0,
+    mimic_contrast: float = 0.0,
 ) -> list[SyntheticSlideSpec]:
     """Decide slide-to-patient assignment, negative slides and per-slide seeds.
 
     ``lesion_contrast`` is the range a slide's lesion contrast is drawn from and
-    ``mimics_per_slide`` the look-alike regions of every slide (see
-    :class:`SyntheticSlideSpec`); their defaults make the classic, easy cohort.
+    ``mimics_per_slide`` the look-alike regions of every slide, ``mimic_contrast`` their
+    shift towards lesion colour (see :class:`SyntheticSlideSpec`); their defaults make the
+    classic, easy cohort.
 
     :func:`make_cohort` takes the same keywords, so a workflow can list the slides before
     they exist. Slides go to patients round-robin. Negative slides are chosen at random such that at most
@@ -149,6 +155,8 @@ def plan_cohort(
         raise ValueError(f"need 0 <= min <= max <= 1 in lesion_contrast, got {lesion_contrast}")
     if mimics_per_slide < 0:
         raise ValueError(f"need mimics_per_slide >= 0, got {mimics_per_slide}")
+    if not 0 <= mimic_contrast <= 1:
+        raise ValueError(f"need 0 <= mimic_contrast <= 1, got {mimic_contrast}")
 
     rng = np.random.default_rng(seed)
     patient_of = [i % n_patients for i in range(n_slides)]
@@ -185,6 +193,7 @@ def plan_cohort(
             seed=int(seeds[i]),
             lesion_contrast=float(contrast[i]),
             n_mimics=int(mimics_per_slide),
+            mimic_contrast=float(mimic_contrast),
         )
         for i in range(n_slides)
     ]
@@ -638,6 +647,20 @@ def render_slide(spec: SyntheticSlideSpec) -> SyntheticSlide:
         rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
         boxes.append((xs[cols[0]], ys[rows[0]], xs[cols[-1]] + 1, ys[rows[-1]] + 1))
     boxes_arr = np.asarray(boxes, np.int64).reshape(n_les, 4)
+    # Regions painted in lesion colour: the lesions, then the atypical look-alikes.
+    tinted = [(l_soft, boxes_arr, spec.lesion_contrast)]
+    if spec.mimic_contrast > 0 and mimic.any():
+        m_boxes = [
+            (sl[1].start * COARSE, sl[0].start * COARSE, sl[1].stop * COARSE, sl[0].stop * COARSE)
+            for sl in ndimage.find_objects(ndimage.label(mimic)[0])
+        ]
+        tinted.append(
+            (
+                ndimage.gaussian_filter(mimic.astype(np.float32), 0.8),
+                np.asarray(m_boxes, np.int64).reshape(-1, 4),
+                spec.mimic_contrast,
+            )
+        )
 
     # Nuclei.
     r_n = (_NORMAL_RADIUS_UM[0] / mpp, _NORMAL_RADIUS_UM[1] / mpp)
@@ -704,18 +727,7 @@ def render_slide(spec: SyntheticSlideSpec) -> SyntheticSlide:
         a = np.zeros((y1 - y0, w), np.float32)
         for layer in layers:
             layer.paint(a, y0)
-        # Lesion weight, only on the columns of lesions that reach this strip.
-        hit = boxes_arr[(boxes_arr[:, 1] < y1 + pad) & (boxes_arr[:, 3] > y0 - pad)]
-        lw, c0, c1 = None, 0, 0
-        if len(hit):
-            c0, c1 = max(0, int(hit[:, 0].min()) - pad), min(w, int(hit[:, 2].max()) + pad)
-            lw = _bilinear_grid(l_soft, ys, c0, c1)
-            lw -= 0.5
-            lw *= 3.0
-            lw += 0.5
-            np.clip(lw, 0.0, 1.0, out=lw)
-            if spec.lesion_contrast != 1.0:
-                lw *= spec.lesion_contrast
+        lw, c0, c1 = _tint_weight(tinted, ys, w, pad)
         for ch in range(3):
             out = np.repeat(eosin[ch][rows_c], COARSE, axis=1)[:, :w]
             if lw is not None:
@@ -734,6 +746,34 @@ def render_slide(spec: SyntheticSlideSpec) -> SyntheticSlide:
     return SyntheticSlide(
         rgb=rgb, tissue=tissue_truth(t_soft), lesion=tissue_truth(l_soft), boxes=boxes_arr
     )
+
+
+def _tint_weight(
+    tinted: list[tuple[np.ndarray, np.ndarray, float]], ys: np.ndarray, w: int, pad: int
+) -> tuple[np.ndarray | None, int, int]:
+    """Lesion-colour weight of the rows ``ys``, only on the columns of regions that reach them.
+
+    ``tinted`` holds ``(coarse soft mask, level-0 boxes, contrast)`` per kind of region; the
+    weight is the largest over kinds. None when no region reaches the strip.
+    """
+    y0, y1 = int(ys[0]), int(ys[-1]) + 1
+    hits = [(soft, b[(b[:, 1] < y1 + pad) & (b[:, 3] > y0 - pad)], c) for soft, b, c in tinted]
+    hits = [(soft, b, c) for soft, b, c in hits if len(b)]
+    if not hits:
+        return None, 0, 0
+    c0 = max(0, min(int(b[:, 0].min()) for _, b, _ in hits) - pad)
+    c1 = min(w, max(int(b[:, 2].max()) for _, b, _ in hits) + pad)
+    lw = None
+    for soft, _, contrast in hits:
+        part = _bilinear_grid(soft, ys, c0, c1)
+        part -= 0.5
+        part *= 3.0
+        part += 0.5
+        np.clip(part, 0.0, 1.0, out=part)
+        if contrast != 1.0:
+            part *= contrast
+        lw = part if lw is None else np.maximum(lw, part, out=lw)
+    return lw, c0, c1
 
 
 def tissue_truth(soft: np.ndarray) -> np.ndarray:

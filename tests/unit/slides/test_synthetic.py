@@ -232,3 +232,18 @@ def test_mimics_and_faint_lesions_change_only_what_they_say() -> None:
     assert diff[~inside].sum() > 2000  # look-alike nuclei outside the lesions
     lesion_dark = [255 - s.rgb[inside].mean() for s in (a, b)]
     assert lesion_dark[1] < lesion_dark[0]  # fainter lesions
+
+
+def test_atypical_mimics_take_lesion_colour_outside_the_truth() -> None:
+    kw = {"n_slides": 1, "n_patients": 1, "width": 3072, "height": 3072, "negative_slides": 0,
+          "lesions_per_slide": (1, 1), "lesion_size_um": (500, 500), "seed": 5,
+          "mimics_per_slide": 2}  # fmt: skip
+    benign, atypical = (render_slide(plan_cohort(**kw, mimic_contrast=c)[0]) for c in (0.0, 0.6))
+    np.testing.assert_array_equal(benign.boxes, atypical.boxes)
+    changed = np.abs(benign.rgb.astype(int) - atypical.rgb.astype(int)).sum(-1) > 20
+    inside = np.zeros(changed.shape, bool)
+    for x1, y1, x2, y2 in benign.boxes:
+        inside[y1:y2, x1:x2] = True
+    assert changed[~inside].sum() > 2000 and not changed[inside].any()
+    with pytest.raises(ValueError, match="mimic_contrast"):
+        plan_cohort(**kw, mimic_contrast=1.5)
