@@ -1,9 +1,9 @@
 """Real test files for every test: through the ``real_data`` fixture, never by path.
 
 Before the first test runs, every registered file is checked (local copy) or downloaded once
-(see :mod:`histodetect.testdata`) when a collected test asks for real data; when one cannot be
-had, the session stops at once with one line naming the file, the folder looked in and the
-command that fetches them all.
+(see :mod:`histodetect.testdata`) when a collected test asks for real data (always, when xdist
+workers run the tests); when one cannot be had, the session stops at once with one line naming
+the file, the folder looked in and the command that fetches them all.
 """
 
 from __future__ import annotations
@@ -20,15 +20,47 @@ REAL = TestData(local=default_local(Path(__file__).resolve().parents[1]))
 FIXTURES = {"real_data", "cmu_svs", "tcga_svs", "cmu_dicom", "camelyon_tif", "camelyon_json"}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(ModuleGroups(), "histodetect-module-groups")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With xdist, the controller (which collects nothing) fetches every file before any worker."""
+    config = session.config
+    if config.pluginmanager.hasplugin("dsession") and not hasattr(config, "workerinput"):
+        fetch_real_data()
+
+
 @pytest.hookimpl(trylast=True)  # after -k and -m have deselected
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    if not any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
-        return
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller has fetched them
+    if any(FIXTURES & set(getattr(item, "fixturenames", ())) for item in items):
+        fetch_real_data()
+
+
+def fetch_real_data() -> None:
+    """Every registered file, checked or downloaded once; else stop with one line."""
     pooch.get_logger().setLevel("WARNING")  # no line per download
     try:
         REAL.fetch_all(REAL.fetchable())
     except RealDataError as err:
         pytest.exit(f"real test data: {err}", returncode=1)
+
+
+class ModuleGroups:
+    """One xdist group per test module, one for all modules using the shared small run.
+
+    With ``--dist loadgroup`` a module-scoped workflow run is made once, on one worker, and
+    the session's ``small_run`` once for every module that reads it.
+    """
+
+    @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        shared = {i.path for i in items if "small_run" in getattr(i, "fixturenames", ())}
+        for item in items:
+            group = "small_run" if item.path in shared else item.path.stem
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def one_line(get: Callable[[], Path]) -> Path:
