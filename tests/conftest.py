@@ -25,7 +25,7 @@ FIXTURES = {
     "camelyon_tif",
     "camelyon_json",
     "mitos_field",
-    "mitos_points",
+    "mitos_sqlite",
 }
 
 
@@ -94,6 +94,6 @@ def mitos_field(real_data: Callable[[str], Path]) -> Path:
 
 
 @pytest.fixture(scope="session")
-def mitos_points(real_data: Callable[[str], Path]) -> Path:
-    """The 101 expert mitosis centres of the 15 MITOS 2012 test fields: image,patient_id,x,y,class."""
-    return real_data("mitos2012/points.csv")
+def mitos_sqlite(real_data: Callable[[str], Path]) -> Path:
+    """The 101 expert mitosis centres of the 15 MITOS 2012 test fields (SlideRunner database)."""
+    return real_data("mitos2012/MITOS2012_test.sqlite")

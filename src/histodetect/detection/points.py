@@ -17,11 +17,17 @@ A point's position is the probability-weighted mean of the centres of the cells 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from histodetect.detection.geojson import points_geojson, write_geojson
 from histodetect.detection.heatmap import Heatmap
+from histodetect.io import atomic_path
 
 POINT_METHODS = ("maxima", "components")
 POINT_COLUMNS = ["x", "y", "score"]
@@ -105,3 +111,27 @@ def points_from_heatmap(
          "score": scores[keep] if len(keep) else []},
         columns=POINT_COLUMNS,
     )  # fmt: skip
+
+
+def write_points(
+    heatmap_path: str | Path,
+    cfg: Mapping[str, Any],
+    *,
+    out_csv: str | Path,
+    out_geojson: str | Path,
+) -> pd.DataFrame:
+    """Detect a heatmap's points (the ``points`` config) and write them as CSV and GeoJSON.
+
+    The CSV has ``slide_id, x, y, score`` (level-0 px), every point scoring at least
+    ``cfg["min_score"]``, best first.
+    """
+    heatmap = Heatmap.load(heatmap_path)
+    points = points_from_heatmap(
+        heatmap, cfg["min_score"], method=cfg["method"], min_distance_um=cfg["min_distance_um"]
+    )
+    with atomic_path(out_csv) as tmp:
+        points.assign(slide_id=heatmap.slide_id)[["slide_id", *POINT_COLUMNS]].to_csv(
+            tmp, index=False
+        )
+    write_geojson(points_geojson(points), out_geojson)
+    return points

@@ -12,10 +12,17 @@ higher one, so a threshold sweep is one sort and a cumulative sum.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from histodetect.annotations.formats import EXCLUDE, ImportSettings
+from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
+from histodetect.io import atomic_path
 
 
 def match_points(
@@ -149,3 +156,108 @@ def truth_by_image(
     if classes is not None and "class" in points.columns:
         points = points[points["class"].isin(list(classes))]
     return {i: points.loc[points.image == i, ["x", "y"]].to_numpy(float) for i in images}
+
+
+def point_truth(annotations: pd.DataFrame, negative_classes: Iterable[str] = ()) -> pd.DataFrame:
+    """Expert centres ``image, x, y`` of point annotations (the discs' centres), look-alike
+    classes and excluded regions left out."""
+    keep = ~annotations.class_name.isin([*negative_classes, EXCLUDE])
+    ann = annotations[keep]
+    b = np.asarray([g.bounds for g in ann.geometry], float).reshape(-1, 4)
+    return pd.DataFrame(
+        {
+            "image": ann.slide_id.to_numpy(),
+            "x": (b[:, 0] + b[:, 2]) / 2,
+            "y": (b[:, 1] + b[:, 3]) / 2,
+        }
+    )
+
+
+def evaluate_out_of_fold(
+    detections: Mapping[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    folds: Mapping[str, int],
+    mpp: Mapping[str, float],
+    *,
+    match_um: float = 8.0,
+    floor: float = 0.0,
+    bootstrap: int = 2000,
+    seed: int = 0,
+) -> tuple[dict, pd.DataFrame]:
+    """The point metric of out-of-fold detections, each fold at the threshold of the others.
+
+    Returns a record (pooled P/R/F1 with a bootstrap interval over images, per fold the
+    threshold and its P/R/F1) and the per-image table (``fold``, ``threshold``, counts).
+    """
+    images = sorted(folds)
+    centres = truth_by_image(truth, images)
+    n_truth = {i: len(centres[i]) for i in images}
+    matches = scored_matches(detections, centres, mpp, match_um)
+    thresholds = out_of_fold_thresholds(matches, n_truth, folds, floor)
+    per_image = []
+    for k, t in thresholds.items():
+        mine = [i for i in images if folds[i] == k]
+        counts = image_counts(matches[matches.image.isin(mine)], {i: n_truth[i] for i in mine}, t)
+        per_image.append(counts.assign(fold=k, threshold=t))
+    table = pd.concat(per_image, ignore_index=True)
+    lo, hi = bootstrap_f1(table, n=bootstrap, seed=seed)
+    by_fold = {
+        str(k): {"threshold": t, **pooled(table[table.fold == k])} for k, t in thresholds.items()
+    }
+    record = {
+        "n_images": len(images),
+        "n_truth": int(sum(n_truth.values())),
+        "match_um": match_um,
+        **pooled(table),
+        "f1_interval": [lo, hi],
+        "folds": by_fold,
+    }
+    return record, table
+
+
+def evaluate_point_files(
+    point_paths: Sequence[str | Path],
+    folds_path: str | Path,
+    sheet_path: str | Path,
+    summaries: Sequence[str | Path],
+    *,
+    points_cfg: Mapping[str, Any],
+    annotation_import: Mapping[str, Any],
+    negative_classes: Iterable[str],
+    seed: int,
+    out_metrics: str | Path,
+    out_per_image: str | Path,
+) -> dict:
+    """:func:`evaluate_out_of_fold` on the files of rule evaluate_points, written out.
+
+    Truth comes from the sheet's per-slide point files; every slide's fold from
+    ``folds.tsv`` (its points are out of fold: scored by the model blind to its patient).
+    """
+    sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
+    folds_table = pd.read_csv(folds_path, sep="\t", dtype={"slide_id": str})
+    tables = [pd.read_csv(p, dtype={"slide_id": str}) for p in point_paths]
+    detections = {str(Path(p).stem): t for p, t in zip(point_paths, tables, strict=True)}
+    folds = {
+        s: int(f)
+        for s, f in zip(folds_table.slide_id, folds_table.fold, strict=True)
+        if s in detections
+    }
+    mpps = slide_mpps(summaries)
+    annotations = read_cohort_annotations(
+        sheet, None, ImportSettings(**annotation_import), slides=list(folds), mpps=mpps
+    )
+    record, per_image = evaluate_out_of_fold(
+        detections,
+        point_truth(annotations, negative_classes),
+        folds,
+        mpps,
+        match_um=points_cfg["match_um"],
+        floor=points_cfg["min_score"],
+        bootstrap=points_cfg["bootstrap"],
+        seed=seed,
+    )
+    with atomic_path(out_metrics) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
+    with atomic_path(out_per_image) as tmp:
+        per_image.to_csv(tmp, sep="\t", index=False)
+    return record

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from histodetect.annotations.formats import ImportSettings
 from histodetect.annotations.labels import LabelSettings, label_tiles
-from histodetect.annotations.lesions import read_cohort_annotations
+from histodetect.annotations.lesions import check_inside, read_cohort_annotations
 from histodetect.cohort.sampling import undersample
+from histodetect.errors import AnnotationError
 from histodetect.slides.tiling import TilingSettings, tile_slide
 
 POINTS = LabelSettings(overlap="point", negative_classes=("nonmitosis",))
@@ -64,13 +67,24 @@ def test_sampling_keeps_hard_negatives_first(tmp_path: Path) -> None:
         assert kept[kept.label == 0].hard.all()
 
 
+def sliderunner_centres(database: Path, image: str) -> pd.DataFrame:
+    """``x, y, class`` of one image's annotations in a SlideRunner database (``.bmp`` names)."""
+    query = (
+        "SELECT c.coordinateX AS x, c.coordinateY AS y, lower(k.name) AS class "
+        "FROM Annotations a JOIN Annotations_coordinates c ON c.annoId = a.uid "
+        "JOIN Slides s ON s.uid = a.slide JOIN Classes k ON k.uid = a.agreedClass "
+        "WHERE s.filename = ?"
+    )
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+        return pd.read_sql_query(query, db, params=(Path(image).stem + ".bmp",))
+
+
 def test_real_mitos_field_every_centre_in_a_positive_tile(
-    mitos_field: Path, mitos_points: Path, tmp_path: Path
+    mitos_field: Path, mitos_sqlite: Path, tmp_path: Path
 ) -> None:
     """One real MITOS 2012 field through tile_slide and label_tiles at 32 um tiles every 8 um."""
     mpp = 0.2456
-    table = pd.read_csv(mitos_points)
-    centres = table[table.image == mitos_field.name]
+    centres = sliderunner_centres(mitos_sqlite, mitos_field.name)
     assert len(centres) == 11
     path = tmp_path / "A01_04.csv"
     centres[["x", "y", "class"]].to_csv(path, index=False)
@@ -87,3 +101,12 @@ def test_real_mitos_field_every_centre_in_a_positive_tile(
         assert inside.any(), f"centre ({x}, {y}) is in no positive tile"
     assert 11 <= len(pos) <= 11 * 6  # a few tiles per mitosis, not a blur
     assert (labelled.label == -1).sum() > len(pos)  # the band around each
+
+
+def test_point_near_the_edge_is_inside_by_its_centre(tmp_path: Path) -> None:
+    ann = points_file(tmp_path, [(3, 50, "mitosis")])  # its 8 px disc reaches x = -5
+    with pytest.raises(AnnotationError, match="outside the slide"):
+        check_inside(ann, 200, 200)
+    check_inside(ann, 200, 200, centres=True)
+    with pytest.raises(AnnotationError, match="row 2"):
+        check_inside(points_file(tmp_path, [(201, 50, "mitosis")]), 200, 200, centres=True)
