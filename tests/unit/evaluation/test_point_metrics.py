@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,6 +12,7 @@ import pytest
 from histodetect.evaluation.point_metrics import (
     best_threshold,
     bootstrap_f1,
+    evaluate_point_files,
     image_counts,
     match_points,
     out_of_fold_thresholds,
@@ -75,3 +79,40 @@ def test_bootstrap_interval_brackets_the_pooled_f1() -> None:
     lo, hi = bootstrap_f1(counts, n=500, seed=1)
     assert lo < pooled(counts)["f1"] < hi
     assert bootstrap_f1(counts, n=500, seed=1) == (lo, hi)
+
+
+def test_evaluate_point_files_scores_each_fold_at_the_others_threshold(tmp_path: Path) -> None:
+    """The files of rule evaluate_points: sheet, point annotations, folds, tiling records."""
+    rows, point_paths, summaries = [], [], []
+    for i, slide in enumerate(["a", "b", "c"]):
+        ann = tmp_path / f"{slide}_truth.csv"
+        ann.write_text("x,y,class\n100,100,mitosis\n300,300,mitosis\n500,500,nonmitosis\n")
+        rows.append(f"{slide}\tp{i}\t{slide}.jpg\t0.25\t{ann}")
+        det = tmp_path / "oof" / f"{slide}.csv"
+        det.parent.mkdir(exist_ok=True)
+        # one hit at 0.9, one 4 um off at 0.6 (a hit), the look-alike found at 0.7 (a miss)
+        det.write_text(
+            f"slide_id,x,y,score\n{slide},101,100,0.9\n{slide},500,500,0.7\n{slide},316,300,0.6\n"
+        )
+        point_paths.append(det)
+        summary = tmp_path / f"{slide}.json"
+        summary.write_text(json.dumps({"slide_id": slide, "mpp": 0.25}))
+        summaries.append(summary)
+    (tmp_path / "samples.tsv").write_text(
+        "slide_id\tpatient_id\tpath\tmpp\tannotation\n" + "\n".join(rows) + "\n"
+    )
+    (tmp_path / "folds.tsv").write_text(
+        "slide_id\tpatient_id\tfold\na\tp0\t0\nb\tp1\t1\nc\tp2\t2\n"
+    )
+    record = evaluate_point_files(
+        point_paths, tmp_path / "folds.tsv", tmp_path / "samples.tsv", summaries,
+        points_cfg={"match_um": 8.0, "min_score": 0.05, "bootstrap": 100},
+        annotation_import={"point_radius_um": 4.0},
+        negative_classes=["nonmitosis"], seed=0,
+        out_metrics=tmp_path / "points.json", out_per_image=tmp_path / "per_image.tsv",
+    )  # fmt: skip
+    assert record["n_truth"] == 6  # the look-alikes are not truth
+    assert {f["threshold"] for f in record["folds"].values()} == {0.6}  # F1 2*2/(3+2) best
+    assert (record["tp"], record["fp"], record["fn"]) == (6, 3, 0)
+    assert json.loads((tmp_path / "points.json").read_text()) == record
+    assert len(pd.read_csv(tmp_path / "per_image.tsv", sep="\t")) == 3
