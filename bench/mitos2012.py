@@ -170,6 +170,17 @@ def baseline(points: pd.DataFrame, folds: dict[str, int]) -> pd.DataFrame:
     return pd.concat(out, ignore_index=True)
 
 
+def stage_times(workdir: Path) -> str:
+    """Seconds per workflow stage, summed over its jobs (Snakemake's benchmark files)."""
+    parts = []
+    for stage in ("tile_slide", "label_tiles", "train_fold", "infer_oof", "oof_points"):
+        files = sorted((workdir / "benchmarks" / stage).glob("*.tsv"))
+        total = sum(float(pd.read_csv(f, sep="\t").s.iloc[0]) for f in files)
+        parts.append(f"{stage} {total:.0f} s ({len(files)} jobs)")
+    tiles = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")
+    return f"stages: {', '.join(parts)}; {int(tiles.tiles.sum())} tiles of 24 um every 8 um"
+
+
 def report(name: str, per_image: pd.DataFrame, seed: int) -> dict[str, float]:
     for k, part in per_image.groupby("fold"):
         p = pooled(part)
@@ -207,6 +218,7 @@ def main() -> None:
           f"leave one slide out (5 folds); match within {MATCH_UM:g} um")  # fmt: skip
     print(f"workflow (tiling, 5 fold models x {args.epochs} epochs, out-of-fold heatmaps, points): "
           f"{workflow_s / 60:.1f} min on {args.cores} cores")  # fmt: skip
+    print(stage_times(args.workdir))
     net = report("network", per_image, args.seed)
     base = report("baseline", baseline(points, folds), args.seed)
     print(f"total {(time.perf_counter() - start) / 60:.1f} min")
