@@ -118,7 +118,7 @@ def workflow_config(workdir: Path, epochs: int, seed: int) -> Path:
         "labels": {**base["labels"], "overlap": "point", "negative_classes": ["hard_negative"]},
         "split": {**base["split"], "test_fraction": 0.0},
         "folds": 5,
-        "sampling": {**base["sampling"], "neg_ratio": 6.0, "max_val_tiles": 3000},
+        "sampling": {**base["sampling"], "neg_ratio": 6.0, "max_val_tiles": 2000},
         "train": {**base["train"], "epochs": epochs, "batch_size": 64, "lr": 0.002,
                   "early_stopping_patience": epochs, "colour_jitter": 0.1, "num_workers": 0,
                   "dropout": 0.2, "device": "cpu"},
