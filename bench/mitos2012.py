@@ -198,7 +198,7 @@ def report(name: str, per_image: pd.DataFrame, seed: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-mitos2012"))
-    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--hard-per-field", type=int, default=15)
     parser.add_argument("--seed", type=int, default=42)
