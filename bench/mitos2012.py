@@ -8,9 +8,10 @@ What it does, in a scratch folder (``--workdir``):
    ``mitosis`` and, as ``hard_negative``, the darkest nucleus-like blobs of the baseline below
    lying more than 10 um from any expert centre (look-alikes: sampling keeps them first).
 2. Runs ``snakemake results/metrics/points.json`` on the repository's Snakefile with a config
-   of 24 um tiles every 8 um at 0.5 um/px (``labels.overlap: point``, point radius 8 um,
-   ``split.test_fraction: 0``, ``folds: 5``: each fold holds out one slide's fields, D4 and
-   colour augmentation in training). Rule ``evaluate_points`` scores every field's
+   of 24 um tiles every 8 um at 0.5 um/px, a ResNet-10t from scratch (no weights can be
+   downloaded here; ``train.checkpoint`` loads local ones), ``labels.overlap: point`` with a
+   point radius of 8 um, ``split.test_fraction: 0`` and ``folds: 5``: each fold holds out one
+   slide's fields; D4 and colour augmentation in training. Rule ``evaluate_points`` scores every field's
    out-of-fold heatmap (the model blind to its slide) with the 8 um greedy match, each fold at
    the score threshold best on the *other* folds' fields.
 3. The baseline, no network: dark blobs of the grey image (Gaussian-smoothed, at or below a
@@ -118,8 +119,8 @@ def workflow_config(workdir: Path, epochs: int, seed: int) -> Path:
         "labels": {**base["labels"], "overlap": "point", "negative_classes": ["hard_negative"]},
         "split": {**base["split"], "test_fraction": 0.0},
         "folds": 5,
-        "sampling": {**base["sampling"], "neg_ratio": 6.0, "max_val_tiles": 2000},
-        "train": {**base["train"], "epochs": epochs, "batch_size": 64, "lr": 0.002,
+        "sampling": {**base["sampling"], "neg_ratio": 4.0, "max_val_tiles": 1000},
+        "train": {**base["train"], "backbone": "resnet10t", "epochs": epochs, "batch_size": 64, "lr": 0.002,
                   "early_stopping_patience": epochs, "colour_jitter": 0.1, "num_workers": 0,
                   "dropout": 0.2, "device": "cpu"},
         "infer": {**base["infer"], "batch_size": 256, "device": "cpu"},
