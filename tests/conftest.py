@@ -17,7 +17,16 @@ import pytest
 from histodetect.testdata import RealDataError, TestData, default_local
 
 REAL = TestData(local=default_local(Path(__file__).resolve().parents[1]))
-FIXTURES = {"real_data", "cmu_svs", "tcga_svs", "cmu_dicom", "camelyon_tif", "camelyon_json"}
+FIXTURES = {
+    "real_data",
+    "cmu_svs",
+    "tcga_svs",
+    "cmu_dicom",
+    "camelyon_tif",
+    "camelyon_json",
+    "mitos_field",
+    "mitos_sqlite",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -108,3 +117,15 @@ def camelyon_tif(real_data: Callable[[str], Path]) -> Path:
 def camelyon_json(real_data: Callable[[str], Path]) -> Path:
     """The two expert outlines of tumor_001 (NCRF JSON, level-0 px)."""
     return real_data("camelyon16_tumor_001/Tumor_001.json")
+
+
+@pytest.fixture(scope="session")
+def mitos_field(real_data: Callable[[str], Path]) -> Path:
+    """MITOS 2012 test field A01_04 (11 mitoses): a plain 2084x2084 JPEG at 0.2456 um/px."""
+    return real_data("mitos2012/images/A01_04.jpg")
+
+
+@pytest.fixture(scope="session")
+def mitos_sqlite(real_data: Callable[[str], Path]) -> Path:
+    """The 101 expert mitosis centres of the 15 MITOS 2012 test fields (SlideRunner database)."""
+    return real_data("mitos2012/MITOS2012_test.sqlite")

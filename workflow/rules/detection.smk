@@ -138,3 +138,25 @@ rule predict:
         predict_sheet_given,
         "results/predict/slides.tsv",
         "results/predict/submission.csv",
+
+
+# Points (object centres, e.g. mitoses): every out-of-fold heatmap's scored local maxima.
+rule oof_points:
+    input:
+        heatmap="results/oof/heatmaps/{slide}.npz",
+    output:
+        points="results/oof/points/{slide}.csv",
+        geojson="results/oof/points/{slide}.geojson",
+    log:
+        "logs/oof_points/{slide}.log",
+    benchmark:
+        "benchmarks/oof_points/{slide}.tsv"
+    conda:
+        "../../envs/tiling.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+    params:
+        points=config["points"],
+    script:
+        "../scripts/points_from_heatmap.py"

@@ -113,3 +113,31 @@ rule report_description:
         "../../envs/tiling.yaml"
     script:
         "../scripts/report_description.py"
+
+
+localrules:
+    evaluate_points,
+
+
+# The point metric out of fold: each fold's slides at the threshold best on the other folds.
+rule evaluate_points:
+    input:
+        points=train_outputs("results/oof/points/{slide}.csv"),
+        summaries=train_outputs("results/tiles/{slide}.json"),
+        folds="results/splits/folds.tsv",
+        sheet=SAMPLE_SHEET,
+        slide_annotations=all_slide_annotations,
+    output:
+        metrics="results/metrics/points.json",
+        per_image="results/metrics/points_per_image.tsv",
+    log:
+        "logs/evaluate_points.log",
+    conda:
+        "../../envs/tiling.yaml"
+    params:
+        points=config["points"],
+        labels=config["labels"],
+        annotation_import=config.get("annotation_import", {}),
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate_points.py"

@@ -24,7 +24,8 @@ with rule_context(snakemake):
         box_index=snakemake.input.boxes,
     )
     if "width" in info:  # a slide left out by tile_slide has no geometry (and no tiles)
-        check_inside(annotations, info["width"], info["height"])
+        points = snakemake.params.labels["overlap"] == "point"
+        check_inside(annotations, info["width"], info["height"], centres=points)
     tiles = pd.read_parquet(snakemake.input.tiles)
     labelled = label_tiles(tiles, annotations, LabelSettings(**snakemake.params.labels))
     log.info(

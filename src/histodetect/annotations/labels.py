@@ -14,6 +14,8 @@ from histodetect.annotations.geometry import tile_box_overlap, tile_geometry_ove
 from histodetect.columns import LABEL_COLUMNS
 from histodetect.errors import AnnotationError
 
+OVERLAPS = ("iou", "coverage", "point")
+
 
 @dataclass(frozen=True)
 class LabelSettings:
@@ -26,17 +28,30 @@ class LabelSettings:
     it overlaps most, with ``class_name`` (``background``, ``ignored`` or the class) and
     ``<overlap>_<class>`` columns beside it; without, every annotation is
     lesion (label 1). Regions of class ``exclude`` are cut out of the lesions.
+
+    ``overlap="point"`` is for point annotations (mitosis centres, drawn as discs of
+    ``annotation_import.point_radius_um``): a tile is positive when a centre lies within
+    that radius of the tile's centre, ignored when the disc only grazes it (touches the
+    tile without the centre being that close) and negative otherwise; the thresholds are
+    not used. Annotations of ``negative_classes`` (look-alikes, e.g. ``nonmitosis``) are
+    not lesions: the tiles that hold one (same rule; in the other modes, any overlap) and
+    no lesion are negatives marked ``hard``, which sampling keeps first.
     """
 
     overlap: str = "coverage"
     positive: float = 0.5
     negative: float = 0.0
     classes: Sequence[str] | None = None
+    negative_classes: Sequence[str] = ()
 
     def check(self) -> None:
         """Raise ``ValueError`` for an unknown overlap, crossed thresholds or bad classes."""
-        if self.overlap not in ("iou", "coverage"):
-            raise ValueError(f"unknown overlap {self.overlap!r}; use 'iou' or 'coverage'")
+        if self.overlap not in OVERLAPS:
+            raise ValueError(f"unknown overlap {self.overlap!r}; use one of {OVERLAPS}")
+        if self.overlap == "point" and self.classes is not None:
+            raise ValueError("labels.overlap point labels one lesion class; unset labels.classes")
+        if set(self.negative_classes) & set(self.classes or ()):
+            raise ValueError("labels.negative_classes and labels.classes share a class")
         if self.negative > self.positive:
             raise ValueError("label thresholds need negative <= positive")
         if self.classes is not None and (not self.classes or EXCLUDE in self.classes):
@@ -49,10 +64,61 @@ def _tile_boxes(tiles: pd.DataFrame) -> np.ndarray:
     ).astype(np.float64)
 
 
-def _lesions(annotations: pd.DataFrame, classes: Sequence[str] | None) -> dict[str, list]:
+def point_hits(tiles: np.ndarray, geometries: Sequence) -> tuple[np.ndarray, np.ndarray]:
+    """Which tiles hold a point annotation and which it only grazes.
+
+    Each geometry is a point's disc (:func:`histodetect.annotations.formats.read_point_csv`):
+    its centre is the middle of its bounds, its radius half its width. Returns ``(holds,
+    touches)`` over the tiles ``(n, 4)``: the centre lies within the radius of the tile's
+    centre (or, where no tile's centre is that close, e.g. at the slide's edge, in the tile
+    whose centre is nearest among those it lies in); the disc reaches the tile at all.
+    """
+    holds = np.zeros(len(tiles), bool)
+    touches = np.zeros(len(tiles), bool)
+    if not len(geometries) or not len(tiles):
+        return holds, touches
+    bounds = shapely.bounds(np.asarray(geometries, dtype=object)).reshape(-1, 4)
+    centre = (bounds[:, :2] + bounds[:, 2:]) / 2
+    radius = (bounds[:, 2] - bounds[:, 0]) / 2
+    mid = (tiles[:, :2] + tiles[:, 2:]) / 2
+    for (px, py), r in zip(centre, radius, strict=True):
+        dist = np.hypot(mid[:, 0] - px, mid[:, 1] - py)
+        near = dist <= r
+        if not near.any():  # near the slide's edge no tile centre comes that close:
+            inside = (
+                (tiles[:, 0] <= px) & (px < tiles[:, 2]) & (tiles[:, 1] <= py) & (py < tiles[:, 3])
+            )
+            if inside.any():  # the tile holding it whose centre is nearest
+                near = inside & (dist == dist[inside].min())
+        holds |= near
+        gap_x = np.maximum(np.maximum(tiles[:, 0] - px, px - tiles[:, 2]), 0)
+        gap_y = np.maximum(np.maximum(tiles[:, 1] - py, py - tiles[:, 3]), 0)
+        touches |= np.hypot(gap_x, gap_y) <= r
+    return holds, touches
+
+
+def _label_points(
+    tile_xyxy: np.ndarray, annotations: pd.DataFrame, settings: LabelSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (1, 0, -1) and the ``hard`` flag of tiles from point annotations."""
+    if "geometry" not in annotations.columns:
+        raise ValueError("labels.overlap point needs point annotations, not bare boxes")
+    look_alike = annotations.class_name.isin(settings.negative_classes).to_numpy()
+    lesion = ~look_alike & (annotations.class_name != EXCLUDE).to_numpy()
+    holds, touches = point_hits(tile_xyxy, list(annotations.geometry[lesion]))
+    label = np.where(holds, 1, np.where(touches, -1, 0))
+    hard_holds, _ = point_hits(tile_xyxy, list(annotations.geometry[look_alike]))
+    return label, hard_holds & (label == 0)
+
+
+def _lesions(
+    annotations: pd.DataFrame, classes: Sequence[str] | None, look_alikes: Sequence[str] = ()
+) -> dict[str, list]:
     """Lesion geometries by class (one class ``lesion`` if binary), exclusions cut out."""
     excl = annotations[annotations.class_name == EXCLUDE]
-    lesion = annotations[annotations.class_name != EXCLUDE]
+    lesion = annotations[
+        (annotations.class_name != EXCLUDE) & ~annotations.class_name.isin(look_alikes)
+    ]
     if classes is not None:
         unknown = lesion[~lesion.class_name.isin(classes)]
         if len(unknown):
@@ -72,7 +138,8 @@ def _lesions(annotations: pd.DataFrame, classes: Sequence[str] | None) -> dict[s
 def label_tiles(
     tiles: pd.DataFrame, annotations: pd.DataFrame, settings: LabelSettings
 ) -> pd.DataFrame:
-    """Add ``iou``, ``coverage`` and ``label`` to a slide's tile table.
+    """Add ``iou``, ``coverage`` and ``label`` (and with ``negative_classes``, ``hard``) to a
+    slide's tile table.
 
     Args:
         tiles: the slide's tile table.
@@ -90,7 +157,7 @@ def label_tiles(
         iou, coverage = tile_box_overlap(tile_xyxy, box_xyxy)
         per_class = {"lesion": (iou, coverage)}
     else:
-        groups = _lesions(annotations, settings.classes)
+        groups = _lesions(annotations, settings.classes, settings.negative_classes)
         iou, coverage = tile_geometry_overlap(tile_xyxy, [g for gs in groups.values() for g in gs])
         names = settings.classes or []
         per_class = {c: tile_geometry_overlap(tile_xyxy, groups.get(c, [])) for c in names}
@@ -99,7 +166,10 @@ def label_tiles(
     extra = []
     label = np.full(len(tiles), -1, np.int64)
     label[value <= settings.negative] = 0
-    if settings.classes is None:
+    hard = np.zeros(len(tiles), bool)
+    if settings.overlap == "point":
+        label, hard = _label_points(tile_xyxy, annotations, settings)
+    elif settings.classes is None:
         label[value >= settings.positive] = 1
     else:
         stacked = np.stack([per_class[c][pick] for c in settings.classes], axis=1)
@@ -112,6 +182,12 @@ def label_tiles(
         for c in settings.classes:
             extra.append(f"{settings.overlap}_{c}")
             out[extra[-1]] = per_class[c][pick].astype(np.float32)
+    if settings.negative_classes:
+        if settings.overlap != "point" and "geometry" in annotations.columns:
+            look_alike = annotations[annotations.class_name.isin(settings.negative_classes)]
+            hard = tile_geometry_overlap(tile_xyxy, list(look_alike.geometry))[1] > 0
+        out["hard"] = hard & (label == 0)
+        extra.append("hard")
     out["iou"] = iou.astype(np.float32)
     out["coverage"] = coverage.astype(np.float32)
     out["label"] = label

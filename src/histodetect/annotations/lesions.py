@@ -229,11 +229,20 @@ def read_cohort_annotations(
     return pd.concat(parts, ignore_index=True)[ANNOTATION_COLUMNS]
 
 
-def check_inside(annotations: pd.DataFrame, width: int, height: int) -> None:
-    """Raise :class:`AnnotationError` naming file and item for an outline leaving the slide."""
+def check_inside(
+    annotations: pd.DataFrame, width: int, height: int, *, centres: bool = False
+) -> None:
+    """Raise :class:`AnnotationError` naming file and item for an outline leaving the slide.
+
+    With ``centres`` only the middle of each outline must lie inside (point annotations:
+    a centre near the edge has a disc that reaches past it).
+    """
     if annotations.empty:
         return
     b = shapely.bounds(np.asarray(annotations.geometry, dtype=object))
+    if centres:
+        mid = (b[:, :2] + b[:, 2:]) / 2
+        b = np.concatenate([mid, mid], axis=1)
     out = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height)
     if out.any():
         i = int(np.flatnonzero(out)[0])

@@ -51,7 +51,8 @@ def undersample(
     With no positive tile no negative is kept, so a fold without lesions fails later loudly
     rather than training on one class. With ``hard_first``, negatives within ``hard_radius``
     tiles of a lesion (nearest first, then with coverage > 0 counted as distance 0) are
-    taken before the random rest.
+    taken before the random rest. Negatives marked ``hard`` (a ``hard`` column: tiles
+    holding a look-alike, ``labels.negative_classes``) come before all others.
     """
     dist = lesion_distance(tiles) if hard_first else None
     keep_rows = tiles.label.to_numpy() >= 0
@@ -66,6 +67,8 @@ def undersample(
         d = dist[keep_rows][neg_mask]
         rank = np.where(d <= hard_radius, d, np.inf)
         order = order[np.argsort(rank[order], kind="stable")]
+    if "hard" in neg.columns:
+        order = order[np.argsort(~neg["hard"].eq(True).to_numpy()[order], kind="stable")]
     keep = order[:n_neg]
     out = pd.concat([pos, neg.iloc[np.sort(keep)]])
     return out.sort_values(["slide_id", "y", "x"]).reset_index(drop=True)

@@ -63,11 +63,16 @@ def split_patients(
     it) gives its proportional share, rounded by largest remainder; the patients of a
     stratum are drawn at random with ``seed``.
 
+    ``test_fraction == 0`` holds no patient out: every slide is ``train`` and goes to the
+    folds, for an evaluation out of fold only (leave patients out, e.g. ``bench/mitos2012.py``).
+
     Returns ``samples`` with a ``split`` column. Every patient lands wholly on one side.
     ``source`` names the sample sheet in error messages.
     """
+    if test_fraction == 0:
+        return samples.assign(split="train")
     if not 0 < test_fraction < 1:
-        raise SplitError("config", f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise SplitError("config", f"test_fraction must be in [0, 1), got {test_fraction}")
     n_patients = samples.patient_id.nunique()
     if n_patients < 2:
         raise SplitError(

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import shapely
-from shapely.geometry import MultiPolygon, Polygon, mapping
+from shapely.geometry import MultiPolygon, Point, Polygon, mapping
 
 from histodetect.detection.heatmap import Heatmap
 from histodetect.io import atomic_path
@@ -23,6 +23,7 @@ from histodetect.io import atomic_path
 PRED_CLASS = ("Predicted lesion", [220, 20, 20])
 GT_CLASS = ("Ground truth", [20, 180, 20])
 CONTOUR_CLASS = ("Heatmap contour", [240, 160, 0])
+POINT_CLASS = ("Predicted point", [220, 20, 220])
 
 
 def _to_lists(obj: Any) -> Any:
@@ -33,7 +34,7 @@ def _to_lists(obj: Any) -> Any:
 
 
 def _feature(
-    geometry: Polygon,
+    geometry: Polygon | Point,
     cls: tuple[str, list[int]],
     name: str,
     measurements: dict[str, float],
@@ -101,6 +102,21 @@ def boxes_geojson(
     for i, poly in enumerate(contours or [], start=1):
         name = f"{CONTOUR_CLASS[0]} {i}"
         feats.append(_feature(poly, CONTOUR_CLASS, name, _area_um2(poly, mpp)))
+    return {"type": "FeatureCollection", "features": feats}
+
+
+def points_geojson(
+    points: pd.DataFrame, cls: tuple[str, list[int]] = POINT_CLASS
+) -> dict[str, Any]:
+    """GeoJSON FeatureCollection of level-0 point detections ``x, y, score`` for QuPath.
+
+    Each point is a ``Point`` annotation named ``<class> 1, 2, ...`` (best score first, as
+    given) with its ``score`` in ``measurements``.
+    """
+    feats = [
+        _feature(Point(float(r.x), float(r.y)), cls, f"{cls[0]} {i}", {"score": float(r.score)})
+        for i, r in enumerate(points.itertuples(), start=1)
+    ]
     return {"type": "FeatureCollection", "features": feats}
 
 

@@ -11,6 +11,8 @@ OpenSlide ``read_region``:
   header says ``PhotometricInterpretation`` RGB: OpenSlide trusts the header and returns the raw
   YCbCr samples as RGB (glass comes out about (243, 127, 128)). The frames are checked once and,
   when libjpeg's own reading of the stream is YCbCr, the samples are converted to RGB.
+- Plain images (JPEG, PNG, non-tiled TIFF; see :func:`~histodetect.slides.slide.open_slide`)
+  are decoded once and every region is a slice of that array.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 import openslide
 from PIL import Image
 
-from histodetect.slides.slide import open_slide
+from histodetect.slides.slide import is_plain_image, open_slide
 
 JPEG_COMPRESSION = 7
 DICOM_JPEG_BASELINE = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
@@ -63,13 +65,16 @@ class SlideReader:
     ) -> None:
         self.path = Path(path)
         self.slide = open_slide(self.path)
-        if cache_bytes is not None:
+        self._pixels: np.ndarray | None = None
+        if is_plain_image(self.slide):
+            self._pixels = composite_on_white(self.slide.read_region((0, 0), 0, self.dimensions))
+        elif cache_bytes is not None:
             self.slide.set_cache(openslide.OpenSlideCache(cache_bytes))
         self.ycbcr_fix = dicom_frames_are_ycbcr(self.path, self.slide.properties)
         self._levels: dict[int, _TiledLevel] = {}
         self._tiff: Any = None
         self._fd = -1
-        if direct:
+        if direct and self._pixels is None:
             self._open_tiff()
 
     # --- OpenSlide pass-through ------------------------------------------------------------
@@ -104,6 +109,8 @@ class SlideReader:
         self, location: tuple[int, int], level: int, size: tuple[int, int]
     ) -> np.ndarray:
         """Pixels of ``size`` (w, h) at ``level`` whose top-left is ``location`` in level-0 px."""
+        if self._pixels is not None and level == 0:
+            return plain_region(self._pixels, location, size)
         direct = self._read_direct(location, level, size)
         if direct is not None:
             return direct
@@ -205,6 +212,21 @@ class SlideReader:
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("SlideReader holds open files; open one per process instead")
+
+
+def plain_region(
+    pixels: np.ndarray, location: tuple[int, int], size: tuple[int, int]
+) -> np.ndarray:
+    """A ``size`` (w, h) window of a whole image at ``location``; white where it leaves the image."""
+    (x, y), (w, h) = location, size
+    ih, iw = pixels.shape[:2]
+    if min(x, y) >= 0 and x + w <= iw and y + h <= ih:
+        return pixels[y : y + h, x : x + w].copy()
+    out = np.full((h, w, 3), 255, np.uint8)
+    x1, y1, x2, y2 = max(x, 0), max(y, 0), min(x + w, iw), min(y + h, ih)
+    if x1 < x2 and y1 < y2:
+        out[y1 - y : y2 - y, x1 - x : x2 - x] = pixels[y1:y2, x1:x2]
+    return out
 
 
 def _is_rgb_jpeg_tiled(page: Any) -> bool:

@@ -54,8 +54,17 @@ def sniff_format(path: Path) -> str:
     return "empty file" if not head else "unknown"
 
 
-def open_slide(path: str | Path) -> openslide.OpenSlide:
-    """Open a slide with OpenSlide, or raise :class:`SlideError` saying why not."""
+PLAIN_IMAGE_KINDS = ("PNG image", "JPEG image", "TIFF", "BigTIFF")
+"""Contents that may be a plain (single-resolution) image when OpenSlide cannot open them."""
+
+
+def open_slide(path: str | Path) -> openslide.AbstractSlide:
+    """Open a slide with OpenSlide, or raise :class:`SlideError` saying why not.
+
+    A file OpenSlide does not read that is a plain JPEG, PNG or non-tiled TIFF (a high-power
+    field, a microscope image) opens as a one-level :class:`openslide.ImageSlide`, decoded
+    once; it carries no mpp (:func:`slide_mpp` then needs the sample sheet's).
+    """
     p = Path(path)
     if not p.exists():
         raise SlideError(p, "slide file does not exist")
@@ -66,16 +75,56 @@ def open_slide(path: str | Path) -> openslide.OpenSlide:
         return openslide.OpenSlide(str(p))
     except openslide.OpenSlideUnsupportedFormatError:
         kind = sniff_format(p)
+        plain = plain_image(p, kind)
+        if isinstance(plain, openslide.ImageSlide):
+            return plain
         if kind in ("TIFF", "BigTIFF", "DICOM"):
             cause = f"{kind} header found but {reader} cannot read it: truncated or corrupt file ({p.stat().st_size} bytes)?"
         else:
             cause = f"{reader} cannot read this file: its content is {kind}, not a slide format"
+            if plain:
+                cause += f", nor a readable plain image ({plain})"
         raise SlideError(p, cause) from None
     except openslide.OpenSlideError as err:
         raise SlideError(p, f"{reader} failed to read the file ({err})") from None
 
 
-def slide_mpp(slide: openslide.OpenSlide, path: str | Path, override: float | None = None) -> float:
+def plain_image(path: Path, kind: str) -> openslide.ImageSlide | str | None:
+    """``path`` as a decoded one-level slide if it is a plain JPEG, PNG or non-tiled TIFF.
+
+    Returns None when the content is none of those (a tiled TIFF is a slide, never plain),
+    and the decoder's complaint when it is one of them but does not decode.
+    """
+    if kind not in PLAIN_IMAGE_KINDS:
+        return None
+    if kind in ("TIFF", "BigTIFF") and _tiff_is_tiled(path):
+        return None
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")  # decodes the whole image now: a broken one fails here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return f"{type(err).__name__}: {err}"
+    return openslide.ImageSlide(rgb)
+
+
+def _tiff_is_tiled(path: Path) -> bool:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return bool(tif.pages[0].is_tiled)  # type: ignore[union-attr]
+    except Exception:  # not even a readable TIFF header: leave it to the slide error
+        return True
+
+
+def is_plain_image(slide: object) -> bool:
+    """Whether an opened slide is a plain image (no pyramid, no metadata)."""
+    return isinstance(slide, openslide.ImageSlide)
+
+
+def slide_mpp(
+    slide: openslide.AbstractSlide, path: str | Path, override: float | None = None
+) -> float:
     """Level-0 microns per pixel: the sample sheet's value if given, else the file's.
 
     Never guesses: a slide with neither raises :class:`SlideError`.
@@ -87,6 +136,10 @@ def slide_mpp(slide: openslide.OpenSlide, path: str | Path, override: float | No
     props = slide.properties
     mpp_x = props.get(openslide.PROPERTY_NAME_MPP_X)
     mpp_y = props.get(openslide.PROPERTY_NAME_MPP_Y)
+    if mpp_x is None and is_plain_image(slide):
+        raise SlideError(
+            path, "a plain image carries no mpp; set the 'mpp' column of the sample sheet"
+        )
     if mpp_x is None or float(mpp_x) <= 0:
         raise SlideError(
             path, "no mpp in the slide metadata; set the 'mpp' column of the sample sheet"

@@ -146,7 +146,7 @@ def test_split_without_centre_column_works() -> None:
     assert set(out.split) == {"train", "test"}
 
 
-@pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
+@pytest.mark.parametrize("fraction", [1.0, -0.1, 1.5])  # 0: none held out, see below
 def test_split_rejects_bad_fraction(fraction: float) -> None:
     samples, positive = sheet(10, 3)
     with pytest.raises(SplitError, match="test_fraction"):
@@ -242,3 +242,11 @@ def test_refusals_name_the_source_in_one_line() -> None:
     )
     with pytest.raises(SplitError, match=r"^s\.tsv: 1 patient\(s\) cannot be split"):
         split_patients(sheet(1, 1)[0], set(), test_fraction=0.2, seed=0, source="s.tsv")
+
+
+def test_split_without_test_patients_puts_all_in_training() -> None:
+    samples = pd.DataFrame({"slide_id": ["a", "b", "c"], "patient_id": ["p", "q", "q"]})
+    out = split_patients(samples, {"a"}, test_fraction=0.0, seed=0)
+    assert (out.split == "train").all()
+    with pytest.raises(SplitError, match=r"\[0, 1\)"):
+        split_patients(samples, {"a"}, test_fraction=1.0, seed=0)

@@ -1,0 +1,231 @@
+"""Mitoses in the 15 MITOS 2012 test fields (5 slides), leave one slide out, through the workflow.
+
+What it does, in a scratch folder (``--workdir``):
+
+1. Writes a sample sheet (one row per field: ``slide_id`` the image name, ``patient_id`` its
+   slide ``A00``-``A04``, ``path``, ``mpp`` 0.2456, ``annotation``) and one point file per field
+   (``x,y,class``) from ``../shared/data/mitos2012/points.csv``: the expert centres as
+   ``mitosis`` and, as ``hard_negative``, the darkest nucleus-like blobs of the baseline below
+   lying more than 10 um from any expert centre (look-alikes: sampling keeps them first).
+2. Runs ``snakemake results/metrics/points.json`` on the repository's Snakefile with a config
+   of 24 um tiles every 8 um at 0.5 um/px, a ResNet-10t from scratch (no weights can be
+   downloaded here; ``train.checkpoint`` loads local ones), ``labels.overlap: point`` with a
+   point radius of 8 um, ``split.test_fraction: 0`` and ``folds: 5``: each fold holds out one
+   slide's fields; D4 and colour augmentation in training. Rule ``evaluate_points`` scores every field's
+   out-of-fold heatmap (the model blind to its slide) with the 8 um greedy match, each fold at
+   the score threshold best on the *other* folds' fields.
+3. The baseline, no network: dark blobs of the grey image (Gaussian-smoothed, at or below a
+   grey level) 10-200 um^2 in area, their centroids scored by darkness; the grey level and
+   the score threshold of each fold are chosen on the other folds' fields, the same way.
+
+Prints per fold and pooled precision, recall, F1 for both, with a 95% bootstrap interval of
+the pooled F1 over fields; the last line is
+``f1=<pooled> precision=<p> recall=<r> baseline_f1=<b>``. Not a test: run it by hand under the
+heavy-run lock, e.g.
+
+    flock /tmp/histodetect-heavy.lock .venv/bin/python bench/mitos2012.py   # ~25 min, 2 cores
+    .venv/bin/python bench/mitos2012.py --epochs 1 --workdir /tmp/m1       # the plumbing only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+from scipy import ndimage
+
+from histodetect.evaluation.point_metrics import (
+    best_threshold,
+    bootstrap_f1,
+    image_counts,
+    pooled,
+    scored_matches,
+    truth_by_image,
+)
+from histodetect.testdata import default_local
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = default_local() / "mitos2012"
+MPP = 0.2456  # scanner A (Aperio XT), 40x
+MATCH_UM = 8.0
+GREY_LEVELS = (70.0, 90.0, 110.0, 130.0)
+BLOB_AREA_UM2 = (10.0, 200.0)
+
+
+def dark_blobs(path: Path, grey_level: float) -> pd.DataFrame:
+    """Centroids ``x, y, score`` (level-0 px) of dark nucleus-sized blobs, darkest first."""
+    with Image.open(path) as image:
+        grey = np.asarray(image.convert("L"), np.float32)
+    smooth = ndimage.gaussian_filter(grey, sigma=1.0 / MPP)  # 1 um
+    labels, n = ndimage.label(smooth <= grey_level)
+    if n == 0:
+        return pd.DataFrame(columns=["x", "y", "score"], dtype=float)
+    index = np.arange(1, n + 1)
+    area = ndimage.sum_labels(np.ones_like(smooth), labels, index) * MPP * MPP
+    keep = (area >= BLOB_AREA_UM2[0]) & (area <= BLOB_AREA_UM2[1])
+    centres = np.asarray(ndimage.center_of_mass(np.ones_like(smooth), labels, index[keep]))
+    darkness = 255.0 - np.asarray(ndimage.mean(smooth, labels, index[keep]))
+    table = pd.DataFrame(
+        {"x": centres[:, 1] if keep.any() else [], "y": centres[:, 0] if keep.any() else [],
+         "score": darkness / 255.0 if keep.any() else []}
+    )  # fmt: skip
+    return table.sort_values("score", ascending=False, ignore_index=True)
+
+
+def write_inputs(workdir: Path, points: pd.DataFrame, hard_per_field: int) -> pd.DataFrame:
+    """Sample sheet, point files (mitoses and baseline look-alikes) and an empty box CSV."""
+    rows = []
+    for image, centres in points.groupby("image", sort=True):
+        slide_id = Path(image).stem
+        blobs = dark_blobs(DATA / "images" / image, max(GREY_LEVELS))
+        xy = centres[["x", "y"]].to_numpy(float)
+        far = np.hypot(*(blobs[["x", "y"]].to_numpy()[:, None] - xy[None]).transpose(2, 0, 1))
+        look_alikes = blobs[far.min(1) * MPP > 10.0].head(hard_per_field)
+        table = pd.concat(
+            [centres[["x", "y"]].assign(**{"class": "mitosis"}),
+             look_alikes[["x", "y"]].round(1).assign(**{"class": "hard_negative"})]
+        )  # fmt: skip
+        ann = workdir / "points" / f"{slide_id}.csv"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(ann, index=False)
+        rows.append(
+            (slide_id, centres.patient_id.iloc[0], str(DATA / "images" / image), MPP, str(ann))
+        )
+    sheet = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path", "mpp", "annotation"])
+    sheet.to_csv(workdir / "samples.tsv", sep="\t", index=False)
+    (workdir / "boxes.csv").write_text("filename,x1,x2,y1,y2\n")
+    return sheet
+
+
+def workflow_config(workdir: Path, epochs: int, seed: int) -> Path:
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    overrides = {
+        "demo": {**base["demo"], "enabled": False},
+        "samples": str(workdir / "samples.tsv"),
+        "annotations": str(workdir / "boxes.csv"),
+        "seed": seed,
+        "tiling": {**base["tiling"], "tile_um": 24.0, "stride_um": 8.0, "target_mpp": 0.5,
+                   "min_tissue": 0.0},
+        "annotation_import": {**base["annotation_import"], "point_radius_um": 8.0},
+        "labels": {**base["labels"], "overlap": "point", "negative_classes": ["hard_negative"]},
+        "split": {**base["split"], "test_fraction": 0.0},
+        "folds": 5,
+        "sampling": {**base["sampling"], "neg_ratio": 4.0, "max_val_tiles": 1000},
+        "train": {**base["train"], "backbone": "resnet10t", "epochs": epochs, "batch_size": 64, "lr": 0.002,
+                  "early_stopping_patience": epochs, "colour_jitter": 0.1, "num_workers": 0,
+                  "dropout": 0.2, "device": "cpu"},
+        "infer": {**base["infer"], "batch_size": 256, "device": "cpu"},
+        "points": {**base["points"], "method": "maxima", "min_distance_um": 8.0,
+                   "min_score": 0.05, "match_um": MATCH_UM},
+    }  # fmt: skip
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump({**base, **overrides}))
+    return path
+
+
+def run_workflow(workdir: Path, cores: int) -> None:
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+        "--workflow-profile", "none", "--cores", str(cores), "results/metrics/points.json",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": str(cores)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    if proc.returncode != 0:
+        sys.exit(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+
+
+def baseline(points: pd.DataFrame, folds: dict[str, int]) -> pd.DataFrame:
+    """Per-field counts of the colour-threshold baseline, grey level and threshold out of fold."""
+    images = sorted(folds)
+    truth = truth_by_image(points.assign(image=points.image.str.replace(".jpg", "")), images)
+    n_truth = {i: len(truth[i]) for i in images}
+    mpp = dict.fromkeys(images, MPP)
+    matches = {
+        level: scored_matches(
+            {i: dark_blobs(DATA / "images" / f"{i}.jpg", level) for i in images}, truth, mpp, MATCH_UM
+        )
+        for level in GREY_LEVELS
+    }  # fmt: skip
+    out = []
+    for k in sorted(set(folds.values())):
+        others = [i for i in images if folds[i] != k]
+        n_others = sum(n_truth[i] for i in others)
+        scored = {
+            lv: best_threshold(m[m.image.isin(others)], n_others) for lv, m in matches.items()
+        }
+        level = max(scored, key=lambda lv: scored[lv][1])
+        mine = [i for i in images if folds[i] == k]
+        counts = image_counts(matches[level][matches[level].image.isin(mine)],
+                              {i: n_truth[i] for i in mine}, scored[level][0])  # fmt: skip
+        out.append(counts.assign(fold=k, threshold=scored[level][0], grey_level=level))
+    return pd.concat(out, ignore_index=True)
+
+
+def stage_times(workdir: Path) -> str:
+    """Seconds per workflow stage, summed over its jobs (Snakemake's benchmark files)."""
+    parts = []
+    for stage in ("tile_slide", "label_tiles", "train_fold", "infer_oof", "oof_points"):
+        files = sorted((workdir / "benchmarks" / stage).glob("*.tsv"))
+        total = sum(float(pd.read_csv(f, sep="\t").s.iloc[0]) for f in files)
+        parts.append(f"{stage} {total:.0f} s ({len(files)} jobs)")
+    tiles = pd.read_csv(workdir / "results" / "qc" / "tiling_summary.tsv", sep="\t")
+    return f"stages: {', '.join(parts)}; {int(tiles.tiles.sum())} tiles of 24 um every 8 um"
+
+
+def report(name: str, per_image: pd.DataFrame, seed: int) -> dict[str, float]:
+    for k, part in per_image.groupby("fold"):
+        p = pooled(part)
+        slides = ",".join(sorted({i[:3] for i in part.image}))
+        print(f"{name} fold {k} ({slides}, {len(part)} fields, threshold {part.threshold.iloc[0]:.3f}): "
+              f"precision {p['precision']:.3f} recall {p['recall']:.3f} F1 {p['f1']:.3f} "
+              f"(tp {p['tp']}, fp {p['fp']}, fn {p['fn']})")  # fmt: skip
+    total = pooled(per_image)
+    lo, hi = bootstrap_f1(per_image, seed=seed)
+    print(f"{name} pooled: precision {total['precision']:.3f} recall {total['recall']:.3f} "
+          f"F1 {total['f1']:.3f} (95% bootstrap over fields {lo:.3f}-{hi:.3f})")  # fmt: skip
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-mitos2012"))
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--hard-per-field", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    start = time.perf_counter()
+    points = pd.read_csv(DATA / "points.csv")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    write_inputs(args.workdir, points, args.hard_per_field)
+    workflow_config(args.workdir, args.epochs, args.seed)
+    run_workflow(args.workdir, args.cores)
+    workflow_s = time.perf_counter() - start
+    results = args.workdir / "results"
+    record = json.loads((results / "metrics" / "points.json").read_text())
+    per_image = pd.read_csv(results / "metrics" / "points_per_image.tsv", sep="\t")
+    folds = dict(zip(per_image.image, per_image.fold, strict=True))
+    print(f"MITOS 2012 test set: {len(folds)} fields of 5 slides, {record['n_truth']} mitoses; "
+          f"leave one slide out (5 folds); match within {MATCH_UM:g} um")  # fmt: skip
+    print(f"workflow (tiling, 5 fold models x {args.epochs} epochs, out-of-fold heatmaps, points): "
+          f"{workflow_s / 60:.1f} min on {args.cores} cores")  # fmt: skip
+    print(stage_times(args.workdir))
+    net = report("network", per_image, args.seed)
+    base = report("baseline", baseline(points, folds), args.seed)
+    print(f"total {(time.perf_counter() - start) / 60:.1f} min")
+    print(f"f1={net['f1']:.3f} precision={net['precision']:.3f} recall={net['recall']:.3f} "
+          f"baseline_f1={base['f1']:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""Snakemake script of rule evaluate_points: the point metric out of fold, per fold and pooled."""
+
+from histodetect.evaluation.point_metrics import evaluate_point_files
+from histodetect.runner import log, rule_context
+
+with rule_context(snakemake):
+    record = evaluate_point_files(
+        snakemake.input.points,
+        snakemake.input.folds,
+        snakemake.input.sheet,
+        snakemake.input.summaries,
+        points_cfg=snakemake.params.points,
+        annotation_import=snakemake.params.annotation_import,
+        negative_classes=snakemake.params.labels["negative_classes"],
+        seed=snakemake.params.seed,
+        out_metrics=snakemake.output.metrics,
+        out_per_image=snakemake.output.per_image,
+    )
+    log.info(
+        "points out of fold over %d images: F1 %.3f (%.3f-%.3f), precision %.3f, recall %.3f",
+        record["n_images"], record["f1"], *record["f1_interval"], record["precision"], record["recall"],
+    )  # fmt: skip
