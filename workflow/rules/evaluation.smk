@@ -57,6 +57,7 @@ rule evaluate:
         annotations=ANNOTATIONS,
         slide_annotations=all_slide_annotations,
         tuned=tuned_boxes,
+        threshold="results/models/threshold.json",
     output:
         metrics="results/metrics/detection.json",
         per_slide=report(
