@@ -1,6 +1,6 @@
 rule training_curves:
     input:
-        expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
+        expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
     output:
         report(
             "results/models/curves.png",
