@@ -18,12 +18,12 @@ held-out fold itself) is what the AUC allows: printed for reference, never used 
 setting with the best mean balanced accuracy at the out-of-fold decision (mean of the variants)
 is ``best`` (a tie goes to the earlier of ``--settings``: ``none`` first); a ``goal`` line per
 variant says whether it is within 0.03 of ``ref_bal_acc`` and not below ``none`` (the issue's
-goal). ``--quick`` checks that it runs, no more: after 1 epoch every fold model gives nearly
-one probability to all images (0.44-0.51 on its first run), so all settings tie. Not a test: run
-it by hand, e.g.
+goal). ``--quick`` (3.6 min on 2 shared cores) checks that it runs, no more: after 1 epoch
+every fold model gives nearly one probability to all images (0.44-0.51 on its first run), so
+all settings tie. Not a test: run it by hand, e.g.
 
     .venv/bin/python bench/imbalance.py --quick        # 2 folds, few groups, 1 epoch
-    .venv/bin/python bench/imbalance.py                # the default: ~30 min on 2 cores
+    .venv/bin/python bench/imbalance.py                # the default: not yet timed in full
 
 Last line: ``bal_acc_none_05=<a> bal_acc_best=<b> best=<setting> auc_best=<c>``.
 """
