@@ -23,7 +23,10 @@ every fold model gives nearly one probability to all images (0.44-0.51 on its fi
 all settings tie. Not a test: run it by hand, e.g.
 
     .venv/bin/python bench/imbalance.py --quick        # 2 folds, few groups, 1 epoch
-    .venv/bin/python bench/imbalance.py                # the default: not yet timed in full
+    .venv/bin/python bench/imbalance.py                # the default: not yet run in full
+
+The default trains 18 fold models; its first two took 4.5 and 3.0 min on 2 shared cores, about
+60 min in all, over the 45 min the issue allows: its defaults still need reducing, and timing.
 
 Last line: ``bal_acc_none_05=<a> bal_acc_best=<b> best=<setting> auc_best=<c>``.
 """
