@@ -195,6 +195,7 @@ def fake_the_rest(workdir: Path, test: list[str], train: list[str]) -> None:
             f"results/folds/fold_{k}/train.parquet",
             f"results/folds/fold_{k}/val.parquet",
             f"results/models/fold_{k}/model.pt",
+            f"results/models/fold_{k}/training_metrics.json",
             f"results/models/fold_{k}/metrics.json",
             f"logs/undersample/fold_{k}.log",
             f"logs/train_fold/fold_{k}.log",

@@ -22,6 +22,10 @@ Tile score table (``results/scores/{slide}.parquet``): the tile table plus
     prob      float  ensemble lesion probability (multi-class: one minus the background's)
     prob_<c>  float  multi-class models only: the ensemble probability of each class ``c``
                      (``background`` and each of ``labels.classes``)
+    call_at_oof_threshold  int  1 when ``prob`` is at or above the ensemble's out-of-fold
+                     threshold (``results/models/threshold.json``), else 0; multi-class models:
+    call_at_oof_priors     str  the class of largest ``prob_<c> / prior`` (out-of-fold priors);
+                     not in the out-of-fold scores (``results/oof/scores``), made before it
 """
 
 import re

@@ -96,7 +96,7 @@ def test_oracle_heatmap_scores_perfect_f2(
     )  # fmt: skip
     assert summary["mean_f2"] == 1.0
     assert summary["ap50"] == 1.0 and summary["froc_mean"] == 1.0
-    assert summary["patch"]["auc"] == 1.0 and summary["patch"]["recall"] == 1.0
+    assert summary["patch"]["auc"] == 1.0 and summary["patch"]["recall_at_0.5"] == 1.0
     assert (summary["patch"]["n"], summary["patch"]["n_pos"]) == (n_pos + n_neg, n_pos)
     submission = pd.read_csv(outputs.submission)
     assert submission.filename.tolist() == ["tumor_001_level5.tif"] * 2

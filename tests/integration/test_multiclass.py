@@ -67,6 +67,7 @@ def test_scores_hold_each_class_probability(multiclass_run: Path) -> None:
         probs = scores[["prob_background", "prob_adeno", "prob_squamous"]].to_numpy()
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
         np.testing.assert_allclose(scores.prob, 1 - scores.prob_background, atol=1e-5)
+        assert set(scores.call_at_oof_priors) <= {"background", "adeno", "squamous"}
         labels = pd.read_parquet(res / "labels" / f"{slide}.parquet")
         assert set(labels.label) <= {-1, 0, 1, 2}
 
@@ -84,7 +85,10 @@ def test_evaluation_per_class_and_lesion_vs_rest(multiclass_run: Path) -> None:
         assert {"n", "lesion_recall", "lesion_auc", "auc", "f1", "precision", "recall"} <= set(
             by_class[c]
         )
-    assert set(metrics["patch_multiclass"]) >= {"auc", "f1", "balanced_accuracy"}
+    weighted = {
+        f"{m}_at_{how}" for m in ("f1", "balanced_accuracy") for how in ("argmax", "oof_priors")
+    }
+    assert set(metrics["patch_multiclass"]) >= {"auc", "oof_prior_background", *weighted}
     lesions = metrics["by_class"]  # detection recall of each class's true lesions
     assert set(lesions) == set(CLASSES) and all(v["n"] >= 1 for v in lesions.values())
     assert metrics["froc_rule"] == "camelyon16"

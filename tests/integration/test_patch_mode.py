@@ -54,11 +54,13 @@ def test_models_and_summary(patch_run: Path) -> None:
         assert meta["classes"] == ["lung_aca", "lung_n", "lung_scc"] and meta["loss"] == "ce"
         assert meta["tile_px"] == 64 and model.head[-1].out_features == 3
         metrics = json.loads((patch_run / f"results/models/fold_{k}/metrics.json").read_text())
-        assert 0 <= metrics["patch_balanced_accuracy_at_argmax"] <= 1
+        for how in ("argmax", "oof_priors"):  # the plain argmax, and with the out-of-fold priors
+            assert 0 <= metrics[f"patch_balanced_accuracy_at_{how}"] <= 1
         assert {"patch_recall_lung_n_at_argmax", "patch_auc_lung_scc"} <= set(metrics)
+        assert {"patch_recall_lung_n_at_oof_priors", "oof_prior_lung_n"} <= set(metrics)
     summary = pd.read_csv(patch_run / "results/models/summary.tsv", sep="\t")
     assert list(summary.fold) == ["fold_0", "fold_1", "mean", "std"]
-    for how in ("argmax", "oof"):  # the plain argmax, and with the out-of-fold class priors
+    for how in ("argmax", "oof_priors"):
         assert summary[f"patch_balanced_accuracy_at_{how}"].between(0, 1).all()
     record = json.loads((patch_run / "results/models/threshold.json").read_text())
     assert record["n_rows"] == 120 and len(record["decision"]["priors"]) == 3

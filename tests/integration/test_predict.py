@@ -56,10 +56,14 @@ def test_predict_on_a_second_cohort(run_copy: Path) -> None:
     proc = snakemake(run_copy, "predict", "--config", "predict={samples: new_slides.tsv}")
     res = run_copy / "results" / "predict"
     good = [s for s in sheet.slide_id if s != "Nbad"]
+    record = json.loads((run_copy / "results" / "models" / "threshold.json").read_text())
+    threshold = record["decision"]["threshold"]
     for slide in good:
         for path in (f"heatmaps/{slide}.npz", f"scores/{slide}.parquet", f"boxes/{slide}.csv",
                      f"boxes/{slide}.geojson", f"overlays/{slide}.png"):  # fmt: skip
             assert (res / path).stat().st_size > 0, path
+        scores = pd.read_parquet(res / "scores" / f"{slide}.parquet")  # the model's decision
+        assert (scores.call_at_oof_threshold == (scores.prob >= threshold)).all()
     slides = pd.read_csv(
         res / "slides.tsv", sep="\t", dtype={"slide_id": str}, keep_default_na=False
     )

@@ -41,8 +41,16 @@ def test_full_run_writes_every_output(small_run: Path) -> None:
     # geometry or box step falls below these floors.
     assert metrics["n_slides"] >= 1 and 0.0 <= metrics["mean_f2"] <= 1.0
     assert metrics["patch"]["auc"] >= 0.8 and metrics["patch"]["n_pos"] > 0
+    # Tile decisions at 0.5 and at the out-of-fold threshold, which the tile scores carry.
+    threshold = json.loads((res / "models" / "threshold.json").read_text())["decision"]["threshold"]
+    assert metrics["patch"]["oof_threshold"] == threshold
+    assert 0 <= metrics["patch"]["balanced_accuracy_at_oof_threshold"] <= 1
+    assert 0 <= metrics["patch"]["balanced_accuracy_at_0.5"] <= 1
     split = pd.read_csv(res / "splits" / "split.tsv", sep="\t")
     test_slides = split.loc[split.split == "test", "slide_id"].tolist()
+    for slide in test_slides:
+        scores = pd.read_parquet(res / "scores" / f"{slide}.parquet")
+        assert (scores.call_at_oof_threshold == (scores.prob >= threshold)).all()
     truth_boxes = slide_truth(
         pd.read_csv(res / "demo" / "samples.tsv", sep="\t", dtype=str),
         res / "demo" / "annotations.csv",
@@ -107,7 +115,9 @@ def test_rerun_of_one_fold_touches_only_its_descendants(small_run: Path) -> None
     plan = planned_jobs(snakemake(small_run, "-n").stdout)
     # Whatever still needs doing depends on fold 1's model; nothing upstream or beside it.
     # (out-of-fold heatmaps read every fold model: all of them and the tuning redo)
+    # (the fold's metrics.json is oof_threshold's, and its curves are redrawn)
     after = {"infer_slide", "boxes_from_heatmap", "evaluate", "oof_threshold", "fold_summary"}
+    after |= {"training_curves"}
     assert set(plan) <= after | {"infer_oof", "tune_boxes", "report_description", "all"}
     snakemake(small_run)
     assert "Nothing to be done" in snakemake(small_run, "-n").stdout

@@ -145,6 +145,14 @@ def predict_models(wildcards=None):
     return found
 
 
+def predict_threshold(wildcards=None):
+    """The models' out-of-fold decision: this run's, or threshold.json in predict.models."""
+    if not PREDICT["models"]:
+        return "results/models/threshold.json"
+    beside = Path(PREDICT["models"]) / "threshold.json"
+    return str(beside) if beside.exists() else []
+
+
 def predict_tuning(wildcards=None):
     """The box tuning that predictions use: predict.tuning, or the models' own run's."""
     if PREDICT["tuning"]:

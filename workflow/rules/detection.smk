@@ -3,6 +3,7 @@ rule infer_slide:
         tiles="results/tiles/{slide}.parquet",
         summary="results/tiles/{slide}.json",
         models=fold_models,
+        threshold="results/models/threshold.json",
     output:
         heatmap="results/heatmaps/{slide}.npz",
         scores="results/scores/{slide}.parquet",
@@ -80,6 +81,7 @@ use rule infer_slide as predict_infer_slide with:
         tiles="results/predict/tiles/{slide}.parquet",
         summary="results/predict/tiles/{slide}.json",
         models=predict_models,
+        threshold=predict_threshold,
     output:
         heatmap="results/predict/heatmaps/{slide}.npz",
         scores="results/predict/scores/{slide}.parquet",

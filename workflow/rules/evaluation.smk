@@ -1,6 +1,6 @@
 rule training_curves:
     input:
-        expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
+        expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
     output:
         report(
             "results/models/curves.png",
@@ -57,6 +57,7 @@ rule evaluate:
         annotations=ANNOTATIONS,
         slide_annotations=all_slide_annotations,
         tuned=tuned_boxes,
+        threshold="results/models/threshold.json",
     output:
         metrics="results/metrics/detection.json",
         per_slide=report(

@@ -4,7 +4,7 @@ rule train_fold:
         val="results/folds/fold_{fold}/val.parquet",
     output:
         model="results/models/fold_{fold}/model.pt",
-        metrics="results/models/fold_{fold}/metrics.json",
+        metrics="results/models/fold_{fold}/training_metrics.json",
         predictions="results/models/fold_{fold}/val_predictions.parquet",
     log:
         "logs/train_fold/fold_{fold}.log",
@@ -33,15 +33,18 @@ localrules:
 
 
 # The ensemble's decision rule (binary threshold or multi-class priors) with the best balanced
-# accuracy on the folds' validation rows, each scored by the model that did not train on it.
+# accuracy on the folds' validation rows, each scored by the model that did not train on it;
+# each fold's metrics.json: its training metrics plus those at this decision.
 rule oof_threshold:
     input:
         predictions=expand(
             "results/models/fold_{fold}/val_predictions.parquet", fold=FOLDS
         ),
         models=expand("results/models/fold_{fold}/model.pt", fold=FOLDS),
+        metrics=expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
     output:
-        "results/models/threshold.json",
+        threshold="results/models/threshold.json",
+        metrics=expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
     log:
         "logs/oof_threshold.log",
     conda:
@@ -53,7 +56,6 @@ rule oof_threshold:
 rule fold_summary:
     input:
         metrics=expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
-        threshold="results/models/threshold.json",
     output:
         report(
             "results/models/summary.tsv",

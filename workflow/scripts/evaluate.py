@@ -9,6 +9,7 @@ from histodetect.annotations.lesions import slide_mpps
 from histodetect.detection.slide_score import SlideScore
 from histodetect.evaluation.cohort import evaluate_cohort, slide_truth
 from histodetect.runner import rule_context
+from histodetect.training.thresholds import Decision
 
 with rule_context(snakemake):
     sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str)
@@ -33,4 +34,5 @@ with rule_context(snakemake):
         mpps=slide_mpps(snakemake.input.summaries),
         froc_rule=snakemake.params.evaluate["froc_rule"],
         classes=snakemake.params.classes,
+        decision=Decision.read(snakemake.input.threshold),
     )

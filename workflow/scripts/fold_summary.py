@@ -5,6 +5,6 @@ from histodetect.io import atomic_path
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
-    table = summarise_folds(snakemake.input.metrics, snakemake.input.threshold)
+    table = summarise_folds(snakemake.input.metrics)
     with atomic_path(snakemake.output[0]) as tmp:
         table.to_csv(tmp, sep="\t", index=False)

@@ -15,6 +15,7 @@ from histodetect.detection.inference import (
 )
 from histodetect.io import atomic_path
 from histodetect.runner import log, rule_context
+from histodetect.training.thresholds import Decision
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
@@ -42,4 +43,6 @@ with rule_context(snakemake):
     with atomic_path(snakemake.output.scores) as tmp:
         table = tiles.drop(columns="path").assign(prob=probs)
         table = table.assign(**{class_prob_column(c): p for c, p in by_class.items()})
+        if threshold := getattr(snakemake.input, "threshold", None):  # not out of fold
+            table = Decision.read(threshold).call_tiles(table)
         table.to_parquet(tmp, index=False)

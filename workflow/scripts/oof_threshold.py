@@ -5,6 +5,9 @@ from histodetect.training.thresholds import write_threshold
 
 with rule_context(snakemake):
     record = write_threshold(
-        snakemake.input.predictions, snakemake.input.models, snakemake.output[0]
+        snakemake.input.predictions,
+        snakemake.input.models,
+        snakemake.output.threshold,
+        list(zip(snakemake.input.metrics, snakemake.output.metrics, strict=True)),
     )
     log.info("out of fold, %d rows: %s", record["n_rows"], record["decision"])

@@ -19,8 +19,13 @@ from histodetect.detection.slide_score import SLIDE_COLUMNS, SlideScore
 from histodetect.evaluation.detection_metrics import detection_report, patch_metrics
 from histodetect.evaluation.plots import froc_png, roc_png
 from histodetect.io import atomic_path
-from histodetect.training.thresholds import OOF
-from histodetect.training.tile_scores import binary_auc, metric_key, multiclass_metrics
+from histodetect.training.thresholds import Decision
+from histodetect.training.tile_scores import (
+    at_decision,
+    binary_auc,
+    metric_key,
+    multiclass_metrics,
+)
 
 
 def _json_safe(value: Any) -> Any:
@@ -83,6 +88,7 @@ def evaluate_cohort(
     mpps: dict[str, float] | None = None,
     froc_rule: str = "camelyon16",
     classes: Sequence[str] | None = None,
+    decision: Decision | None = None,
 ) -> dict[str, Any]:
     """Score the test slides and write metrics JSON/TSV, the submission CSV and plots.
 
@@ -92,7 +98,10 @@ def evaluate_cohort(
     its slide score replaces ``slide_score``. ``mpps`` (level-0 um/px per slide) serves the
     camelyon16 ``froc_rule``. With ``classes`` (``labels.classes``: tile labels 1, 2, ... are
     those classes) the tile metrics are lesion vs rest (``patch``) and per class
-    (``patch_by_class``, see :func:`class_tile_metrics`).
+    (``patch_by_class``, see :func:`class_tile_metrics`). Tile metrics that depend on a
+    decision are given at 0.5 (``f1_at_0.5``; ``_at_argmax`` for ``patch_multiclass``) and,
+    with the ensemble's out-of-fold ``decision`` (``results/models/threshold.json``), at it
+    (``f1_at_oof_threshold`` for a binary model, ``patch_multiclass`` ``_at_oof_priors``).
     """
     pred = pd.concat(
         [pd.read_csv(p, dtype={"slide_id": str}) for p in box_paths], ignore_index=True
@@ -106,11 +115,13 @@ def evaluate_cohort(
     tiles = scores.merge(labels[["slide_id", "x", "y", "label"]], on=["slide_id", "x", "y"])
     tiles = tiles[tiles.label >= 0]
     lesion = (tiles.label > 0).astype(np.int64)
-    summary["patch"] = patch_metrics(lesion, tiles.prob)
+    summary["patch"] = lesion_tile_metrics(lesion, tiles.prob, decision)
     if classes:
         summary["patch_by_class"], multiclass = class_tile_metrics(tiles, classes)
         if multiclass is not None:
             summary["patch_multiclass"] = multiclass
+            if decision is not None and decision.multiclass:
+                summary["patch_multiclass"] |= oof_class_metrics(tiles, decision)
     fps, sens = summary.pop("froc_fps"), summary.pop("froc_sens")
     if tuning is not None:
         slide_score = SlideScore.from_dict(tuning["slide_score"])
@@ -140,6 +151,40 @@ def evaluate_cohort(
     return summary
 
 
+def lesion_tile_metrics(
+    lesion: pd.Series, prob: pd.Series, decision: Decision | None = None
+) -> dict[str, Any]:
+    """Lesion against background: ``auc``, ``n``, ``n_pos`` and the others ``_at_0.5``, also
+    ``_at_oof_threshold`` (with ``oof_threshold``) for a binary out-of-fold ``decision``."""
+    plain = patch_metrics(lesion, prob)
+    fixed = ("auc", "n", "n_pos")
+    out = {k: plain[k] for k in fixed} | at_decision(_decided(plain, fixed), "0.5")
+    if decision is None or decision.multiclass:
+        return out
+    tuned = _decided(patch_metrics(lesion, prob, float(decision.threshold)), fixed)
+    return out | at_decision(tuned, decision.name) | decision.summary()
+
+
+def oof_class_metrics(tiles: pd.DataFrame, decision: Decision) -> dict[str, float]:
+    """Weighted multi-class tile metrics at the out-of-fold class priors (``_at_oof_priors``).
+
+    The priors belong to the model's classes (``decision.classes``, in order), whose
+    ``prob_<class>`` columns the scores hold.
+    """
+    columns = [class_prob_column(c) for c in decision.classes]
+    if not set(columns) <= set(tiles.columns):
+        raise ValueError(f"tile scores lack {columns}: not this decision's model")
+    probs = tiles[columns].to_numpy(np.float64)
+    label = tiles.label.to_numpy(np.int64)
+    scores = multiclass_metrics(label, probs, decision.classes, np.asarray(decision.priors))
+    weighted = ("f1", "precision", "recall", "accuracy", "balanced_accuracy")
+    return {f"{m}_at_{decision.name}": scores[m] for m in weighted} | decision.summary()
+
+
+def _decided(metrics: dict[str, Any], fixed: Sequence[str]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k not in fixed}
+
+
 def class_tile_metrics(
     tiles: pd.DataFrame, classes: Sequence[str], threshold: float = 0.5
 ) -> tuple[dict[str, dict[str, float]], dict[str, float] | None]:
@@ -150,7 +195,8 @@ def class_tile_metrics(
     against background tiles). When the scores hold each class's probability (``prob_<class>``
     columns, written for multi-class models) also the class's one-vs-rest ``auc`` and, for the
     most probable class, ``f1``, ``precision`` and ``recall``; the second value is then the
-    weighted multi-class summary (:func:`multiclass_metrics`), else None.
+    weighted multi-class summary (:func:`multiclass_metrics`: ``auc``, the others of the most
+    probable class named ``_at_argmax``), else None.
     """
     label = tiles.label.to_numpy(np.int64)
     prob = tiles.prob.to_numpy(np.float64)
@@ -173,8 +219,8 @@ def class_tile_metrics(
     for name in classes:
         key = metric_key(name)
         out[name] |= {m: scores[f"{m}_{key}"] for m in ("auc", "f1", "precision", "recall")}
-    weighted = ("auc", "f1", "precision", "recall", "accuracy", "balanced_accuracy")
-    return out, {m: scores[m] for m in weighted}
+    weighted = ("f1", "precision", "recall", "accuracy", "balanced_accuracy")
+    return out, {"auc": scores["auc"]} | {f"{m}_at_argmax": scores[m] for m in weighted}
 
 
 def slide_answers(
@@ -226,30 +272,19 @@ def metrics_table(summary: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["metric", "value"])
 
 
-def summarise_folds(paths: Sequence[str], threshold: str | Path | None = None) -> pd.DataFrame:
-    """Per-fold validation metrics with mean and std rows.
+def summarise_folds(paths: Sequence[str]) -> pd.DataFrame:
+    """Per-fold validation metrics (each fold's ``metrics.json``) with mean and std rows.
 
-    With ``threshold`` (the out-of-fold record of
-    :func:`~histodetect.training.thresholds.write_threshold`), each fold's metrics at the
-    ensemble's out-of-fold decision are added as ``patch_<metric>_at_oof`` beside those at 0.5
-    (``patch_<metric>_at_0.5``, or ``_at_argmax`` for multi-class), plus the ``oof_threshold``
-    itself for a binary model.
+    Decision-dependent metrics keep their names: ``patch_<metric>_at_0.5`` (``_at_argmax`` for
+    multi-class) and ``patch_<metric>_at_oof_threshold`` (``_at_oof_priors``), with the decision
+    itself (``oof_threshold`` or ``oof_prior_<class>``), as
+    :func:`~histodetect.training.thresholds.write_threshold` wrote them.
     """
-    record = json.loads(Path(threshold).read_text()) if threshold is not None else None
     rows = []
     for p in paths:
         m = json.loads(Path(p).read_text())
         flat = {k: v for k, v in m.items() if isinstance(v, int | float)}
-        flat.update(
-            {f"val_{k}": v for k, v in m.get("val", {}).items() if isinstance(v, int | float)}
-        )
-        fold = Path(p).parent.name
-        if record is not None:
-            oof = record["folds"].get(fold, {})
-            flat |= {f"patch_{k}": v for k, v in oof.items() if k.endswith(f"_at_{OOF}")}
-            if record["decision"].get("threshold") is not None:
-                flat["oof_threshold"] = record["decision"]["threshold"]
-        rows.append({"fold": fold, **flat})
+        rows.append({"fold": Path(p).parent.name, **flat})
     table = pd.DataFrame(rows)
     numeric = table.drop(columns="fold")
     stats = pd.DataFrame([{"fold": "mean", **numeric.mean()}, {"fold": "std", **numeric.std()}])

@@ -9,6 +9,9 @@ for a multi-class model the argmax with class priors corrected (the class of lar
 (:func:`~histodetect.training.tile_scores.fit_class_priors`). A row whose patient the scoring
 model trained on, or a patient scored by two models, is refused: a threshold chosen on rows
 the model has seen would be optimistic.
+
+Metrics name their decision: ``_at_0.5`` (binary) or ``_at_argmax`` (multi-class) for the plain
+one, ``_at_oof_threshold`` or ``_at_oof_priors`` for the one chosen here (:attr:`Decision.name`).
 """
 
 from __future__ import annotations
@@ -23,20 +26,20 @@ import numpy as np
 import pandas as pd
 import torch
 
+from histodetect.columns import class_prob_column
 from histodetect.errors import InputError
 from histodetect.io import atomic_path
 from histodetect.training.tile_scores import (
     at_decision,
     best_threshold,
     fit_class_priors,
+    metric_key,
     multiclass_metrics,
     patch_metrics,
     prior_corrected,
 )
 
 THRESHOLD_FILE = "threshold.json"
-OOF = "oof"
-"""Suffix of the metrics at the out-of-fold decision (``patch_balanced_accuracy_at_oof``)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,37 @@ class Decision:
     @property
     def multiclass(self) -> bool:
         return self.priors is not None
+
+    @property
+    def name(self) -> str:
+        """Suffix of the metrics at this decision: ``oof_threshold`` or ``oof_priors``."""
+        return "oof_priors" if self.multiclass else "oof_threshold"
+
+    @property
+    def plain(self) -> str:
+        """Suffix of the metrics at the untuned decision: ``0.5`` or ``argmax``."""
+        return "argmax" if self.multiclass else "0.5"
+
+    def summary(self) -> dict[str, float]:
+        """The decision as numbers for a metrics table: ``oof_threshold`` or ``oof_prior_<c>``."""
+        if not self.multiclass:
+            return {"oof_threshold": float(self.threshold)}
+        return {
+            f"oof_prior_{metric_key(c)}": float(p)
+            for c, p in zip(self.classes, self.priors, strict=True)
+        }
+
+    def call_tiles(self, scores: pd.DataFrame) -> pd.DataFrame:
+        """``scores`` with each tile's call at this decision, column ``call_at_<name>``: 1 or 0
+        (binary, from ``prob``) or the class name (multi-class, from ``prob_<class>``)."""
+        column = f"call_at_{self.name}"
+        if not self.multiclass:
+            return scores.assign(**{column: self.predict(scores["prob"].to_numpy())})
+        names = [class_prob_column(c) for c in self.classes]
+        if not set(names) <= set(scores.columns):
+            raise ValueError(f"tile scores lack {names}: not this decision's model")
+        codes = self.predict(scores[names].to_numpy(np.float64))
+        return scores.assign(**{column: np.asarray(self.classes, dtype=object)[codes]})
 
     def predict(self, probs: np.ndarray) -> np.ndarray:
         """Class codes of ``(N,)`` positive-class or ``(N, K)`` class probabilities."""
@@ -74,13 +108,20 @@ class Decision:
         return cls(list(d["classes"]), d.get("threshold"), d.get("priors"))
 
     @classmethod
+    def read(cls, path: str | Path) -> Decision:
+        """The decision of a ``threshold.json`` record (:func:`write_threshold`)."""
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text())["decision"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(path, f"not a decision record ({err})") from err
+
+    @classmethod
     def for_models(cls, model_paths: Sequence[str | Path]) -> Decision:
         """The decision written beside fold models (``threshold.json`` in their parent folder)."""
         folders = {Path(p).resolve().parent.parent for p in model_paths}
         if len(folders) != 1:
             raise ValueError(f"fold models of one ensemble share a folder, not {sorted(folders)}")
-        path = folders.pop() / THRESHOLD_FILE
-        return cls.from_dict(json.loads(path.read_text())["decision"])
+        return cls.read(folders.pop() / THRESHOLD_FILE)
 
 
 def prob_matrix(table: pd.DataFrame) -> np.ndarray:
@@ -143,34 +184,52 @@ def fit_decision(oof: pd.DataFrame, classes: Sequence[str]) -> Decision:
 
 
 def write_threshold(
-    prediction_paths: Sequence[str | Path], model_paths: Sequence[str | Path], out: str | Path
+    prediction_paths: Sequence[str | Path],
+    model_paths: Sequence[str | Path],
+    out: str | Path,
+    fold_metrics: Sequence[tuple[str | Path, str | Path]] = (),
 ) -> dict[str, Any]:
     """Choose the ensemble's decision out of fold and write it with its metrics to ``out``.
 
     The record holds ``decision`` (:meth:`Decision.to_dict`), the number of rows, and the
     pooled and per-fold metrics at the plain decision (``..._at_0.5`` or ``..._at_argmax``)
-    and at the out-of-fold one (``..._at_oof``).
+    and at the out-of-fold one (``..._at_oof_threshold`` or ``..._at_oof_priors``).
+    ``fold_metrics`` pairs, one per model in order, name a fold's training metrics
+    (``training_metrics.json``) and where to write them with the fold's metrics at the
+    out-of-fold decision added (``patch_<metric>_at_oof_threshold`` ...) and the decision
+    itself (:meth:`Decision.summary`): the fold's ``metrics.json``.
     """
     oof = read_oof(prediction_paths, model_paths)
     classes = model_meta(model_paths[0])["classes"]
     decision = fit_decision(oof, classes)
-    plain = "argmax" if decision.multiclass else "0.5"
 
     def both(table: pd.DataFrame) -> dict[str, float]:
         y, probs = table["label"].to_numpy(np.int64), prob_matrix(table)
         base = Decision(list(classes), 0.5, [1.0] * len(classes) if decision.multiclass else None)
-        out = at_decision(base.scores(y, probs), plain)
+        out = at_decision(base.scores(y, probs), decision.plain)
         tuned = decision.scores(y, probs)
-        return out | {f"{k}_at_{OOF}": v for k, v in tuned.items() if not k.startswith("auc")}
+        return out | {
+            f"{k}_at_{decision.name}": v for k, v in tuned.items() if not k.startswith("auc")
+        }
 
+    folds = {f"fold_{f}": both(t) for f, t in oof.groupby("fold")}
     record = {
         "decision": decision.to_dict(),
         "n_rows": len(oof),
         "pooled": both(oof),
-        "folds": {f"fold_{f}": both(t) for f, t in oof.groupby("fold")},
+        "folds": folds,
     }
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(_finite(record), indent=2) + "\n")
+    if fold_metrics and len(fold_metrics) != len(model_paths):
+        raise ValueError("one (training metrics, metrics) pair per fold model")
+    for model_path, (source, target) in zip(model_paths, fold_metrics, strict=False):
+        tuned = folds.get(f"fold_{model_meta(model_path)['fold']}", {})
+        metrics = json.loads(Path(source).read_text())
+        metrics |= {f"patch_{k}": v for k, v in tuned.items() if k.endswith(decision.name)}
+        with atomic_path(target) as tmp:
+            text = json.dumps(metrics | decision.summary(), indent=2, allow_nan=True)
+            tmp.write_text(text + "\n")
     return record
 
 

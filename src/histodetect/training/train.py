@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 _RESUME_FREE = {"epochs", "early_stopping_patience", "num_workers", "device", "select"}
 BALANCES = ("none", "sampler", "loss")
 PREDICTIONS = "val_predictions.parquet"
+TRAINING_METRICS = "training_metrics.json"
+"""A fold's validation metrics at the plain decision; the workflow's ``oof_threshold`` adds
+those at the out-of-fold one and writes the fold's ``metrics.json``."""
 _ID_COLUMNS = ("patient_id", "group_id", "slide_id", "path", "x", "y")
 
 
@@ -270,8 +273,9 @@ def train_fold(
     Writes ``out_dir/last.pt`` (every epoch, with the best weights so far), and at the end
     ``out_dir/model.pt`` (the epoch ``cfg.select`` names; never before training ends, so a
     killed job leaves no model that looks finished) and
-    ``out_dir/metrics.json`` (threshold-dependent metrics named ``..._at_0.5``, or
-    ``..._at_argmax`` for multi-class) and ``out_dir/val_predictions.parquet`` (each validation
+    ``out_dir/training_metrics.json`` (threshold-dependent metrics named ``..._at_0.5``, or
+    ``..._at_argmax`` for multi-class; the decision chosen out of fold needs every fold, see
+    :func:`~histodetect.training.thresholds.write_threshold`) and ``out_dir/val_predictions.parquet`` (each validation
     row's ids, ``label``, ``fold`` and probabilities ``prob``, or ``prob_0..prob_{K-1}``: what the
     out-of-fold threshold is chosen from, see :mod:`histodetect.training.thresholds`); rows with
     ``label == -1`` are dropped. Returns the metrics.
@@ -476,7 +480,7 @@ def _finalise(
     meta: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
-    """Write ``model.pt`` from the selected epoch's weights, score them, write ``metrics.json``.
+    """Write ``model.pt`` from the selected epoch's weights, score them, write their metrics.
 
     Binary models are scored at probability 0.5, multi-class ones by their top class
     (weighted averages plus one value per class, e.g. ``patch_recall_<class>_at_argmax``);
@@ -512,7 +516,7 @@ def _finalise(
         **{f"patch_{k}": v for k, v in task.scores(y_val, probs).items()},
         **speed,
     }
-    with atomic_path(out_dir / "metrics.json") as tmp:
+    with atomic_path(out_dir / TRAINING_METRICS) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
     return metrics
 

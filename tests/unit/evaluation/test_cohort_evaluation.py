@@ -12,8 +12,15 @@ import shapely
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
-from histodetect.evaluation.cohort import class_tile_metrics, read_training_curves, slide_truth
+from histodetect.evaluation.cohort import (
+    class_tile_metrics,
+    lesion_tile_metrics,
+    oof_class_metrics,
+    read_training_curves,
+    slide_truth,
+)
 from histodetect.evaluation.plots import training_curves_png
+from histodetect.training.thresholds import Decision
 
 
 def write_events(folder: Path, rows: list[tuple[int, float, float]]) -> None:
@@ -75,4 +82,23 @@ def test_class_tile_metrics_lesion_vs_rest_and_per_class() -> None:
     assert by_class["adeno"]["recall"] == 0.5
     assert by_class["squamous"]["recall"] == pytest.approx(1 / 3)
     assert by_class["adeno"]["precision"] == pytest.approx(1 / 3)
-    assert multiclass["accuracy"] == 0.5
+    assert multiclass["accuracy_at_argmax"] == 0.5 and "accuracy" not in multiclass
+    # The out-of-fold priors: background's large prior never lets it win (ties go to adeno).
+    decision = Decision(["background", "adeno", "squamous"], priors=[0.9, 0.05, 0.05])
+    tuned = oof_class_metrics(with_probs, decision)  # calls 1, 1, 1, 1, 2, 2, 1, 1
+    assert tuned["accuracy_at_oof_priors"] == 0.25 and tuned["oof_prior_background"] == 0.9
+    assert tuned["balanced_accuracy_at_oof_priors"] == pytest.approx((0 + 1 / 2 + 1 / 3) / 3)
+
+
+def test_lesion_tile_metrics_at_half_and_at_the_oof_threshold() -> None:
+    lesion = pd.Series([0, 0, 0, 1, 1, 1, 1, 1])
+    prob = pd.Series([0.1, 0.2, 0.7, 0.9, 0.4, 0.8, 0.6, 0.3])
+    plain = lesion_tile_metrics(lesion, prob)
+    assert (plain["n"], plain["n_pos"], plain["recall_at_0.5"]) == (8, 5, 3 / 5)
+    assert "recall" not in plain and "recall_at_oof_threshold" not in plain
+    both = lesion_tile_metrics(lesion, prob, Decision(["0", "1"], threshold=0.25))
+    assert both.items() >= plain.items() and both["oof_threshold"] == 0.25
+    assert both["recall_at_oof_threshold"] == 1.0  # 0.4 and 0.3 are called too, and 0.7
+    assert both["balanced_accuracy_at_oof_threshold"] == pytest.approx((1 + 2 / 3) / 2)
+    priors = Decision(["0", "1"], priors=[0.5, 0.5])  # multi-class: no threshold to apply
+    assert lesion_tile_metrics(lesion, prob, priors) == plain

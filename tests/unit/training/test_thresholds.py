@@ -14,7 +14,7 @@ from histodetect.errors import InputError
 from histodetect.evaluation.cohort import summarise_folds
 from histodetect.training.thresholds import Decision, fit_decision, read_oof, write_threshold
 from histodetect.training.tile_scores import balanced_accuracy, best_threshold, fit_class_priors
-from histodetect.training.train import PREDICTIONS, TrainConfig, train_fold
+from histodetect.training.train import PREDICTIONS, TRAINING_METRICS, TrainConfig, train_fold
 
 FAST = {"backbone": "test_efficientnet", "hidden": 8, "batch_size": 16, "epochs": 1}
 FAST |= {"num_workers": 0, "class_balance": "loss"}
@@ -43,22 +43,47 @@ def folds(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], list[Pa
 def test_threshold_from_out_of_fold_rows(folds: tuple[list[Path], list[Path]]) -> None:
     preds, models = folds
     out = models[0].parent.parent / "threshold.json"
-    record = write_threshold(preds, models, out)
+    pairs = [(m.parent / TRAINING_METRICS, m.parent / "metrics.json") for m in models]
+    record = write_threshold(preds, models, out, pairs)
     oof = pd.concat([pd.read_parquet(p) for p in preds])
     assert record["n_rows"] == len(oof) == 6 * 16
     t = record["decision"]["threshold"]
     assert t == best_threshold(oof.label, oof.prob)
     pooled = record["pooled"]
-    assert pooled["balanced_accuracy_at_oof"] >= pooled["balanced_accuracy_at_0.5"]
-    assert pooled["balanced_accuracy_at_oof"] == pytest.approx(
-        balanced_accuracy(oof.label, oof.prob >= t, 2)
-    )
+    at_oof = pooled["balanced_accuracy_at_oof_threshold"]
+    assert at_oof >= pooled["balanced_accuracy_at_0.5"]
+    assert at_oof == pytest.approx(balanced_accuracy(oof.label, oof.prob >= t, 2))
     assert Decision.for_models(models) == Decision(["0", "1"], threshold=t)
-    table = summarise_folds([m.parent / "metrics.json" for m in models], out)
+    for k, (training, metrics) in enumerate(pairs):  # each fold: both decisions, named
+        fold = json.loads(metrics.read_text())
+        assert json.loads(training.read_text()).items() <= fold.items()
+        val = oof[oof.fold == k]
+        assert fold["patch_balanced_accuracy_at_oof_threshold"] == pytest.approx(
+            balanced_accuracy(val.label, val.prob >= t, 2)
+        )
+        assert fold["oof_threshold"] == t and "patch_balanced_accuracy_at_0.5" in fold
+    table = summarise_folds([m for _, m in pairs])
     assert list(table.fold) == ["fold_0", "fold_1", "mean", "std"]
-    assert {"patch_balanced_accuracy_at_0.5", "patch_balanced_accuracy_at_oof"} <= set(table)
+    assert {"patch_balanced_accuracy_at_0.5", "patch_balanced_accuracy_at_oof_threshold"} <= set(
+        table
+    )
     assert (table.oof_threshold[:2] == t).all()
     assert json.loads(out.read_text())["folds"]["fold_1"] == record["folds"]["fold_1"]
+
+
+def test_tiles_carry_the_decision(tmp_path: Path) -> None:
+    """Tile scores get their call at the out-of-fold decision, and a bad record is refused."""
+    scores = pd.DataFrame({"prob": [0.1, 0.3, 0.6], "prob_a": [0.5, 0.2, 0.1]})
+    binary = Decision(["0", "1"], threshold=0.3).call_tiles(scores)
+    assert binary.call_at_oof_threshold.tolist() == [0, 1, 1]
+    scores = scores.assign(prob_b=[0.3, 0.3, 0.05], prob_c=[0.2, 0.5, 0.6])
+    priors = Decision(["a", "b", "c"], priors=[0.6, 0.1, 0.3])  # b is rare: its prior is low
+    assert priors.call_tiles(scores).call_at_oof_priors.tolist() == ["b", "b", "c"]
+    with pytest.raises(ValueError, match="prob_d"):
+        Decision(["a", "d"], priors=[0.5, 0.5]).call_tiles(scores)
+    (tmp_path / "threshold.json").write_text('{"rule": "none"}')
+    with pytest.raises(InputError, match=r"threshold\.json: not a decision record"):
+        Decision.read(tmp_path / "threshold.json")
 
 
 def test_tampered_tables_are_refused(folds: tuple[list[Path], list[Path]], tmp_path: Path) -> None:

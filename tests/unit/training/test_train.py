@@ -89,7 +89,7 @@ def test_learns_colour_task(two_folds: tuple[Path, list[dict[str, Any]]]) -> Non
     root, metrics = two_folds
     for k, m in enumerate(metrics):
         assert m["val_auc"] > 0.9 and m["patch_auc"] > 0.9
-        assert json.loads((root / f"fold_{k}" / "metrics.json").read_text()) == m
+        assert json.loads((root / f"fold_{k}" / train_mod.TRAINING_METRICS).read_text()) == m
         at = {f"patch_{k}_at_0.5" for k in ("f1", "precision", "recall", "accuracy")}
         assert set(m) >= at and "patch_f1" not in m  # a decision's metrics say which decision
         _, meta = load_model(root / f"fold_{k}" / "model.pt")
@@ -162,7 +162,7 @@ def test_resume_after_kill(
     monkeypatch.setattr(train_mod, "_train_epoch", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
         _train(tiles, tmp_path / "b", store, epochs=3, experiment="kill")
-    assert not (tmp_path / "b" / "metrics.json").exists()
+    assert not (tmp_path / "b" / train_mod.TRAINING_METRICS).exists()
     monkeypatch.setattr(train_mod, "_train_epoch", real)
     resumed = _train(tiles, tmp_path / "b", store, epochs=3, experiment="kill")
     for timing in ("train_img_s", "data_wait"):  # measured, so not reproducible
@@ -200,7 +200,7 @@ def test_train_fold_script(
     out = tmp_path / "models" / "fold_3"
     snakemake = SimpleNamespace(
         input=SimpleNamespace(train=str(tmp_path / "train.parquet"), val=str(tmp_path / "val.parquet")),
-        output=SimpleNamespace(model=str(out / "model.pt"), metrics=str(out / "metrics.json")),
+        output=SimpleNamespace(model=str(out / "model.pt"), metrics=str(out / "training_metrics.json")),
         params=SimpleNamespace(
             train={**FAST, "epochs": 1}, fold=3, mlflow_uri=store, experiment="script",
             tb_dir=str(tmp_path / "tb" / "fold_3"),
@@ -209,7 +209,7 @@ def test_train_fold_script(
         threads=torch.get_num_threads(),
     )  # fmt: skip
     runpy.run_path(str(ROOT / "workflow/scripts/train_fold.py"), {"snakemake": snakemake})
-    assert json.loads((out / "metrics.json").read_text())["epochs_run"] == 1
+    assert json.loads((out / "training_metrics.json").read_text())["epochs_run"] == 1
     assert load_model(out / "model.pt")[1]["fold"] == 3
     assert "fold 3 epoch 0" in (tmp_path / "train.log").read_text()
 
