@@ -71,8 +71,9 @@ NOTES = {
     "TIAToolbox": "2.1.3, installed without its pins (torch<2.13); tiling: Otsu mask at 8 um/px, sliding-window patches with >= 50% mask; "
     "inference: its own Otsu mask, every patch that touches it",
     "histolab": "installed without its pins (numpy<=1.24.4, scikit-image<0.19.4: no Python "
-    "3.11 wheel); GridTiler grid over the bounding boxes of TissueMask's regions, tiles not "
-    "checked for tissue (check_tissue reads every tile's pixels)",
+    "3.11 wheel); GridTiler coordinates over a TissueMask: a grid per tissue region, anchored "
+    "at the region's bounding box, tiles inside the region's mask, no tile pixels checked "
+    "(check_tissue would read every tile)",
     "WSInfer": "0.6.1: a stand-in for zarr 2's KVStore (zarr 3 installed, which current "
     "tiffslide needs) and an empty model-zoo registry (its CLI downloads it on import); reads "
     "every patch at level 0 and resizes it (64x the pixels at 4 um/px); its GeoJSON step, "
@@ -602,7 +603,7 @@ def headline(summary: pd.DataFrame) -> str:
         if column not in summary:
             summary[column] = empty
     big = summary[(summary.slide == "big") & summary.error.isna()]
-    counted = big[~big.stopped.fillna(False).astype(bool)]  # a stopped run has no full count
+    counted = big[big.stopped.ne(True)]  # a stopped run has no full count
 
     def speed(task: str, tool: str) -> float:
         rows = big[(big.task == task) & (big.tool == tool)]
