@@ -567,7 +567,9 @@ def print_row(row: dict[str, Any], suffix: str = "") -> None:
     if "error" in row:
         print(f"{head} did not run: {row['error']}", flush=True)
         return
-    extra = " (stopped at the limit)" if row.get("stopped") else ""
+    extra = " (stopped at the limit)" if row.get("stopped") is True else ""
+    if row["task"] == "inference":
+        extra += f" {row['tiles'] / row['seconds']:6.1f} tiles/s"
     rss = f"{row['rss_mb']:7.0f} MB" if "rss_mb" in row else "      - MB"
     print(
         f"{head} {row['seconds']:8.2f} s {int(row['tiles']):7d} tiles {row['mp_s']:8.1f} MP/s "
