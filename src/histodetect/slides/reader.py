@@ -4,9 +4,11 @@
 OpenSlide ``read_region``:
 
 - TIFF-based slides (generic tiled TIFF, Aperio SVS) whose pyramid levels are JPEG-tiled: a
-  request aligned with the file's tiles is served by reading the tiles' bytes and decoding them
-  with libjpeg-turbo (tifffile / imagecodecs), skipping OpenSlide's cache and compositing. Any
-  other request (unaligned, other codecs, past the edge) falls back to OpenSlide.
+  request inside the level is served by reading the bytes of the file tiles it covers and
+  decoding them with libjpeg-turbo (tifffile / imagecodecs), skipping OpenSlide's compositing.
+  A request that cuts file tiles (256 px reads of 240 px SVS tiles) keeps the tiles it decoded
+  in a small cache (:data:`DECODED_CACHE_BYTES`), so neighbours in raster order decode each
+  file tile once. Any other request (other codecs, past the edge) falls back to OpenSlide.
 - DICOM slides whose JPEG frames hold YCbCr samples (JFIF streams, chroma subsampled) while the
   header says ``PhotometricInterpretation`` RGB: OpenSlide trusts the header and returns the raw
   YCbCr samples as RGB (glass comes out about (243, 127, 128)). The frames are checked once and,
@@ -18,6 +20,7 @@ OpenSlide ``read_region``:
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +34,8 @@ from histodetect.slides.slide import is_plain_image, open_slide
 
 JPEG_COMPRESSION = 7
 DICOM_JPEG_BASELINE = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
+DECODED_CACHE_BYTES = 32 << 20
+"""Decoded file tiles kept for requests that cut tiles (OpenSlide's default cache size)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,7 @@ class _TiledLevel:
     tile_h: int
     width: int
     height: int
+    downsample: int
 
     @property
     def across(self) -> int:
@@ -56,8 +62,9 @@ class SlideReader:
     Args:
         path: Slide file (anything OpenSlide opens; for DICOM, one ``.dcm`` of the series).
         direct: Use the direct JPEG-tile path when possible (``False``: always OpenSlide).
-        cache_bytes: Size of OpenSlide's tile cache (None: OpenSlide's default, 32 MiB). A
-            single pass over a level (a thumbnail) gains nothing from a large one.
+        cache_bytes: Size of OpenSlide's tile cache and of the direct path's cache of decoded
+            tiles (None: 32 MiB each, OpenSlide's default). A single pass over a level (a
+            thumbnail) gains nothing from a large one.
     """
 
     def __init__(
@@ -72,6 +79,9 @@ class SlideReader:
             self.slide.set_cache(openslide.OpenSlideCache(cache_bytes))
         self.ycbcr_fix = dicom_frames_are_ycbcr(self.path, self.slide.properties)
         self._levels: dict[int, _TiledLevel] = {}
+        self._decoded: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._decoded_bytes = 0
+        self._decoded_limit = DECODED_CACHE_BYTES if cache_bytes is None else cache_bytes
         self._tiff: Any = None
         self._fd = -1
         if direct and self._pixels is None:
@@ -131,30 +141,55 @@ class SlideReader:
         info = self._levels.get(level)
         if info is None:
             return None
-        ds = round(self.slide.level_downsamples[level])
+        ds = info.downsample
         x0, y0 = location
         if x0 % ds or y0 % ds:
             return None
         lx, ly, (w, h) = x0 // ds, y0 // ds, size
+        if w <= 0 or h <= 0 or lx < 0 or ly < 0 or lx + w > info.width or ly + h > info.height:
+            return None
         tw, th = info.tile_w, info.tile_h
-        if lx % tw or ly % th or w % tw or h % th or w <= 0 or h <= 0:
-            return None
-        if lx < 0 or ly < 0 or lx + w > info.width or ly + h > info.height:
-            return None
-        out = np.empty((h, w, 3), np.uint8) if (w, h) != (tw, th) else None
-        for r in range(h // th):
-            for c in range(w // tw):
-                index = (ly // th + r) * info.across + lx // tw + c
-                count = int(info.counts[index])
-                if count == 0:
+        if (lx % tw, ly % th, w, h) == (0, 0, tw, th):  # one whole file tile
+            tile = self._decode(info, (ly // th) * info.across + lx // tw)
+            return None if tile is None else np.ascontiguousarray(tile)
+        cut = bool(lx % tw or ly % th or w % tw or h % th)
+        out = np.empty((h, w, 3), np.uint8)
+        for r in range(ly // th, (ly + h - 1) // th + 1):
+            ya, yb = max(ly, r * th), min(ly + h, (r + 1) * th)
+            for c in range(lx // tw, (lx + w - 1) // tw + 1):
+                xa, xb = max(lx, c * tw), min(lx + w, (c + 1) * tw)
+                index = r * info.across + c
+                tile = self._cached(level, info, index) if cut else self._decode(info, index)
+                if tile is None:
                     return None
-                data = os.pread(self._fd, count, int(info.offsets[index]))
-                tile = info.page.decode(data, index, jpegtables=info.page.jpegtables)[0]
-                tile = tile.reshape(th, tw, -1)[..., :3]
-                if out is None:
-                    return np.ascontiguousarray(tile)
-                out[r * th : (r + 1) * th, c * tw : (c + 1) * tw] = tile
+                out[ya - ly : yb - ly, xa - lx : xb - lx] = tile[
+                    ya - r * th : yb - r * th, xa - c * tw : xb - c * tw
+                ]
         return out
+
+    def _decode(self, info: _TiledLevel, index: int) -> np.ndarray | None:
+        """RGB pixels of file tile ``index`` (full tile size; None for a tile not written)."""
+        count = int(info.counts[index])
+        if count == 0:
+            return None
+        data = os.pread(self._fd, count, int(info.offsets[index]))
+        tile = info.page.decode(data, index, jpegtables=info.page.jpegtables)[0]
+        return tile.reshape(info.tile_h, info.tile_w, -1)[..., :3]
+
+    def _cached(self, level: int, info: _TiledLevel, index: int) -> np.ndarray | None:
+        """:meth:`_decode` through a least-recently-used cache of decoded tiles."""
+        key = (level, index)
+        tile = self._decoded.get(key)
+        if tile is not None:
+            self._decoded.move_to_end(key)
+            return tile
+        tile = self._decode(info, index)
+        if tile is not None:
+            self._decoded[key] = tile
+            self._decoded_bytes += tile.nbytes
+            while self._decoded_bytes > self._decoded_limit and len(self._decoded) > 1:
+                self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
+        return tile
 
     def _open_tiff(self) -> None:
         import tifffile
@@ -182,6 +217,7 @@ class SlideReader:
                 int(page.tilelength),
                 int(w),
                 int(h),
+                round(ds),
             )
         if self._levels:
             self._tiff = tif
@@ -198,6 +234,8 @@ class SlideReader:
             self._tiff.close()
             os.close(self._fd)
             self._tiff, self._fd, self._levels = None, -1, {}
+        self._decoded.clear()
+        self._decoded_bytes = 0
 
     def __enter__(self) -> SlideReader:
         return self

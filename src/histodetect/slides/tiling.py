@@ -24,7 +24,8 @@ from histodetect.slides.tissue import TissueSettings, tissue_mask
 
 log = logging.getLogger(__name__)
 THUMB_CACHE_BYTES = 4 << 20
-"""OpenSlide tile cache while the thumbnail is read: one pass, so a small one suffices."""
+"""Tile caches (OpenSlide's, and the reader's decoded JPEG tiles) while the thumbnail is read:
+one pass, so small ones suffice."""
 
 
 @dataclass(frozen=True)
@@ -84,18 +85,24 @@ def tile_fractions(
 ) -> np.ndarray:
     """Fraction of each level-0 square ``(x, y, size)`` covered by ``mask`` (at downsample ``ds``).
 
-    Uses a summed-area table, so it costs O(mask + tiles) whatever the tile count.
+    A summed-area table kept only at the mask rows the squares' edges fall on (one pass over
+    the mask sums the bands between them), so it costs O(mask + tiles) whatever the tile count.
     """
-    sat = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int32)  # 4 bytes per mask px
-    np.cumsum(mask, axis=0, dtype=np.int32, out=sat[1:, 1:])
-    np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
     h, w = mask.shape
     x1 = np.clip(np.round(x / ds).astype(np.int64), 0, w)
     y1 = np.clip(np.round(y / ds).astype(np.int64), 0, h)
     x2 = np.clip(np.round((x + size) / ds).astype(np.int64), 0, w)
     y2 = np.clip(np.round((y + size) / ds).astype(np.int64), 0, h)
-    inside = sat[y2, x2].astype(np.int64) - sat[y1, x2] - sat[y2, x1] + sat[y1, x1]
     area = np.maximum((x2 - x1) * (y2 - y1), 1)
+    if mask.size == 0:
+        return np.zeros(len(area))
+    edges = np.unique(np.concatenate([[0, h], y1, y2]))  # rows where a sum is needed, 0..h
+    bands = np.add.reduceat(mask, edges[:-1], axis=0, dtype=np.int64)  # rows between edges
+    sat = np.zeros((len(edges), w + 1), np.int64)  # sat[i, j]: mask[:edges[i], :j].sum()
+    np.cumsum(bands, axis=0, out=sat[1:, 1:])
+    np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
+    r1, r2 = np.searchsorted(edges, y1), np.searchsorted(edges, y2)
+    inside = sat[r2, x2] - sat[r1, x2] - sat[r2, x1] + sat[r1, x1]
     return inside / area
 
 
@@ -140,7 +147,7 @@ def _tile_slide(
     path: str, slide_id: str, settings: TilingSettings, mpp_override: float | None
 ) -> TiledSlide:
     start = time.perf_counter()
-    with SlideReader(path, direct=False, cache_bytes=THUMB_CACHE_BYTES) as slide:
+    with SlideReader(path, cache_bytes=THUMB_CACHE_BYTES) as slide:
         mpp0 = slide_mpp(slide.slide, path, mpp_override)
         choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.mpp)
         read_mpp = mpp0 * choice.downsample

@@ -49,12 +49,36 @@ def test_svs_aligned_tiles_match_openslide(cmu_svs: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("xy", "size"),
-    [((10, 0), (240, 240)), ((0, 0), (200, 240)), ((2160, 0), (240, 240)), ((-240, 0), (240, 240))],
+    ("xy", "size"), [((10, 0), (256, 256)), ((0, 0), (200, 240)), ((1950, 2700), (256, 256))]
 )
-def test_svs_unaligned_or_outside_falls_back(
+def test_svs_unaligned_reads_are_direct(
     xy: tuple[int, int], size: tuple[int, int], cmu_svs: Path
 ) -> None:
+    """Reads that cut the 240 px file tiles (up to the slide's last pixel) are decoded directly."""
+    with SlideReader(cmu_svs) as r:
+        direct = r._read_direct(xy, 0, size)
+        assert direct is not None
+        assert r._decoded  # the cut tiles were kept for the neighbours
+    assert direct.shape == (size[1], size[0], 3)
+    assert np.abs(direct.astype(int) - openslide_rgb(cmu_svs, xy, 0, size)).max() <= JPEG_TOLERANCE
+
+
+def test_svs_raster_reads_decode_each_tile_once(cmu_svs: Path) -> None:
+    """A 256 px grid over 240 px file tiles, in raster order: every file tile decoded once."""
+    with SlideReader(cmu_svs) as r:
+        decoded = []
+        decode = r._decode
+        r._decode = lambda info, index: decoded.append(index) or decode(info, index)  # type: ignore[method-assign]
+        for y in range(0, 2967 - 256, 256):
+            for x in range(0, 2220 - 256, 256):
+                r.read_tile(x, y, 0, 256, 256)
+    assert len(decoded) == len(set(decoded))
+
+
+@pytest.mark.parametrize(
+    ("xy", "size"), [((2160, 0), (240, 240)), ((-240, 0), (240, 240)), ((2100, 2800), (256, 256))]
+)
+def test_svs_outside_falls_back(xy: tuple[int, int], size: tuple[int, int], cmu_svs: Path) -> None:
     with SlideReader(cmu_svs) as r:
         assert r._read_direct(xy, 0, size) is None
         got = r.read_region(xy, 0, size)
