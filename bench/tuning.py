@@ -1,8 +1,9 @@
 """Out-of-fold tuning of the box step on a cohort where the default settings are not the best.
 
 A seeded synthetic cohort with faint lesions (contrast drawn in ``--contrast``) and look-alike
-regions (``--mimics`` per slide: dense benign nuclei) goes through the workflow's own entry
-point (``snakemake --cores N`` in a scratch folder). Then, on the same heatmaps:
+regions (``--mimics`` per slide: dense benign nuclei, shifted towards lesion colour by
+``--mimic-contrast``) goes through the workflow's own entry point (``snakemake --cores N`` in a
+scratch folder). Then, on the same heatmaps:
 
 - ``tuned``: the test slides' boxes with the settings chosen on the out-of-fold heatmaps of
   the training slides (``boxes.tune: true``, the default);
@@ -15,7 +16,12 @@ Both sides score the same test slides with the same metric (mean DigiLut F2 at G
 
 Last line: ``default_f2=<a> tuned_f2=<b> oof_f2=<c> slide_auc=<d>``.
 
-    .venv/bin/python bench/tuning.py            # about 15 minutes on 2 cores
+    .venv/bin/python bench/tuning.py            # about 15 minutes on 2 cores (unloaded)
+
+Measured (2026-12-01, defaults, machine shared with other runs): the config's settings reach
+OOF F2 0.883, the tuned ones (threshold 0.7) 1.000; on the 6 test slides, scored by the whole
+ensemble, both give 1.000 (``default_f2=1.0000 tuned_f2=1.0000 oof_f2=1.0000 slide_auc=1.0000``).
+With ``--mimic-contrast 0.3``: OOF 0.874 -> 1.000 (a quantile threshold, 0.946), test 1.000 both.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=5120, help="slide side, level-0 px at 0.5 um/px")
     ap.add_argument("--contrast", type=float, nargs=2, default=[0.3, 0.7])
     ap.add_argument("--mimics", type=int, default=3)
-    ap.add_argument("--mimic-contrast", type=float, default=0.0)
+    ap.add_argument("--mimic-contrast", type=float, default=0.45)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--cores", type=int, default=os.cpu_count() or 2)
