@@ -44,7 +44,7 @@ from PIL import Image
 from scipy import ndimage
 
 from histodetect.evaluation.point_metrics import (
-    best_threshold,
+    best_f1_threshold,
     bootstrap_f1,
     image_counts,
     pooled,
@@ -161,7 +161,7 @@ def baseline(points: pd.DataFrame, folds: dict[str, int]) -> pd.DataFrame:
         others = [i for i in images if folds[i] != k]
         n_others = sum(n_truth[i] for i in others)
         scored = {
-            lv: best_threshold(m[m.image.isin(others)], n_others) for lv, m in matches.items()
+            lv: best_f1_threshold(m[m.image.isin(others)], n_others) for lv, m in matches.items()
         }
         level = max(scored, key=lambda lv: scored[lv][1])
         mine = [i for i in images if folds[i] == k]

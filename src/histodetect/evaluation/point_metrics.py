@@ -101,7 +101,9 @@ def pooled(counts: pd.DataFrame) -> dict[str, float]:
     return {"tp": tp, "fp": fp, "fn": fn, **prf(tp, fp, fn)}
 
 
-def best_threshold(matches: pd.DataFrame, n_truth: int, floor: float = 0.0) -> tuple[float, float]:
+def best_f1_threshold(
+    matches: pd.DataFrame, n_truth: int, floor: float = 0.0
+) -> tuple[float, float]:
     """The score threshold with the best pooled F1 over ``matches``, and that F1.
 
     Candidates are the detections' own scores (at least ``floor``); ties go to the higher
@@ -131,7 +133,7 @@ def out_of_fold_thresholds(
     for k in sorted(set(folds.values())):
         others = [i for i, f in folds.items() if f != k]
         rest = matches[matches.image.isin(others)]
-        out[k] = best_threshold(rest, sum(n_truth[i] for i in others), floor)[0]
+        out[k] = best_f1_threshold(rest, sum(n_truth[i] for i in others), floor)[0]
     return out
 
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from histodetect.evaluation.point_metrics import (
-    best_threshold,
+    best_f1_threshold,
     bootstrap_f1,
     evaluate_point_files,
     image_counts,
@@ -59,7 +59,7 @@ def test_per_image_and_pooled_counts() -> None:
     assert pooled(image_counts(matches, {"a": 2, "b": 1}, 0.0))["fp"] == 2
 
 
-def test_best_threshold_and_out_of_fold() -> None:
+def test_best_f1_threshold_and_out_of_fold() -> None:
     matches = pd.DataFrame(
         {
             "image": ["a", "a", "a", "b", "b"],
@@ -67,11 +67,11 @@ def test_best_threshold_and_out_of_fold() -> None:
             "tp": [True, False, True, True, False],
         }
     )
-    threshold, f1 = best_threshold(matches, n_truth=3)
+    threshold, f1 = best_f1_threshold(matches, n_truth=3)
     assert threshold == 0.4 and f1 == pytest.approx(2 * 3 / (4 + 3))
-    assert best_threshold(matches[matches.image == "b"], n_truth=1) == (0.8, 1.0)
+    assert best_f1_threshold(matches[matches.image == "b"], n_truth=1) == (0.8, 1.0)
     by_fold = out_of_fold_thresholds(matches, {"a": 2, "b": 1}, {"a": 0, "b": 1})
-    assert by_fold == {0: 0.8, 1: best_threshold(matches[matches.image == "a"], 2)[0]}
+    assert by_fold == {0: 0.8, 1: best_f1_threshold(matches[matches.image == "a"], 2)[0]}
 
 
 def test_bootstrap_interval_brackets_the_pooled_f1() -> None:
