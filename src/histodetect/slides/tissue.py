@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import math
 import os
 import shutil
 from collections.abc import Iterator
@@ -161,17 +162,84 @@ def _fast_block(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
 
 
 def _fast_segment(fast: Any, thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
+    """pyFAST's colour threshold, then its closing (dilation, erosion) done on the host.
+
+    pyFAST's Dilation and Erosion kernels (a disc of radius ``size // 2``) cost about a second
+    each on a 2,560 px thumbnail on PoCL; :func:`fast_closing` gives the same mask, pixel for
+    pixel (tested against pyFAST's own), in milliseconds.
+    """
+    mask = fast_threshold(fast, thumb, s.threshold, s.mpp)
+    return fast_closing(
+        mask, fast_element_px(s.dilation_um, s.mpp), fast_element_px(s.erosion_um, s.mpp)
+    )
+
+
+def fast_threshold(
+    fast: Any, thumb: np.ndarray, threshold: int, mpp: float, dilation: int = 0, erosion: int = 0
+) -> np.ndarray:
+    """pyFAST ``TissueSegmentation`` (colour thresholding) of an RGB thumbnail, as a bool mask.
+
+    ``dilation``/``erosion`` are passed to pyFAST as its structuring element sizes (0: none).
+    """
     img = fast.Image.createFromArray(np.ascontiguousarray(thumb[..., :3], dtype=np.uint8))
-    img.setSpacing([s.mpp / 1000.0, s.mpp / 1000.0, 1.0])
+    img.setSpacing([mpp / 1000.0, mpp / 1000.0, 1.0])
     seg = fast.TissueSegmentation.create(
         useColorThresholdingMethod=True,
-        threshold=s.threshold,
-        dilationSize=fast_element_px(s.dilation_um, s.mpp),
-        erosionSize=fast_element_px(s.erosion_um, s.mpp),
+        threshold=threshold,
+        dilationSize=dilation,
+        erosionSize=erosion,
     )
     seg.setInputData(img)
     out = np.asarray(seg.runAndGetOutputData())
     return out.reshape(out.shape[0], out.shape[1]) > 0
+
+
+def fast_closing(mask: np.ndarray, dilation: int, erosion: int) -> np.ndarray:
+    """pyFAST's closing of ``TissueSegmentation``: dilation, then erosion, by discs.
+
+    Sizes are pyFAST's (0: skipped, else odd); each is a disc of radius ``size // 2``. The
+    dilation sees nothing outside the image, the erosion sees tissue there (pyFAST clamps
+    its reads to the edge, which for a disc is the same).
+    """
+    if dilation:
+        mask = _disc_filter(mask, dilation // 2, fill=False)
+    if erosion:
+        mask = _disc_filter(mask, erosion // 2, fill=True)
+    return mask
+
+
+def _disc_filter(mask: np.ndarray, radius: int, fill: bool) -> np.ndarray:
+    """OR (dilation, ``fill`` False) or AND (erosion, ``fill`` True) of ``mask`` over a disc.
+
+    One horizontal run per row of the disc, each made by shifted copies that double in length;
+    pixels beyond the image count as ``fill``.
+    """
+    h = mask.shape[0]
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    combine = np.logical_and if fill else np.logical_or
+    out = np.full(mask.shape, fill, bool)  # rows beyond the image are ``fill``: no change
+    runs: dict[int, np.ndarray] = {}
+    for dy in range(-radius, radius + 1):
+        half = math.isqrt(radius * radius - dy * dy)
+        if half not in runs:
+            runs[half] = _row_runs(mask, half, fill, combine)
+        lo, hi = max(0, -dy), min(h, h - dy)  # out[y] takes in runs[half][y + dy]
+        combine(out[lo:hi], runs[half][lo + dy : hi + dy], out=out[lo:hi])
+    return out
+
+
+def _row_runs(mask: np.ndarray, half: int, fill: bool, combine: Any) -> np.ndarray:
+    """``combine`` of each pixel's row neighbours within ``half`` px (beyond the edge: ``fill``)."""
+    if half == 0:
+        return mask
+    length = 2 * half + 1
+    acc = np.pad(mask, ((0, 0), (half, half)), constant_values=fill)
+    span = 1  # acc[:, x] combines the padded row over [x, x + span)
+    while 2 * span <= length:
+        combine(acc[:, :-span], acc[:, span:], out=acc[:, :-span])
+        span *= 2
+    width = mask.shape[1]
+    return combine(acc[:, :width], acc[:, length - span : length - span + width])
 
 
 def _otsu_mask(thumb: np.ndarray, s: TissueSettings) -> np.ndarray:
