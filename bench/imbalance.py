@@ -2,7 +2,10 @@
 
 LC25000 lung made imbalanced by keeping 1 group (original image) in 5 of the minority:
 
-- ``binary``: benign (lung_n, label 1) against cancer (aca or scc, label 0), 1 benign group in 5;
+- ``binary``: benign (lung_n, label 1) against cancer (aca or scc, label 0), 1 benign group in 5
+  (easy: every setting reaches an AUC near 1);
+- ``aca_scc``: adenocarcinoma (lung_aca, label 1) against squamous cell carcinoma (lung_scc,
+  label 0), 1 adenocarcinoma group in 5: two cancers that look alike, the hard binary case;
 - ``3class``: lung_aca, lung_n, lung_scc with 1 cancer group in 5 (aca and scc each).
 
 Folds are grouped by ``group_id`` (StratifiedGroupKFold). For each variant and
@@ -52,22 +55,26 @@ from histodetect.training.train import BALANCES, PREDICTIONS, TrainConfig, train
 
 DATA = default_local() / "lc25000_lung"
 CLASSES = ["lung_aca", "lung_n", "lung_scc"]
-VARIANTS = ("binary", "3class")
+VARIANTS = ("binary", "aca_scc", "3class")
+BINARY = {"binary": ("lung_n", ["cancer", "benign"]), "aca_scc": ("lung_aca", ["scc", "aca"])}
+"""Binary variants: the minority class (label 1) and the class names (label 0, label 1)."""
 
 
 def imbalanced(patches: pd.DataFrame, variant: str, seed: int) -> pd.DataFrame:
-    """Keep 1 group in 5 of the minority (benign for ``binary``, each cancer for ``3class``)."""
+    """Keep 1 group in 5 of the minority (see the module docstring for each variant)."""
     rng = np.random.default_rng(seed)
-    minority = ["lung_n"] if variant == "binary" else ["lung_aca", "lung_scc"]
+    if variant == "aca_scc":
+        patches = patches[patches.class_name != "lung_n"]
+    minority = [BINARY[variant][0]] if variant in BINARY else ["lung_aca", "lung_scc"]
     keep = set(patches.loc[~patches.class_name.isin(minority), "group_id"])
     for name in minority:
         groups = np.sort(patches.loc[patches.class_name == name, "group_id"].unique())
         keep |= set(rng.choice(groups, size=max(1, round(len(groups) / 5)), replace=False))
     out = patches[patches.group_id.isin(keep)].reset_index(drop=True)
-    if variant == "binary":  # benign 1 (the minority), cancer 0
-        benign = out.class_name == "lung_n"
-        out = out.assign(label=benign.astype(np.int64))
-        out["class_name"] = np.where(benign, "benign", "cancer")
+    if variant in BINARY:  # the minority is label 1
+        positive = out.class_name == BINARY[variant][0]
+        out = out.assign(label=positive.astype(np.int64))
+        out["class_name"] = np.where(positive, BINARY[variant][1][1], BINARY[variant][1][0])
     return out
 
 
@@ -93,7 +100,7 @@ def run_setting(
     cfg = TrainConfig.from_dict(
         {
             "backbone": args.backbone, "epochs": args.epochs, "batch_size": args.batch_size,
-            "lr": args.lr, "loss": "ce" if variant == "3class" else "bce",
+            "lr": args.lr, "loss": "bce" if variant in BINARY else "ce",
             "scheduler": "cosine", "early_stopping_patience": 0, "seed": args.seed,
             "hidden": 64, "colour_jitter": 0.05, "select": "last", "class_balance": balance,
             "num_workers": args.workers,
@@ -110,7 +117,7 @@ def run_setting(
             tb_dir=model_dir / "tb",
         )  # fmt: skip
         preds.append(pd.read_parquet(model_dir / PREDICTIONS))
-    classes = ["cancer", "benign"] if variant == "binary" else CLASSES
+    classes = BINARY[variant][1] if variant in BINARY else CLASSES
     rows = []
     for fold, table in enumerate(preds):
         others = pd.concat([p for k, p in enumerate(preds) if k != fold], ignore_index=True)

@@ -82,10 +82,14 @@ NOTES = {
     "warmed: rate only, not counted as best peer",
     "turbo": "imagecodecs.jpeg8_decode of the file tiles under the read tiles, bytes in memory "
     "(MP/s of file-tile pixels)",
+    "forward": "the network alone as ours runs it, on as many random tiles as ours scored, "
+    "no reading or tissue: the bound of inference at this network and batch",
     "fastslide": "starts threads of its own (4 in the process after a read), no tile cache "
     "(its default)",
 }
 """What each tool counts or does differently, printed under the table."""
+NOT_PEERS = ("ours", "turbo", "forward")
+"""Rows that are ours or a bound (decoding alone, the network alone), not a peer."""
 
 
 # --- measurements inside a job's process -------------------------------------------------------
@@ -327,7 +331,35 @@ def infer_ours(path: str, out: Path, batch: int) -> dict[str, Any]:
         w, h = tiled.summary["width"], tiled.summary["height"]
         heatmap_from_tiles(tiles, probs, slide_id="bench", mpp=mpp, level=0,
                            slide_width=w, slide_height=h)  # fmt: skip
+        (out / f"{Path(p).stem}.infer.json").write_text(json.dumps({"tiles": len(tiles)}))
         return {"tiles": len(tiles)}
+
+    return timed_job(run, str(warm_slide()), path)
+
+
+def infer_forward(path: str, out: Path, batch: int) -> dict[str, Any]:
+    """The bound of inference: the network alone, as ours runs it (channels_last, inference
+    mode, same batch), on as many random 256 px uint8 tiles as ours scored; no reading."""
+    import torch
+
+    from histodetect.training.data import prepare_batch
+    from histodetect.training.model import load_model
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    net, meta = load_model(out / "resnet18.pt")
+    net = net.eval().to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (batch, 3, TILE, TILE), dtype=torch.uint8, generator=gen)
+    norm = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
+
+    def run(p: str) -> dict[str, Any]:
+        n = json.loads((out / f"{Path(p).stem}.infer.json").read_text())["tiles"]
+        with torch.inference_mode():
+            for start in range(0, n, batch):
+                x = prepare_batch(images[: min(batch, n - start)], torch.device("cpu"),
+                                  channels_last=True, **norm)  # fmt: skip
+                torch.sigmoid(net(x))
+        return {"tiles": n}
 
     return timed_job(run, str(warm_slide()), path)
 
@@ -464,6 +496,7 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "infer/ours": infer_ours,
     "infer/WSInfer": infer_wsinfer,
     "infer/TIAToolbox": infer_tiatoolbox,
+    "infer/forward": infer_forward,
 }
 
 
@@ -546,12 +579,13 @@ def main() -> None:
             for tool in ("ours", "openslide", "tiffslide", "fastslide", "turbo"):
                 res = run_job(f"read/{tool}", str(path), str(tiles_file), order)
                 add(f"read ({order} order)", key, tool, res, 0.0)
-        for tool in ("ours", "WSInfer", "TIAToolbox"):
+        for tool in ("ours", "WSInfer", "TIAToolbox", "forward"):
             res = run_job(f"infer/{tool}", str(path), str(out), str(args.batch))
             add("inference", key, tool, res, area)
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "peers.tsv", sep="\t", index=False)
     print_table(summary, args.threads)
+    print(bounds_line(summary))
     print(headline(summary))
 
 
@@ -586,7 +620,7 @@ def print_table(summary: pd.DataFrame, threads: int) -> None:
         ours = summary[(summary.task == row["task"]) & (summary.slide == row["slide"])]
         ours = ours[(ours.tool == "ours") & ours.get("tiles", pd.Series(dtype=float)).notna()]
         gap = ""
-        if row["tool"] not in ("ours", "turbo") and pd.notna(row.get("tiles")) and len(ours):
+        if row["tool"] not in NOT_PEERS and pd.notna(row.get("tiles")) and len(ours):
             rel = row["tiles"] / ours.tiles.iloc[0] - 1
             if abs(rel) > 0.05 and row.get("stopped") is not True:
                 gap = f"  tiles {rel:+.0%} vs ours (see notes)"
@@ -597,6 +631,21 @@ def print_table(summary: pd.DataFrame, threads: int) -> None:
         print(f"did not install: {', '.join(failed.read_text().split())}")
     for tool, note in NOTES.items():
         print(f"note {tool}: {note}")
+
+
+def bounds_line(summary: pd.DataFrame) -> str:
+    """Ours against the bounds per slide: decoding alone (reading), the network alone."""
+    ok = summary[summary.get("error", pd.Series(None, index=summary.index)).isna()]
+
+    def share(task: str, slide: str, bound: str) -> float:
+        rows = ok[(ok.task == task) & (ok.slide == slide)].set_index("tool").mp_s
+        return float(rows.get("ours", np.nan) / rows.get(bound, np.nan))
+
+    return " ".join(
+        f"{slide}: reading_vs_turbo={share('read (random order)', slide, 'turbo'):.2f} "
+        f"inference_vs_forward={share('inference', slide, 'forward'):.2f};"
+        for slide in ("big", "svs")
+    )
 
 
 def headline(summary: pd.DataFrame) -> str:
@@ -612,7 +661,7 @@ def headline(summary: pd.DataFrame) -> str:
         return float(rows.mp_s.iloc[0]) if len(rows) else float("nan")
 
     def ratio(task: str) -> float:
-        peers = counted[(counted.task == task) & ~counted.tool.isin(["ours", "turbo"])]
+        peers = counted[(counted.task == task) & ~counted.tool.isin(NOT_PEERS)]
         return speed(task, "ours") / float(peers.mp_s.max()) if len(peers) else float("nan")
 
     reading = min(ratio("read (tiling order)"), ratio("read (random order)"))
