@@ -213,8 +213,12 @@ def read_thumbnail(slide: Any, mpp0: float, thumb_mpp: float) -> tuple[np.ndarra
         if target_h <= 0:
             continue
         region = slide.read_region((0, round(y * lds)), level, (lw, sh))
-        image = _rgb(region) if isinstance(region, Image.Image) else Image.fromarray(region)
-        thumb[done : done + target_h] = np.asarray(image.resize((out_w, target_h), Image.BILINEAR))
+        if isinstance(region, np.ndarray) and region.shape[:2] == (target_h, out_w):
+            thumb[done : done + target_h] = region[..., :3]  # the level is the thumbnail's size
+        else:
+            image = _rgb(region) if isinstance(region, Image.Image) else Image.fromarray(region)
+            image = image.resize((out_w, target_h), Image.BILINEAR)
+            thumb[done : done + target_h] = np.asarray(image)
         done += target_h
     thumb = thumb[:done]
     return thumb, w0 / thumb.shape[1]

