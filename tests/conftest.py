@@ -58,7 +58,8 @@ def fetch_real_data() -> None:
 
 
 class ModuleGroups:
-    """One xdist group per test module, one for all modules using the shared small run.
+    """One xdist group per test module, one for all modules using the shared small run;
+    the modules that run a workflow go first.
 
     With ``--dist loadgroup`` a module-scoped workflow run is made once, on one worker, and
     the session's ``small_run`` once for every module that reads it.
@@ -70,6 +71,11 @@ class ModuleGroups:
         for item in items:
             group = "small_run" if item.path in shared else item.path.stem
             item.add_marker(pytest.mark.xdist_group(group))
+        # Long workflow runs first (``--no-loadscope-reorder`` keeps this order; xdist's
+        # own puts groups with many tests first, so a few-test workflow module ran last).
+        items.sort(
+            key=lambda i: 0 if i.path in shared else 1 if "integration" in i.path.parts else 2
+        )
 
 
 def one_line(get: Callable[[], Path]) -> Path:

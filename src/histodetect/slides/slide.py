@@ -192,6 +192,9 @@ def choose_level(
 def read_thumbnail(slide: Any, mpp0: float, thumb_mpp: float) -> tuple[np.ndarray, float]:
     """RGB image of the whole slide at about ``thumb_mpp`` um/px, read in strips.
 
+    A level within :data:`MPP_TOLERANCE` of ``thumb_mpp`` is returned as it is (no resampling);
+    the returned downsample says what the image's resolution is.
+
     ``slide`` is an OpenSlide or a :class:`histodetect.slides.reader.SlideReader` (which also fixes the
     colours of some DICOM files). Returns the image and its downsample relative to level 0.
     Memory stays bounded by one strip (at most :data:`STRIP_PIXELS` pixels of the level read)
@@ -203,6 +206,8 @@ def read_thumbnail(slide: Any, mpp0: float, thumb_mpp: float) -> tuple[np.ndarra
     lds = slide.level_downsamples[level]
     lw, lh = slide.level_dimensions[level]
     out_w, out_h = max(1, round(w0 / ds)), max(1, round(h0 / ds))
+    if abs(lds / ds - 1) <= MPP_TOLERANCE:  # a level at the thumbnail's mpp: taken as it is
+        out_w, out_h = lw, lh
     scale = out_h / lh  # rows: the height scale, so the strips add up to out_h exactly
     strip = max(1, min(2048, STRIP_PIXELS // max(lw, 1)))
     thumb = np.empty((out_h, out_w, 3), np.uint8)

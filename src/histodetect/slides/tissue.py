@@ -282,6 +282,10 @@ def _drop_small(mask: np.ndarray, s: TissueSettings) -> np.ndarray:
     sizes = np.zeros(n + 1, np.int64)
     for y in range(0, labels.shape[0], 256):  # bands: bincount widens labels to int64
         sizes += np.bincount(labels[y : y + 256].ravel(), minlength=n + 1)
-    keep = sizes >= min_px
-    keep[0] = False
-    return keep[labels]
+    small = np.flatnonzero(sizes[1:] < min_px) + 1
+    out = mask.copy()
+    boxes = ndimage.find_objects(labels)
+    for label in small:  # small pieces have small boxes: cleared in place
+        box = boxes[label - 1]
+        out[box][labels[box] == label] = False
+    return out

@@ -213,3 +213,24 @@ def test_read_thumbnail_narrow_slide_keeps_aspect(tmp_path: Path) -> None:
     assert ds == pytest.approx(60 / 8)
     # the red ramp reaches the bottom of the thumbnail at the same place it does in the slide
     assert thumb[-1, :, 0].mean() == pytest.approx(image[-1, 0, 0], abs=3)
+
+
+def test_read_thumbnail_takes_a_level_near_its_mpp_as_it_is(tmp_path: Path) -> None:
+    """At 0.499 um/px, 8 um/px asks a downsample of 16.03: the level at 16 is the thumbnail,
+    pixel for pixel, and the downsample returned is the level's."""
+    from histodetect.slides.reader import SlideReader
+    from histodetect.slides.synthetic import write_pyramidal_tiff
+
+    rng = np.random.default_rng(0)
+    rgb = np.repeat(np.repeat(rng.integers(0, 256, (64, 64, 3), np.uint8), 64, 0), 64, 1)
+    path = tmp_path / "p.tiff"
+    write_pyramidal_tiff(path, rgb, mpp=0.499, min_size=128)
+    with SlideReader(path) as slide:
+        level = slide.level_downsamples.index(16.0)
+        want = slide.read_region((0, 0), level, slide.level_dimensions[level])
+        thumb, ds = read_thumbnail(slide, 0.499, 8.0)
+        assert ds == 16.0
+        assert np.array_equal(thumb, want[..., :3])
+        coarse, ds2 = read_thumbnail(slide, 0.499, 11.0)  # 22x: no level near, resampled
+        assert coarse.shape[:2] == (round(4096 / 22.04), round(4096 / 22.04))
+        assert ds2 == pytest.approx(22.04, rel=0.01)
