@@ -17,8 +17,7 @@ from histodetect.detection.overlay import overlay_png
 from histodetect.errors import InputError
 from histodetect.io import atomic_path
 from histodetect.slides.reader import SlideReader
-from histodetect.slides.slide import read_thumbnail
-from histodetect.slides.tiling import THUMB_CACHE_BYTES
+from histodetect.slides.slide import THUMB_CACHE_BYTES, read_thumbnail
 
 log = logging.getLogger(__name__)
 OVERLAY_PX = 1200

@@ -17,6 +17,9 @@ MPP_TOLERANCE = 0.05
 """Relative slack when matching a level's mpp to a target (scanners round their mpp)."""
 STRIP_PIXELS = 1 << 21
 """Most pixels read at once when making a thumbnail (8 MB of RGBA)."""
+THUMB_CACHE_BYTES = 4 << 20
+"""Tile caches (OpenSlide's, and the reader's decoded JPEG tiles) for a slide opened to read
+its thumbnail: one pass, so small ones suffice."""
 MAG_1X_MPP = 10.0
 """Microns per pixel at 1x: the usual convention 40x = 0.25, 20x = 0.5, 10x = 1.0 um/px."""
 

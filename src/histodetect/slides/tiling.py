@@ -15,6 +15,7 @@ from histodetect.errors import SlideError
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import (
     MPP_TOLERANCE,
+    THUMB_CACHE_BYTES,
     choose_level,
     mpp_for_magnification,
     read_thumbnail,
@@ -23,9 +24,6 @@ from histodetect.slides.slide import (
 from histodetect.slides.tissue import TissueSettings, tissue_mask
 
 log = logging.getLogger(__name__)
-THUMB_CACHE_BYTES = 4 << 20
-"""Tile caches (OpenSlide's, and the reader's decoded JPEG tiles) while the thumbnail is read:
-one pass, so small ones suffice."""
 
 
 @dataclass(frozen=True)
