@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,25 @@ def run_copy(small_run: Path, tmp_path: Path) -> Path:
     workdir = tmp_path / "run"
     shutil.copytree(small_run, workdir, symlinks=False, copy_function=shutil.copy2)
     return workdir
+
+
+@pytest.fixture(scope="module")
+def module_dir(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], Path]]:
+    """Scratch folders for a module's runs, removed after its last test unless a test failed.
+
+    A run holds fold models and checkpoints (hundreds of MB); kept to the end of the session,
+    every module's runs together would fill a small CI disk.
+    """
+    made: list[Path] = []
+    failed = request.session.testsfailed
+
+    def make(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield make
+    if request.session.testsfailed == failed:
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,9 @@ def make_broken(folder: Path, svs: Path, svs_without_mpp: Path) -> dict[str, Pat
 
 @pytest.fixture(scope="module")
 def broken_run(
-    tmp_path_factory: pytest.TempPathFactory, cmu_svs: Path, tcga_svs: Path
+    module_dir: Callable[[str], Path], cmu_svs: Path, tcga_svs: Path
 ) -> tuple[Path, str]:
-    workdir = tmp_path_factory.mktemp("broken_run")
+    workdir = module_dir("broken_run")
     samples, _ = make_cohort(
         workdir / "cohort",
         n_slides=6,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ def write_outlines(cohort: Path, samples: pd.DataFrame, boxes: pd.DataFrame) -> 
 
 
 @pytest.fixture(scope="module")
-def multiclass_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    workdir = tmp_path_factory.mktemp("multiclass_run")
+def multiclass_run(module_dir: Callable[[str], Path]) -> Path:
+    workdir = module_dir("multiclass_run")
     plan = {k: v for k, v in SMALL_CONFIG["demo"].items() if k != "enabled"}
     samples, boxes = make_cohort(workdir / "cohort", **{**plan, "lesions_per_slide": [2, 2]})
     write_outlines(workdir / "cohort", samples, boxes).to_csv(

@@ -14,9 +14,9 @@ from histodetect.training.model import load_model
 
 
 @pytest.fixture(scope="module")
-def patch_run(tmp_path_factory: pytest.TempPathFactory, real_data: Callable[[str], Path]) -> Path:
+def patch_run(module_dir: Callable[[str], Path], real_data: Callable[[str], Path]) -> Path:
     """60 groups (20 per class), 2 patches each, relative paths; 2 folds, 1 epoch, 64 px."""
-    workdir = tmp_path_factory.mktemp("patch_run")
+    workdir = module_dir("patch_run")
     labels = pd.read_csv(real_data("lc25000_lung/labels.csv"))
     groups = labels.drop_duplicates("group_id").groupby("label").head(20).group_id
     subset = labels[labels.group_id.isin(groups)].groupby("group_id").head(2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +27,9 @@ def paths(cmu_svs: Path, tcga_svs: Path, cmu_dicom: Path, camelyon_tif: Path) ->
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory, paths: dict[str, Path]) -> tuple[Path, str]:
+def run(module_dir: Callable[[str], Path], paths: dict[str, Path]) -> tuple[Path, str]:
     """One Snakemake run to the tiling summary over the real slides plus one blank slide."""
-    workdir = tmp_path_factory.mktemp("real_slides")
+    workdir = module_dir("real_slides")
     blank = workdir / "blank.tiff"
     write_pyramidal_tiff(blank, np.full((1024, 1024, 3), 242, np.uint8), 0.5)
     rows = [

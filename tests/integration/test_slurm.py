@@ -12,7 +12,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -84,9 +84,9 @@ def slurm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def slurm_run(slurm_cluster: Path, module_dir: Callable[[str], Path]) -> tuple[Path, str]:
     """The small cohort run with ``--executor slurm`` and the SLURM profile: (workdir, output)."""
-    workdir = tmp_path_factory.mktemp("slurm_run")
+    workdir = module_dir("slurm_run")
     write_config(workdir, SMALL_CONFIG)
     cmd = snakemake_cmd(
         workdir,

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from histodetect.detection.boxes import boxes_from_heatmap
 from histodetect.detection.heatmap import Heatmap
@@ -26,7 +25,7 @@ from histodetect.detection.slide_score import METHODS, SlideScore
 from histodetect.errors import InputError
 from histodetect.evaluation.detection_metrics import slide_fbeta
 from histodetect.io import atomic_path
-from histodetect.training.tile_scores import best_threshold
+from histodetect.training.tile_scores import best_threshold, binary_auc
 
 TUNED_KEYS = ("method", "threshold", "min_neighbours", "score", "min_size_um", "top_n", "nms_iou")
 
@@ -159,7 +158,7 @@ def tune_slide_score(
     rows, best, best_auc = [], base, -1.0
     for cand in candidates:
         scores = np.array([cand.score(probs[s]) for s in ids])
-        auc = float(roc_auc_score(y, scores))
+        auc = binary_auc(y, scores)
         rows.append({**cand.to_dict(), "oof_auc": auc})
         if auc > best_auc:
             best, best_auc = cand, auc

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from histodetect.columns import class_prob_column
 from histodetect.errors import InputError
@@ -172,6 +171,8 @@ def read_oof(
 
 def model_meta(path: str | Path) -> dict[str, Any]:
     """The ``meta`` record of a model file, without building the network."""
+    import torch  # here: the box and evaluation jobs import this module and need no torch
+
     return torch.load(path, map_location="cpu", weights_only=True)["meta"]
 
 

@@ -10,9 +10,16 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
+
+
+def _skm() -> Any:
+    """``sklearn.metrics``, imported when first used (1.3 s; the box step's jobs need none)."""
+    from sklearn import metrics
+
+    return metrics
 
 
 def at_decision(metrics: dict[str, float], how: str) -> dict[str, float]:
@@ -22,7 +29,7 @@ def at_decision(metrics: dict[str, float], how: str) -> dict[str, float]:
 
 def binary_auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC, NaN when ``y`` holds a single class."""
-    return float(skm.roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    return float(_skm().roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
 
 def metric_key(name: str) -> str:
@@ -34,7 +41,7 @@ def multiclass_auc(y: np.ndarray, probs: np.ndarray) -> float:
     """One-vs-rest ROC AUC weighted by class size; NaN unless every class occurs in ``y``."""
     if len(np.unique(y)) != probs.shape[1]:
         return float("nan")
-    return float(skm.roc_auc_score(y, probs, multi_class="ovr", average="weighted"))
+    return float(_skm().roc_auc_score(y, probs, multi_class="ovr", average="weighted"))
 
 
 def multiclass_metrics(
@@ -51,13 +58,13 @@ def multiclass_metrics(
         warnings.simplefilter("ignore")
         out = {"auc": multiclass_auc(y_true, probs)}
         for avg in ("weighted", None):
-            p, r, f, _ = skm.precision_recall_fscore_support(
+            p, r, f, _ = _skm().precision_recall_fscore_support(
                 y_true, y_pred, labels=labels, average=avg, zero_division=0
             )
             if avg is not None:
                 out |= {"f1": float(f), "precision": float(p), "recall": float(r)}
-                out["accuracy"] = float(skm.accuracy_score(y_true, y_pred))
-                out["balanced_accuracy"] = float(skm.balanced_accuracy_score(y_true, y_pred))
+                out["accuracy"] = float(_skm().accuracy_score(y_true, y_pred))
+                out["balanced_accuracy"] = float(_skm().balanced_accuracy_score(y_true, y_pred))
                 continue
             for k, name in enumerate(classes):
                 key = metric_key(name)
@@ -74,11 +81,11 @@ def patch_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5) -> dict[
         warnings.simplefilter("ignore")
         return {
             "auc": binary_auc(y_true, p),
-            "f1": float(skm.f1_score(y_true, y_pred, zero_division=0)),
-            "precision": float(skm.precision_score(y_true, y_pred, zero_division=0)),
-            "recall": float(skm.recall_score(y_true, y_pred, zero_division=0)),
-            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-            "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+            "f1": float(_skm().f1_score(y_true, y_pred, zero_division=0)),
+            "precision": float(_skm().precision_score(y_true, y_pred, zero_division=0)),
+            "recall": float(_skm().recall_score(y_true, y_pred, zero_division=0)),
+            "accuracy": float(_skm().accuracy_score(y_true, y_pred)),
+            "balanced_accuracy": float(_skm().balanced_accuracy_score(y_true, y_pred)),
         }
 
 
