@@ -5,7 +5,8 @@ already in ``--workdir``) and on one real SVS (``CMU-1-Small-Region.svs`` throug
 ``histodetect.testdata``, or ``--svs PATH``), one task at a time, each tool in a fresh
 subprocess (peak RSS is that process's ``VmHWM``) with the same thread settings
 (``--threads``, 2 by default: ``OMP_NUM_THREADS`` and friends, ``torch.set_num_threads``),
-each tool warmed first by one untimed run of the same job on the SVS (lazy imports, page cache):
+each tool warmed first by one untimed run of the same job on the SVS (lazy imports, page cache),
+then a tiling or inference job timed up to 5 times within 15 s and its median given:
 
 - ``tiling``: tissue found and 256 px level-0 tile coordinates laid over it (tissue >= 50%),
   each tool with its own tissue method, no pixels of tiles decoded: ours ``tile_slide``;
@@ -99,6 +100,9 @@ NOTES = {
     "(its default)",
 }
 """What each tool counts or does differently, printed under the table."""
+REPEATS, REPEAT_BUDGET_S = 5, 15.0
+"""Timed runs of a tiling or inference job: a fast job's median of 5 (a second's job varies by
+25% between runs here), a slow one's single run (already long against that noise)."""
 NOT_PEERS = ("ours", "turbo", "forward")
 """Rows that are ours or a bound (decoding alone, the network alone), not a peer."""
 
@@ -114,11 +118,16 @@ def peak_rss_mb() -> float:
 
 
 def timed_job(run: Callable[[str], dict[str, Any]], warm: str, path: str) -> dict[str, Any]:
-    """``run(warm)`` untimed, then ``run(path)`` timed; its result with seconds and peak RSS."""
+    """``run(warm)`` untimed, then ``run(path)`` timed :data:`REPEATS` times or until the timed
+    runs took :data:`REPEAT_BUDGET_S`; the last result with the median seconds, the number of
+    timed runs and peak RSS."""
     run(warm)
-    start = time.perf_counter()
-    out = run(path)
-    return {"seconds": time.perf_counter() - start, **out, "rss_mb": peak_rss_mb()}
+    times: list[float] = []
+    while len(times) < REPEATS and sum(times) < REPEAT_BUDGET_S:
+        start = time.perf_counter()
+        out = run(path)
+        times.append(time.perf_counter() - start)
+    return {"seconds": float(np.median(times)), "runs": len(times), **out, "rss_mb": peak_rss_mb()}
 
 
 # --- tiling jobs -------------------------------------------------------------------------------
@@ -613,6 +622,8 @@ def print_row(row: dict[str, Any], suffix: str = "") -> None:
         print(f"{head} did not run: {row['error']}", flush=True)
         return
     extra = " (stopped at the limit)" if row.get("stopped") is True else ""
+    if row.get("runs", 1) > 1:
+        extra += f" median of {int(row['runs'])}"
     if row["task"] == "inference":
         extra += f" {row['tiles'] / row['seconds']:6.1f} tiles/s"
     rss = f"{row['rss_mb']:7.0f} MB" if "rss_mb" in row else "      - MB"
