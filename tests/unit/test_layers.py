@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,18 @@ def test_no_stage_imports_a_later_one(path: Path) -> None:
             continue
         assert head in STAGES, f"{rel} imports histodetect.{module}, which is no stage"
         assert STAGES.index(head) <= own, f"{rel} (stage {own}) imports later stage {module}"
+
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
+NETWORK_JOBS = {"train_fold.py", "infer_slide.py"}
+
+
+@pytest.mark.parametrize(
+    "script", sorted(p.name for p in SCRIPTS.glob("*.py") if p.name not in NETWORK_JOBS)
+)
+def test_only_the_network_jobs_import_torch(script: str) -> None:
+    """Every job pays for its imports (torch: 3 s, timm another 4 s); the others need none."""
+    modules = sorted(f"histodetect.{m}" for m in _imports(SCRIPTS / script))
+    code = f"import sys, {', '.join(modules)}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "False", f"{script} imports torch through {modules}"
