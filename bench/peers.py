@@ -37,17 +37,17 @@ inference_vs_best_peer=<w>`` (speed, ours over the best peer, on the big slide; 
 lower of the two orders).
 
     bash bench/peers/setup.sh
-    flock /tmp/histodetect-heavy.lock bench/peers/.venv/bin/python bench/peers.py  # ~13 min
+    flock /tmp/histodetect-heavy.lock bench/peers/.venv/bin/python bench/peers.py  # ~20 min
 
-Measured (2026-12-01, alone on 2 cores, ``real 12m37s``), big slide: tiling ours 0.57 s,
-TIAToolbox 0.85 s (0.70-0.88 s over three runs), LazySlide 18.7 s, histolab 37.3 s; reading
-(random order) ours 107 MP/s, fastslide 70, turbo 118; inference ours 13.2 tiles/s, the
-network alone 12.6, TIAToolbox 10.2, WSInfer 3.7. The line before the last:
-``big: reading_vs_turbo=0.91 inference_vs_forward=1.05; svs: reading_vs_turbo=0.59
-inference_vs_forward=0.86;`` and the last
-``tiling_vs_best_peer=1.50 reading_vs_best_peer=1.53 reading_vs_turbo=0.91
-inference_vs_best_peer=1.30``. Inference runs at the network's own speed, so no tool can beat
-TIAToolbox (0.81 of the bound) by 1.5x with this network and batch without doing less.
+Measured (2026-12-01, alone on 2 cores, medians of 3, ``real 19m58s``), big slide: tiling ours
+0.62 s, TIAToolbox 0.98 s, LazySlide 21.5 s, histolab 56.9 s (median of 2); reading (random
+order) ours 97 MP/s, fastslide 65, turbo 107; inference ours 12.9 tiles/s, the network alone
+13.2, TIAToolbox 10.5, WSInfer 3.5. The line before the last:
+``big: reading_vs_turbo=0.90 inference_vs_forward=0.98; svs: reading_vs_turbo=0.60
+inference_vs_forward=0.93;`` and the last
+``tiling_vs_best_peer=1.58 reading_vs_best_peer=1.43 reading_vs_turbo=0.90
+inference_vs_best_peer=1.23``. Inference runs at the network's own speed, so no tool can beat
+TIAToolbox (0.79 of the bound) by 1.5x with this network and batch without doing less.
 """
 
 from __future__ import annotations
