@@ -2,8 +2,8 @@
 
 One subpackage per stage of the workflow, in the order the data flows; a stage imports only
 the stages before it and the shared top-level modules (``errors``, ``io``, ``columns``,
-``runner``): ``slides`` -> ``annotations`` -> ``cohort`` -> ``training`` -> ``detection`` ->
-``evaluation``.
+``runner``): ``slides`` -> ``annotations`` -> ``cohort`` -> ``training`` -> ``features`` ->
+``detection`` -> ``evaluation``.
 """
 
 __version__ = "0.1.0"

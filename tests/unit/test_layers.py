@@ -12,7 +12,7 @@ import pytest
 import histodetect
 
 PACKAGE = Path(histodetect.__file__).parent
-STAGES = ["slides", "annotations", "cohort", "training", "detection", "evaluation"]
+STAGES = ["slides", "annotations", "cohort", "training", "features", "detection", "evaluation"]
 SHARED = {"errors", "io", "columns", "runner", "testdata"}
 
 
@@ -54,7 +54,7 @@ def test_no_stage_imports_a_later_one(path: Path) -> None:
 
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
-NETWORK_JOBS = {"train_fold.py", "infer_slide.py"}
+NETWORK_JOBS = {"train_fold.py", "infer_slide.py", "extract_features.py", "pretrain_encoder.py"}
 
 
 @pytest.mark.parametrize(

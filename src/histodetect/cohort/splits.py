@@ -21,6 +21,30 @@ def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split"
         )
 
 
+def assert_training_only(
+    slide_ids: pd.Series, split: pd.DataFrame, source: str, purpose: str
+) -> None:
+    """Raise :class:`SplitError` unless every slide of ``slide_ids`` is a training slide.
+
+    ``split`` is the table of ``split_patients`` (``slide_id``, ``patient_id``, ``split``); a
+    slide of a test patient, or one the split does not know, is refused: nothing learnt for
+    ``purpose`` (self-supervised pretraining, tuning) may have seen a test patient.
+    """
+    known = split.assign(slide_id=split["slide_id"].astype(str)).set_index("slide_id")
+    ids = pd.Series(pd.unique(slide_ids.astype(str)))
+    status = known["split"].reindex(ids).fillna("unknown")
+    bad = ids[(status != "train").to_numpy()]
+    if len(bad):
+        patients = known["patient_id"].reindex(bad).fillna("?").astype(str)
+        named = ", ".join(f"{s} ({p})" for s, p in zip(bad[:5], patients[:5], strict=True))
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise SplitError(
+            source,
+            f"{purpose} may use training patients only, but {len(bad)} slide(s) are of test or "
+            f"unknown patients: {named}{more}",
+        )
+
+
 def _patient_strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
     """Stratum of each patient: any lesion slide, and the ``extra`` value of its first slide."""
     lesion = samples.slide_id.isin(positive).groupby(samples.patient_id, sort=True).any()

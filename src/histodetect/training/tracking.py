@@ -16,8 +16,11 @@ from torch.utils.tensorboard import SummaryWriter
 class RunLogger:
     """One MLflow run per fold (reopened on resume) plus a TensorBoard writer."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, tb_dir: Path) -> None:
+    def __init__(
+        self, uri: str, experiment: str, run_name: str, tb_dir: Path, step_metric: str = "val_loss"
+    ) -> None:
         self.uri, self.experiment, self.run_name, self.tb_dir = uri, experiment, run_name, tb_dir
+        self.step_metric = step_metric  # logged every epoch: tells which epochs a run has
         self.client = MlflowClient(uri)
         self.run_id = ""
         self.tb: SummaryWriter | None = None
@@ -33,7 +36,7 @@ class RunLogger:
         else:
             self.client.update_run(run_id, status="RUNNING")
         self.run_id = run_id
-        logged = {m.step for m in self.client.get_metric_history(run_id, "val_loss")}
+        logged = {m.step for m in self.client.get_metric_history(run_id, self.step_metric)}
         purge = history[-1]["epoch"] if history else None
         self.tb = SummaryWriter(str(self.tb_dir), purge_step=purge)
         for row in history:

@@ -1,0 +1,136 @@
+"""Feature ids, attribute checks, imported TRIDENT/CLAM folders and encoder loading."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import timm
+import torch
+
+from histodetect.errors import InputError
+from histodetect.features.encoder import build_encoder
+from histodetect.features.settings import (
+    EncoderSpec,
+    encoder_id,
+    encoder_record,
+    spec_from_config,
+)
+from histodetect.features.store import (
+    SlideFeatures,
+    import_paths,
+    read_features,
+    read_foreign,
+    write_features,
+)
+
+TILING = {"tile_um": 128.0, "target_mpp": 2.0, "stride_um": None, "min_tissue": 0.5}
+
+
+def _id(spec: EncoderSpec, tiling: dict = TILING, **kw: object) -> str:
+    return encoder_id(spec, encoder_record(spec, tiling, **kw))
+
+
+def test_the_encoder_id_changes_with_tiles_encoder_and_weights() -> None:
+    base = EncoderSpec(model="resnet18")
+    ids = {
+        _id(base),
+        _id(base, {**TILING, "tile_um": 256.0}),
+        _id(base, {**TILING, "target_mpp": 1.0}),
+        _id(EncoderSpec(model="resnet50")),
+        _id(EncoderSpec(model="resnet18", seed=1)),
+        _id(EncoderSpec(model="resnet18", input_px=224)),
+        _id(EncoderSpec(model="resnet18", source="checkpoint", checkpoint="a.pt"), weights="aa"),
+        _id(EncoderSpec(model="resnet18", source="checkpoint", checkpoint="a.pt"), weights="bb"),
+        _id(EncoderSpec(source="ssl", checkpoint="e.pt"), ssl_settings={"epochs": 5}),
+        _id(EncoderSpec(source="ssl", checkpoint="e.pt"), ssl_settings={"epochs": 6}),
+    }
+    assert len(ids) == 10
+    assert _id(base) == _id(EncoderSpec(model="resnet18"))  # and is stable
+    assert _id(base).startswith("resnet18-random-")
+
+
+def test_spec_from_config_names_the_source() -> None:
+    assert spec_from_config({"checkpoint": "w.pt"}, 1, "ssl.pt").source == "checkpoint"
+    ssl = spec_from_config({"source": "ssl"}, 1, "results/encoder/ssl/encoder.pt")
+    assert ssl.checkpoint == "results/encoder/ssl/encoder.pt"
+
+
+def _write(path: Path, **attrs: object) -> None:
+    data = SlideFeatures(
+        np.ones((3, 4)), np.arange(6).reshape(3, 2), {"status": "ok", "tile_um": 128.0, **attrs}
+    )
+    write_features(path, data)
+
+
+def test_a_file_made_with_other_settings_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "s1.h5"
+    _write(path, encoder_id="resnet18-random-aaa")
+    assert len(read_features(path, {"encoder_id": "resnet18-random-aaa", "tile_um": 128})) == 3
+    with pytest.raises(InputError) as err:
+        read_features(path, {"encoder_id": "resnet18-random-aaa", "tile_um": 256.0})
+    assert str(err.value).startswith(
+        f"{path}: attribute tile_um is 128.0 but this run expects 256.0"
+    )
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match="attribute encoder_id"):
+        read_features(path, {"encoder_id": "vit-ssl-bbb"})
+
+
+def _trident(path: Path, n: int, dim: int = 8, batch_axis: bool = False) -> None:
+    with h5py.File(path, "w") as h5:
+        features = np.random.default_rng(0).normal(size=(n, dim)).astype(np.float32)
+        h5["features"] = features[None] if batch_axis else features
+        h5["coords"] = np.stack([np.arange(n) * 256, np.zeros(n, int)], 1)
+        h5["coords"].attrs["patch_size"] = 256
+
+
+def test_an_imported_folder_is_read_and_a_missing_slide_is_one_line(tmp_path: Path) -> None:
+    _trident(tmp_path / "a.h5", 5)
+    _trident(tmp_path / "b.h5", 2, batch_axis=True)  # CLAM writes (1, n, dim) at times
+    paths = import_paths(tmp_path, ["a", "b"])
+    features, coords = read_foreign(paths["b"])
+    assert features.shape == (2, 8) and coords.tolist() == [[0, 0], [256, 0]]
+    ids = ["a", "b"] + [f"m{i:05d}" for i in range(10_000)]
+    with pytest.raises(InputError) as err:
+        import_paths(tmp_path, ids)
+    line = str(err.value)
+    assert "10000 slide(s)" in line and "m00000" in line and "and 9990 more" in line
+    assert "m00010" not in line and len(line) < 400
+    (tmp_path / "c.h5").write_bytes(b"")
+    with h5py.File(tmp_path / "d.h5", "w") as h5:
+        h5["feats"] = np.zeros((2, 2))
+    with pytest.raises(InputError, match=r"d\.h5: no dataset features or coords"):
+        read_foreign(tmp_path / "d.h5")
+    with pytest.raises(InputError, match=r"c\.h5: not a readable h5"):
+        read_foreign(tmp_path / "c.h5")
+
+
+def test_a_local_checkpoint_is_loaded_with_its_normalisation(tmp_path: Path) -> None:
+    net = timm.create_model("test_vit", num_classes=0)
+    torch.save(net.state_dict(), tmp_path / "vit.pth")
+    spec = EncoderSpec(model="test_vit", source="checkpoint", checkpoint=str(tmp_path / "vit.pth"))
+    encoder = build_encoder(spec, tile_px=64)
+    for name, tensor in net.state_dict().items():
+        torch.testing.assert_close(encoder.net.state_dict()[name], tensor)
+    assert encoder.input_px == net.pretrained_cfg["input_size"][-1]  # a ViT's fixed input
+    assert encoder.mean == tuple(net.pretrained_cfg["mean"])
+    assert encoder.weights_sha256 == hashlib.sha256((tmp_path / "vit.pth").read_bytes()).hexdigest()
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "bad.pth")
+    bad = EncoderSpec(model="test_vit", source="checkpoint", checkpoint=str(tmp_path / "bad.pth"))
+    with pytest.raises(InputError, match=r"bad\.pth: cannot load as test_vit"):
+        build_encoder(bad, tile_px=64)
+
+
+def test_hub_weights_offline_fail_in_one_line_naming_the_way_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network waits
+    with pytest.raises(InputError) as err:
+        build_encoder(EncoderSpec(model="resnet18", pretrained=True), tile_px=64)
+    assert "features.checkpoint: PATH" in str(err.value) and "\n" not in str(err.value)
