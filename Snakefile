@@ -5,6 +5,8 @@
 #   annotations  label_tiles
 #   cohort       split_patients, make_folds, undersample (patch_folds in patch mode)
 #   training     train_fold (one job per fold), fold_summary
+#   features     extract_features (tile embeddings per slide), pretrain_encoder (the cohort's
+#                own self-supervised encoder); target: features
 #   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap
 #   evaluation   training_curves, evaluate, report_description (first page of --report)
 
@@ -17,6 +19,7 @@ include: "workflow/rules/slides.smk"
 include: "workflow/rules/annotations.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/training.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/evaluation.smk"
 

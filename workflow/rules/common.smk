@@ -8,6 +8,15 @@ from snakemake.utils import min_version, validate
 
 from histodetect.cohort.validation import check_config, read_sample_sheet
 from histodetect.errors import InputError
+from histodetect.features.settings import (
+    encoder_id,
+    encoder_record,
+    file_sha256,
+    settings_hash,
+    spec_from_config,
+    tile_settings,
+)
+from histodetect.features.store import import_paths
 from histodetect.slides.synthetic import plan_cohort
 
 min_version("9.0")
@@ -203,6 +212,70 @@ def predict_outputs(pattern):
         return expand(pattern, slide=list(table.slide_id[table.status == "ok"]))
 
     return inner
+
+
+# The cohort's own encoder (rule pretrain_encoder) and the tile embeddings (rule extract_features).
+SSL_ENCODER = "results/encoder/ssl/encoder.pt"
+FEATURES = config["features"]
+
+
+def ssl_settings():
+    """What the cohort's own encoder depends on: named in feature ids before it exists."""
+    ssl = {
+        **config["ssl"],
+        "model": config["ssl"]["model"] or config["train"]["backbone"],
+    }
+    return {
+        "ssl": ssl,
+        "seed": config["seed"],
+        "split": config["split"],
+        "tiling": tile_settings(config["tiling"]),
+    }
+
+
+def feature_encoder_id():
+    """The folder of this config's feature files (see histodetect.features.settings)."""
+    if FEATURES["source"] == "import":
+        folder = FEATURES["import_dir"]
+        if not folder:
+            raise InputError(
+                "config", "features.source import needs features.import_dir"
+            )
+        import_paths(
+            folder, SLIDES
+        )  # every slide of the sheet has its file, or one line
+        return f"imported-{settings_hash({'dir': str(Path(folder).resolve())})}"
+    features = dict(FEATURES)
+    if FEATURES["source"] == "ssl":
+        features["model"] = ssl_settings()["ssl"]["model"]
+    spec = spec_from_config(features, config["seed"], SSL_ENCODER)
+    weights = None
+    if spec.source == "checkpoint":
+        weights = file_sha256(
+            spec.checkpoint, cache="results/features/.weights_sha256.json"
+        )
+    record = encoder_record(
+        spec, config["tiling"], weights=weights, ssl_settings=ssl_settings()
+    )
+    return encoder_id(spec, record)
+
+
+def feature_encoder_input(wildcards=None):
+    """The ssl encoder file when the features or the fold models start from it."""
+    return SSL_ENCODER if FEATURES["source"] == "ssl" else []
+
+
+def train_params():
+    """train_fold's options: the config's, the seed, and the ssl encoder with init: ssl."""
+    train = {**config["train"], "seed": config["seed"]}
+    if train.get("init") == "ssl":
+        train["checkpoint"] = SSL_ENCODER
+        train["pretrained"] = False
+    return train
+
+
+def train_init_input(wildcards=None):
+    return SSL_ENCODER if config["train"].get("init") == "ssl" else []
 
 
 def test_slides():

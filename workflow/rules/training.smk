@@ -2,6 +2,7 @@ rule train_fold:
     input:
         train="results/folds/fold_{fold}/train.parquet",
         val="results/folds/fold_{fold}/val.parquet",
+        encoder=train_init_input,
     output:
         model="results/models/fold_{fold}/model.pt",
         metrics="results/models/fold_{fold}/training_metrics.json",
@@ -17,7 +18,7 @@ rule train_fold:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
     params:
-        train={**config["train"], "seed": config["seed"]},
+        train=train_params(),
         fold=lambda wc: int(wc.fold),
         mlflow_uri=config["mlflow"]["uri"],
         experiment=config["mlflow"]["experiment"],

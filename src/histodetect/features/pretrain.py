@@ -233,7 +233,7 @@ def pretrain_encoder(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total, n = total + float(loss) * len(images), n + len(images)
+                total, n = total + loss.item() * len(images), n + len(images)
             sched.step()
             row = {"ssl_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
             row["train_img_s"] = n / max(time.perf_counter() - t0, 1e-9)

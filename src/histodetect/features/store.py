@@ -11,6 +11,8 @@ written by :func:`write_features`, compared by :func:`read_features`):
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,11 +21,14 @@ from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 
+import histodetect
 from histodetect.errors import InputError
-from histodetect.features.settings import FORMAT
+from histodetect.features.settings import FORMAT, file_sha256
 from histodetect.io import atomic_path
 
+log = logging.getLogger(__name__)
 GRID = ("row", "col", "tissue")
 MAX_NAMED = 10
 
@@ -167,3 +172,54 @@ def import_paths(folder: str | os.PathLike[str], slide_ids: Iterable[str]) -> di
             folder, f"no feature file for {len(missing)} slide(s) of the sheet: {named}{more}"
         )
     return paths
+
+
+def import_features(
+    foreign: str | os.PathLike[str], out: str | os.PathLike[str], *, slide_id: str, encoder_id: str
+) -> SlideFeatures:
+    """Copy a CLAM/TRIDENT h5 into this layout (float16), recording where it came from.
+
+    The source file's own attributes (patch size, magnification, ...) are kept as JSON in
+    ``source_attrs``; its sha256 as ``source_sha256``.
+    """
+    features, coords = read_foreign(foreign)
+    with h5py.File(foreign, "r") as h5:
+        source_attrs = {
+            name: {k: _plain(v) for k, v in h5[name].attrs.items()}
+            for name in ("/", "features", "coords")
+            if len(h5[name].attrs)
+        }
+    attrs = {
+        "slide_id": slide_id,
+        "status": "ok",
+        "error": "",
+        "encoder": "imported",
+        "encoder_source": "import",
+        "encoder_id": encoder_id,
+        "settings_hash": encoder_id.rsplit("-", 1)[-1],
+        "source": str(Path(foreign).resolve()),
+        "source_sha256": file_sha256(foreign),
+        "source_attrs": json.dumps(source_attrs, default=str),
+        "histodetect_version": histodetect.__version__,
+    }
+    data = SlideFeatures(features, coords, attrs)
+    write_features(out, data)
+    return data
+
+
+def features_summary(paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
+    """One row per feature file (slide, status, tiles, dim, error) as a TSV; failures warned."""
+    rows = []
+    for path in paths:
+        attrs = read_attrs(path)
+        rows.append(
+            {k: attrs.get(k, "") for k in ("slide_id", "status", "n_tiles", "dim", "error")}
+        )
+    table = pd.DataFrame(rows, columns=["slide_id", "status", "n_tiles", "dim", "error"])
+    failed = table[table.status != "ok"]
+    if len(failed):
+        named = ", ".join(failed.slide_id.astype(str)[:MAX_NAMED])
+        more = f" and {len(failed) - MAX_NAMED} more" if len(failed) > MAX_NAMED else ""
+        log.warning("no features for %d slide(s): %s%s (see %s)", len(failed), named, more, out)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)

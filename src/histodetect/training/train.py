@@ -62,6 +62,9 @@ class TrainConfig:
     backbone: str = "resnet18"
     pretrained: bool = False
     checkpoint: str | None = None
+    init: str | None = None
+    """``ssl``: the backbone starts from the cohort's own encoder, whose file the workflow
+    gives as ``checkpoint``; None: ``pretrained``, ``checkpoint`` or random."""
     hidden: int = 256
     dropout: float = 0.2
     loss: str = "bce"
@@ -120,6 +123,10 @@ class TrainConfig:
                 raise ValueError(
                     f"train.{name} must be one of {allowed}, not {getattr(self, name)!r}"
                 )
+        if self.init not in (None, "ssl") or (self.init == "ssl" and not self.checkpoint):
+            raise ValueError(
+                f"train.init must be null or 'ssl' (with its encoder file), not {self.init!r}"
+            )
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("train.epochs and train.batch_size must be >= 1")
         if self.crop_px is not None and self.crop_px < 8:

@@ -1,0 +1,7 @@
+"""Snakemake script of rule features_summary."""
+
+from histodetect.features.store import features_summary
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    features_summary(snakemake.input, snakemake.output[0])

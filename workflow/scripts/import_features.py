@@ -1,0 +1,12 @@
+"""Snakemake script of rule import_features."""
+
+from histodetect.features.store import import_features
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    import_features(
+        snakemake.input.foreign,
+        snakemake.output[0],
+        slide_id=snakemake.wildcards.slide,
+        encoder_id=snakemake.params.encoder_id,
+    )

@@ -1,0 +1,31 @@
+"""Snakemake script of rule pretrain_encoder."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from histodetect.features.pretrain import SSLConfig, pretrain_encoder
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    torch.set_num_threads(snakemake.threads)
+    paths = {
+        str(s["slide_id"]): s["path"]
+        for s in (json.loads(Path(p).read_text()) for p in snakemake.input.summaries)
+    }
+    tables = [pd.read_parquet(p) for p in snakemake.input.tiles]
+    tiles = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    tiles = tiles.assign(path=tiles["slide_id"].astype(str).map(paths))
+    pretrain_encoder(
+        tiles,
+        pd.read_csv(snakemake.input.split, sep="\t", dtype=str),
+        Path(snakemake.output.encoder).parent,
+        SSLConfig.from_dict(dict(snakemake.params.ssl)),
+        source="results/tiles",
+        mlflow_uri=snakemake.params.mlflow_uri,
+        experiment=snakemake.params.experiment,
+        tb_dir=Path(snakemake.params.tb_dir),
+        tiling=snakemake.params.tiling,
+    )
