@@ -54,7 +54,8 @@ def extract_features(
 ) -> np.ndarray:
     """Features of every row of ``tiles`` (a tile table with ``path``), in its order.
 
-    Tiles are read in raster order by ``num_workers`` processes (each with its own slide
+    A table without ``x`` is a folder of patches (each ``path`` an image, resized to
+    ``tile_px``), read in its own order. Slide tiles are read in raster order by ``num_workers`` processes (each with its own slide
     handles) while the encoder runs on the batches before, so reading and decoding overlap
     the forward pass. Returns float32, shape ``(len(tiles), encoder.dim)``.
     """
@@ -64,7 +65,7 @@ def extract_features(
     out = np.empty((len(tiles), encoder.dim), np.float32)
     if tiles.empty:
         return out
-    order = slide_order(tiles)
+    order = slide_order(tiles) if "x" in tiles else np.arange(len(tiles))
     loader = make_loader(tiles.iloc[order], batch_size, num_workers, False, 0)
     start = 0
     with torch.inference_mode():
