@@ -28,7 +28,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from histodetect.errors import AnnotationError
+from histodetect.errors import AnnotationError, name_some
 
 EXCLUDE = "exclude"
 FORMATS = ("digilut", "geojson", "asap", "ncrf", "points")
@@ -269,9 +269,7 @@ def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = Non
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise AnnotationError(path, f"not a readable CSV ({err})") from None
     if not {"x", "y"} <= set(df.columns):
-        raise AnnotationError(
-            path, f"missing column x or y; have {', '.join(map(str, df.columns))}"
-        )
+        raise AnnotationError(path, f"missing column x or y; have {name_some(df.columns)}")
     if df.empty:
         raise AnnotationError(path, "no annotations in the file")
     xy = df[["x", "y"]].apply(pd.to_numeric, errors="coerce").to_numpy(float) * settings.scale

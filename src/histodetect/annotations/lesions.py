@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings, read_annotation_file
-from histodetect.errors import AnnotationError
+from histodetect.errors import AnnotationError, name_some
 
 ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
 
@@ -51,7 +51,7 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
     missing = [c for c in DIGILUT_COLUMNS if c not in df.columns]
     if missing:
         raise AnnotationError(
-            path, f"missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}"
+            path, f"missing column(s) {name_some(missing)}; have {name_some(df.columns)}"
         )
     coords = ["x1", "x2", "y1", "y2"] + [c for c in ("max_x", "max_y") if c in df.columns]
     values = df[coords].apply(pd.to_numeric, errors="coerce")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from histodetect.errors import SplitError
+from histodetect.errors import SplitError, name_some
 
 
 def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split") -> None:
@@ -16,9 +16,7 @@ def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split"
     per_patient = table.groupby("patient_id")[by].nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
-        raise SplitError(
-            source, f"patient(s) {', '.join(map(str, leaked.index[:5]))} fall in more than one {by}"
-        )
+        raise SplitError(source, f"patient(s) {name_some(leaked.index)} fall in more than one {by}")
 
 
 def _patient_strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
