@@ -45,12 +45,21 @@ lower of the two orders).
 Measured (2026-12-01, alone on 2 cores, medians of 3, ``real 19m58s``), big slide: tiling ours
 0.62 s, TIAToolbox 0.98 s, LazySlide 21.5 s, histolab 56.9 s (median of 2); reading (random
 order) ours 97 MP/s, fastslide 65, turbo 107; inference ours 12.9 tiles/s, the network alone
-13.2, TIAToolbox 10.5, WSInfer 3.5. The line before the last:
-``big: reading_vs_turbo=0.90 inference_vs_forward=0.98; svs: reading_vs_turbo=0.60
-inference_vs_forward=0.93;`` and the last
-``tiling_vs_best_peer=1.58 reading_vs_best_peer=1.43 reading_vs_turbo=0.90
-inference_vs_best_peer=1.23``. Inference runs at the network's own speed, so no tool can beat
-TIAToolbox (0.79 of the bound) by 1.5x with this network and batch without doing less.
+13.2, TIAToolbox 10.5, WSInfer 3.5; last line ``tiling_vs_best_peer=1.58
+reading_vs_best_peer=1.43 reading_vs_turbo=0.90 inference_vs_best_peer=1.23``.
+
+With hs2p, cuCIM and microtome-wsi (2026-12-04, 16 min, NOT alone: two other sessions' jobs
+kept the load at 3.6-4.7 on the 2 cores, so ours beat its own network-alone bound on the big
+slide, 35.8 against 13.6 tiles/s: take single figures as noisy), big slide: tiling hs2p 0.08 s
+(15,400 tiles, +24%: its HSV mask on the 16 um/px level) against ours 0.36 s and TIAToolbox
+0.36 s;
+reading (random order) cuCIM 411 MP/s (batches of 64, 2 workers), hs2p 310 (through cuCIM),
+ours 238, fastslide 138; microtome-wsi reads SVS only: on the SVS it led in tiling order (108
+MP/s against ours 72) and was second in random order (85 against ours 103). The last line
+``tiling_vs_best_peer=0.22 reading_vs_best_peer=0.57 reading_vs_turbo=1.30
+inference_vs_best_peer=1.33``: the best tiler is now hs2p (4.5x ours, on a mask 2x coarser
+than our 8 um/px one) and the best reader cuCIM (1.7x ours, its batches of 64 decoded on
+two workers). Inference has no new peer.
 """
 
 from __future__ import annotations
@@ -100,8 +109,8 @@ NOTES = {
     "no reading or tissue: the bound of inference at this network and batch",
     "fastslide": "starts threads of its own (4 in the process after a read), no tile cache "
     "(its default)",
-    "hs2p": "6.1.0; tiling: HSV tissue mask at its segmentation downsample 64 (the nearest "
-    "level), 256 px tiles at the slide's own mpp with >= 50% tissue, a grid per tissue contour; "
+    "hs2p": "6.1.0; tiling: HSV tissue mask at its segmentation downsample 64, the nearest "
+    "level (32 on the big slide, 16 um/px; 1 on the one-level SVS), 256 px tiles at the slide's own mpp with >= 50% tissue, a grid per tissue contour; "
     "its backend 'auto' resolves to cuCIM here; reading: in tiling order its supertile stream "
     "over our tiles (2x2 to 8x8 neighbours in one region read, in its own order), in random "
     "order read_regions in batches of 64 (order kept), both with 2 workers",
