@@ -12,13 +12,16 @@ then a tiling or inference job timed 3 times (fewer once the runs took 100 s), t
   each tool with its own tissue method, no pixels of tiles decoded: ours ``tile_slide``;
   LazySlide ``pp.find_tissues`` + ``pp.tile_tissues``; TIAToolbox ``tissue_mask`` + a sliding
   window patch extractor's coordinates; histolab ``GridTiler`` coordinates over a
-  ``TissueMask``; the seed's pyFAST ``PatchGenerator`` (it writes every patch as a JPG, so it
+  ``TissueMask``; hs2p ``tile_slide`` (HSV tissue on a thumbnail, tiles asked for in um at
+  the slide's mpp); the seed's pyFAST ``PatchGenerator`` (it writes every patch as a JPG, so it
   is stopped after ``--seed-limit-s`` and its rate given);
 - ``read (tiling order)`` / ``read (random order)``: our tile table's 256 px level-0 tiles
   (``--read-tiles`` of them) read as RGB arrays, in the table's raster order and in a seeded
   random order as training reads: our ``SlideReader``, OpenSlide ``read_region``, tiffslide,
-  fastslide; the bound is libjpeg-turbo (``imagecodecs.jpeg8_decode``) decoding the slide's
-  own JPEG tiles from bytes already in memory;
+  fastslide one tile at a time; cuCIM (batched ``read_region``, its CPU decoder), hs2p
+  (supertile reads) and microtome-wsi (stored tiles decoded in parallel; SVS only) given the
+  whole list (``bench/peer_jobs.py``); the bound is libjpeg-turbo
+  (``imagecodecs.jpeg8_decode``) decoding the slide's own JPEG tiles from bytes in memory;
 - ``inference``: tissue found, tiled (every tile touching tissue) and every tile scored by one
   ResNet18 (same weights, same 256 px tiles at ``4 um/px`` on the big slide and at the SVS's
   own ``0.5 um/px``, batch ``--batch``, no loader workers) into a per-tile probability table
@@ -28,8 +31,8 @@ then a tiling or inference job timed 3 times (fewer once the runs took 100 s), t
   mode with the same network behind its model interface; ``forward`` is the bound: the
   network alone as ours runs it, on as many random tiles as ours scored (no reading).
 
-A peer that does not install or does not run offline is one line of the table; the rest goes
-on. Tile counts of each task are compared with ours: a gap above 5% is flagged, and the notes
+A peer that does not install (its rows give pip's error line, from ``bench/peers/setup.sh``) or
+does not run offline is one line of the table per task; the rest goes on. Tile counts of each task are compared with ours: a gap above 5% is flagged, and the notes
 under the table say what each tool counts. The table is also written to
 ``<workdir>/peers/peers.tsv``.
 Last line: ``tiling_vs_best_peer=<x> reading_vs_best_peer=<y> reading_vs_turbo=<z>
@@ -42,12 +45,21 @@ lower of the two orders).
 Measured (2026-12-01, alone on 2 cores, medians of 3, ``real 19m58s``), big slide: tiling ours
 0.62 s, TIAToolbox 0.98 s, LazySlide 21.5 s, histolab 56.9 s (median of 2); reading (random
 order) ours 97 MP/s, fastslide 65, turbo 107; inference ours 12.9 tiles/s, the network alone
-13.2, TIAToolbox 10.5, WSInfer 3.5. The line before the last:
-``big: reading_vs_turbo=0.90 inference_vs_forward=0.98; svs: reading_vs_turbo=0.60
-inference_vs_forward=0.93;`` and the last
-``tiling_vs_best_peer=1.58 reading_vs_best_peer=1.43 reading_vs_turbo=0.90
-inference_vs_best_peer=1.23``. Inference runs at the network's own speed, so no tool can beat
-TIAToolbox (0.79 of the bound) by 1.5x with this network and batch without doing less.
+13.2, TIAToolbox 10.5, WSInfer 3.5; last line ``tiling_vs_best_peer=1.58
+reading_vs_best_peer=1.43 reading_vs_turbo=0.90 inference_vs_best_peer=1.23``.
+
+With hs2p, cuCIM and microtome-wsi (2026-12-04, 16 min, NOT alone: two other sessions' jobs
+kept the load at 3.6-4.7 on the 2 cores, so ours beat its own network-alone bound on the big
+slide, 35.8 against 13.6 tiles/s: take single figures as noisy), big slide: tiling hs2p 0.08 s
+(15,400 tiles, +24%: its HSV mask on the 16 um/px level) against ours 0.36 s and TIAToolbox
+0.36 s;
+reading (random order) cuCIM 411 MP/s (batches of 64, 2 workers), hs2p 310 (through cuCIM),
+ours 238, fastslide 138; microtome-wsi reads SVS only: on the SVS it led in tiling order (108
+MP/s against ours 72) and was second in random order (85 against ours 103). The last line
+``tiling_vs_best_peer=0.22 reading_vs_best_peer=0.57 reading_vs_turbo=1.30
+inference_vs_best_peer=1.33``: the best tiler is now hs2p (4.5x ours, on a mask 2x coarser
+than our 8 um/px one) and the best reader cuCIM (1.7x ours, its batches of 64 decoded on
+two workers). Inference has no new peer.
 """
 
 from __future__ import annotations
@@ -58,26 +70,25 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tiling import CMU, MPP, SEED_SCRIPT, TILE, raw_jpegs, write_slide
+from peer_infer import (
+    infer_forward,
+    infer_ours,
+    infer_tiatoolbox,
+    infer_wsinfer,
+    make_models,
+)
+from peer_jobs import read_job, slide_mpp, timed_job, warm_slide
+from tiling import CMU, SEED_SCRIPT, TILE, write_slide
 
 from histodetect.testdata import path_or_exit
 
-INFER_MPP = {"big": 8 * MPP, "svs": MPP}
-"""Resolution of the inference grid per slide (the big slide's level 3; the SVS's level 0)."""
-INFER_MIN_TISSUE = 0.01
-"""Tissue fraction of the inference grid's tiles (WSInfer and TIAToolbox keep every patch
-that touches tissue; the big slide's mirrored pattern puts about half of each 1 mm tile in
-tissue, so 0.5 would keep a few tiles only)."""
 TIMEOUT_S = 900
-MIN_READS = 2000
-"""Tiles read per tool and order, at least (in passes over a slide's tile list)."""
 NOTES = {
     "LazySlide": "tiling: its contours (find_tissues), tiles with >= 50% of their area inside",
     "TIAToolbox": "2.1.3, installed without its pins (torch<2.13); tiling: Otsu mask at 8 um/px, sliding-window patches with >= 50% mask; "
@@ -98,36 +109,29 @@ NOTES = {
     "no reading or tissue: the bound of inference at this network and batch",
     "fastslide": "starts threads of its own (4 in the process after a read), no tile cache "
     "(its default)",
+    "hs2p": "6.1.0; tiling: HSV tissue mask at its segmentation downsample 64, the nearest "
+    "level (32 on the big slide, 16 um/px; 1 on the one-level SVS), 256 px tiles at the slide's own mpp with >= 50% tissue, a grid per tissue contour; "
+    "its backend 'auto' resolves to cuCIM here; reading: in tiling order its supertile stream "
+    "over our tiles (2x2 to 8x8 neighbours in one region read, in its own order), in random "
+    "order read_regions in batches of 64 (order kept), both with 2 workers",
+    "cuCIM": "cucim-cu12 26.10 on its CPU path (no GPU lent to this run: its GPU decoder is "
+    "not measured); read_region over the list of locations, batch 64, num_workers 2",
+    "microtome": "microtome-wsi 0.1.0 reads Aperio SVS only (the big TIFF has no Aperio "
+    "header); the stored tiles under each batch of 64 decoded in parallel (read_batch, 2 "
+    "threads), our 256 px tiles cut from them; its JPEG decoder differs from libjpeg-turbo by "
+    "at most 1 grey level",
 }
 """What each tool counts or does differently, printed under the table."""
-REPEATS, REPEAT_BUDGET_S = 3, 100.0
-"""Timed runs of a tiling or inference job, the median given: single runs varied by 25% (a
-second's tiling) to 40% (a 30 s inference) between runs on the 2-core machine."""
 NOT_PEERS = ("ours", "turbo", "forward")
 """Rows that are ours or a bound (decoding alone, the network alone), not a peer."""
-
-
-# --- measurements inside a job's process -------------------------------------------------------
-
-
-def peak_rss_mb() -> float:
-    """This process's own peak resident memory (``VmHWM``), MB."""
-    with open("/proc/self/status") as fh:
-        line = next(row for row in fh if row.startswith("VmHWM"))
-    return int(line.split()[1]) / 1024
-
-
-def timed_job(run: Callable[[str], dict[str, Any]], warm: str, path: str) -> dict[str, Any]:
-    """``run(warm)`` untimed, then ``run(path)`` timed :data:`REPEATS` times or until the timed
-    runs took :data:`REPEAT_BUDGET_S`; the last result with the median seconds, the number of
-    timed runs and peak RSS."""
-    run(warm)
-    times: list[float] = []
-    while len(times) < REPEATS and sum(times) < REPEAT_BUDGET_S:
-        start = time.perf_counter()
-        out = run(path)
-        times.append(time.perf_counter() - start)
-    return {"seconds": float(np.median(times)), "runs": len(times), **out, "rss_mb": peak_rss_mb()}
+READERS = ("ours", "openslide", "tiffslide", "fastslide", "cuCIM", "hs2p", "microtome", "turbo")
+"""Tools of the reading rows (``bench/peer_jobs.py``)."""
+PACKAGES = {
+    "LazySlide": "lazyslide", "TIAToolbox": "tiatoolbox", "histolab": "histolab",
+    "hs2p": "hs2p", "tiffslide": "tiffslide", "fastslide": "fastslide", "cuCIM": "cucim",
+    "microtome": "microtome-wsi", "WSInfer": "wsinfer", "turbo": "imagecodecs",
+}  # fmt: skip
+"""The name ``bench/peers/setup.sh`` installs each peer under."""
 
 
 # --- tiling jobs -------------------------------------------------------------------------------
@@ -195,6 +199,24 @@ def tiling_histolab(path: str, out: Path) -> dict[str, Any]:
     return timed_job(run, str(warm_slide()), path)
 
 
+def tiling_hs2p(path: str, out: Path) -> dict[str, Any]:
+    from hs2p import MaskSamplingConfig, SegmentationConfig, SlideSpec, TilingConfig, tile_slide
+
+    masks = MaskSamplingConfig(pixel_mapping={"background": 0, "tissue": 1},
+                               min_coverage={"tissue": 0.5})  # fmt: skip
+
+    def run(p: str) -> dict[str, Any]:
+        mpp = slide_mpp(p)
+        spec = SlideSpec(sample_id=Path(p).stem, image_path=Path(p), spacing_at_level_0=mpp)
+        tiling = TilingConfig(requested_spacing_um=mpp, requested_tile_size_px=TILE,
+                              tolerance=0.05, overlap=0.0)  # fmt: skip
+        result = tile_slide(spec, tiling=tiling, segmentation=SegmentationConfig(method="hsv"),
+                            masks=masks, num_workers=int(os.environ["PEERS_THREADS"]))  # fmt: skip
+        return {"tiles": int(result.num_tiles)}
+
+    return timed_job(run, str(warm_slide()), path)
+
+
 def tiling_seed(path: str, out: Path, limit_s: float) -> dict[str, Any]:
     """The seed's pyFAST script of ``bench/tiling.py``, stopped at ``limit_s`` (not warmed)."""
     patches = out / "seed_patches"
@@ -211,288 +233,7 @@ def tiling_seed(path: str, out: Path, limit_s: float) -> dict[str, Any]:
     return {"seconds": res["seconds"], "tiles": res["tiles"], "stopped": res["stopped"]}
 
 
-# --- reading jobs -------------------------------------------------------------------------------
-
-
-def reader_for(tool: str, path: str) -> Callable[[int, int], np.ndarray]:
-    """A function reading the 256 px level-0 tile at ``(x, y)`` as an RGB array, per tool."""
-    if tool == "ours":
-        from histodetect.slides.reader import SlideReader
-
-        reader = SlideReader(path)
-        return lambda x, y: reader.read_tile(x, y, 0, TILE, TILE)
-    if tool == "openslide":
-        import openslide
-
-        from histodetect.slides.reader import composite_on_white
-
-        slide = openslide.OpenSlide(path)
-        return lambda x, y: composite_on_white(slide.read_region((x, y), 0, (TILE, TILE)))
-    if tool == "tiffslide":
-        import tiffslide
-
-        tslide = tiffslide.TiffSlide(path)
-        return lambda x, y: tslide.read_region((x, y), 0, (TILE, TILE), as_array=True)[..., :3]
-    if tool == "fastslide":
-        import fastslide
-
-        fslide = fastslide.FastSlide.from_file_path(path)
-        return lambda x, y: fslide.read_region((x, y), 0, (TILE, TILE)).numpy()
-    raise ValueError(tool)
-
-
-def read_job(tool: str, path: str, tiles_file: Path, order: str) -> dict[str, Any]:
-    """Every tile of ``tiles_file`` read in ``order``, in passes of a fresh reader each.
-
-    Each pass opens its own reader (not timed), so no tool's tile cache carries over from the
-    warm-up or from the pass before; passes repeat until at least :data:`MIN_READS` tiles are
-    read (a small slide has few tissue tiles). One untimed pass warms the decoders and the
-    page cache.
-    """
-    tiles = pd.read_parquet(tiles_file)[["x", "y"]].to_numpy()
-    if tool == "turbo":
-        return turbo_job(path, tiles)
-    if order == "random":
-        tiles = tiles[np.random.default_rng(0).permutation(len(tiles))]
-    passes = -(-MIN_READS // len(tiles))
-    seconds, check = 0.0, 0
-    for k in range(passes + 1):
-        read = reader_for(tool, path)
-        start = time.perf_counter()
-        for x, y in tiles:
-            check += int(read(int(x), int(y))[128, 128, 1])
-        if k:  # pass 0 is the warm-up
-            seconds += time.perf_counter() - start
-        del read
-    n = passes * len(tiles)
-    return {"seconds": seconds, "tiles": len(tiles), "passes": passes,
-            "mp": n * TILE * TILE / 1e6, "rss_mb": peak_rss_mb(), "check": check}  # fmt: skip
-
-
-def turbo_job(path: str, tiles: np.ndarray) -> dict[str, Any]:
-    """libjpeg-turbo alone on the slide's own level-0 JPEG tiles under ``tiles`` (bytes in
-    memory), in passes as :func:`read_job`; MP/s of the file tiles' pixels decoded."""
-    import tifffile
-    from imagecodecs import jpeg8_decode
-
-    with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        tw, th = page.tilewidth, page.tilelength
-    cells = {(cx, cy) for x, y in tiles
-             for cx in range(x // tw, (x + TILE - 1) // tw + 1)
-             for cy in range(y // th, (y + TILE - 1) // th + 1)}  # fmt: skip
-    jpegs = raw_jpegs(Path(path), np.array(sorted(cells)) * (tw, th))
-    passes = -(-MIN_READS // len(jpegs))
-    for b in jpegs:  # warm-up
-        jpeg8_decode(b)
-    start = time.perf_counter()
-    for _ in range(passes):
-        for b in jpegs:
-            jpeg8_decode(b)
-    seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tiles": len(jpegs), "passes": passes,
-            "mp": passes * len(jpegs) * tw * th / 1e6, "rss_mb": peak_rss_mb(),
-            "file_tile": f"{tw}x{th}"}  # fmt: skip
-
-
-# --- inference jobs -----------------------------------------------------------------------------
-
-
-def make_models(out: Path, batch: int) -> dict[str, Path]:
-    """One ResNet18 (seeded weights), saved for ours, as TorchScript + config for WSInfer."""
-    import torch
-
-    from histodetect.training.model import build_model, save_model
-
-    torch.manual_seed(0)
-    net = build_model("resnet18").eval()
-    ours = out / "resnet18.pt"
-    save_model(ours, net, {"tile_px": TILE})
-    scripted = out / "resnet18.torchscript.pt"
-    torch.jit.script(net).save(str(scripted))
-    return {"ours": ours, "torchscript": scripted}
-
-
-def wsinfer_config(out: Path, mpp: float) -> Path:
-    from histodetect.training.data import IMAGENET_MEAN, IMAGENET_STD
-
-    config = {
-        "spec_version": "1.0", "architecture": "resnet18", "num_classes": 1,
-        "class_names": ["lesion"], "patch_size_pixels": TILE, "spacing_um_px": mpp,
-        "transform": [  # it reads each patch at level 0: resized to the model's 256 px
-            {"name": "Resize", "arguments": {"size": TILE}},
-            {"name": "ToTensor"},
-            {"name": "Normalize", "arguments": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}},
-        ],
-    }  # fmt: skip
-    path = out / f"wsinfer_{mpp:.4f}.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
-def infer_ours(path: str, out: Path, batch: int) -> dict[str, Any]:
-    import torch
-
-    from histodetect.detection.inference import heatmap_from_tiles, predict_tile_classes
-    from histodetect.slides.tiling import TilingSettings, tile_slide
-    from histodetect.slides.tissue import TissueSettings
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    model = out / "resnet18.pt"
-
-    def run(p: str) -> dict[str, Any]:
-        mpp = infer_mpp(p)
-        # every tile touching tissue, as WSInfer and TIAToolbox keep their patches
-        settings = TilingSettings(tile_um=TILE * mpp, target_mpp=mpp, min_tissue=INFER_MIN_TISSUE,
-                                  tissue=TissueSettings(method="fast"))  # fmt: skip
-        tiled = tile_slide(p, "bench", settings)
-        tiles = tiled.tiles.assign(path=p)
-        probs, _ = predict_tile_classes(tiles, [model], batch_size=batch, device="cpu")
-        w, h = tiled.summary["width"], tiled.summary["height"]
-        heatmap_from_tiles(tiles, probs, slide_id="bench", mpp=mpp, level=0,
-                           slide_width=w, slide_height=h)  # fmt: skip
-        (out / f"{Path(p).stem}.infer.json").write_text(json.dumps({"tiles": len(tiles)}))
-        return {"tiles": len(tiles)}
-
-    return timed_job(run, str(warm_slide()), path)
-
-
-def infer_forward(path: str, out: Path, batch: int) -> dict[str, Any]:
-    """The bound of inference: the network alone, as ours runs it (channels_last, inference
-    mode, same batch), on as many random 256 px uint8 tiles as ours scored; no reading."""
-    import torch
-
-    from histodetect.training.data import prepare_batch
-    from histodetect.training.model import load_model
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    net, meta = load_model(out / "resnet18.pt")
-    net = net.eval().to(memory_format=torch.channels_last)
-    gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch, 3, TILE, TILE), dtype=torch.uint8, generator=gen)
-    norm = {"mean": tuple(meta["mean"]), "std": tuple(meta["std"])}
-
-    def run(p: str) -> dict[str, Any]:
-        n = json.loads((out / f"{Path(p).stem}.infer.json").read_text())["tiles"]
-        with torch.inference_mode():
-            for start in range(0, n, batch):
-                x = prepare_batch(images[: min(batch, n - start)], torch.device("cpu"),
-                                  channels_last=True, **norm)  # fmt: skip
-                torch.sigmoid(net(x))
-        return {"tiles": n}
-
-    return timed_job(run, str(warm_slide()), path)
-
-
-def infer_wsinfer(path: str, out: Path, batch: int) -> dict[str, Any]:
-    import torch
-    import zarr.storage
-
-    # WSInfer 0.6.1 patches zarr 2's KVStore on import; zarr 3 (which current tiffslide needs)
-    # has none: a stand-in lets it import (it reads slides through OpenSlide, not zarr)
-    if not hasattr(zarr.storage, "KVStore"):
-        zarr.storage.KVStore = type("KVStore", (), {})
-    import wsinfer_zoo.client as zoo
-
-    # its CLI downloads the model zoo's registry on import, even for a local model: offline
-    # here, an empty registry stands in
-    zoo.load_registry = lambda registry_file=None: zoo.ModelRegistry(models={})
-    from wsinfer.cli.infer import run as wsinfer_run
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-    def run(p: str) -> dict[str, Any]:
-        mpp = infer_mpp(p)
-        slides = out / "wsinfer_in"
-        results = out / "wsinfer_out"
-        for d in (slides, results):
-            shutil.rmtree(d, ignore_errors=True)
-        slides.mkdir()
-        (slides / Path(p).name).symlink_to(p)
-        args = ["--wsi-dir", str(slides), "--results-dir", str(results),
-                "--model-path", str(out / "resnet18.torchscript.pt"),
-                "--config", str(wsinfer_config(out, mpp)), "--batch-size", str(batch),
-                "--num-workers", "0"]  # fmt: skip
-        try:
-            wsinfer_run.main(args, standalone_mode=False)
-        except ValueError as err:  # its GeoJSON step, after the CSV, needs a worker process
-            if "max_workers" not in str(err):
-                raise
-        table = next((results / "model-outputs-csv").glob("*.csv"))
-        return {"tiles": len(pd.read_csv(table))}
-
-    return timed_job(run, str(warm_slide()), path)
-
-
-def infer_tiatoolbox(path: str, out: Path, batch: int) -> dict[str, Any]:
-    import torch
-    from tiatoolbox.models.engine.io_config import IOPatchPredictorConfig
-    from tiatoolbox.models.engine.patch_predictor import PatchPredictor
-    from tiatoolbox.models.models_abc import ModelABC
-
-    from histodetect.training.model import load_model
-
-    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    net, meta = load_model(out / "resnet18.pt")
-
-    class Classifier(ModelABC):
-        """Our network behind TIAToolbox's model interface (uint8 NHWC batches in)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = net
-            self.register_buffer("mean", torch.tensor(meta["mean"]).view(1, 3, 1, 1) * 255)
-            self.register_buffer("std", torch.tensor(meta["std"]).view(1, 3, 1, 1) * 255)
-
-        def forward(self, imgs: torch.Tensor) -> torch.Tensor:
-            return torch.sigmoid(self.net((imgs - self.mean) / self.std))
-
-        @staticmethod
-        def infer_batch(model: Any, batch_data: Any, *, device: str) -> np.ndarray:
-            x = batch_data.to(device=device, dtype=torch.float32).permute(0, 3, 1, 2)
-            model.eval()
-            with torch.inference_mode():
-                return model(x.contiguous()).cpu().numpy()
-
-    predictor = PatchPredictor(model=Classifier(), batch_size=batch, device="cpu", verbose=False)
-
-    def run(p: str) -> dict[str, Any]:
-        mpp = infer_mpp(p)
-        ioconfig = IOPatchPredictorConfig(
-            input_resolutions=[{"units": "mpp", "resolution": mpp}],
-            patch_input_shape=(TILE, TILE), stride_shape=(TILE, TILE),
-        )  # fmt: skip
-        save = out / "tiatoolbox_out"
-        shutil.rmtree(save, ignore_errors=True)
-        result = predictor.run(
-            images=[Path(p)], patch_mode=False, ioconfig=ioconfig, save_dir=save,
-            overwrite=True, output_type="zarr",
-        )  # fmt: skip
-        import zarr
-
-        store = zarr.open(str(next(iter(result.values())) if isinstance(result, dict) else result))
-        return {"tiles": int(store["coordinates"].shape[0])}
-
-    return timed_job(run, str(warm_slide()), path)
-
-
 # --- the parent: jobs in subprocesses, the table ------------------------------------------------
-
-
-def slide_mpp(path: str) -> float:
-    import openslide
-
-    with openslide.OpenSlide(path) as s:
-        return float(s.properties[openslide.PROPERTY_NAME_MPP_X])
-
-
-def infer_mpp(path: str) -> float:
-    """Resolution of the inference grid: :data:`INFER_MPP` of the SVS or of the big slide."""
-    return INFER_MPP["svs" if path == str(warm_slide()) else "big"]
-
-
-def warm_slide() -> Path:
-    return Path(os.environ["PEERS_WARM_SLIDE"])
 
 
 def job_env() -> dict[str, str]:
@@ -513,6 +254,7 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
     "tiling/LazySlide": tiling_lazyslide,
     "tiling/TIAToolbox": tiling_tiatoolbox,
     "tiling/histolab": tiling_histolab,
+    "tiling/hs2p": tiling_hs2p,
     "infer/ours": infer_ours,
     "infer/WSInfer": infer_wsinfer,
     "infer/TIAToolbox": infer_tiatoolbox,
@@ -520,8 +262,20 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
+def failed_installs() -> dict[str, str]:
+    """Peers that ``bench/peers/setup.sh`` could not install, with pip's error line."""
+    path = Path(sys.executable).parent.parent / "peers_failed.txt"
+    rows = path.read_text().splitlines() if path.exists() else []
+    return dict((*row.split("\t", 1), "")[:2] for row in rows if row.strip())
+
+
 def run_job(name: str, *args: str) -> dict[str, Any]:
-    """One job in a fresh subprocess of this interpreter; its JSON, or ``{"error": line}``."""
+    """One job in a fresh subprocess of this interpreter; its JSON, or ``{"error": line}``
+    (for a peer that did not install, pip's error line)."""
+    package = PACKAGES.get(name.split("/")[1])
+    failed = failed_installs()
+    if package in failed:
+        return {"error": f"did not install: {failed[package] or 'see bench/peers/.venv/pip.log'}"}
     cmd = [sys.executable, __file__, "--job", name, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=job_env())
@@ -585,7 +339,7 @@ def main() -> None:
 
     for key, path in slides.items():
         area = float(np.prod(openslide_dims(path)))
-        for tool in ("ours", "LazySlide", "TIAToolbox", "histolab"):
+        for tool in ("ours", "LazySlide", "TIAToolbox", "histolab", "hs2p"):
             add("tiling", key, tool, run_job(f"tiling/{tool}", str(path), str(out)), area)
         if key == "big":  # on the one-level SVS its PatchGenerator gave 1 patch in 40 s
             seed = run_job("tiling/seed", str(path), str(out), str(args.seed_limit_s))
@@ -596,7 +350,7 @@ def main() -> None:
         tiles_file = out / f"{path.stem}.read.parquet"
         table.to_parquet(tiles_file, index=False)
         for order in ("tiling", "random"):
-            for tool in ("ours", "openslide", "tiffslide", "fastslide", "turbo"):
+            for tool in READERS:
                 res = run_job(f"read/{tool}", str(path), str(tiles_file), order)
                 add(f"read ({order} order)", key, tool, res, 0.0)
         for tool in ("ours", "WSInfer", "TIAToolbox", "forward"):
@@ -636,8 +390,9 @@ def print_row(row: dict[str, Any], suffix: str = "") -> None:
 
 def print_table(summary: pd.DataFrame, threads: int) -> None:
     """The whole table with each row's tile count against ours, the failed peers and notes."""
-    print(f"\n== {threads} threads for every tool (OMP/MKL/OpenBLAS/numba, torch); tile "
-          "reads one at a time; big = 40,960 px TIFF, svs = the real SVS ==")  # fmt: skip
+    print(f"\n== {threads} threads for every tool (OMP/MKL/OpenBLAS/numba, torch, the batched "
+          "readers' pools); tile reads one at a time but for cuCIM, hs2p and microtome (batches "
+          "of 64); big = 40,960 px TIFF, svs = the real SVS ==")  # fmt: skip
     for row in summary.to_dict("records"):
         ours = summary[(summary.task == row["task"]) & (summary.slide == row["slide"])]
         ours = ours[(ours.tool == "ours") & ours.get("tiles", pd.Series(dtype=float)).notna()]
@@ -648,9 +403,8 @@ def print_table(summary: pd.DataFrame, threads: int) -> None:
                 gap = f"  tiles {rel:+.0%} vs ours (see notes)"
         print_row({k: v for k, v in row.items() if not (isinstance(v, float) and np.isnan(v))},
                   suffix=gap)  # fmt: skip
-    failed = Path(sys.executable).parent.parent / "peers_failed.txt"
-    if failed.exists() and failed.read_text().split():
-        print(f"did not install: {', '.join(failed.read_text().split())}")
+    for package, why in failed_installs().items():
+        print(f"did not install: {package}: {why}")
     for tool, note in NOTES.items():
         print(f"note {tool}: {note}")
 

@@ -26,6 +26,7 @@ FIXTURES = {
     "camelyon_json",
     "mitos_field",
     "mitos_sqlite",
+    "aperio_xml",
 }
 
 
@@ -135,3 +136,9 @@ def mitos_field(real_data: Callable[[str], Path]) -> Path:
 def mitos_sqlite(real_data: Callable[[str], Path]) -> Path:
     """The 101 expert mitosis centres of the 15 MITOS 2012 test fields (SlideRunner database)."""
     return real_data("mitos2012/MITOS2012_test.sqlite")
+
+
+@pytest.fixture(scope="session")
+def aperio_xml(real_data: Callable[[str], Path]) -> Path:
+    """ImageScope XML of TCGA-EJ-5519 (0.252 um/px): 4 layers, 3 regions with AreaMicrons."""
+    return real_data("aperio_xml/TCGA-EJ-5519-01Z-00-DX1.xml")

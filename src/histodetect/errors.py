@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class InputError(Exception):
     """Bad user input: a slide, a sample sheet, an annotation file or a config value."""
@@ -22,3 +24,18 @@ class AnnotationError(InputError):
 
 class SplitError(InputError):
     """A patient split or fold assignment that would leak or cannot be made."""
+
+
+SHOWN = 10
+"""How many ids or rows a message names before it counts the rest."""
+
+
+def name_some(items: Iterable[object], limit: int = SHOWN, sep: str = ", ") -> str:
+    """``items`` joined by ``sep``; past ``limit`` the first ``limit`` and ``... and N more``.
+
+    Every message that lists ids, rows or files goes through here, so one line stays readable
+    at any cohort size.
+    """
+    items = list(items)
+    shown = sep.join(map(str, items[:limit]))
+    return shown if len(items) <= limit else f"{shown}{sep}... and {len(items) - limit} more"

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pooch
 
-from histodetect.errors import InputError
+from histodetect.errors import InputError, name_some
 
 ENV_LOCAL = "HISTODETECT_TEST_DATA"
 ENV_CACHE = "HISTODETECT_TEST_DATA_CACHE"
@@ -199,7 +199,7 @@ def fetch(data: TestData) -> str:
     size = sum(data.files[n].size for n in downloadable) / 1e6
     line = f"{len(downloadable)} real test files ({size:.1f} MB) checked in {data.local} or {data.cache}"
     if left:
-        line += f"; no public copy of {', '.join(left)}: set {ENV_LOCAL} to a copy"
+        line += f"; no public copy of {name_some(left)}: set {ENV_LOCAL} to a copy"
     return line
 
 

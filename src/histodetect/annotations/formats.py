@@ -7,7 +7,8 @@ naming the file and item for anything it cannot use. Points become discs of ``ra
 
 Class conventions: NCRF ``negative`` outlines and Camelyon16 ASAP group ``_2`` (or
 ``Exclusion``) are regions *excluded* from the lesion; they get the class :data:`EXCLUDE`.
-NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class``.
+NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class``. Aperio
+ImageScope XML is read by :mod:`histodetect.annotations.aperio`.
 """
 
 from __future__ import annotations
@@ -28,10 +29,10 @@ from shapely.errors import ShapelyError
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from histodetect.errors import AnnotationError
+from histodetect.errors import AnnotationError, name_some
 
 EXCLUDE = "exclude"
-FORMATS = ("digilut", "geojson", "asap", "ncrf", "points")
+FORMATS = ("digilut", "geojson", "asap", "aperio", "ncrf", "points")
 GEOMETRY_COLUMNS = ["class_name", "geometry", "item"]
 _ASAP_EXCLUDE = {"_2", "exclusion", "exclude"}
 _ASAP_DEFAULT = {"_0", "_1", "tumor", "tumour", "none", ""}
@@ -46,27 +47,39 @@ class ImportSettings:
         scale: multiplies every coordinate (``1/32`` for level-0 outlines on a level-5 file).
         point_radius_um: radius of the disc drawn around each point annotation.
         default_class: class name of annotations that carry none.
+        aperio_class: where an ImageScope region's class comes from: ``none`` (every region
+            ``default_class``), ``name`` (its layer's ``Name``), ``text`` (its ``Text``) or
+            ``attribute:KEY`` (the ``Value`` of its or its layer's attribute ``KEY``).
     """
 
     format: str = "auto"
     scale: float = 1.0
     point_radius_um: float = 16.0
     default_class: str = "lesion"
+    aperio_class: str = "none"
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", *FORMATS):
             raise AnnotationError("config", f"annotation format {self.format!r} not in {FORMATS}")
         if not self.scale > 0 or not self.point_radius_um > 0:
             raise AnnotationError("config", "annotation scale and point_radius_um must be > 0")
+        how = self.aperio_class
+        if how not in ("none", "name", "text") and not (
+            how.startswith("attribute:") and how[len("attribute:") :]
+        ):
+            raise AnnotationError(
+                "config", f"aperio_class {how!r} is not none, name, text or attribute:KEY"
+            )
 
 
 def detect_format(path: Path) -> str:
-    """Format of an annotation file from its extension, looking inside ``.json``/``.csv``."""
+    """Format of an annotation file from its extension, looking inside ``.json``/``.csv``
+    (keys, header) and ``.xml`` (root element: ImageScope ``Annotations`` or ASAP)."""
     suffix = path.suffix.lower()
     if suffix == ".geojson":
         return "geojson"
     if suffix == ".xml":
-        return "asap"
+        return "aperio" if is_aperio_root(_xml_root(path)) else "asap"
     if suffix == ".json":
         data = _load_json(path)
         return (
@@ -78,6 +91,21 @@ def detect_format(path: Path) -> str:
     raise AnnotationError(
         path, f"cannot tell the annotation format from {suffix!r}; set it to one of {FORMATS}"
     )
+
+
+def is_aperio_root(tag: str) -> bool:
+    """Whether an XML root tag is ImageScope's ``Annotations`` (ASAP's: ``ASAP_Annotations``)."""
+    return tag.rsplit("}", 1)[-1] == "Annotations"
+
+
+def _xml_root(path: Path) -> str:
+    """The root element's tag, read without parsing the rest ('' if not readable XML)."""
+    try:
+        for _, element in ET.iterparse(path, events=("start",)):
+            return element.tag
+    except (ET.ParseError, OSError):
+        pass
+    return ""
 
 
 def _first_line(path: Path) -> str:
@@ -269,9 +297,7 @@ def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = Non
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise AnnotationError(path, f"not a readable CSV ({err})") from None
     if not {"x", "y"} <= set(df.columns):
-        raise AnnotationError(
-            path, f"missing column x or y; have {', '.join(map(str, df.columns))}"
-        )
+        raise AnnotationError(path, f"missing column x or y; have {name_some(df.columns)}")
     if df.empty:
         raise AnnotationError(path, "no annotations in the file")
     xy = df[["x", "y"]].apply(pd.to_numeric, errors="coerce").to_numpy(float) * settings.scale
@@ -286,9 +312,19 @@ def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = Non
     return _table(rows, path)
 
 
+def read_aperio(
+    path: Path, settings: ImportSettings, mpp: float | None = None, *, warn_mpp: bool = True
+) -> pd.DataFrame:
+    """Aperio ImageScope XML: :func:`histodetect.annotations.aperio.read_aperio_xml`."""
+    from histodetect.annotations.aperio import read_aperio_xml  # it builds on this module
+
+    return read_aperio_xml(path, settings, mpp, warn_mpp=warn_mpp)
+
+
 READERS: dict[str, Callable[[Path, ImportSettings, float | None], pd.DataFrame]] = {
     "geojson": read_geojson,
     "asap": read_asap_xml,
+    "aperio": read_aperio,
     "ncrf": read_ncrf_json,
     "points": read_point_csv,
 }
@@ -300,14 +336,17 @@ def read_annotation_file(
     *,
     mpp: float | None = None,
     fmt: str | None = None,
+    warn_mpp: bool = True,
 ) -> pd.DataFrame:
     """Read one slide's annotation file into ``class_name, geometry, item``.
 
     Args:
         path: the file.
         settings: import options; ``fmt`` (e.g. from the sample sheet) overrides its format.
-        mpp: the slide's level-0 microns per pixel (needed for point annotations only).
+        mpp: the slide's level-0 microns per pixel (needed for point annotations; ImageScope
+            files are checked against it).
         fmt: explicit format, one of :data:`FORMATS` (``digilut`` is read elsewhere).
+        warn_mpp: False where ``mpp`` is a nominal stand-in, not the slide's.
     """
     path = Path(path)
     if not path.is_file():
@@ -319,4 +358,6 @@ def read_annotation_file(
         raise AnnotationError(
             path, f"format {fmt!r} is not a per-slide outline format {tuple(READERS)}"
         )
+    if fmt == "aperio":
+        return read_aperio(path, settings, mpp, warn_mpp=warn_mpp)
     return READERS[fmt](path, settings, mpp)

@@ -18,7 +18,7 @@ import pandas as pd
 import shapely
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings, read_annotation_file
-from histodetect.errors import AnnotationError
+from histodetect.errors import AnnotationError, name_some
 
 ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
 
@@ -51,7 +51,7 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
     missing = [c for c in DIGILUT_COLUMNS if c not in df.columns]
     if missing:
         raise AnnotationError(
-            path, f"missing column(s) {', '.join(missing)}; have {', '.join(map(str, df.columns))}"
+            path, f"missing column(s) {name_some(missing)}; have {name_some(df.columns)}"
         )
     coords = ["x1", "x2", "y1", "y2"] + [c for c in ("max_x", "max_y") if c in df.columns]
     values = df[coords].apply(pd.to_numeric, errors="coerce")
@@ -184,13 +184,14 @@ def read_cohort_annotations(
     slides: Iterable[str] | None = None,
     mpps: Mapping[str, float] | None = None,
     box_index: str | Path | None = None,
+    warn_mpp: bool = True,
 ) -> pd.DataFrame:
     """All annotations of ``slides`` (default: the whole sheet) in the internal form.
 
     Rows of the DigiLut CSV (if given; or of its ``box_index``, :func:`write_box_index`) and
     the per-slide files of the sheet's ``annotation`` column are combined. ``mpps`` gives
     each slide's level-0 um/px, needed to draw point annotations (the sheet's ``mpp`` column
-    is used where ``mpps`` lacks a slide).
+    is used where ``mpps`` lacks a slide); ``warn_mpp=False`` where they are nominal.
     """
     settings = settings or ImportSettings()
     wanted = set(sheet.slide_id if slides is None else slides)
@@ -222,6 +223,7 @@ def read_cohort_annotations(
                 local,
                 mpp=None if mpp is None else float(mpp),
                 fmt=fmt,  # type: ignore[arg-type]
+                warn_mpp=warn_mpp,
             )
             parts.append(table.assign(slide_id=row.slide_id, source=str(path)))
     if not parts:
@@ -267,7 +269,9 @@ def lesion_slides(
     Point discs are drawn at a nominal 1 um/px: only their presence matters here.
     """
     nominal = dict.fromkeys(sheet.slide_id, 1.0)
-    return positive_slides(read_cohort_annotations(sheet, digilut_csv, settings, mpps=nominal))
+    return positive_slides(
+        read_cohort_annotations(sheet, digilut_csv, settings, mpps=nominal, warn_mpp=False)
+    )
 
 
 def truth_boxes(

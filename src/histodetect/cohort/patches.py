@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
 from histodetect.cohort.splits import assert_patients_disjoint
-from histodetect.errors import InputError, SplitError
+from histodetect.errors import InputError, SplitError, name_some
 from histodetect.io import atomic_path
 
 PATCH_COLUMNS = ["path", "label", "group_id"]
@@ -51,7 +51,7 @@ def read_patch_labels(
         raise PatchTableError(csv, f"cannot read the table ({err})") from err
     missing = [c for c in PATCH_COLUMNS if c not in df.columns]
     if missing:
-        raise PatchTableError(csv, f"lacks column(s) {', '.join(missing)}")
+        raise PatchTableError(csv, f"lacks column(s) {name_some(missing)}")
     if df.empty:
         raise PatchTableError(csv, "lists no patch")
     for col in PATCH_COLUMNS:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from histodetect.errors import SplitError
+from histodetect.errors import SplitError, name_some
 
 
 def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split") -> None:
@@ -16,9 +16,7 @@ def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split"
     per_patient = table.groupby("patient_id")[by].nunique()
     leaked = per_patient[per_patient > 1]
     if len(leaked):
-        raise SplitError(
-            source, f"patient(s) {', '.join(map(str, leaked.index[:5]))} fall in more than one {by}"
-        )
+        raise SplitError(source, f"patient(s) {name_some(leaked.index)} fall in more than one {by}")
 
 
 def assert_training_only(
@@ -36,12 +34,11 @@ def assert_training_only(
     bad = ids[(status != "train").to_numpy()]
     if len(bad):
         patients = known["patient_id"].reindex(bad).fillna("?").astype(str)
-        named = ", ".join(f"{s} ({p})" for s, p in zip(bad[:5], patients[:5], strict=True))
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        named = name_some(f"{s} ({p})" for s, p in zip(bad, patients, strict=True))
         raise SplitError(
             source,
             f"{purpose} may use training patients only, but {len(bad)} slide(s) are of test or "
-            f"unknown patients: {named}{more}",
+            f"unknown patients: {named}",
         )
 
 

@@ -10,7 +10,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from histodetect.errors import InputError
+from histodetect.errors import InputError, name_some
 
 
 def _load(schema_path: str | Path) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def check_config(config: dict[str, Any], schema_path: str | Path, source: str) -
         known = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(known))
         prefix = f"{where}." if error.absolute_path else ""
-        raise InputError(source, f"unknown key {prefix}{extra[0]} (known: {', '.join(known)})")
+        raise InputError(source, f"unknown key {prefix}{extra[0]} (known: {name_some(known)})")
     raise InputError(source, f"{where}: {error.message}")
 
 
@@ -63,7 +63,7 @@ def check_sample_sheet(samples: pd.DataFrame, schema_path: str | Path, source: s
     if missing:
         raise InputError(
             source,
-            f"missing column(s) {', '.join(missing)}; the sheet has {', '.join(map(str, samples.columns))}",
+            f"missing column(s) {name_some(missing)}; the sheet has {name_some(samples.columns)}",
         )
     validator = jsonschema.Draft202012Validator(schema)
     for i, row in enumerate(samples.to_dict("records")):
@@ -75,7 +75,7 @@ def check_sample_sheet(samples: pd.DataFrame, schema_path: str | Path, source: s
             )
     dupes = samples.slide_id[samples.slide_id.duplicated()].unique()
     if len(dupes):
-        raise InputError(source, f"duplicate slide_id(s) {', '.join(map(str, dupes))}")
+        raise InputError(source, f"duplicate slide_id(s) {name_some(dupes)}")
     check_one_row_per_file(samples, source)
 
 
@@ -93,9 +93,9 @@ def check_one_row_per_file(samples: pd.DataFrame, source: str) -> None:
         return
     first = real[repeated.index[0]]
     rows = repeated[real[repeated.index] == first]
-    ids = ", ".join(map(str, rows.slide_id))
+    ids = name_some(rows.slide_id)
     patients = rows["patient_id"].dropna().unique() if "patient_id" in rows else []
-    where = f" of patients {', '.join(map(str, patients))}" if len(patients) > 1 else ""
+    where = f" of patients {name_some(patients)}" if len(patients) > 1 else ""
     raise InputError(
         source,
         f"slide file {rows.path.iloc[0]} is listed {len(rows)} times, as slides {ids}{where}; "

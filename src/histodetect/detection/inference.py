@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from histodetect.detection.heatmap import Heatmap
-from histodetect.errors import InputError
+from histodetect.errors import InputError, name_some
 from histodetect.training.data import d4_transforms, make_loader, prepare_batch, slide_order
 from histodetect.training.model import load_model, read_model_meta, resolve_device
 from histodetect.training.stain import StainNormalizer
@@ -145,7 +145,7 @@ def predict_tile_classes(
     tile_px = set(tiles_df["tile_px"].unique().tolist())
     if tile_px - {meta["tile_px"]}:
         raise ValueError(
-            f"tiles have tile_px {sorted(tile_px)} but models expect {meta['tile_px']}"
+            f"tiles have tile_px {name_some(sorted(tile_px))} but models expect {meta['tile_px']}"
         )
     order = slide_order(tiles_df)
     stain = None
@@ -231,10 +231,14 @@ def heatmap_from_tiles(
         )  # fmt: skip
     sizes = tiles_df["size"].unique()
     if len(sizes) != 1:
-        raise ValueError(f"tiles of one slide must share one size, found {sorted(sizes)}")
+        raise ValueError(
+            f"tiles of one slide must share one size, found {name_some(sorted(sizes))}"
+        )
     strides = tiles_df["stride"].unique() if "stride" in tiles_df.columns else sizes
     if len(strides) != 1:
-        raise ValueError(f"tiles of one slide must share one stride, found {sorted(strides)}")
+        raise ValueError(
+            f"tiles of one slide must share one stride, found {name_some(sorted(strides))}"
+        )
     rows, cols = tiles_df["row"].to_numpy(int), tiles_df["col"].to_numpy(int)
     grid = np.full((rows.max() + 1, cols.max() + 1), np.nan, np.float32)
     grid[rows, cols] = probs

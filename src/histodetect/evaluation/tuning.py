@@ -22,7 +22,7 @@ from histodetect.detection.boxes import boxes_from_heatmap
 from histodetect.detection.heatmap import Heatmap
 from histodetect.detection.slide_outputs import CONFIG_ONLY, expected_count
 from histodetect.detection.slide_score import METHODS, SlideScore
-from histodetect.errors import InputError
+from histodetect.errors import InputError, name_some
 from histodetect.evaluation.detection_metrics import slide_fbeta
 from histodetect.io import atomic_path
 from histodetect.training.tile_scores import best_threshold, binary_auc
@@ -45,7 +45,7 @@ def check_not_test(slide_ids: Iterable[str], split: pd.DataFrame, source: str) -
     test = set(split.loc[split["split"] == "test", "slide_id"].astype(str))
     leaked = sorted(set(map(str, slide_ids)) & test)
     if leaked:
-        raise InputError(source, f"test slide(s) {', '.join(leaked)} may not be used for tuning")
+        raise InputError(source, f"test slide(s) {name_some(leaked)} may not be used for tuning")
 
 
 def settings_grid(base: Mapping[str, Any], grid: Mapping[str, Sequence[Any]]) -> list[dict]:

@@ -24,13 +24,12 @@ import numpy as np
 import pandas as pd
 
 import histodetect
-from histodetect.errors import InputError
+from histodetect.errors import InputError, name_some
 from histodetect.features.settings import FORMAT, file_sha256
 from histodetect.io import atomic_path
 
 log = logging.getLogger(__name__)
 GRID = ("row", "col", "tissue")
-MAX_NAMED = 10
 
 
 @dataclass
@@ -166,10 +165,9 @@ def import_paths(folder: str | os.PathLike[str], slide_ids: Iterable[str]) -> di
     paths = {s: folder / f"{s}.h5" for s in slide_ids}
     missing = [s for s, p in paths.items() if not p.is_file()]
     if missing:
-        named = ", ".join(missing[:MAX_NAMED])
-        more = f" and {len(missing) - MAX_NAMED} more" if len(missing) > MAX_NAMED else ""
         raise InputError(
-            folder, f"no feature file for {len(missing)} slide(s) of the sheet: {named}{more}"
+            folder,
+            f"no feature file for {len(missing)} slide(s) of the sheet: {name_some(missing)}",
         )
     return paths
 
@@ -218,8 +216,7 @@ def features_summary(paths: Iterable[str | os.PathLike[str]], out: str | os.Path
     table = pd.DataFrame(rows, columns=["slide_id", "status", "n_tiles", "dim", "error"])
     failed = table[table.status != "ok"]
     if len(failed):
-        named = ", ".join(failed.slide_id.astype(str)[:MAX_NAMED])
-        more = f" and {len(failed) - MAX_NAMED} more" if len(failed) > MAX_NAMED else ""
-        log.warning("no features for %d slide(s): %s%s (see %s)", len(failed), named, more, out)
+        named = name_some(failed.slide_id.astype(str))
+        log.warning("no features for %d slide(s): %s (see %s)", len(failed), named, out)
     with atomic_path(out) as tmp:
         table.to_csv(tmp, sep="\t", index=False)

@@ -11,7 +11,7 @@ import pandas as pd
 from PIL import Image
 
 from histodetect.columns import TILE_COLUMNS
-from histodetect.errors import SlideError
+from histodetect.errors import SlideError, name_some
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import (
     MPP_TOLERANCE,
@@ -316,8 +316,11 @@ def excluded_report(table: pd.DataFrame) -> str:
     bad = table[table["status"] != "ok"]
     if bad.empty:
         return ""
-    names = "; ".join(
-        f"{r.slide_id} ({r.path}): {r.error if r.status == 'failed' else 'no tissue tiles'}"
-        for r in bad.itertuples()
+    names = name_some(
+        (
+            f"{r.slide_id} ({r.path}): {r.error if r.status == 'failed' else 'no tissue tiles'}"
+            for r in bad.itertuples()
+        ),
+        sep="; ",
     )
     return f"{len(bad)} of {len(table)} slides left out of the cohort: {names}"

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from histodetect.columns import class_prob_column
-from histodetect.errors import InputError
+from histodetect.errors import InputError, name_some
 from histodetect.io import atomic_path
 from histodetect.training.tile_scores import (
     at_decision,
@@ -119,7 +119,9 @@ class Decision:
         """The decision written beside fold models (``threshold.json`` in their parent folder)."""
         folders = {Path(p).resolve().parent.parent for p in model_paths}
         if len(folders) != 1:
-            raise ValueError(f"fold models of one ensemble share a folder, not {sorted(folders)}")
+            raise ValueError(
+                f"fold models of one ensemble share a folder, not {name_some(sorted(folders))}"
+            )
         return cls.read(folders.pop() / THRESHOLD_FILE)
 
 
@@ -159,7 +161,7 @@ def read_oof(
             raise InputError(
                 pred_path,
                 f"{len(seen)} patient(s) scored by a model that trained on them "
-                f"({', '.join(seen[:3])}): not out of fold",
+                f"({name_some(seen)}): not out of fold",
             )
         for patient in patients.unique():
             if owner.setdefault(patient, i) != i:

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from histodetect.cohort.sampling import class_balanced_weights
+from histodetect.errors import name_some
 from histodetect.io import atomic_path
 from histodetect.training.data import augment_batch, make_loader, mixup, prepare_batch, random_crop
 from histodetect.training.ema import WeightEMA
@@ -606,7 +607,7 @@ def _labelled(df: pd.DataFrame) -> pd.DataFrame:
 def _single(values: pd.Series, name: str) -> int:
     unique = values.unique()
     if len(unique) != 1:
-        raise ValueError(f"all tiles must share one {name}, found {sorted(unique)}")
+        raise ValueError(f"all tiles must share one {name}, found {name_some(sorted(unique))}")
     return int(unique[0])
 
 

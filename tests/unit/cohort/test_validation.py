@@ -100,3 +100,40 @@ def test_a_symbolic_link_to_a_listed_file_is_the_same_file(tmp_path: Path) -> No
     with pytest.raises(InputError, match="listed 2 times, as slides a, b"):
         check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
     check_sample_sheet(sheet(path=[str(tmp_path / "x.svs"), "other.svs"]), SAMPLES_SCHEMA, "s")
+
+
+def test_a_10000_row_sheet_of_one_file_gives_one_short_line() -> None:
+    n = 10_000
+    frame = pd.DataFrame(
+        {
+            "slide_id": [f"s{i:05d}" for i in range(n)],
+            "patient_id": [f"p{i:05d}" for i in range(n)],
+            "path": ["one.svs"] * n,
+        }
+    )
+    with pytest.raises(
+        InputError, match=r"^s\.tsv: slide file one\.svs is listed 10000 times"
+    ) as err:
+        check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
+    text = str(err.value)
+    assert "\n" not in text and len(text) < 500
+    assert (
+        "as slides s00000, s00001, s00002, s00003, s00004, s00005, s00006, s00007, s00008, s00009, ... and 9990 more"
+        in text
+    )
+    assert "of patients p00000, " in text and "p00009, ... and 9990 more;" in text
+    assert "s00010" not in text and "p00010" not in text
+
+
+def test_duplicate_ids_and_missing_columns_are_counted_past_ten() -> None:
+    ids = [f"d{i}" for i in range(25)]
+    frame = pd.DataFrame(
+        {"slide_id": ids * 2, "patient_id": "p", "path": [f"{i}.svs" for i in range(50)]}
+    )
+    with pytest.raises(
+        InputError, match=r"duplicate slide_id\(s\) d0, d1, .*, d9, \.\.\. and 15 more$"
+    ):
+        check_sample_sheet(frame, SAMPLES_SCHEMA, "s.tsv")
+    wide = pd.DataFrame({f"c{i}": [1] for i in range(40)})
+    with pytest.raises(InputError, match=r"the sheet has c0, .*, c9, \.\.\. and 30 more$"):
+        check_sample_sheet(wide, SAMPLES_SCHEMA, "s.tsv")
