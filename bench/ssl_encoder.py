@@ -98,13 +98,14 @@ def mitos_tables(workdir: Path, seed: int, n_ssl: int) -> tuple[pd.DataFrame, pd
     rng = np.random.default_rng(seed)
     ssl_rows, probe_rows = [], []
     half = MITOS_UM / mitos2012.MPP / 2
-    for path in sorted((DATA / "mitos2012" / "images").glob("*.jpg")):
+    fields = sorted((DATA / "mitos2012" / "images").glob("*.jpg"))
+    per_field = -(-n_ssl // sum(p.stem[:3] in ("A00", "A01") for p in fields))
+    for path in fields:
         slide = path.stem[:3]
         with Image.open(path) as image:
             rgb = image.convert("RGB")
             w, h = rgb.size
             if slide in ("A00", "A01"):
-                per_field = n_ssl // 6 + 1
                 for k in range(per_field):
                     x, y = rng.uniform(half, w - half), rng.uniform(half, h - half)
                     crop = _crop(rgb, x, y, folder / f"{path.stem}_r{k}.png")

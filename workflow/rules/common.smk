@@ -260,6 +260,16 @@ def feature_encoder_id():
     return encoder_id(spec, record)
 
 
+def feature_expectations():
+    """What every feature file of this run must record (checked when they are summarised)."""
+    if FEATURES["source"] == "import":
+        return {"encoder_id": ENCODER_ID}
+    return {
+        "encoder_id": ENCODER_ID,
+        "tile_um": float(config["tiling"]["tile_um"]),
+    }
+
+
 def feature_encoder_input(wildcards=None):
     """The ssl encoder file when the features or the fold models start from it."""
     return SSL_ENCODER if FEATURES["source"] == "ssl" else []

@@ -91,6 +91,8 @@ rule features_summary:
         "logs/features_summary.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        expect=feature_expectations(),
     script:
         "../scripts/features_summary.py"
 

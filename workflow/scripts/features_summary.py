@@ -4,4 +4,4 @@ from histodetect.features.store import features_summary
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
-    features_summary(snakemake.input, snakemake.output[0])
+    features_summary(snakemake.input, snakemake.output[0], snakemake.params.expect)

@@ -88,7 +88,18 @@ def read_features(
             (``encoder_id``, ``tile_um``, ...), a file of another format, or one whose
             extraction failed (its error is given).
     """
-    attrs = read_attrs(path)
+    attrs = check_attrs(path, read_attrs(path), expect)
+    if attrs.get("status") != "ok":
+        raise InputError(path, f"feature extraction failed for this slide ({attrs.get('error')})")
+    with h5py.File(path, "r") as h5:
+        grid = {name: h5[name][:] for name in GRID if name in h5}
+        return SlideFeatures(h5["features"][:], h5["coords"][:], attrs, grid)
+
+
+def check_attrs(
+    path: str | os.PathLike[str], attrs: dict[str, Any], expect: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``attrs`` when they are a feature file's and match ``expect``, else one InputError."""
     if attrs.get("format") != FORMAT:
         raise InputError(path, f"not a histodetect feature file (format {attrs.get('format')!r})")
     for key, want in (expect or {}).items():
@@ -99,11 +110,7 @@ def read_features(
                 f"attribute {key} is {have!r} but this run expects {want!r}: "
                 "made with other settings; delete it or extract again",
             )
-    if attrs.get("status") != "ok":
-        raise InputError(path, f"feature extraction failed for this slide ({attrs.get('error')})")
-    with h5py.File(path, "r") as h5:
-        grid = {name: h5[name][:] for name in GRID if name in h5}
-        return SlideFeatures(h5["features"][:], h5["coords"][:], attrs, grid)
+    return attrs
 
 
 def _same(have: Any, want: Any) -> bool:
@@ -205,11 +212,18 @@ def import_features(
     return data
 
 
-def features_summary(paths: Iterable[str | os.PathLike[str]], out: str | os.PathLike[str]) -> None:
-    """One row per feature file (slide, status, tiles, dim, error) as a TSV; failures warned."""
+def features_summary(
+    paths: Iterable[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    expect: Mapping[str, Any] | None = None,
+) -> None:
+    """One row per feature file (slide, status, tiles, dim, error) as a TSV; failures warned.
+
+    Every file is checked against ``expect`` first (see :func:`read_features`).
+    """
     rows = []
     for path in paths:
-        attrs = read_attrs(path)
+        attrs = check_attrs(path, read_attrs(path), expect)
         rows.append(
             {k: attrs.get(k, "") for k in ("slide_id", "status", "n_tiles", "dim", "error")}
         )

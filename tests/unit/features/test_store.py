@@ -7,6 +7,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -21,6 +22,7 @@ from histodetect.features.settings import (
 )
 from histodetect.features.store import (
     SlideFeatures,
+    features_summary,
     import_paths,
     read_features,
     read_foreign,
@@ -134,3 +136,15 @@ def test_hub_weights_offline_fail_in_one_line_naming_the_way_out(
     with pytest.raises(InputError) as err:
         build_encoder(EncoderSpec(model="resnet18", pretrained=True), tile_px=64)
     assert "features.checkpoint: PATH" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_summary_lists_failures_and_refuses_a_stale_file(tmp_path: Path) -> None:
+    _write(tmp_path / "a.h5", encoder_id="e-1", slide_id="a")
+    _write(tmp_path / "b.h5", encoder_id="e-1", slide_id="b", status="failed", error="truncated")
+    out = tmp_path / "summary.tsv"
+    features_summary([tmp_path / "a.h5", tmp_path / "b.h5"], out, {"encoder_id": "e-1"})
+    table = pd.read_csv(out, sep="\t")
+    assert table.status.tolist() == ["ok", "failed"] and table.error.tolist()[1] == "truncated"
+    _write(tmp_path / "c.h5", encoder_id="e-0", slide_id="c")
+    with pytest.raises(InputError, match=r"c\.h5: attribute encoder_id is 'e-0'"):
+        features_summary([tmp_path / "a.h5", tmp_path / "c.h5"], out, {"encoder_id": "e-1"})
