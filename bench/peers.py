@@ -520,9 +520,10 @@ JOBS: dict[str, Callable[..., dict[str, Any]]] = {
 }
 
 
-def run_job(name: str, *args: str) -> dict[str, Any]:
-    """One job in a fresh subprocess of this interpreter; its JSON, or ``{"error": line}``."""
-    cmd = [sys.executable, __file__, "--job", name, *args]
+def run_job(name: str, *args: str, script: str = __file__) -> dict[str, Any]:
+    """One job of ``script`` (``--job name args``) in a fresh subprocess of this interpreter; its
+    JSON, or ``{"error": line}``."""
+    cmd = [sys.executable, script, "--job", name, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=job_env())
     except subprocess.TimeoutExpired:
