@@ -269,14 +269,14 @@ def failed_installs() -> dict[str, str]:
     return dict((*row.split("\t", 1), "")[:2] for row in rows if row.strip())
 
 
-def run_job(name: str, *args: str) -> dict[str, Any]:
-    """One job in a fresh subprocess of this interpreter; its JSON, or ``{"error": line}``
-    (for a peer that did not install, pip's error line)."""
-    package = PACKAGES.get(name.split("/")[1])
+def run_job(name: str, *args: str, script: str = __file__) -> dict[str, Any]:
+    """One job of ``script`` (``--job name args``) in a fresh subprocess of this interpreter;
+    its JSON, or ``{"error": line}`` (for a peer that did not install, pip's error line)."""
+    package = PACKAGES.get(name.split("/")[-1])
     failed = failed_installs()
     if package in failed:
         return {"error": f"did not install: {failed[package] or 'see bench/peers/.venv/pip.log'}"}
-    cmd = [sys.executable, __file__, "--job", name, *args]
+    cmd = [sys.executable, script, "--job", name, *args]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=job_env())
     except subprocess.TimeoutExpired:
