@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import min_version, validate
 
+from histodetect.cohort.bags import bag_table
 from histodetect.cohort.validation import check_config, read_sample_sheet
 from histodetect.errors import InputError
 from histodetect.features.settings import (
@@ -17,7 +18,7 @@ from histodetect.features.settings import (
     tile_settings,
 )
 from histodetect.features.store import import_paths
-from histodetect.slides.synthetic import plan_cohort
+from histodetect.slides.graded import plan_demo
 
 min_version("9.0")
 
@@ -37,12 +38,15 @@ if DEMO:
     ANNOTATIONS = "results/demo/annotations.csv"
     samples = pd.DataFrame(
         [
-            (s.slide_id, s.patient_id, f"results/demo/slides/{s.slide_id}.tiff")
-            for s in plan_cohort(
-                **{k: v for k, v in config["demo"].items() if k != "enabled"}
+            (
+                s.slide_id,
+                s.patient_id,
+                f"results/demo/slides/{s.slide_id}.tiff",
+                s.n_lesions if config["demo"]["graded"] else None,
             )
+            for s in plan_demo(config["demo"])
         ],
-        columns=["slide_id", "patient_id", "path"],
+        columns=["slide_id", "patient_id", "path", "label"],
     )
 elif PATCH_LABELS:
     SAMPLE_SHEET = ANNOTATIONS = PATCH_LABELS
@@ -64,6 +68,11 @@ SHEET_ROWS = {
     }
     for row in samples.to_dict("records")
 }
+
+# Slide and patient labels (rules/mil.smk): checked before any job runs, one line naming the
+# sheet, the row and the value.
+MIL = config["mil"]
+MIL_BAGS = bag_table(samples, MIL, SAMPLE_SHEET) if MIL["enabled"] else None
 
 # New slides to predict on (target predict), from their own sheet, without annotations.
 PREDICT = config["predict"]
