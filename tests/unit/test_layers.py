@@ -12,7 +12,16 @@ import pytest
 import histodetect
 
 PACKAGE = Path(histodetect.__file__).parent
-STAGES = ["slides", "annotations", "cohort", "training", "features", "detection", "evaluation"]
+STAGES = [
+    "slides",
+    "annotations",
+    "cohort",
+    "training",
+    "features",
+    "mil",
+    "detection",
+    "evaluation",
+]
 SHARED = {"errors", "io", "columns", "runner", "testdata"}
 
 
