@@ -353,3 +353,68 @@ def print_run_summary():
             + f"; AP50 {m['ap50']:.3f}, FROC {m['froc_mean']:.3f}, patch AUC {m['patch']['auc']:.3f}"
             + ("" if auc is None else f", slide AUC {auc:.3f}")
         )
+
+
+# Slide and patient labels (rules/mil.smk).
+MIL_DIR = "results/mil"
+
+
+def mil_enabled(wildcards=None):
+    """Nothing, once mil.enabled is set; otherwise the one line that says so."""
+    if not MIL["enabled"]:
+        raise InputError(
+            "config",
+            "mil.enabled is false: set it (with a label column in the sample sheet), e.g. "
+            "--configfile config/mil_demo.yaml",
+        )
+    return []
+
+
+def mil_slides():
+    """Slides of the sheet whose bags the models see (all, with mil enabled)."""
+    return list(MIL_BAGS.slide_id) if MIL["enabled"] else []
+
+
+def mil_fold_outputs(name):
+    return expand(f"{MIL_DIR}/fold_{{fold}}/{name}", fold=FOLDS)
+
+
+def mil_bag_slides(slide):
+    """The slides of ``slide``'s bag (its attention is shared within the bag)."""
+    bags = MIL_BAGS.set_index("slide_id").bag_id
+    if slide not in bags.index:
+        raise InputError(SAMPLE_SHEET, f"slide {slide!r} is not in the sample sheet")
+    return list(bags.index[bags == bags[slide]])
+
+
+def mil_attention_maps(wildcards):
+    """Attention maps of every slide that tiled (known once mil_folds has run)."""
+    folds = pd.read_csv(
+        checkpoints.mil_folds.get().output[0], sep="\t", dtype={"slide_id": str}
+    )
+    used = folds.slide_id[folds.split != "excluded"]
+    return expand(
+        f"{MIL_DIR}/attention/{{slide}}.{{ext}}", slide=used, ext=["geojson", "png"]
+    )
+
+
+def print_mil_summary():
+    """The slide-label models' closing line, once metrics.json exists."""
+    path = Path(f"{MIL_DIR}/metrics.json")
+    if not MIL["enabled"] or not path.exists():
+        return
+    m = json.loads(path.read_text())
+
+    def fmt(key):
+        value = m.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    qwk = m["task"] == "ordinal"
+    print(
+        f"histodetect: {m['model']} over {m['n_test_bags']} test bags: AUC {fmt('auc')}, "
+        f"balanced accuracy {fmt('balanced_accuracy')}"
+        + (f", QWK {fmt('qwk')}" if qwk else "")
+        + f" (out of fold over {m['n_oof_bags']} training bags: AUC {fmt('oof_auc')}, "
+        f"balanced accuracy {fmt('oof_balanced_accuracy')}"
+        + (f", QWK {fmt('oof_qwk')})" if qwk else ")")
+    )

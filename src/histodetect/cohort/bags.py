@@ -10,6 +10,7 @@ checked here in code, on every fold table a model is trained from.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -198,3 +199,16 @@ def check_bag_folds(table: pd.DataFrame, source: str) -> None:
         raise SplitError(
             source, f"slide(s) {name_some(stray.slide_id)} have a fold that their split denies"
         )
+
+
+def read_bag_folds(path: str | Path) -> pd.DataFrame:
+    """The usable rows of a fold table (``results/mil/folds.tsv``), checked as
+    :func:`check_bag_folds` does: a table edited so that a bag leaks is refused."""
+    ids = dict.fromkeys(("slide_id", "patient_id", "bag_id", "group", "label"), str)
+    try:
+        folds = pd.read_csv(path, sep="\t", dtype=ids, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as err:
+        raise InputError(path, f"not a readable fold table ({err})") from None
+    folds = folds[folds.split != "excluded"].reset_index(drop=True)
+    check_bag_folds(folds, str(path))
+    return folds
