@@ -399,10 +399,14 @@ def mil_attention_maps(wildcards):
 
 
 def print_mil_summary():
-    """The slide-label models' closing line, once metrics.json exists."""
-    path = Path(f"{MIL_DIR}/metrics.json")
+    """Bags left out (none of their slides tiled), then the slide-label models' closing line."""
+    path, folds = Path(f"{MIL_DIR}/metrics.json"), Path(f"{MIL_DIR}/folds.tsv")
     if not MIL["enabled"] or not path.exists():
         return
+    table = pd.read_csv(folds, sep="\t", dtype=str, keep_default_na=False)
+    used = table.groupby("bag_id").split.agg(lambda s: (s != "excluded").any())
+    for bag in used.index[~used]:
+        print(f"histodetect: bag {bag} left out: none of its slides tiled")
     m = json.loads(path.read_text())
 
     def fmt(key):

@@ -65,3 +65,15 @@ class FeatureSource:
         """Each bag with its tiles, read one at a time."""
         for bag in bags:
             yield bag, self.bag(bag)
+
+
+def tile_stats(source: FeatureSource, bags: list[Bag]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and standard deviation (floored at 1e-6) of all tiles of ``bags``,
+    read one bag at a time."""
+    total, squares, n = 0.0, 0.0, 0
+    for _, x in source.stream(bags):
+        x64 = x.double()
+        total, squares, n = total + x64.sum(0), squares + (x64**2).sum(0), n + len(x)
+    mean = total / max(n, 1)
+    std = (squares / max(n, 1) - mean**2).clamp_min(0).sqrt().clamp_min(1e-6)
+    return mean.float(), std.float()

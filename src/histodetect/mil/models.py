@@ -9,7 +9,9 @@ pools them into one vector, and a head turns that into logits:
   ``k`` most attended tiles of a bag of class ``c`` are pushed to "in class" and the ``k``
   least attended to "not" by class ``c``'s instance classifier (in-class loss only).
 
-Every model returns per-tile weights beside its logits (the attention; ``mean``: uniform;
+Tiles are standardised first by the per-dimension mean and spread of the fold's training
+tiles (buffers ``shift``, ``scale``, saved with the weights): embeddings of a random or
+foreign encoder can be tiny in scale. Every model returns per-tile weights beside its logits (the attention; ``mean``: uniform;
 ``max``: the share of embedding dimensions whose maximum the tile holds), drawn as maps.
 """
 
@@ -94,6 +96,9 @@ class BagModel(nn.Module):
         self.kind = kind
         self.arch = {"kind": kind, "dim": dim, "hidden": hidden, "outputs": outputs}
         self.arch |= {"n_classes": n_classes, "ordinal": ordinal, "dropout": dropout}
+        # tiles are standardised by the training tiles' statistics (set by the trainer)
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
         self.project = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attention = GatedAttention(hidden) if kind in ("abmil", "clam_sb") else None
         if kind == "clam_sb":
@@ -104,7 +109,7 @@ class BagModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits ``(1, outputs)``, tile weights ``(N,)`` summing to 1, projected tiles."""
-        h = self.project(x)
+        h = self.project((x - self.shift) / self.scale)
         n = len(h)
         if self.kind == "mean":
             weights = torch.full((n,), 1.0 / n, device=h.device)

@@ -16,7 +16,7 @@ import torch
 
 from histodetect.errors import SplitError
 from histodetect.io import atomic_path
-from histodetect.mil.data import Bag, FeatureSource, bags_of
+from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
 from histodetect.mil.models import BagModel, MilTask
 from histodetect.training.loop import (
     FitState,
@@ -132,7 +132,9 @@ def train_mil_fold(
     model = BagModel(
         cfg.model, source.dim(train[0]), cfg.hidden, task.outputs, task.k,
         ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
-    ).to(device)  # fmt: skip
+    )  # fmt: skip
+    model.shift, model.scale = tile_stats(source, train)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
     state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
