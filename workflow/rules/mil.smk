@@ -20,7 +20,6 @@ checkpoint mil_folds:
         split=config["split"],
         folds=config["folds"],
         seed=config["seed"],
-        schema=SAMPLES_SCHEMA,
     script:
         "../scripts/mil_folds.py"
 

@@ -4,15 +4,13 @@ tile left out (split ``excluded``)."""
 import pandas as pd
 
 from histodetect.cohort.bags import bag_folds, bag_table, split_bags
-from histodetect.cohort.validation import read_sample_sheet
 from histodetect.io import atomic_path
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
     source = snakemake.input.sheet
-    table = bag_table(
-        read_sample_sheet(source, snakemake.params.schema), snakemake.params.mil, source
-    )
+    ids = dict.fromkeys(("slide_id", "patient_id", "label"), str)  # checked when the run began
+    table = bag_table(pd.read_csv(source, sep="\t", dtype=ids), snakemake.params.mil, source)
     tiling = pd.read_csv(snakemake.input.tiling, sep="\t", dtype={"slide_id": str})
     ok = table.slide_id.isin(set(tiling.slide_id[tiling.status == "ok"]))
     split = split_bags(
