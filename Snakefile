@@ -7,6 +7,8 @@
 #   training     train_fold (one job per fold), fold_summary
 #   features     extract_features (tile embeddings per slide), pretrain_encoder (the cohort's
 #                own self-supervised encoder); target: features
+#   mil          mil_folds, train_mil (one job per fold), mil_ensemble, mil_attention: models
+#                of slide or patient labels on the features; target: mil
 #   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap
 #   evaluation   training_curves, evaluate, report_description (first page of --report)
 
@@ -20,6 +22,7 @@ include: "workflow/rules/annotations.smk"
 include: "workflow/rules/cohort.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/features.smk"
+include: "workflow/rules/mil.smk"
 include: "workflow/rules/detection.smk"
 include: "workflow/rules/evaluation.smk"
 
@@ -39,6 +42,7 @@ rule all:
 
 onsuccess:
     print_run_summary()
+    print_mil_summary()
 
 
 onerror:

@@ -3,7 +3,7 @@
 One subpackage per stage of the workflow, in the order the data flows; a stage imports only
 the stages before it and the shared top-level modules (``errors``, ``io``, ``columns``,
 ``runner``): ``slides`` -> ``annotations`` -> ``cohort`` -> ``training`` -> ``features`` ->
-``detection`` -> ``evaluation``.
+``mil`` -> ``detection`` -> ``evaluation``.
 """
 
 __version__ = "0.1.0"

@@ -12,7 +12,16 @@ import pytest
 import histodetect
 
 PACKAGE = Path(histodetect.__file__).parent
-STAGES = ["slides", "annotations", "cohort", "training", "features", "detection", "evaluation"]
+STAGES = [
+    "slides",
+    "annotations",
+    "cohort",
+    "training",
+    "features",
+    "mil",
+    "detection",
+    "evaluation",
+]
 SHARED = {"errors", "io", "columns", "runner", "testdata"}
 
 
@@ -54,7 +63,10 @@ def test_no_stage_imports_a_later_one(path: Path) -> None:
 
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
-NETWORK_JOBS = {"train_fold.py", "infer_slide.py", "extract_features.py", "pretrain_encoder.py"}
+NETWORK_JOBS = {
+    "train_fold.py", "infer_slide.py", "extract_features.py", "pretrain_encoder.py",
+    "train_mil.py", "mil_ensemble.py", "mil_attention.py",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize(

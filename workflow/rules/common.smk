@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import min_version, validate
 
+from histodetect.cohort.bags import bag_table
 from histodetect.cohort.validation import check_config, read_sample_sheet
 from histodetect.errors import InputError
 from histodetect.features.settings import (
@@ -17,7 +18,7 @@ from histodetect.features.settings import (
     tile_settings,
 )
 from histodetect.features.store import import_paths
-from histodetect.slides.synthetic import plan_cohort
+from histodetect.slides.graded import plan_demo
 
 min_version("9.0")
 
@@ -37,12 +38,15 @@ if DEMO:
     ANNOTATIONS = "results/demo/annotations.csv"
     samples = pd.DataFrame(
         [
-            (s.slide_id, s.patient_id, f"results/demo/slides/{s.slide_id}.tiff")
-            for s in plan_cohort(
-                **{k: v for k, v in config["demo"].items() if k != "enabled"}
+            (
+                s.slide_id,
+                s.patient_id,
+                f"results/demo/slides/{s.slide_id}.tiff",
+                s.n_lesions if config["demo"]["graded"] else None,
             )
+            for s in plan_demo(config["demo"])
         ],
-        columns=["slide_id", "patient_id", "path"],
+        columns=["slide_id", "patient_id", "path", "label"],
     )
 elif PATCH_LABELS:
     SAMPLE_SHEET = ANNOTATIONS = PATCH_LABELS
@@ -64,6 +68,11 @@ SHEET_ROWS = {
     }
     for row in samples.to_dict("records")
 }
+
+# Slide and patient labels (rules/mil.smk): checked before any job runs, one line naming the
+# sheet, the row and the value.
+MIL = config["mil"]
+MIL_BAGS = bag_table(samples, MIL, SAMPLE_SHEET) if MIL["enabled"] else None
 
 # New slides to predict on (target predict), from their own sheet, without annotations.
 PREDICT = config["predict"]
@@ -354,3 +363,72 @@ def print_run_summary():
             + f"; AP50 {m['ap50']:.3f}, FROC {m['froc_mean']:.3f}, patch AUC {m['patch']['auc']:.3f}"
             + ("" if auc is None else f", slide AUC {auc:.3f}")
         )
+
+
+# Slide and patient labels (rules/mil.smk).
+MIL_DIR = "results/mil"
+
+
+def mil_enabled(wildcards=None):
+    """Nothing, once mil.enabled is set; otherwise the one line that says so."""
+    if not MIL["enabled"]:
+        raise InputError(
+            "config",
+            "mil.enabled is false: set it (with a label column in the sample sheet), e.g. "
+            "--configfile config/mil_demo.yaml",
+        )
+    return []
+
+
+def mil_slides():
+    """Slides of the sheet whose bags the models see (all, with mil enabled)."""
+    return list(MIL_BAGS.slide_id) if MIL["enabled"] else []
+
+
+def mil_fold_outputs(name):
+    return expand(f"{MIL_DIR}/fold_{{fold}}/{name}", fold=FOLDS)
+
+
+def mil_bag_slides(slide):
+    """The slides of ``slide``'s bag (its attention is shared within the bag)."""
+    bags = MIL_BAGS.set_index("slide_id").bag_id
+    if slide not in bags.index:
+        raise InputError(SAMPLE_SHEET, f"slide {slide!r} is not in the sample sheet")
+    return list(bags.index[bags == bags[slide]])
+
+
+def mil_attention_maps(wildcards):
+    """Attention maps of every slide that tiled (known once mil_folds has run)."""
+    folds = pd.read_csv(
+        checkpoints.mil_folds.get().output[0], sep="\t", dtype={"slide_id": str}
+    )
+    used = folds.slide_id[folds.split != "excluded"]
+    return expand(
+        f"{MIL_DIR}/attention/{{slide}}.{{ext}}", slide=used, ext=["geojson", "png"]
+    )
+
+
+def print_mil_summary():
+    """Bags left out (none of their slides tiled), then the slide-label models' closing line."""
+    path, folds = Path(f"{MIL_DIR}/metrics.json"), Path(f"{MIL_DIR}/folds.tsv")
+    if not MIL["enabled"] or not path.exists():
+        return
+    table = pd.read_csv(folds, sep="\t", dtype=str, keep_default_na=False)
+    used = table.groupby("bag_id").split.agg(lambda s: (s != "excluded").any())
+    for bag in used.index[~used]:
+        print(f"histodetect: bag {bag} left out: none of its slides tiled")
+    m = json.loads(path.read_text())
+
+    def fmt(key):
+        value = m.get(key)
+        return "n/a" if value is None else f"{value:.3f}"
+
+    qwk = m["task"] == "ordinal"
+    print(
+        f"histodetect: {m['model']} over {m['n_test_bags']} test bags: AUC {fmt('auc')}, "
+        f"balanced accuracy {fmt('balanced_accuracy')}"
+        + (f", QWK {fmt('qwk')}" if qwk else "")
+        + f" (out of fold over {m['n_oof_bags']} training bags: AUC {fmt('oof_auc')}, "
+        f"balanced accuracy {fmt('oof_balanced_accuracy')}"
+        + (f", QWK {fmt('oof_qwk')})" if qwk else ")")
+    )

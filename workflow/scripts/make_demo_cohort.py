@@ -3,11 +3,7 @@
 from pathlib import Path
 
 from histodetect.runner import rule_context
-from histodetect.slides.synthetic import make_cohort
+from histodetect.slides.graded import make_demo
 
 with rule_context(snakemake):
-    params = dict(snakemake.params.demo)
-    for key in ("lesions_per_slide", "lesion_size_um"):
-        if key in params:
-            params[key] = tuple(params[key])  # YAML gives lists
-    make_cohort(Path(snakemake.output.samples).parent, **params)
+    make_demo(Path(snakemake.output.samples).parent, dict(snakemake.params.demo))

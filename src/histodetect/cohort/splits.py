@@ -11,12 +11,16 @@ from sklearn.model_selection import StratifiedGroupKFold
 from histodetect.errors import SplitError, name_some
 
 
-def assert_patients_disjoint(table: pd.DataFrame, by: str, source: str = "split") -> None:
-    """Raise :class:`SplitError` if any patient has slides in two values of column ``by``."""
-    per_patient = table.groupby("patient_id")[by].nunique()
-    leaked = per_patient[per_patient > 1]
+def assert_patients_disjoint(
+    table: pd.DataFrame, by: str, source: str = "split", unit: str = "patient_id"
+) -> None:
+    """Raise :class:`SplitError` if any ``unit`` (patient, bag) has slides in two values of
+    column ``by``."""
+    per_unit = table.groupby(unit)[by].nunique()
+    leaked = per_unit[per_unit > 1]
     if len(leaked):
-        raise SplitError(source, f"patient(s) {name_some(leaked.index)} fall in more than one {by}")
+        what = {"patient_id": "patient", "bag_id": "bag"}.get(unit, unit)
+        raise SplitError(source, f"{what}(s) {name_some(leaked.index)} fall in more than one {by}")
 
 
 def assert_training_only(
@@ -75,6 +79,7 @@ def split_patients(
     seed: int,
     stratify_by: str | None = "centre",
     source: str = "sample sheet",
+    strata: pd.Series | None = None,
 ) -> pd.DataFrame:
     """Split slides into ``train``/``test`` by patient, stratified by lesion presence.
 
@@ -86,6 +91,9 @@ def split_patients(
 
     ``test_fraction == 0`` holds no patient out: every slide is ``train`` and goes to the
     folds, for an evaluation out of fold only (leave patients out, e.g. ``bench/mitos2012.py``).
+
+    ``strata`` (indexed by patient) replaces lesion presence and ``stratify_by``: the
+    slide-label models stratify by the bag label.
 
     Returns ``samples`` with a ``split`` column. Every patient lands wholly on one side.
     ``source`` names the sample sheet in error messages.
@@ -102,7 +110,8 @@ def split_patients(
         )
     n_test = min(max(1, math.floor(test_fraction * n_patients + 0.5)), n_patients - 1)
     rng = np.random.default_rng(seed)
-    strata = _patient_strata(samples, positive_slides, stratify_by)
+    if strata is None:
+        strata = _patient_strata(samples, positive_slides, stratify_by)
     quota = _quotas(strata.value_counts().sort_index(), n_test, rng)
     test_patients: list[str] = []
     for stratum, n in quota.items():

@@ -40,7 +40,7 @@ def read_sample_sheet(path: str | Path, schema_path: str | Path) -> pd.DataFrame
     """Read a tab-separated sample sheet and check it (see :func:`check_sample_sheet`)."""
     try:
         samples = pd.read_csv(
-            path, sep="\t", dtype={"slide_id": str, "patient_id": str, "path": str}
+            path, sep="\t", dtype={"slide_id": str, "patient_id": str, "path": str, "label": str}
         )
     except FileNotFoundError:
         raise InputError(path, "sample sheet not found") from None

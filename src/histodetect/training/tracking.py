@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ class RunLogger:
     ) -> None:
         self.uri, self.experiment, self.run_name, self.tb_dir = uri, experiment, run_name, tb_dir
         self.step_metric = step_metric  # logged every epoch: tells which epochs a run has
-        self.client = MlflowClient(uri)
+        with _store_lock(uri):  # fold jobs side by side would each create the tables
+            self.client = MlflowClient(uri)
         self.run_id = ""
         self.tb: SummaryWriter | None = None
 
@@ -100,3 +104,19 @@ class RunLogger:
             if exp is None:
                 raise
             return exp.experiment_id
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<db>.lock`` beside a SQLite store while it is opened (and its tables made)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

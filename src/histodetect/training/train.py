@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
 import os
-import random
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,14 @@ from histodetect.errors import name_some
 from histodetect.io import atomic_path
 from histodetect.training.data import augment_batch, make_loader, mixup, prepare_batch, random_crop
 from histodetect.training.ema import WeightEMA
+from histodetect.training.loop import (
+    FitState,
+    make_scheduler,
+    record_epoch,
+    resume,
+    seed_all,
+    tracked_run,
+)
 from histodetect.training.model import (
     balanced_loss_weights,
     build_model,
@@ -158,29 +164,6 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in free}
 
 
-@dataclass
-class _State:
-    """Everything that changes during training, checkpointed in ``last.pt``."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    scaler: torch.amp.GradScaler
-    ema: WeightEMA | None = None
-    epoch: int = -1
-    best_score: list[float] = field(default_factory=lambda: [-float("inf")])
-    best_epoch: int = -1
-    bad_epochs: int = 0
-    best_weights: dict[str, torch.Tensor] = field(default_factory=dict)
-    history: list[dict[str, float]] = field(default_factory=list)
-    run_id: str | None = None
-
-    @property
-    def net(self) -> nn.Module:
-        """The network that is validated and saved: the weight average if any, else the model."""
-        return self.model if self.ema is None else self.ema.module
-
-
 @dataclass(frozen=True)
 class Task:
     """Binary (one logit, BCE or focal) or multi-class (one logit per class, cross-entropy)."""
@@ -297,9 +280,9 @@ def train_fold(
     task = Task.from_tables(cfg, train_df, val_df)
     device = resolve_device(cfg.device)
     seed = cfg.seed + fold
-    _seed_all(seed)
+    seed_all(seed)
     state = _new_state(cfg, device, task.outputs)
-    resumed = _resume(out_dir / "last.pt", cfg, state)
+    resumed = resume(out_dir / "last.pt", cfg.resume_key(), state)
     drop_last = len(train_df) > cfg.batch_size  # no size-1 batch for batch norm
     stain = StainNormalizer(cfg.stain_norm, cfg.stain_reference) if cfg.stain_norm else None
     weights = train_df["weight"].to_numpy(np.float64) if "weight" in train_df else None
@@ -334,22 +317,17 @@ def train_fold(
     else:
         params["n_pos"] = int(n_rows.get(1, 0))
     logger = RunLogger(mlflow_uri, experiment, run_name, tb_dir)
-    state.run_id = logger.start(state.run_id, params, state.history)
-    if not resumed:
-        _save_last(out_dir / "last.pt", cfg, state)
-    try:
+    last, key = out_dir / "last.pt", cfg.resume_key()
+    with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
         _fit(state, loaders, y_val, cfg, task, fold, monitor, out_dir, meta, logger, device)
         ids = val_df[[c for c in _ID_COLUMNS if c in val_df]]
         metrics = _finalise(state, loaders[1], y_val, ids, cfg, task, out_dir, meta, device)
         logger.finish(metrics, out_dir / "model.pt")
-    except BaseException:
-        logger.fail()
-        raise
     return metrics
 
 
 def _fit(
-    state: _State,
+    state: FitState,
     loaders: tuple[DataLoader, DataLoader],
     y_val: np.ndarray,
     cfg: TrainConfig,
@@ -366,7 +344,7 @@ def _fit(
     aug_gen = torch.Generator()
     loss_fn = _loss_fn(cfg, task, meta, device)
     for epoch in range(state.epoch + 1, cfg.epochs):
-        if patience > 0 and state.bad_epochs >= patience:
+        if state.stop_early(patience):
             break
         loaders[0].generator.manual_seed(cfg.seed + fold + 1000 * epoch)
         aug_gen.manual_seed(cfg.seed + fold + 1000 * epoch + 1)
@@ -378,22 +356,13 @@ def _fit(
         score = [auc, -val_loss] if monitor == "auc" else [-val_loss]  # AUC ties: lower loss
         lr = state.optimizer.param_groups[0]["lr"]
         row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc, "lr": lr, **speed}
-        state.epoch, state.bad_epochs = epoch, state.bad_epochs + 1
-        if score > state.best_score:
-            state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
-            state.best_weights = copy.deepcopy(state.net.state_dict())
-        if cfg.scheduler == "plateau":
-            state.scheduler.step(score[0])
-        else:
-            state.scheduler.step()
-        state.history.append({"epoch": epoch, **row})
-        _save_last(out_dir / "last.pt", cfg, state)
-        logger.log_epoch(epoch, row)
+        last, key = out_dir / "last.pt", cfg.resume_key()
+        record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
         log.info("fold %d epoch %d: %s", fold, epoch, row)
 
 
 def _train_epoch(
-    state: _State,
+    state: FitState,
     loader: DataLoader,
     loss_fn: nn.Module,
     cfg: TrainConfig,
@@ -478,7 +447,7 @@ def _evaluate(
 
 
 def _finalise(
-    state: _State,
+    state: FitState,
     val_loader: DataLoader,
     y_val: np.ndarray,
     ids: pd.DataFrame,
@@ -535,7 +504,7 @@ def _loss_fn(cfg: TrainConfig, task: Task, meta: dict[str, Any], device: torch.d
     return make_loss(task.loss, **args).to(device)
 
 
-def _new_state(cfg: TrainConfig, device: torch.device, outputs: int) -> _State:
+def _new_state(cfg: TrainConfig, device: torch.device, outputs: int) -> FitState:
     model = build_model(
         cfg.backbone, cfg.pretrained, cfg.checkpoint, cfg.hidden, cfg.dropout, outputs
     )
@@ -543,61 +512,10 @@ def _new_state(cfg: TrainConfig, device: torch.device, outputs: int) -> _State:
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.scheduler == "cosine":
-        sched: Any = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    else:
-        patience = max(1, cfg.early_stopping_patience // 2)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, "max", factor=0.5, patience=patience
-        )
+    sched = make_scheduler(opt, cfg.scheduler, cfg.epochs, cfg.early_stopping_patience)
     fp16 = _amp_dtype(cfg, device) == torch.float16
     ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    return _State(model, opt, sched, torch.amp.GradScaler("cuda", enabled=fp16), ema)
-
-
-def _save_last(path: Path, cfg: TrainConfig, state: _State) -> None:
-    blob = {
-        "resume_key": cfg.resume_key(),
-        "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "scaler": state.scaler.state_dict(),
-        "ema": None if state.ema is None else state.ema.state_dict(),
-        "rng": _rng_state(),
-        **{k: getattr(state, k) for k in ("epoch", "best_score", "best_epoch", "bad_epochs")},
-        **{k: getattr(state, k) for k in ("best_weights", "history", "run_id")},
-    }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
-
-
-def _resume(path: Path, cfg: TrainConfig, state: _State) -> bool:
-    """Load ``last.pt`` into ``state`` if it exists and was made with a compatible config."""
-    if not path.exists():
-        return False
-    blob = torch.load(path, map_location="cpu", weights_only=False)
-    if blob.get("resume_key") != cfg.resume_key():
-        log.warning("%s was written with another config: starting afresh", path)
-        return False
-    state.model.load_state_dict(blob["model"])
-    state.optimizer.load_state_dict(blob["optimizer"])
-    state.scheduler.load_state_dict(blob["scheduler"])
-    state.scaler.load_state_dict(blob["scaler"])
-    if state.ema is not None:
-        state.ema.load_state_dict(blob["ema"])
-    for key in (
-        "epoch",
-        "best_score",
-        "best_epoch",
-        "bad_epochs",
-        "best_weights",
-        "history",
-        "run_id",
-    ):
-        setattr(state, key, blob[key])
-    _set_rng_state(blob["rng"])
-    log.info("resuming from %s after epoch %d", path, state.epoch)
-    return True
+    return FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=fp16), ema)
 
 
 def _labelled(df: pd.DataFrame) -> pd.DataFrame:
@@ -620,28 +538,3 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 def _autocast(cfg: TrainConfig, device: torch.device) -> Any:
     dtype = _amp_dtype(cfg, device)
     return nullcontext() if dtype is None else torch.autocast("cuda", dtype=dtype)
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)  # noqa: NPY002  (global RNG used by third-party code)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict[str, Any]:
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    numpy_state = np.random.get_state()  # noqa: NPY002
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-        "numpy": numpy_state,
-        "random": random.getstate(),
-    }
-
-
-def _set_rng_state(rng: dict[str, Any]) -> None:
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    np.random.set_state(rng["numpy"])  # noqa: NPY002
-    random.setstate(rng["random"])

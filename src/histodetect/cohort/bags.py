@@ -1,0 +1,214 @@
+"""Slide and patient labels for weakly supervised (MIL) models: checks, bags, split and folds.
+
+A bag is what one label belongs to: a slide (``mil.bag: slide``), all slides of a patient
+(``patient``) or of a sheet column's value (a biopsy id, say). Bags and patients are tied
+together into groups (a bag holding two patients joins them, a patient holding two bags
+joins those), and a group lands wholly on one side of the train/test split and in one fold:
+checked here in code, on every fold table a model is trained from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+from histodetect.cohort.splits import assert_patients_disjoint, split_patients
+from histodetect.errors import InputError, SplitError, name_some
+
+TASKS = ("binary", "multiclass", "ordinal")
+BAG_COLUMNS = ["slide_id", "patient_id", "bag_id", "group", "label", "y"]
+
+
+def _text(value: Any) -> str:
+    """A sheet value as label text: empty for a missing one, ``2`` for a float ``2.0``."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _grade(label: str) -> float | None:
+    try:
+        return float(label)
+    except ValueError:
+        return None
+
+
+def mil_classes(labels: pd.Series, mil: Mapping[str, Any], source: str) -> list[str]:
+    """The declared classes (``mil.classes``), or the labels found, sorted (numerically when
+    they are all numbers); checks the count fits ``mil.task``."""
+    declared = mil.get("classes")
+    if declared:
+        classes = [_text(c) for c in declared]
+    else:
+        found = sorted({v for v in labels if v})
+        numeric = all(_grade(v) is not None for v in found)
+        classes = sorted(found, key=lambda v: float(v)) if numeric else found
+    task = mil["task"]
+    if task not in TASKS:
+        raise InputError("config", f"mil.task must be one of {name_some(TASKS)}, not {task!r}")
+    if task == "binary" and len(classes) != 2:
+        raise InputError(source, f"mil.task binary needs 2 classes, found {name_some(classes)}")
+    if len(classes) < 2:
+        raise InputError(source, f"mil needs 2 or more classes, found {name_some(classes)}")
+    if task == "ordinal" and any(_grade(c) is None for c in classes):
+        raise InputError(
+            "config", f"ordinal classes must be grades (numbers): {name_some(classes)}"
+        )
+    return classes
+
+
+def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.DataFrame:
+    """One row per slide: ``slide_id, patient_id, bag_id, group, label, y`` (class code,
+    -1 for a predict-only slide, whose label is empty).
+
+    Raises :class:`InputError` naming the sheet, the row (line of the file) and the value for
+    a label outside the declared classes, an ordinal grade outside their range, a missing bag
+    column or bag id, or two labels in one bag (``mil.bag: patient``: two in one patient).
+    A slide with an empty label in a labelled bag takes the bag's label.
+    """
+    if "label" not in samples.columns:
+        raise InputError(source, "mil needs a label column (one label per slide; empty: predict)")
+    bag = mil["bag"]
+    column = {"slide": "slide_id", "patient": "patient_id"}.get(bag, bag)
+    if column not in samples.columns:
+        raise InputError(source, f"mil.bag is {bag!r} but the sheet has no column {column!r}")
+    table = samples.reset_index(drop=True)
+    labels = table["label"].map(_text)
+    bags = table[column].map(_text)
+    line = pd.Series(np.arange(len(table)) + 2)  # line 1 is the header
+    empty = bags == ""
+    if empty.any():
+        raise InputError(source, f"row {line[empty].iloc[0]}: empty {column} (mil.bag: {bag})")
+    classes = mil_classes(labels, mil, source)
+    for i in np.flatnonzero((labels != "") & ~labels.isin(classes)):
+        value = labels[i]
+        grade, lo, hi = _grade(value), _grade(classes[0]), _grade(classes[-1])
+        if mil["task"] == "ordinal" and grade is not None and not lo <= grade <= hi:
+            cause = f"grade {value} is outside the range {classes[0]}-{classes[-1]}"
+        else:
+            cause = f"label {value!r} is not one of the classes {name_some(classes)}"
+        raise InputError(source, f"row {line[i]}: {cause} (mil.classes)")
+    for bag_id, idx in labels[labels != ""].groupby(bags).groups.items():
+        values = labels[idx]
+        if values.nunique() > 1:
+            first, other = values.index[0], values.index[values != values.iloc[0]][0]
+            what = {"slide_id": "slide", "patient_id": "patient"}.get(column, column)
+            raise InputError(
+                source,
+                f"row {line[other]}: label {values[other]!r} differs from {values[first]!r} "
+                f"(row {line[first]}) in the same {what} {bag_id} (mil.bag: {bag})",
+            )
+    bag_label = labels[labels != ""].groupby(bags).first()
+    label = bags.map(bag_label).fillna("")
+    out = pd.DataFrame(
+        {
+            "slide_id": table["slide_id"].astype(str),
+            "patient_id": table["patient_id"].astype(str),
+            "bag_id": bags,
+            "label": label,
+        }
+    )
+    out["y"] = label.map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int)
+    out["group"] = bag_groups(out)
+    return out[BAG_COLUMNS]
+
+
+def bag_groups(table: pd.DataFrame) -> pd.Series:
+    """Each row's group: bags and patients tied by shared slides (union-find), named by their
+    smallest patient id."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for patient, bag in zip(table["patient_id"], table["bag_id"], strict=True):
+        a, b = find("p:" + str(patient)), find("b:" + str(bag))
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+    root = table["patient_id"].astype(str).map(lambda p: find("p:" + p))
+    name = table["patient_id"].astype(str).groupby(root).transform("min")
+    return name
+
+
+def split_bags(
+    table: pd.DataFrame, *, test_fraction: float, seed: int, source: str
+) -> pd.DataFrame:
+    """``table`` with ``split``: ``train``/``test`` by group (the patient split, stratified by
+    the bag label), ``predict`` for groups without a label (an unlabelled slide of a labelled
+    group goes with its group, and only its label is missing)."""
+    labelled = table[table.y >= 0]
+    if labelled.group.nunique() < 2:
+        raise SplitError(source, "mil needs labelled bags of 2 or more patients")
+    grouped = labelled.assign(patient_id=labelled.group)
+    strata = grouped.groupby("group").label.first()
+    split = split_patients(
+        grouped, set(), test_fraction=test_fraction, seed=seed, stratify_by=None,
+        source=source, strata=strata,
+    )  # fmt: skip
+    side = split.groupby("group").split.first()
+    out = table.assign(split=table.group.map(side).fillna("predict"))
+    check_bag_split(out, source)
+    return out
+
+
+def bag_folds(table: pd.DataFrame, *, k: int, seed: int, source: str) -> pd.DataFrame:
+    """``table`` (of :func:`split_bags`) with ``fold``: the training groups in ``k`` folds,
+    stratified by bag label (StratifiedGroupKFold); -1 for test and predict rows."""
+    train = table[table.split == "train"]
+    if k < 2 or k > train.group.nunique():
+        raise SplitError(
+            source, f"folds={k} needs 2 to {train.group.nunique()} training patient groups"
+        )
+    bags = train.drop_duplicates("bag_id")
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    fold_of_group: dict[str, int] = {}
+    for fold, (_, idx) in enumerate(cv.split(bags, bags.y, groups=bags.group)):
+        fold_of_group |= dict.fromkeys(bags.group.iloc[idx], fold)
+    out = table.copy()
+    out["fold"] = out.group.map(fold_of_group).fillna(-1).astype(int)
+    out.loc[out.split != "train", "fold"] = -1
+    check_bag_folds(out, source)
+    return out
+
+
+def check_bag_split(table: pd.DataFrame, source: str) -> None:
+    """Raise :class:`SplitError` when a bag or a patient has slides on two sides."""
+    for unit in ("bag_id", "patient_id"):
+        assert_patients_disjoint(table, "split", source, unit)
+
+
+def check_bag_folds(table: pd.DataFrame, source: str) -> None:
+    """Raise :class:`SplitError` unless every bag and patient is on one side and in one fold,
+    test and predict rows in no fold, and every training row in one of folds ``0..k-1``."""
+    check_bag_split(table, source)
+    train = table.split == "train"
+    for unit in ("bag_id", "patient_id"):
+        assert_patients_disjoint(table[train], "fold", source, unit)
+    stray = table[(train & (table.fold < 0)) | (~train & (table.fold >= 0))]
+    if len(stray):
+        raise SplitError(
+            source, f"slide(s) {name_some(stray.slide_id)} have a fold that their split denies"
+        )
+
+
+def read_bag_folds(path: str | Path) -> pd.DataFrame:
+    """The usable rows of a fold table (``results/mil/folds.tsv``), checked as
+    :func:`check_bag_folds` does: a table edited so that a bag leaks is refused."""
+    ids = dict.fromkeys(("slide_id", "patient_id", "bag_id", "group", "label"), str)
+    try:
+        folds = pd.read_csv(path, sep="\t", dtype=ids, keep_default_na=False)
+    except (OSError, pd.errors.ParserError) as err:
+        raise InputError(path, f"not a readable fold table ({err})") from None
+    folds = folds[folds.split != "excluded"].reset_index(drop=True)
+    check_bag_folds(folds, str(path))
+    return folds

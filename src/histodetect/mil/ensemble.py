@@ -1,0 +1,168 @@
+"""The fold models as one ensemble over the test bags, the decision chosen out of fold, and
+the metrics (``results/mil/predictions.tsv`` and ``metrics.json``).
+
+The decision is the tile stage's (:mod:`histodetect.training.thresholds`): a threshold on the
+positive probability (binary) or class priors (multi-class and ordinal grades), the one with
+the best balanced accuracy on the out-of-fold bags, each scored by the model blind to it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from histodetect.io import atomic_path
+from histodetect.mil.data import FeatureSource, bags_of
+from histodetect.mil.train import load_mil_model, score_bag
+from histodetect.training.thresholds import Decision, fit_decision, prob_matrix, read_oof
+from histodetect.training.tile_scores import balanced_accuracy, binary_auc
+
+_METRICS = ("auc", "balanced_accuracy", "qwk")
+
+
+def class_probs(table: pd.DataFrame) -> np.ndarray:
+    """``(N, K)`` class probabilities of a predictions table (binary ``prob``: two columns)."""
+    probs = prob_matrix(table)
+    return np.stack([1 - probs, probs], 1) if probs.ndim == 1 else probs
+
+
+def qwk(y: np.ndarray, pred: np.ndarray, k: int) -> float:
+    """Quadratic weighted kappa over the grades ``0..k-1`` (scikit-learn's with those labels)."""
+    observed = np.zeros((k, k))
+    np.add.at(observed, (np.asarray(y, int), np.asarray(pred, int)), 1)
+    expected = np.outer(observed.sum(1), observed.sum(0)) / max(observed.sum(), 1)
+    grades = np.arange(k)
+    weights = (grades[:, None] - grades[None]) ** 2
+    denominator = (weights * expected).sum()
+    return float(1 - (weights * observed).sum() / denominator) if denominator else float("nan")
+
+
+def macro_auc(y: np.ndarray, probs: np.ndarray) -> float:
+    """Binary AUC, or the mean one-vs-rest AUC over the classes present (macro)."""
+    if probs.shape[1] == 2:
+        return binary_auc(y, probs[:, 1])
+    aucs = [
+        binary_auc(y == c, probs[:, c])
+        for c in range(probs.shape[1])
+        if 0 < (y == c).sum() < len(y)
+    ]
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def scores(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, ordinal: bool) -> dict[str, float]:
+    """``auc``, ``balanced_accuracy`` and, for ordinal grades, ``qwk``."""
+    k = probs.shape[1]
+    out = {"auc": macro_auc(y, probs), "balanced_accuracy": balanced_accuracy(y, pred, k)}
+    if ordinal:
+        out["qwk"] = qwk(y, pred, k)
+    return out
+
+
+def bootstrap(
+    y: np.ndarray, probs: np.ndarray, pred: np.ndarray, ordinal: bool, n: int, seed: int
+) -> dict[str, list[float]]:
+    """95% percentile intervals of :func:`scores` over ``n`` resamples of the bags."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n):
+        i = rng.integers(0, len(y), len(y))
+        for key, value in scores(y[i], probs[i], pred[i], ordinal).items():
+            draws.setdefault(key, []).append(value)
+    return {
+        f"{key}_ci95": [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for key, v in draws.items()
+        if np.isfinite(v).any()
+    }
+
+
+def ensemble(
+    folds: pd.DataFrame,
+    model_paths: Sequence[str | Path],
+    prediction_paths: Sequence[str | Path],
+    source: FeatureSource,
+    *,
+    n_bootstrap: int = 1000,
+    seed: int = 42,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Score every test and predict-only bag with every fold model; return the predictions
+    table (test, predict and, out of fold, training bags) and the metrics."""
+    loaded = [load_mil_model(p) for p in model_paths]
+    meta = loaded[0][2]
+    classes, ordinal = list(meta["classes"]), meta["task"] == "ordinal"
+    oof = read_oof(prediction_paths, model_paths)  # refuses a bag scored by its own model
+    decision = fit_decision(oof, classes)
+    names = [f"prob_{c}" for c in classes]
+    rows = []
+    scored = [b for b in bags_of(folds) if b.split != "train" or b.y < 0]
+    for bag, x in source.stream(scored):
+        per_fold = np.array([score_bag(model, task, x)[0] for model, task, _ in loaded])
+        mean = per_fold.mean(0)
+        call = _predict(decision, mean[None])[0]
+        agree = float(np.mean(_predict(decision, per_fold) == call))
+        rows.append({"bag_id": bag.bag_id, "split": bag.split, "y": bag.y, "scored_by": "ensemble",
+                     **dict(zip(names, mean, strict=True)), "call": classes[call],
+                     "fold_agreement": agree, "n_tiles": len(x)})  # fmt: skip
+    oof_probs = class_probs(oof)
+    oof_calls = _predict(decision, oof_probs)
+    for i, r in enumerate(oof.itertuples()):
+        rows.append({"bag_id": r.bag_id, "split": "train", "y": r.label,
+                     "scored_by": f"fold_{r.fold}", **dict(zip(names, oof_probs[i], strict=True)),
+                     "call": classes[oof_calls[i]], "fold_agreement": np.nan})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.insert(3, "label", [classes[y] if y >= 0 else "" for y in table.y])
+    slides = folds.groupby("bag_id", sort=False).slide_id.agg(",".join)
+    table.insert(1, "slides", table.bag_id.map(slides))
+    test = table[(table.split == "test") & (table.y >= 0)]
+    metrics: dict[str, Any] = {
+        "task": meta["task"],
+        "classes": classes,
+        "model": meta["arch"]["kind"],
+    }
+    metrics |= {"decision": decision.to_dict(), "n_test_bags": len(test), "n_oof_bags": len(oof)}
+    metrics |= _block(test, names, classes, decision, ordinal, n_bootstrap, seed)
+    oof_scores = scores(oof.label.to_numpy(int), oof_probs, oof_calls, ordinal)
+    metrics |= {f"oof_{k}": v for k, v in oof_scores.items()}
+    return table.drop(columns="y"), metrics
+
+
+def _predict(decision: Decision, probs: np.ndarray) -> np.ndarray:
+    """Class codes of ``(N, K)`` probabilities at the decision (binary: the positive column)."""
+    return decision.predict(probs if decision.multiclass else probs[:, 1])
+
+
+def _block(
+    test: pd.DataFrame,
+    names: list[str],
+    classes: list[str],
+    decision: Decision,
+    ordinal: bool,
+    n_bootstrap: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The test bags' metrics, confusion matrix (rows: true class) and 95% intervals."""
+    keys = {k: float("nan") for k in _METRICS if ordinal or k != "qwk"}
+    if test.empty:
+        return keys | {"confusion": []}
+    y, probs = test.y.to_numpy(int), test[names].to_numpy(np.float64)
+    pred = _predict(decision, probs)
+    confusion = np.zeros((len(classes), len(classes)), int)
+    np.add.at(confusion, (y, pred), 1)
+    return (
+        scores(y, probs, pred, ordinal)
+        | {"confusion": confusion.tolist()}
+        | bootstrap(y, probs, pred, ordinal, n_bootstrap, seed)
+    )
+
+
+def write_outputs(table: pd.DataFrame, metrics: dict[str, Any], tsv: Path, out_json: Path) -> None:
+    """``predictions.tsv`` and ``metrics.json`` (NaN written as null)."""
+    with atomic_path(tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    clean = json.loads(json.dumps(metrics, default=float).replace("NaN", "null"))
+    with atomic_path(out_json) as tmp:
+        tmp.write_text(json.dumps(clean, indent=2) + "\n")

@@ -1,0 +1,137 @@
+"""Bag models over tile embeddings, and the three tasks' heads and losses.
+
+A bag is a ``(tiles, dim)`` tensor. Every model projects the tiles (linear, ReLU, dropout),
+pools them into one vector, and a head turns that into logits:
+
+- ``mean`` / ``max``: mean or element-wise max of the projected tiles (baselines);
+- ``abmil``: gated attention (Ilse et al. 2018), ``a = softmax(w . (tanh(V h) * sigmoid(U h)))``;
+- ``clam_sb``: the same attention plus CLAM-SB's instance clustering (Lu et al. 2021): the
+  ``k`` most attended tiles of a bag of class ``c`` are pushed to "in class" and the ``k``
+  least attended to "not" by class ``c``'s instance classifier (in-class loss only).
+
+Tiles are standardised first by the per-dimension mean and spread of the fold's training
+tiles (buffers ``shift``, ``scale``, saved with the weights): embeddings of a random or
+foreign encoder can be tiny in scale. Every model returns per-tile weights beside its logits (the attention; ``mean``: uniform;
+``max``: the share of embedding dimensions whose maximum the tile holds), drawn as maps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+MODELS = ("mean", "max", "abmil", "clam_sb")
+
+
+@dataclass(frozen=True)
+class MilTask:
+    """``binary`` (one logit), ``multiclass`` (one per class) or ``ordinal`` (CORAL: one
+    shared score and ``K - 1`` ordered thresholds; ``P(y > k) = sigmoid(s + b_k)``)."""
+
+    kind: str
+    classes: list[str]
+
+    @property
+    def k(self) -> int:
+        return len(self.classes)
+
+    @property
+    def outputs(self) -> int:
+        return {"binary": 1, "multiclass": self.k, "ordinal": self.k - 1}[self.kind]
+
+    def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-bag losses of ``(B, outputs)`` logits against class codes ``(B,)``."""
+        bce = nn.functional.binary_cross_entropy_with_logits
+        if self.kind == "binary":
+            return bce(logits[:, 0], y.float(), reduction="none")
+        if self.kind == "multiclass":
+            return nn.functional.cross_entropy(logits, y.long(), reduction="none")
+        levels = (y[:, None] > torch.arange(self.k - 1, device=y.device)[None]).float()
+        return bce(logits, levels, reduction="none").sum(1)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` class probabilities (ordinal: differences of the cumulative ones)."""
+        if self.kind == "binary":
+            p = torch.sigmoid(logits[:, 0])
+            return torch.stack([1 - p, p], 1)
+        if self.kind == "multiclass":
+            return torch.softmax(logits, 1)
+        above = torch.sigmoid(logits).cummin(1).values  # P(y > k), made non-increasing
+        ones, zeros = torch.ones_like(above[:, :1]), torch.zeros_like(above[:, :1])
+        cum = torch.cat([ones, above, zeros], 1)
+        return (cum[:, :-1] - cum[:, 1:]).clamp_min(0)
+
+
+class GatedAttention(nn.Module):
+    """Gated attention scores of projected tiles, ``(N, hidden) -> (N,)``."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.v, self.u = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.w = nn.Linear(hidden, 1)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.w(torch.tanh(self.v(h)) * torch.sigmoid(self.u(h)))[:, 0]
+
+
+class BagModel(nn.Module):
+    """One of :data:`MODELS` over ``dim``-wide tile embeddings with ``outputs`` logits."""
+
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        hidden: int,
+        outputs: int,
+        n_classes: int,
+        *,
+        ordinal: bool = False,
+        dropout: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if kind not in MODELS:
+            raise ValueError(f"mil.model must be one of {', '.join(MODELS)}, not {kind!r}")
+        self.kind = kind
+        self.arch = {"kind": kind, "dim": dim, "hidden": hidden, "outputs": outputs}
+        self.arch |= {"n_classes": n_classes, "ordinal": ordinal, "dropout": dropout}
+        # tiles are standardised by the training tiles' statistics (set by the trainer)
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+        self.project = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
+        self.attention = GatedAttention(hidden) if kind in ("abmil", "clam_sb") else None
+        if kind == "clam_sb":
+            self.instance = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(n_classes))
+        # ordinal (CORAL): one score shared by the K - 1 thresholds, which start ordered
+        self.head = nn.Linear(hidden, 1 if ordinal else outputs, bias=not ordinal)
+        self.bias = nn.Parameter(torch.linspace(1, -1, outputs)) if ordinal else None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits ``(1, outputs)``, tile weights ``(N,)`` summing to 1, projected tiles."""
+        h = self.project((x - self.shift) / self.scale)
+        n = len(h)
+        if self.kind == "mean":
+            weights = torch.full((n,), 1.0 / n, device=h.device)
+            pooled = h.mean(0)
+        elif self.kind == "max":
+            pooled, where = h.max(0)
+            weights = torch.bincount(where, minlength=n).float() / h.shape[1]
+        else:
+            assert self.attention is not None
+            weights = torch.softmax(self.attention(h), 0)
+            pooled = weights @ h
+        logits = self.head(pooled)[None]
+        if self.bias is not None:
+            logits = logits + self.bias[None]
+        return logits, weights, h
+
+    def instance_loss(self, h: torch.Tensor, weights: torch.Tensor, y: int, k: int) -> torch.Tensor:
+        """CLAM-SB's in-class clustering loss of one bag of class ``y`` (0 for other models)."""
+        if self.kind != "clam_sb" or len(h) < 2:
+            return h.new_zeros(())
+        k = min(k, len(h) // 2)
+        order = torch.argsort(weights, descending=True)
+        picked = torch.cat([order[:k], order[-k:]])
+        target = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(h.device)
+        return nn.functional.cross_entropy(self.instance[y](h[picked]), target)

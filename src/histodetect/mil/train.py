@@ -1,0 +1,261 @@
+"""Train one fold's bag model: the training stage's fold loop (seeds, ``last.pt`` resume,
+early stopping, one MLflow run and TensorBoard events), one bag per step."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from histodetect.errors import SplitError
+from histodetect.io import atomic_path
+from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
+from histodetect.mil.models import BagModel, MilTask
+from histodetect.training.loop import (
+    FitState,
+    make_scheduler,
+    record_epoch,
+    resume,
+    seed_all,
+    tracked_run,
+)
+from histodetect.training.model import resolve_device
+from histodetect.training.tile_scores import binary_auc, multiclass_auc
+from histodetect.training.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+FORMAT = "histodetect-mil-1"
+PREDICTIONS = "val_predictions.parquet"
+_RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
+
+
+@dataclass(frozen=True)
+class MilConfig:
+    """Training options of the ``mil`` config section (the others are the workflow's)."""
+
+    model: str = "abmil"
+    task: str = "binary"
+    hidden: int = 128
+    dropout: float = 0.25
+    epochs: int = 30
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 8
+    class_balance: str = "loss"
+    max_tiles: int | None = None
+    clam_k: int = 8
+    clam_weight: float = 0.3
+    device: str = "auto"
+    seed: int = 42
+
+    @classmethod
+    def from_section(cls, mil: dict[str, Any], seed: int) -> MilConfig:
+        """The fields of ``mil`` that train a model (others, e.g. ``bag``, are left out)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in mil.items() if k in names}, seed=seed)
+
+    def resume_key(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+
+
+def auc_of(y: np.ndarray, probs: np.ndarray) -> float:
+    """Binary AUC of the positive class's probability, else one-vs-rest (weighted)."""
+    if probs.shape[1] == 2:
+        return binary_auc(y, probs[:, 1])
+    return multiclass_auc(y, probs)
+
+
+def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
+    """An untrained model and its task as ``meta`` (of :func:`train_mil_fold`) describes."""
+    arch = meta["arch"]
+    model = BagModel(
+        arch["kind"], arch["dim"], arch["hidden"], arch["outputs"], arch["n_classes"],
+        ordinal=arch["ordinal"], dropout=arch["dropout"],
+    )  # fmt: skip
+    return model, MilTask(meta["task"], list(meta["classes"]))
+
+
+def load_mil_model(path: str | Path) -> tuple[BagModel, MilTask, dict[str, Any]]:
+    """A fold model written by :func:`train_mil_fold`, in eval mode, with its task and meta."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a histodetect MIL model")
+    model, task = build(blob["meta"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), task, blob["meta"]
+
+
+@torch.inference_mode()
+def score_bag(model: BagModel, task: MilTask, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(K,)`` and tile weights ``(N,)`` of one bag."""
+    logits, weights, _ = model(x)
+    return task.probs(logits)[0].numpy(), weights.numpy()
+
+
+def train_mil_fold(
+    folds: pd.DataFrame,
+    fold: int,
+    source: FeatureSource,
+    out_dir: Path,
+    cfg: MilConfig,
+    classes: list[str],
+    *,
+    mlflow_uri: str,
+    experiment: str,
+    tb_dir: Path,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train on the labelled training bags outside ``fold``, select on those inside it.
+
+    Writes ``out_dir/last.pt`` every epoch, then ``model.pt`` (the best epoch by validation
+    AUC, ties by loss), ``val_predictions.parquet`` (each validation bag's ``bag_id``,
+    ``patient_id`` (its group), ``label``, ``fold`` and ``prob`` or ``prob_0..``, what the
+    out-of-fold decision is chosen from) and ``training_metrics.json``; returns the metrics.
+    The model records the groups it trained on (``train_patients``).
+    """
+    out_dir = Path(out_dir)
+    bags = [b for b in bags_of(folds) if b.split == "train" and b.y >= 0]
+    train = [b for b in bags if b.fold != fold]
+    val = [b for b in bags if b.fold == fold]
+    if not train or not val:
+        raise SplitError("folds", f"fold {fold} has {len(train)} training, {len(val)} val bags")
+    task = MilTask(cfg.task, classes)
+    device = resolve_device(cfg.device)
+    seed_all(cfg.seed + fold)
+    model = BagModel(
+        cfg.model, source.dim(train[0]), cfg.hidden, task.outputs, task.k,
+        ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
+    )  # fmt: skip
+    model.shift, model.scale = tile_stats(source, train)
+    model = model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
+    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    resumed = resume(out_dir / "last.pt", cfg.resume_key(), state)
+    counts = np.bincount([b.y for b in train], minlength=task.k).astype(float)
+    class_w = len(train) / (task.k * np.maximum(counts, 1))
+    groups = sorted({b.group for b in train})
+    meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
+    meta |= {"train_patients": groups, "config": dataclasses.asdict(cfg), **(extra_meta or {})}
+    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
+    params |= {f"n_class_{c}": int(n) for c, n in zip(classes, counts, strict=True)}
+    logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
+    last, key = out_dir / "last.pt", cfg.resume_key()
+    with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
+        for epoch in range(state.epoch + 1, cfg.epochs):
+            if state.stop_early(cfg.early_stopping_patience):
+                break
+            rng = np.random.default_rng([cfg.seed, fold, epoch])
+            train_loss = _epoch(state, train, source, task, cfg, class_w, rng, device)
+            val_loss, probs = _validate(model, val, source, task, device)
+            auc = auc_of(np.array([b.y for b in val]), probs)
+            score = [auc if np.isfinite(auc) else -1.0, -val_loss]
+            row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
+            row["lr"] = opt.param_groups[0]["lr"]
+            record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
+            log.info("fold %d epoch %d: %s", fold, epoch, row)
+        metrics = _finalise(state, val, source, task, out_dir, meta, device)
+        logger.finish(metrics, out_dir / "model.pt")
+    return metrics
+
+
+def _epoch(
+    state: FitState,
+    bags: list[Bag],
+    source: FeatureSource,
+    task: MilTask,
+    cfg: MilConfig,
+    class_w: np.ndarray,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> float:
+    """One pass (one bag per step); ``sampler`` draws bags class-balanced, ``loss`` weighs."""
+    model = state.model.train()
+    if cfg.class_balance == "sampler":
+        p = class_w[[b.y for b in bags]]
+        order = rng.choice(len(bags), len(bags), p=p / p.sum())
+    else:
+        order = rng.permutation(len(bags))
+    total = 0.0
+    for i in order:
+        bag = bags[int(i)]
+        x = source.bag(bag)
+        if cfg.max_tiles and len(x) > cfg.max_tiles:
+            x = x[torch.from_numpy(rng.choice(len(x), cfg.max_tiles, replace=False))]
+        logits, weights, h = model(x.to(device))
+        y = torch.tensor([bag.y], device=device)
+        loss = task.loss(logits, y)[0]
+        if cfg.class_balance == "loss":
+            loss = loss * float(class_w[bag.y])
+        if cfg.model == "clam_sb":
+            inst = model.instance_loss(h, weights, bag.y, cfg.clam_k)
+            loss = (1 - cfg.clam_weight) * loss + cfg.clam_weight * inst
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        total += loss.item()
+    return total / max(len(bags), 1)
+
+
+@torch.inference_mode()
+def _validate(
+    model: BagModel, bags: list[Bag], source: FeatureSource, task: MilTask, device: torch.device
+) -> tuple[float, np.ndarray]:
+    """Mean loss and ``(bags, K)`` class probabilities."""
+    model.eval()
+    losses, probs = [], []
+    for bag, x in source.stream(bags):
+        logits, _, _ = model(x.to(device))
+        losses.append(float(task.loss(logits, torch.tensor([bag.y], device=device))[0]))
+        probs.append(task.probs(logits)[0].cpu().numpy())
+    return float(np.mean(losses)), np.array(probs)
+
+
+def _finalise(
+    state: FitState,
+    val: list[Bag],
+    source: FeatureSource,
+    task: MilTask,
+    out_dir: Path,
+    meta: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Write ``model.pt`` (best epoch), the validation predictions and metrics."""
+    model = state.model
+    model.load_state_dict(state.best_weights)
+    chosen = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({"format": FORMAT, "meta": {**meta, **chosen}, "state_dict": weights}, tmp)
+    val_loss, probs = _validate(model, val, source, task, device)
+    table = pd.DataFrame(
+        {
+            "bag_id": [b.bag_id for b in val],
+            "patient_id": [b.group for b in val],
+            "label": [b.y for b in val],
+            "fold": meta["fold"],
+        }
+    )
+    if task.k == 2:
+        table["prob"] = probs[:, 1]
+    else:
+        table = table.assign(**{f"prob_{k}": probs[:, k] for k in range(task.k)})
+    with atomic_path(out_dir / PREDICTIONS) as tmp:
+        table.to_parquet(tmp, index=False)
+    metrics = {
+        "best_epoch": state.best_epoch,
+        "selected_epoch": state.best_epoch,
+        "epochs_run": state.epoch + 1,
+        "val_auc": chosen["val_auc"],
+        "val_loss": val_loss,
+    }
+    with atomic_path(out_dir / "training_metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    return metrics

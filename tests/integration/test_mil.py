@@ -1,0 +1,82 @@
+"""`snakemake mil` on a small graded cohort: slide labels only, no annotations read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _workflow import snakemake, write_config
+from mlflow.tracking import MlflowClient
+
+from histodetect.features.store import read_features
+
+pytestmark = pytest.mark.integration
+
+# 6 slides of grade 0-2 (the number of hidden lesions), 2 test slides, 2 folds; 64 px tiles.
+CONFIG = {
+    "demo": {
+        "enabled": True, "graded": True, "grades": 3, "n_slides": 6, "n_patients": 6,
+        "width": 2048, "height": 2048, "mpp": 1.0, "lesion_size_um": [250, 400], "seed": 3,
+        "lesion_contrast": [1.0, 1.0], "mimics_per_slide": 0,
+    },
+    "tiling": {"tile_um": 64.0, "target_mpp": 1.0},
+    "split": {"test_fraction": 0.25, "stratify_by": None},
+    "folds": 2,
+    "features": {"batch_size": 256},
+    "mil": {"enabled": True, "task": "ordinal", "classes": [0, 1, 2], "model": "clam_sb",
+            "epochs": 4, "clam_k": 4, "bootstrap": 50},
+}  # fmt: skip
+
+
+def test_graded_slides_train_fold_models_ensemble_and_attention_maps(tmp_path: Path) -> None:
+    write_config(tmp_path, CONFIG)
+    proc = snakemake(tmp_path, "mil")
+    assert not (tmp_path / "results" / "labels").exists()  # no annotation was read
+    res = tmp_path / "results" / "mil"
+    folds = pd.read_csv(res / "folds.tsv", sep="\t", dtype={"slide_id": str})
+    sheet = pd.read_csv(
+        tmp_path / "results" / "demo" / "samples.tsv", sep="\t", dtype={"slide_id": str}
+    )
+    assert dict(zip(folds.slide_id, folds.y, strict=True)) == dict(
+        zip(sheet.slide_id, sheet.label, strict=True)
+    )
+    assert (folds.split == "test").sum() == 2 and set(folds.fold[folds.split == "train"]) == {0, 1}
+
+    table = pd.read_csv(res / "predictions.tsv", sep="\t", dtype={"bag_id": str})
+    probs = table[["prob_0", "prob_1", "prob_2"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    test = table[table.split == "test"]
+    assert sorted(test.bag_id) == sorted(folds.slide_id[folds.split == "test"])
+    assert test.fold_agreement.between(0, 1).all() and (test.scored_by == "ensemble").all()
+    oof = table[table.split == "train"]
+    assert sorted(oof.bag_id) == sorted(folds.slide_id[folds.split == "train"])
+    assert all(
+        f"fold_{f}" == s
+        for f, s in zip(folds.set_index("slide_id").fold[oof.bag_id], oof.scored_by, strict=True)
+    )
+
+    metrics = json.loads((res / "metrics.json").read_text())
+    for key in ("auc", "balanced_accuracy", "qwk", "oof_auc", "oof_balanced_accuracy", "oof_qwk"):
+        assert key in metrics
+    assert np.array(metrics["confusion"]).sum() == 2 and metrics["n_oof_bags"] == 4
+    assert metrics["decision"]["priors"] and len(metrics["decision"]["priors"]) == 3
+
+    (folder,) = (tmp_path / "results" / "features").glob("resnet18-*")
+    for slide in folds.slide_id:
+        feats = read_features(folder / f"{slide}.h5")
+        geo = json.loads((res / "attention" / f"{slide}.geojson").read_text())["features"]
+        attention = [f["properties"]["measurements"]["attention"] for f in geo]
+        assert len(attention) == len(feats) and abs(sum(attention) - 1) < 1e-4  # bag of one slide
+        assert (res / "attention" / f"{slide}.png").stat().st_size > 0
+
+    client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow/mlflow.db")
+    exp = client.get_experiment_by_name("histodetect").experiment_id
+    runs = client.search_runs([exp], "attributes.run_name LIKE 'mil_fold_%'")
+    assert sorted(r.info.run_name for r in runs) == ["mil_fold_0", "mil_fold_1"]
+    last = [line for line in proc.stdout.splitlines() if line.startswith("histodetect:")][-1]
+    assert last.startswith("histodetect: clam_sb over 2 test bags: AUC ")
+    assert "QWK" in last and "out of fold over 4 training bags" in last
+    assert "Nothing to be done" in snakemake(tmp_path, "mil").stderr

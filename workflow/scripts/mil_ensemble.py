@@ -1,0 +1,23 @@
+"""Snakemake script of rule mil_ensemble: predictions.tsv and metrics.json."""
+
+from pathlib import Path
+
+import torch
+
+from histodetect.cohort.bags import read_bag_folds
+from histodetect.mil.data import FeatureSource
+from histodetect.mil.ensemble import ensemble, write_outputs
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    torch.set_num_threads(snakemake.threads)
+    path = snakemake.input.folds
+    folds = read_bag_folds(path)  # a tampered table is refused
+    table, metrics = ensemble(
+        folds, list(snakemake.input.models), list(snakemake.input.predictions),
+        FeatureSource(snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}),
+        n_bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed,
+    )  # fmt: skip
+    write_outputs(
+        table, metrics, Path(snakemake.output.predictions), Path(snakemake.output.metrics)
+    )
