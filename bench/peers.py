@@ -48,18 +48,17 @@ order) ours 97 MP/s, fastslide 65, turbo 107; inference ours 12.9 tiles/s, the n
 13.2, TIAToolbox 10.5, WSInfer 3.5; last line ``tiling_vs_best_peer=1.58
 reading_vs_best_peer=1.43 reading_vs_turbo=0.90 inference_vs_best_peer=1.23``.
 
-With hs2p, cuCIM and microtome-wsi (2026-12-04, 16 min, NOT alone: two other sessions' jobs
-kept the load at 3.6-4.7 on the 2 cores, so ours beat its own network-alone bound on the big
-slide, 35.8 against 13.6 tiles/s: take single figures as noisy), big slide: tiling hs2p 0.08 s
-(15,400 tiles, +24%: its HSV mask on the 16 um/px level) against ours 0.36 s and TIAToolbox
-0.36 s;
-reading (random order) cuCIM 411 MP/s (batches of 64, 2 workers), hs2p 310 (through cuCIM),
-ours 238, fastslide 138; microtome-wsi reads SVS only: on the SVS it led in tiling order (108
-MP/s against ours 72) and was second in random order (85 against ours 103). The last line
-``tiling_vs_best_peer=0.22 reading_vs_best_peer=0.57 reading_vs_turbo=1.30
-inference_vs_best_peer=1.33``: the best tiler is now hs2p (4.5x ours, on a mask 2x coarser
-than our 8 um/px one) and the best reader cuCIM (1.7x ours, its batches of 64 decoded on
-two workers). Inference has no new peer.
+With hs2p, cuCIM and microtome-wsi (2026-12-04, alone on 2 cores under the heavy-run lock, 18
+min), big slide: tiling hs2p 0.07 s (15,400 tiles, +24%: its HSV mask on the 16 um/px level)
+against ours 0.26 s (12,400) and TIAToolbox 0.30 s (11,980); reading (random order) cuCIM 404
+MP/s (batches of 64, 2 workers), hs2p 304 (through cuCIM), ours 238, turbo 253, fastslide 153;
+microtome-wsi reads Aperio SVS only (none of the big slide's rows): on the SVS it leads both
+orders (212 and 194 MP/s against ours 97 and 109); inference ours 41.9 tiles/s, the network
+alone 39.4, TIAToolbox 29.1, WSInfer 6.5. The last line ``tiling_vs_best_peer=0.27
+reading_vs_best_peer=0.59 reading_vs_turbo=0.94 inference_vs_best_peer=1.44``: the best tiler
+is now hs2p (3.7x ours, on a mask 2x coarser than our 8 um/px one and 24% more tiles, so not
+the same work), the best reader cuCIM (1.7x ours, its batches decoded on two workers).
+An earlier run of the same code on a busy machine gave 0.22 / 0.57 / 1.30 / 1.33.
 """
 
 from __future__ import annotations
