@@ -39,6 +39,14 @@ from histodetect.training.data import (
     normalize_batch,
     random_crop,
 )
+from histodetect.training.loop import (
+    FitState,
+    make_scheduler,
+    record_epoch,
+    resume,
+    seed_all,
+    tracked_run,
+)
 from histodetect.training.model import feature_width, resolve_device
 from histodetect.training.tracking import RunLogger
 
@@ -183,29 +191,21 @@ def pretrain_encoder(
     ``features.source: ssl`` and ``train.init: ssl`` load) and a record of how it was made.
     """
     assert_training_only(tiles["slide_id"], split, source, "self-supervised pretraining")
-    out_dir = Path(out_dir)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # noqa: NPY002
+    out_dir, last = Path(out_dir), Path(out_dir) / "last.pt"
+    seed_all(cfg.seed)
     device = resolve_device(cfg.device)
     drawn = draw_tiles(tiles, cfg.max_tiles, cfg.seed)
     model = SSLModel(cfg).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = FitState(
+        model,
+        opt,
+        make_scheduler(opt, "cosine", cfg.epochs, 0),
+        torch.amp.GradScaler(enabled=False),
     )
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    state: dict[str, Any] = {"epoch": -1, "history": [], "run_id": None}
     resume_key = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _RESUME_FREE}
-    last = out_dir / "last.pt"
-    if last.exists():
-        blob = torch.load(last, map_location="cpu", weights_only=False)
-        if blob["resume_key"] == resume_key:
-            model.load_state_dict(blob["model"])
-            opt.load_state_dict(blob["optimizer"])
-            sched.load_state_dict(blob["scheduler"])
-            state = {k: blob[k] for k in ("epoch", "history", "run_id")}
-            log.info("resuming from %s after epoch %d", last, state["epoch"])
-        else:
-            log.warning("%s was written with other ssl settings: starting afresh", last)
+    resumed = resume(last, resume_key, state)
     drop_last = len(drawn) > cfg.batch_size
     loader = make_loader(drawn, cfg.batch_size, cfg.workers(), True, cfg.seed, drop_last=drop_last)
     params = {
@@ -214,19 +214,16 @@ def pretrain_encoder(
         "n_slides": drawn.slide_id.nunique(),
     }
     logger = RunLogger(mlflow_uri, experiment, "ssl_encoder", tb_dir, step_metric="ssl_loss")
-    state["run_id"] = logger.start(state["run_id"], params, state["history"])
     gen = torch.Generator()
     steps = cfg.epochs * max(1, len(loader))
-    try:
-        for epoch in range(state["epoch"] + 1, cfg.epochs):
+    with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=resume_key):
+        for epoch in range(state.epoch + 1, cfg.epochs):
             loader.generator.manual_seed(cfg.seed + 1000 * epoch)
             gen.manual_seed(cfg.seed + 1000 * epoch + 1)
             model.train()
             total, n, t0 = 0.0, 0, time.perf_counter()
-            desc = f"ssl epoch {epoch}"
-            for step, (images, _) in enumerate(
-                tqdm(loader, desc=desc, file=sys.stderr, mininterval=5.0)
-            ):
+            batches = tqdm(loader, desc=f"ssl epoch {epoch}", file=sys.stderr, mininterval=5.0)
+            for step, (images, _) in enumerate(batches):
                 v1, v2 = (v.to(device, non_blocking=True) for v in two_views(images, cfg, gen))
                 m = cosine_schedule(epoch * len(loader) + step, steps, cfg.momentum, 1.0)
                 loss = model.loss(v1, v2, m)
@@ -234,38 +231,30 @@ def pretrain_encoder(
                 loss.backward()
                 opt.step()
                 total, n = total + loss.item() * len(images), n + len(images)
-            sched.step()
             row = {"ssl_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
             row["train_img_s"] = n / max(time.perf_counter() - t0, 1e-9)
-            state["epoch"] = epoch
-            state["history"].append({"epoch": epoch, **row})
-            blob = {"resume_key": resume_key, "model": model.state_dict()}
-            blob |= {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), **state}
-            with atomic_path(last) as tmp:
-                torch.save(blob, tmp)
-            logger.log_epoch(epoch, row)
+            record_epoch(
+                state, epoch, [-row["ssl_loss"]], row, last=last, resume_key=resume_key,
+                logger=logger,
+            )  # fmt: skip
             log.info("ssl epoch %d: %s", epoch, row)
+        train_patients = split.loc[split.split == "train", "patient_id"].unique()
         meta = {
             "model": cfg.model,
             "method": cfg.method,
             "config": dataclasses.asdict(cfg),
             "n_tiles": len(drawn),
-            "train_patients": sorted(
-                map(str, split.loc[split.split == "train", "patient_id"].unique())
-            ),
+            "train_patients": sorted(map(str, train_patients)),
             "slides": sorted(map(str, drawn.slide_id.unique())),
             "tiling": tiling,
-            "history": state["history"],
+            "history": state.history,
         }
         backbone = {k: v.detach().cpu() for k, v in model.backbone.state_dict().items()}
-        with atomic_path(out_dir / "encoder.pt") as tmp:
+        with atomic_path(out_dir / "encoder.pt") as tmp:  # the last epoch's, not the best loss's
             torch.save({"format": FORMAT, "meta": meta, "state_dict": backbone}, tmp)
-        metrics = {"selected_epoch": state["epoch"], "ssl_loss": state["history"][-1]["ssl_loss"]}
+        metrics = {"selected_epoch": state.epoch, "ssl_loss": state.history[-1]["ssl_loss"]}
         metrics["n_tiles"] = len(drawn)
         with atomic_path(out_dir / "metrics.json") as tmp:
-            tmp.write_text(json.dumps({**metrics, "history": state["history"]}, indent=2) + "\n")
+            tmp.write_text(json.dumps({**metrics, "history": state.history}, indent=2) + "\n")
         logger.finish(metrics, out_dir / "encoder.pt")
-    except BaseException:
-        logger.fail()
-        raise
     return metrics
