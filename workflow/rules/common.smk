@@ -258,15 +258,23 @@ def feature_encoder_id():
     if FEATURES["source"] == "ssl":
         features["model"] = ssl_settings()["ssl"]["model"]
     spec = spec_from_config(features, config["seed"], SSL_ENCODER)
-    weights = None
-    if spec.source == "checkpoint":
-        weights = file_sha256(
-            spec.checkpoint, cache="results/features/.weights_sha256.json"
-        )
     record = encoder_record(
-        spec, config["tiling"], weights=weights, ssl_settings=ssl_settings()
+        spec,
+        config["tiling"],
+        weights=feature_weights_sha256(),
+        ssl_settings=ssl_settings(),
     )
     return encoder_id(spec, record)
+
+
+def feature_weights_sha256():
+    """sha256 of features.checkpoint (hashed once per file version, kept by size and mtime),
+    given to the extraction jobs so that none hashes a large weights file again."""
+    if FEATURES["source"] not in ("timm", "checkpoint") or not FEATURES["checkpoint"]:
+        return None
+    return file_sha256(
+        FEATURES["checkpoint"], cache="results/features/.weights_sha256.json"
+    )
 
 
 def feature_expectations():

@@ -76,6 +76,7 @@ else:
             ssl_encoder=SSL_ENCODER,
             seed=config["seed"],
             encoder_id=ENCODER_ID,
+            weights_sha256=feature_weights_sha256(),
             tiling=config["tiling"],
             bad_slides=config["bad_slides"],
         script:

@@ -21,7 +21,7 @@ with rule_context(snakemake):
     extract_slide(
         tiles,
         summary,
-        build_encoder(spec, tile_px),
+        build_encoder(spec, tile_px, snakemake.params.weights_sha256),
         snakemake.output[0],
         encoder_id=snakemake.params.encoder_id,
         tiling=snakemake.params.tiling,

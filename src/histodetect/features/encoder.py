@@ -45,12 +45,13 @@ class Encoder:
         }
 
 
-def build_encoder(spec: EncoderSpec, tile_px: int) -> Encoder:
+def build_encoder(spec: EncoderSpec, tile_px: int, weights_sha256: str | None = None) -> Encoder:
     """The encoder of ``spec``, in eval mode on the CPU, for tiles of ``tile_px``.
 
     Normalisation and input size come from the model's timm configuration (a foundation
     model's own with its weights file); a model that takes any input size gets the tiles as
-    they are unless ``spec.input_px`` says otherwise.
+    they are unless ``spec.input_px`` says otherwise. ``weights_sha256``: the checkpoint's, when
+    the caller has hashed it already (the workflow does, once per version of the file).
 
     Raises:
         InputError: when timm cannot fetch hub weights (offline: one line saying how to give
@@ -80,7 +81,7 @@ def build_encoder(spec: EncoderSpec, tile_px: int) -> Encoder:
             load_backbone_weights(net, spec.checkpoint)
         except (ValueError, OSError, RuntimeError) as err:
             raise InputError(spec.checkpoint, f"cannot load as {spec.model} ({err})") from None
-        weights = file_sha256(spec.checkpoint)
+        weights = weights_sha256 or file_sha256(spec.checkpoint)
     else:
         weights = state_sha256(net)
     config = timm.data.resolve_model_data_config(net)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from histodetect.errors import InputError
+from histodetect.io import atomic_path
 
 FORMAT = "histodetect-features/1"
 SOURCES = ("timm", "checkpoint", "ssl", "import")
@@ -90,8 +91,8 @@ def file_sha256(path: str | os.PathLike[str], cache: str | os.PathLike[str] | No
             digest.update(block)
     known[key] = digest.hexdigest()
     if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        Path(cache).write_text(json.dumps(known, indent=1))
+        with atomic_path(cache) as tmp:
+            tmp.write_text(json.dumps(known, indent=1))
     return known[key]
 
 

@@ -123,6 +123,8 @@ def test_a_local_checkpoint_is_loaded_with_its_normalisation(tmp_path: Path) -> 
     assert encoder.weights_sha256 == hashlib.sha256((tmp_path / "vit.pth").read_bytes()).hexdigest()
     torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "bad.pth")
     bad = EncoderSpec(model="test_vit", source="checkpoint", checkpoint=str(tmp_path / "bad.pth"))
+    given = build_encoder(spec, tile_px=64, weights_sha256="hashed-by-the-workflow")
+    assert given.weights_sha256 == "hashed-by-the-workflow"  # a large file is not hashed again
     with pytest.raises(InputError, match=r"bad\.pth: cannot load as test_vit"):
         build_encoder(bad, tile_px=64)
 
