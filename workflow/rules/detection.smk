@@ -135,11 +135,11 @@ rule predict_summary:
         "../scripts/predict_summary.py"
 
 
+# Target predict: the box models' outputs, or with mil.enabled the slide-label models' ones.
 rule predict:
     input:
         predict_sheet_given,
-        "results/predict/slides.tsv",
-        "results/predict/submission.csv",
+        predict_targets,
 
 
 # Points (object centres, e.g. mitoses): every out-of-fold heatmap's scored local maxima.
