@@ -123,10 +123,11 @@ def in_lesion(coords: np.ndarray, size0: int, mask: np.ndarray) -> np.ndarray:
 
 def attention_in_lesion(
     folds: pd.DataFrame, models: dict[int, Path], source: FeatureSource, masks: dict[str, Any]
-) -> float:
+) -> tuple[float, float]:
     """Mean over slides with a lesion of the share of their top tiles inside one (each bag
-    scored by the fold model blind to it; a test bag by the mean weights of all folds')."""
-    shares = []
+    scored by the fold model blind to it; a test bag by the mean weights of all folds'), and
+    the ceiling of that share (a slide with fewer than 10 lesion tiles cannot reach 1)."""
+    shares, ceilings = [], []
     loaded = {fold: load_mil_model(path)[:2] for fold, path in models.items()}
     for bag in bags_of(folds):
         if bag.y <= 0:
@@ -143,7 +144,10 @@ def attention_in_lesion(
             if inside.any():
                 top = np.argsort(-w, kind="stable")[:TOP_TILES]
                 shares.append(float(inside[top].mean()))
-    return float(np.mean(shares)) if shares else float("nan")
+                ceilings.append(min(int(inside.sum()), len(top)) / len(top))
+    if not shares:
+        return float("nan"), float("nan")
+    return float(np.mean(shares)), float(np.mean(ceilings))
 
 
 def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
@@ -194,7 +198,11 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
         )  # fmt: skip
         # mean pooling weighs every tile alike: its "most attended" tiles say nothing
         uniform = model_name == "mean"
-        attention = float("nan") if uniform else attention_in_lesion(folds, models, source, masks)
+        attention, ceiling = (
+            (float("nan"), float("nan"))
+            if uniform
+            else attention_in_lesion(folds, models, source, masks)
+        )
         results[model_name] = {
             "auc": metrics["oof_auc"],
             "qwk": metrics.get("oof_qwk", float("nan")),
@@ -205,7 +213,7 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
             f"{name} {model_name}: oof_auc {metrics['oof_auc']:.3f} "
             f"oof_qwk {results[model_name]['qwk']:.3f} "
             f"oof_balanced_accuracy {metrics['oof_balanced_accuracy']:.3f} "
-            f"attention_in_lesion {attention:.3f} ({time.perf_counter() - t0:.0f} s, "
+            f"attention_in_lesion {attention:.3f} (ceiling {ceiling:.3f}) ({time.perf_counter() - t0:.0f} s, "
             f"{len(models)} folds x {args.epochs} epochs max)",
             flush=True,
         )
