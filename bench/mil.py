@@ -87,6 +87,8 @@ def cohort_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     if name == "harder":
         over["demo"] |= harder
+    if args.tile_um:
+        over["tiling"] = {"tile_um": args.tile_um}
     return deep_merge(config, over)
 
 
@@ -310,6 +312,7 @@ def main() -> None:
     parser.add_argument("--slides", type=int, default=24, help="slides (= patients) per cohort")
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--tile-um", type=float, default=None, help="tile side (default: 64)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--speed", action="store_true", help="time train_mil at scale instead")
