@@ -78,7 +78,7 @@ def cohort_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     config = deep_merge(base, demo)
     harder = {k: list(v) if isinstance(v, tuple) else v for k, v in HARDER.items()}
     over: dict[str, Any] = {
-        "demo": {"n_slides": args.slides, "n_patients": args.slides, "seed": args.seed},
+        "demo": {"n_slides": args.slides, "n_patients": args.slides},  # the config's seed
         "split": {"test_fraction": 0.0},
         "folds": args.folds,
         "features": {"device": "cpu"},
