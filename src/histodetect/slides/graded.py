@@ -6,6 +6,11 @@ grades go round-robin over the slides in a seeded shuffle, so every grade has
 ``n_slides / grades`` slides (within one). The sample sheet gets the grade as its ``label``
 column; the lesion boxes are withheld from the workflow (``annotations.csv`` has no rows) and
 written beside it as ``hidden_lesions.csv`` only to check the rule.
+
+:data:`HARDER` is the harder variant (``config/mil_harder.yaml``, used by ``bench/mil.py``): the
+same rule with small lesions against the slide, fainter lesion colour and look-alike regions on
+every slide (dense benign nuclei, tinted part of the way towards lesion colour), so that a
+slide's grade hangs on a few percent of its tiles and colour alone does not find them.
 """
 
 from __future__ import annotations
@@ -28,6 +33,16 @@ from histodetect.slides.synthetic import (
 )
 
 HIDDEN = "hidden_lesions.csv"
+
+HARDER: dict[str, Any] = {
+    "lesion_size_um": (100.0, 160.0),
+    "lesion_contrast": (0.4, 0.7),
+    "mimics_per_slide": 3,
+    "mimic_contrast": 0.3,
+}
+"""Keywords of the planners (``demo`` config keys) that make the harder graded cohort: lesions
+100-160 um across (about 2x2 tiles of 64 um on a 2 mm slide, against 250-400 um in the demo),
+lesion contrast 0.4-0.7 instead of 1, and three look-alikes per slide at contrast 0.3."""
 
 
 def plan_graded(*, grades: int = 4, **plan: Any) -> list[SyntheticSlideSpec]:
