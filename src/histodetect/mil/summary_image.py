@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import openslide
 import pandas as pd
 
 from histodetect.errors import InputError
 from histodetect.mil.data import Bag
-from histodetect.training.data import TileDataset
+from histodetect.slides.reader import SlideReader
 
 SCORES = ("random", "detection")
 TILE_COLUMNS = ["x", "y", "level", "read_px", "tile_px"]
@@ -74,15 +76,23 @@ class TileSource:
     ``y``, ``level``, ``read_px``, ``tile_px``) and ``<slide>.json`` (the slide's ``path``),
     with the detection ensemble's ``prob`` from ``<scores_dir>/<slide>.parquet`` when given.
 
-    Tables are read once per bag and kept (small); slides stay open in a
-    :class:`~histodetect.training.data.TileDataset` per bag, reading only drawn tiles.
+    The tables of the last ``keep_bags`` bags and the last ``keep_slides`` open slides are
+    kept (least recently used dropped); only the drawn tiles are read.
     """
 
-    def __init__(self, tiles_dir: str | Path, scores_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        tiles_dir: str | Path,
+        scores_dir: str | Path | None = None,
+        *,
+        keep_bags: int = 256,
+        keep_slides: int = 16,
+    ) -> None:
         self.tiles_dir = Path(tiles_dir)
         self.scores_dir = None if scores_dir is None else Path(scores_dir)
-        self._tables: dict[str, pd.DataFrame] = {}
-        self._readers: dict[str, TileDataset] = {}
+        self.keep_bags, self.keep_slides = keep_bags, keep_slides
+        self._tables: OrderedDict[str, pd.DataFrame] = OrderedDict()
+        self._slides: OrderedDict[str, SlideReader] = OrderedDict()
 
     def slide_table(self, slide_id: str) -> pd.DataFrame:
         """The slide's tiles (``path`` and :data:`TILE_COLUMNS`, ``score`` with scores)."""
@@ -113,21 +123,37 @@ class TileSource:
 
     def table(self, bag: Bag) -> pd.DataFrame:
         """All tiles of the bag's slides, in slide then tile-table order (the feature files')."""
-        if bag.bag_id not in self._tables:
+        table = self._tables.get(bag.bag_id)
+        if table is None:
             parts = [self.slide_table(s) for s in bag.slide_ids]
-            self._tables[bag.bag_id] = pd.concat(parts, ignore_index=True)
-        return self._tables[bag.bag_id]
+            table = pd.concat(parts, ignore_index=True)
+            self._tables[bag.bag_id] = table
+            if len(self._tables) > self.keep_bags:
+                self._tables.popitem(last=False)
+        self._tables.move_to_end(bag.bag_id)
+        return table
+
+    def _slide(self, path: str) -> SlideReader:
+        reader = self._slides.get(path)
+        if reader is None:
+            reader = self._slides[path] = SlideReader(path)
+            if len(self._slides) > self.keep_slides:
+                self._slides.popitem(last=False)[1].close()
+        self._slides.move_to_end(path)
+        return reader
 
     def read(self, bag: Bag, index: Sequence[int] | np.ndarray) -> np.ndarray:
         """Tiles ``index`` of the bag, ``(len(index), px, px, 3)`` uint8."""
         table = self.table(bag)
-        if bag.bag_id not in self._readers:
-            self._readers[bag.bag_id] = TileDataset(table, max_open=4)
-        reader = self._readers[bag.bag_id]
         px = int(table.tile_px.iloc[0]) if len(table) else 1
         out = np.empty((len(index), px, px, 3), np.uint8)
         for j, i in enumerate(index):
-            out[j] = reader.read_tile(int(i))
+            row = table.iloc[int(i)]
+            geometry = (int(row[c]) for c in TILE_COLUMNS)
+            try:
+                out[j] = self._slide(str(row.path)).read_tile(*geometry)
+            except (OSError, openslide.OpenSlideError) as err:
+                raise InputError(row.path, f"cannot read a tile ({err})") from err
         return out
 
     def scores(self, bag: Bag) -> np.ndarray | None:
