@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+from histodetect.cohort.validation import check_config
 from histodetect.errors import InputError
 from histodetect.mil.data import Bag
 from histodetect.mil.ensemble import ensemble
@@ -206,3 +208,17 @@ def test_occlusion_weights_fall_on_the_tile_that_moves_the_answer(tmp_path: Path
     drawn = np.unique(np.concatenate(chosen))
     assert 6 in drawn and weights.argmax() == 6 and weights[6] > 0.99
     assert abs(weights.sum() - 1) < 1e-9 and (weights[np.setdiff1d(range(9), drawn)] == 0).all()
+
+
+def test_the_concat_demo_config_is_valid_and_a_wrong_concat_key_is_named() -> None:
+    root = Path(__file__).resolve().parents[3]
+    schema = root / "workflow" / "schemas" / "config.schema.yaml"
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    demo = yaml.safe_load((root / "config" / "mil_concat_demo.yaml").read_text())
+    for key, value in demo.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) else value
+    check_config(config, schema, "mil_concat_demo.yaml")
+    assert config["mil"]["model"] == "concat" and config["mil"]["concat"]["k"] == 16
+    config["mil"]["concat"]["draw"] = 3
+    with pytest.raises(InputError, match=r"^my\.yaml: .*unknown key mil\.concat\.draw"):
+        check_config(config, schema, "my.yaml")
