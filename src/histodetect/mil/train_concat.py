@@ -3,12 +3,12 @@ summary images of the bags (:mod:`histodetect.mil.summary_image`).
 
 Training draws one summary image per bag and step, bags sampled class-balanced (rare grades
 more often), each tile D4-augmented and the tile order shuffled; the fold loop is the training
-stage's (:mod:`histodetect.training.loop`: seeds, ``last.pt`` resume, early stopping, one
-MLflow run and TensorBoard events). Validation and test vote: the mean of the class
-probabilities over ``draws`` summary images of the bag, drawn with a seed of the bag's own, so
-a bag's answer does not depend on the bags scored before it. The task heads are
-:class:`~histodetect.mil.models.MilTask`'s (binary, multi-class, ordinal CORAL). The outputs
-are those of :func:`histodetect.mil.train.train_mil_fold`.
+stage's (:mod:`histodetect.training.loop`: seeds, ``last.pt`` resume, early stopping, a weight
+average (EMA) with ``ema_decay``, one MLflow run and TensorBoard events). Validation and test
+vote: the mean of the class probabilities over ``draws`` summary images of the bag, drawn with
+a seed of the bag's own, so a bag's answer does not depend on the bags scored before it. The
+task heads are :class:`~histodetect.mil.models.MilTask`'s (binary, multi-class, ordinal
+CORAL). The outputs are those of :func:`histodetect.mil.train.train_mil_fold`.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import SCORES, TileSource, draw_images, grid_side
 from histodetect.mil.train import PREDICTIONS, auc_of
 from histodetect.training.data import normalize_batch
+from histodetect.training.ema import WeightEMA
 from histodetect.training.loop import (
     FitState,
     make_scheduler,
@@ -65,6 +66,7 @@ class ConcatConfig:
     pretrained: bool = False
     checkpoint: str | None = None
     batch_size: int = 8
+    ema_decay: float | None = None
     dropout: float = 0.25
     epochs: int = 30
     lr: float = 2e-4
@@ -144,7 +146,7 @@ def draw_set(
 
 @torch.inference_mode()
 def draw_probs(
-    model: SummaryImageNet, task: MilTask, images: np.ndarray, device: torch.device
+    model: nn.Module, task: MilTask, images: np.ndarray, device: torch.device
 ) -> np.ndarray:
     """Class probabilities ``(D, K)`` of each summary image."""
     model.eval()
@@ -152,9 +154,7 @@ def draw_probs(
     return task.probs(logits).cpu().numpy()
 
 
-def vote(
-    model: SummaryImageNet, task: MilTask, images: np.ndarray, device: torch.device
-) -> np.ndarray:
+def vote(model: nn.Module, task: MilTask, images: np.ndarray, device: torch.device) -> np.ndarray:
     """The bag's class probabilities ``(K,)``: the mean over its summary images."""
     return draw_probs(model, task, images, device).mean(0)
 
@@ -190,7 +190,8 @@ def train_concat_fold(
     ).to(device)  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
-    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
     last, key = out_dir / "last.pt", cfg.resume_key()
     resumed = resume(last, key, state)
     counts = np.bincount([b.y for b in train], minlength=task.k).astype(float)
@@ -208,7 +209,7 @@ def train_concat_fold(
                 break
             rng = np.random.default_rng([cfg.seed, fold, epoch])
             train_loss = _epoch(state, train, source, task, cfg, class_w, rng, device)
-            val_loss, probs = _validate(model, val, source, task, cfg, device)
+            val_loss, probs = _validate(state.net, val, source, task, cfg, device)
             auc = auc_of(np.array([b.y for b in val]), probs)
             score = [auc if np.isfinite(auc) else -1.0, -val_loss]
             row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
@@ -249,12 +250,14 @@ def _epoch(
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
+        if state.ema is not None:
+            state.ema.update(model)
         total += loss.item() * len(chosen)
     return total / max(len(bags), 1)
 
 
 def _validate(
-    model: SummaryImageNet,
+    model: nn.Module,
     bags: list[Bag],
     source: TileSource,
     task: MilTask,
@@ -282,8 +285,9 @@ def _finalise(
     meta: dict[str, Any],
     device: torch.device,
 ) -> dict[str, Any]:
-    """Write ``model.pt`` (best epoch), the validation predictions and metrics."""
-    model = state.model
+    """Write ``model.pt`` (best epoch; the weight average with ``ema_decay``), the validation
+    predictions and metrics."""
+    model = state.net
     model.load_state_dict(state.best_weights)
     chosen = next(h for h in state.history if h["epoch"] == state.best_epoch)
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}

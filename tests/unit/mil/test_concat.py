@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -222,3 +223,26 @@ def test_the_concat_demo_config_is_valid_and_a_wrong_concat_key_is_named() -> No
     config["mil"]["concat"]["draw"] = 3
     with pytest.raises(InputError, match=r"^my\.yaml: .*unknown key mil\.concat\.draw"):
         check_config(config, schema, "my.yaml")
+
+
+def test_a_stopped_fold_resumes_from_last_pt_with_its_weight_average(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    rows = _cohort(tmp_path, 8, "T", np.random.default_rng(1))
+    folds = pd.DataFrame(rows, columns=["slide_id", "bag_id", "group", "y"])
+    folds = folds.assign(split="train", fold=np.arange(8) % 2, label=folds.y.astype(str))
+    cfg = ConcatConfig(k=4, draws=1, backbone="resnet10t", batch_size=4, epochs=2,
+                       ema_decay=0.9, early_stopping_patience=0, seed=0)  # fmt: skip
+    out, store = tmp_path / "fold_0", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    kwargs = {"mlflow_uri": store, "experiment": "t", "tb_dir": tmp_path / "tb"}
+    train_concat_fold(folds, 0, TileSource(tmp_path), out, cfg, ["0", "1"], **kwargs)
+    first = torch.load(out / "last.pt", weights_only=False)
+    assert first["epoch"] == 1 and first["ema"]["updates"] == 2  # 4 bags: one step an epoch
+    longer = dataclasses.replace(cfg, epochs=3)  # epochs may change on resume
+    metrics = train_concat_fold(folds, 0, TileSource(tmp_path), out, longer, ["0", "1"], **kwargs)
+    resumed = torch.load(out / "last.pt", weights_only=False)
+    assert metrics["epochs_run"] == 3 and [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
+    assert resumed["ema"]["updates"] == 3
+    saved = torch.load(out / "model.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved[k], resumed["best_weights"][k]) for k in saved)
+    ema, raw = resumed["ema"]["module"], resumed["model"]  # the average trails the weights
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw if raw[k].is_floating_point())
