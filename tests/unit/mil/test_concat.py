@@ -91,11 +91,20 @@ def test_detection_score_takes_the_top_k_tiles_in_random_order() -> None:
     assert sorted(choose_tiles(3, 16, "random", None, np.random.default_rng(0))) == [0, 1, 2]
 
 
-def test_the_detection_score_must_cover_every_tile(tmp_path: Path) -> None:
-    _slide(tmp_path, "S", [(0, 0, 0), (9, 9, 9)])
+def test_detection_scores_join_the_tiles_by_position_and_pick_the_top_k(tmp_path: Path) -> None:
+    _slide(tmp_path, "S", [(10 * i, 0, 0) for i in range(6)])
     scores = tmp_path / "scores"
     scores.mkdir()
-    pd.DataFrame({"x": [0], "y": [0], "prob": [0.5]}).to_parquet(scores / "S.parquet")
+    prob = [0.1, 0.7, 0.2, 0.9, 0.3, 0.0]
+    table = pd.DataFrame({"x": np.arange(6) * PX, "y": 0, "prob": prob})
+    table.iloc[::-1].to_parquet(scores / "S.parquet")  # another row order than the tiles
+    source = TileSource(tmp_path, scores)
+    assert source.scores(_bag("S")).tolist() == prob
+    image, chosen = draw_images(source, _bag("S"), 2, "detection", np.random.default_rng(0),
+                                augment=False)  # fmt: skip
+    assert sorted(chosen.tolist()) == [1, 3]
+    assert image[0, 0, 0] == 10 * chosen[0] and image[0, PX, 0] == 10 * chosen[1]
+    table.iloc[1:].to_parquet(scores / "S.parquet")
     with pytest.raises(InputError, match=r"S\.parquet: 1 tiles of S have no score"):
         TileSource(tmp_path, scores).table(_bag("S"))
 
