@@ -395,6 +395,27 @@ def mil_slides():
     return list(MIL_BAGS.slide_id) if MIL["enabled"] else []
 
 
+# The summary-image model (mil.model: concat) reads tiles from the slides, not features.
+MIL_CONCAT = MIL["model"] == "concat"
+MIL_SCORES_DIR = "results/scores" if MIL["concat"]["score"] == "detection" else None
+if MIL["enabled"] and MIL_CONCAT and MIL["concat"]["score"] == "attention":
+    raise InputError(
+        "config",
+        "mil.concat.score: attention needs an attention model trained beside the "
+        "summary-image one (a second model per fold); use random or detection",
+    )
+
+
+def mil_concat_inputs(slides):
+    """The tile tables (and detection scores) of ``slides``, for mil.model concat."""
+    if not MIL_CONCAT:
+        return []
+    names = ["results/tiles/{slide}.parquet", "results/tiles/{slide}.json"]
+    if MIL_SCORES_DIR:
+        names.append(f"{MIL_SCORES_DIR}/{{slide}}.parquet")
+    return expand(names, slide=slides)
+
+
 def mil_fold_outputs(name):
     return expand(f"{MIL_DIR}/fold_{{fold}}/{name}", fold=FOLDS)
 

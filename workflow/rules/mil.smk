@@ -28,6 +28,7 @@ rule train_mil:
     input:
         folds=f"{MIL_DIR}/folds.tsv",
         features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
+        concat=lambda wc: mil_concat_inputs(mil_slides()),
     output:
         model=f"{MIL_DIR}/fold_{{fold}}/model.pt",
         metrics=f"{MIL_DIR}/fold_{{fold}}/training_metrics.json",
@@ -51,6 +52,8 @@ rule train_mil:
         mlflow_uri=config["mlflow"]["uri"],
         experiment=config["mlflow"]["experiment"],
         tb_dir=lambda wc: f"results/tensorboard/mil_fold_{wc.fold}",
+        tiles_dir="results/tiles",
+        scores_dir=MIL_SCORES_DIR,
     script:
         "../scripts/train_mil.py"
 
@@ -61,6 +64,7 @@ rule mil_ensemble:
         models=mil_fold_outputs("model.pt"),
         predictions=mil_fold_outputs("val_predictions.parquet"),
         features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
+        concat=lambda wc: mil_concat_inputs(mil_slides()),
     output:
         predictions=report(
             f"{MIL_DIR}/predictions.tsv",
@@ -78,6 +82,8 @@ rule mil_ensemble:
         encoder_id=ENCODER_ID,
         bootstrap=MIL["bootstrap"],
         seed=config["seed"],
+        tiles_dir="results/tiles",
+        scores_dir=MIL_SCORES_DIR,
     script:
         "../scripts/mil_ensemble.py"
 
@@ -89,6 +95,7 @@ rule mil_attention:
         features=lambda wc: expand(
             f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_bag_slides(wc.slide)
         ),
+        concat=lambda wc: mil_concat_inputs(mil_bag_slides(wc.slide)),
     output:
         geojson=f"{MIL_DIR}/attention/{{slide}}.geojson",
         png=report(
@@ -106,6 +113,8 @@ rule mil_attention:
         feature_dir=FEATURE_DIR,
         encoder_id=ENCODER_ID,
         cell_px=MIL["cell_px"],
+        tiles_dir="results/tiles",
+        scores_dir=MIL_SCORES_DIR,
     script:
         "../scripts/mil_attention.py"
 

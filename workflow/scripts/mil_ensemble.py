@@ -7,16 +7,23 @@ import torch
 from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.data import FeatureSource
 from histodetect.mil.ensemble import ensemble, write_outputs
+from histodetect.mil.summary_image import TileSource
+from histodetect.mil.train_concat import ConcatScorer, is_concat_model
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
     path = snakemake.input.folds
     folds = read_bag_folds(path)  # a tampered table is refused
+    models = list(snakemake.input.models)
+    scorer = None
+    if is_concat_model(models[0]):
+        tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
+        scorer = ConcatScorer(models, tiles)
     table, metrics = ensemble(
-        folds, list(snakemake.input.models), list(snakemake.input.predictions),
+        folds, models, list(snakemake.input.predictions),
         FeatureSource(snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}),
-        n_bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed,
+        n_bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed, scorer=scorer,
     )  # fmt: skip
     write_outputs(
         table, metrics, Path(snakemake.output.predictions), Path(snakemake.output.metrics)

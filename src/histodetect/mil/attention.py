@@ -27,11 +27,21 @@ from histodetect.mil.train import score_bag
 
 
 def slide_attention(
-    models: Sequence[tuple[BagModel, MilTask]], source: FeatureSource, bag: Bag, slide_id: str
+    models: Sequence[tuple[BagModel, MilTask]] | None,
+    source: FeatureSource,
+    bag: Bag,
+    slide_id: str,
+    *,
+    weights: np.ndarray | None = None,
 ) -> tuple[SlideFeatures, np.ndarray, int]:
-    """The slide's features, its tiles' mean attention over ``models`` and the bag's size."""
+    """The slide's features, its tiles' mean attention over ``models`` (or the bag's given
+    tile ``weights``, in the feature files' order) and the bag's size."""
     x = source.bag(bag)
-    weights = np.mean([score_bag(model, task, x)[1] for model, task in models], axis=0)
+    if weights is None:
+        assert models is not None
+        weights = np.mean([score_bag(model, task, x)[1] for model, task in models], axis=0)
+    elif len(weights) != len(x):
+        raise ValueError(f"bag {bag.bag_id}: {len(weights)} tile weights for {len(x)} tiles")
     start = 0
     for sid in bag.slide_ids:
         feats = source.slide(sid)

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
 
 from histodetect.io import atomic_path
-from histodetect.mil.data import FeatureSource, bags_of
+from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.models import BagModel, MilTask
 from histodetect.mil.train import load_mil_model, score_bag
 from histodetect.training.thresholds import (
@@ -88,6 +88,28 @@ def bootstrap(
     }
 
 
+class BagScorer(Protocol):
+    """The fold models of one kind: their ``meta`` and each one's probabilities of a bag."""
+
+    meta: dict[str, Any]
+
+    def score(self, bag: Bag) -> tuple[np.ndarray, int]:
+        """``(folds, K)`` class probabilities and the bag's tile count."""
+        ...
+
+
+class FeatureScorer:
+    """Bag models over tile embeddings (:mod:`histodetect.mil.train`)."""
+
+    def __init__(self, model_paths: Sequence[str | Path], source: FeatureSource) -> None:
+        self.loaded = [load_mil_model(p) for p in model_paths]
+        self.meta, self.source = self.loaded[0][2], source
+
+    def score(self, bag: Bag) -> tuple[np.ndarray, int]:
+        x = self.source.bag(bag)
+        return np.array([score_bag(model, task, x)[0] for model, task, _ in self.loaded]), len(x)
+
+
 def ensemble(
     folds: pd.DataFrame,
     model_paths: Sequence[str | Path],
@@ -96,21 +118,24 @@ def ensemble(
     *,
     n_bootstrap: int = 1000,
     seed: int = 42,
+    scorer: BagScorer | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score every test and predict-only bag with every fold model; return the predictions
-    table (test, predict and, out of fold, training bags) and the metrics."""
-    loaded = [load_mil_model(p) for p in model_paths]
-    meta = loaded[0][2]
+    """Score every test and predict-only bag with every fold model (``scorer``; default: the
+    bag models over ``source``'s features); return the predictions table (test, predict and,
+    out of fold, training bags) and the metrics."""
+    scorer = scorer or FeatureScorer(model_paths, source)
+    meta = scorer.meta
     classes, ordinal = list(meta["classes"]), meta["task"] == "ordinal"
     oof, decision = oof_decision(prediction_paths, model_paths, classes)
     names = [f"prob_{c}" for c in classes]
     rows = []
     scored = [b for b in bags_of(folds) if b.split != "train" or b.y < 0]
-    for bag, x in source.stream(scored):
-        mean, call, agree = ensemble_call(loaded, decision, x)
+    for bag in scored:
+        per_fold, n_tiles = scorer.score(bag)
+        mean, call, agree = fold_vote(per_fold, decision)
         rows.append({"bag_id": bag.bag_id, "split": bag.split, "y": bag.y, "scored_by": "ensemble",
                      **dict(zip(names, mean, strict=True)), "call": classes[call],
-                     "fold_agreement": agree, "n_tiles": len(x)})  # fmt: skip
+                     "fold_agreement": agree, "n_tiles": n_tiles})  # fmt: skip
     oof_probs = class_probs(oof)
     oof_calls = _predict(decision, oof_probs)
     for i, r in enumerate(oof.itertuples()):
@@ -148,7 +173,14 @@ def ensemble_call(
 ) -> tuple[np.ndarray, int, float]:
     """One bag through the fold models: the mean class probabilities, the class code called
     at ``decision`` and the share of fold models whose own call agrees."""
-    per_fold = np.array([score_bag(model, task, x)[0] for model, task, _ in loaded])
+    return fold_vote(
+        np.array([score_bag(model, task, x)[0] for model, task, _ in loaded]), decision
+    )
+
+
+def fold_vote(per_fold: np.ndarray, decision: Decision) -> tuple[np.ndarray, int, float]:
+    """The fold models' ``(folds, K)`` probabilities of one bag as one answer: their mean, the
+    class code called at ``decision`` and the share of fold models whose own call agrees."""
     mean = per_fold.mean(0)
     call = int(_predict(decision, mean[None])[0])
     return mean, call, float(np.mean(_predict(decision, per_fold) == call))

@@ -1,0 +1,397 @@
+"""The summary-image model (``mil.model: concat``): a timm CNN trained end to end per fold on
+summary images of the bags (:mod:`histodetect.mil.summary_image`).
+
+Training draws one summary image per bag and step, bags sampled class-balanced (rare grades
+more often), each tile D4-augmented and the tile order shuffled; the fold loop is the training
+stage's (:mod:`histodetect.training.loop`: seeds, ``last.pt`` resume, early stopping, a weight
+average (EMA) with ``ema_decay``, one MLflow run and TensorBoard events). Validation and test
+vote: the mean of the class probabilities over ``draws`` summary images of the bag, drawn with
+a seed of the bag's own, so a bag's answer does not depend on the bags scored before it. The
+task heads are :class:`~histodetect.mil.models.MilTask`'s (binary, multi-class, ordinal
+CORAL). The outputs are those of :func:`histodetect.mil.train.train_mil_fold`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import timm
+import torch
+from torch import nn
+
+from histodetect.errors import InputError, SplitError
+from histodetect.io import atomic_path
+from histodetect.mil.data import Bag, bags_of
+from histodetect.mil.models import MilTask
+from histodetect.mil.summary_image import SCORES, TileSource, draw_images, grid_side
+from histodetect.mil.train import PREDICTIONS, auc_of
+from histodetect.training.data import normalize_batch
+from histodetect.training.ema import WeightEMA
+from histodetect.training.loop import (
+    FitState,
+    make_scheduler,
+    record_epoch,
+    resume,
+    seed_all,
+    tracked_run,
+)
+from histodetect.training.model import feature_width, load_backbone_weights, resolve_device
+from histodetect.training.tracking import RunLogger
+
+log = logging.getLogger(__name__)
+FORMAT = "histodetect-mil-concat-1"
+_RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
+
+
+@dataclass(frozen=True)
+class ConcatConfig:
+    """The ``mil`` options a summary-image model trains with (``mil.concat`` and the shared
+    ``task``, ``epochs``, ``lr``, ``weight_decay``, ``early_stopping_patience``,
+    ``class_balance``, ``dropout``, ``device``)."""
+
+    task: str = "binary"
+    k: int = 16
+    score: str = "random"
+    draws: int = 8
+    backbone: str = "resnet18"
+    pretrained: bool = False
+    checkpoint: str | None = None
+    batch_size: int = 8
+    ema_decay: float | None = None
+    dropout: float = 0.25
+    epochs: int = 30
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 8
+    class_balance: str = "loss"
+    device: str = "auto"
+    seed: int = 42
+
+    @classmethod
+    def from_section(cls, mil: dict[str, Any], seed: int) -> ConcatConfig:
+        """The options of the ``mil`` section and its ``concat`` subsection."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        merged = {**mil, **(mil.get("concat") or {})}
+        cfg = cls(**{k: v for k, v in merged.items() if k in names}, seed=seed)
+        if cfg.score not in SCORES:
+            raise InputError(
+                "config",
+                f"mil.concat.score {cfg.score!r}: one of {', '.join(SCORES)} (attention would "
+                "need an attention model trained beside the summary-image one)",
+            )
+        return cfg
+
+    def resume_key(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+
+
+class SummaryImageNet(nn.Module):
+    """A timm backbone (global pooled) and the task's head over uint8 NHWC summary images.
+
+    Ordinal (CORAL): one score shared by ``outputs`` ordered thresholds, as
+    :class:`~histodetect.mil.models.BagModel`'s head.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        outputs: int,
+        *,
+        ordinal: bool,
+        dropout: float,
+        pretrained: bool = False,
+        checkpoint: str | None = None,
+    ) -> None:
+        super().__init__()
+        net = timm.create_model(backbone, pretrained=pretrained and not checkpoint, num_classes=0)
+        if checkpoint:
+            load_backbone_weights(net, checkpoint)
+        self.backbone = net
+        self.arch = {"kind": "concat", "backbone": backbone, "outputs": outputs}
+        self.arch |= {"ordinal": ordinal, "dropout": dropout}
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_width(net), 1 if ordinal else outputs, bias=not ordinal)
+        self.bias = nn.Parameter(torch.linspace(1, -1, outputs)) if ordinal else None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, outputs)`` of ``(B, H, W, 3)`` uint8 images."""
+        x = normalize_batch(images.permute(0, 3, 1, 2))
+        logits = self.head(self.drop(self.backbone(x)))
+        return logits + self.bias[None] if self.bias is not None else logits
+
+
+def bag_rng(seed: int, bag_id: str) -> np.random.Generator:
+    """The generator of a bag's test-time draws (the same whatever else is scored)."""
+    return np.random.default_rng([seed, zlib.crc32(bag_id.encode())])
+
+
+def draw_set(
+    source: TileSource, bag: Bag, k: int, score: str, draws: int, seed: int
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """``draws`` summary images of the bag (``(D, H, W, 3)``, no augmentation) and the tile
+    indices in each, from :func:`bag_rng`."""
+    rng = bag_rng(seed, bag.bag_id)
+    pairs = [draw_images(source, bag, k, score, rng, augment=False) for _ in range(draws)]
+    return np.stack([p[0] for p in pairs]), [p[1] for p in pairs]
+
+
+@torch.inference_mode()
+def draw_probs(
+    model: nn.Module, task: MilTask, images: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """Class probabilities ``(D, K)`` of each summary image."""
+    model.eval()
+    logits = model(torch.from_numpy(images).to(device))
+    return task.probs(logits).cpu().numpy()
+
+
+def vote(model: nn.Module, task: MilTask, images: np.ndarray, device: torch.device) -> np.ndarray:
+    """The bag's class probabilities ``(K,)``: the mean over its summary images."""
+    return draw_probs(model, task, images, device).mean(0)
+
+
+def train_concat_fold(
+    folds: pd.DataFrame,
+    fold: int,
+    source: TileSource,
+    out_dir: Path,
+    cfg: ConcatConfig,
+    classes: list[str],
+    *,
+    mlflow_uri: str,
+    experiment: str,
+    tb_dir: Path,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train on the labelled training bags outside ``fold``, select on those inside it; write
+    ``last.pt``, ``model.pt``, ``val_predictions.parquet`` and ``training_metrics.json`` as
+    :func:`histodetect.mil.train.train_mil_fold` does; return the metrics."""
+    out_dir = Path(out_dir)
+    bags = [b for b in bags_of(folds) if b.split == "train" and b.y >= 0]
+    train = [b for b in bags if b.fold != fold]
+    val = [b for b in bags if b.fold == fold]
+    if not train or not val:
+        raise SplitError("folds", f"fold {fold} has {len(train)} training, {len(val)} val bags")
+    task = MilTask(cfg.task, classes)
+    device = resolve_device(cfg.device)
+    seed_all(cfg.seed + fold)
+    model = SummaryImageNet(
+        cfg.backbone, task.outputs, ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
+        pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
+    ).to(device)  # fmt: skip
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
+    last, key = out_dir / "last.pt", cfg.resume_key()
+    resumed = resume(last, key, state)
+    counts = np.bincount([b.y for b in train], minlength=task.k).astype(float)
+    class_w = len(train) / (task.k * np.maximum(counts, 1))
+    meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
+    meta |= {"k": cfg.k, "score": cfg.score, "draws": cfg.draws, "seed": cfg.seed}
+    meta |= {"train_patients": sorted({b.group for b in train})}
+    meta |= {"config": dataclasses.asdict(cfg), **(extra_meta or {})}
+    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
+    params |= {f"n_class_{c}": int(n) for c, n in zip(classes, counts, strict=True)}
+    logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
+    with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
+        for epoch in range(state.epoch + 1, cfg.epochs):
+            if state.stop_early(cfg.early_stopping_patience):
+                break
+            rng = np.random.default_rng([cfg.seed, fold, epoch])
+            train_loss = _epoch(state, train, source, task, cfg, class_w, rng, device)
+            val_loss, probs = _validate(state.net, val, source, task, cfg, device)
+            auc = auc_of(np.array([b.y for b in val]), probs)
+            score = [auc if np.isfinite(auc) else -1.0, -val_loss]
+            row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
+            row["lr"] = opt.param_groups[0]["lr"]
+            record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
+            log.info("fold %d epoch %d: %s", fold, epoch, row)
+        metrics = _finalise(state, val, source, task, cfg, out_dir, meta, device)
+        logger.finish(metrics, out_dir / "model.pt")
+    return metrics
+
+
+def _epoch(
+    state: FitState,
+    bags: list[Bag],
+    source: TileSource,
+    task: MilTask,
+    cfg: ConcatConfig,
+    class_w: np.ndarray,
+    rng: np.random.Generator,
+    device: torch.device,
+) -> float:
+    """One pass of ``len(bags)`` summary images, bags drawn class-balanced (``class_balance``
+    ``none``: each once), ``batch_size`` per step."""
+    model = state.model.train()
+    if cfg.class_balance == "none":
+        order = rng.permutation(len(bags))
+    else:
+        p = class_w[[b.y for b in bags]]
+        order = rng.choice(len(bags), len(bags), p=p / p.sum())
+    total = 0.0
+    # balanced chunks: no batch of one image (batch norm) unless there is one bag
+    for batch in np.array_split(order, max(1, -(-len(order) // cfg.batch_size))):
+        chosen = [bags[int(i)] for i in batch]
+        images = [draw_images(source, b, cfg.k, cfg.score, rng, augment=True)[0] for b in chosen]
+        x = torch.from_numpy(np.stack(images)).to(device)
+        y = torch.tensor([b.y for b in chosen], device=device)
+        loss = task.loss(model(x), y).mean()
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        if state.ema is not None:
+            state.ema.update(model)
+        total += loss.item() * len(chosen)
+    return total / max(len(bags), 1)
+
+
+def _validate(
+    model: nn.Module,
+    bags: list[Bag],
+    source: TileSource,
+    task: MilTask,
+    cfg: ConcatConfig,
+    device: torch.device,
+) -> tuple[float, np.ndarray]:
+    """Mean negative log of the voted probability of the true class, and ``(bags, K)`` votes."""
+    probs = np.array(
+        [
+            vote(model, task, draw_set(source, b, cfg.k, cfg.score, cfg.draws, cfg.seed)[0], device)
+            for b in bags
+        ]
+    )
+    truth = probs[np.arange(len(bags)), [b.y for b in bags]]
+    return float(-np.log(np.clip(truth, 1e-7, 1)).mean()), probs
+
+
+def _finalise(
+    state: FitState,
+    val: list[Bag],
+    source: TileSource,
+    task: MilTask,
+    cfg: ConcatConfig,
+    out_dir: Path,
+    meta: dict[str, Any],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Write ``model.pt`` (best epoch; the weight average with ``ema_decay``), the validation
+    predictions and metrics."""
+    model = state.net
+    model.load_state_dict(state.best_weights)
+    chosen = next(h for h in state.history if h["epoch"] == state.best_epoch)
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / "model.pt") as tmp:
+        torch.save({"format": FORMAT, "meta": {**meta, **chosen}, "state_dict": weights}, tmp)
+    val_loss, probs = _validate(model, val, source, task, cfg, device)
+    table = pd.DataFrame(
+        {
+            "bag_id": [b.bag_id for b in val],
+            "patient_id": [b.group for b in val],
+            "label": [b.y for b in val],
+            "fold": meta["fold"],
+        }
+    )
+    if task.k == 2:
+        table["prob"] = probs[:, 1]
+    else:
+        table = table.assign(**{f"prob_{k}": probs[:, k] for k in range(task.k)})
+    with atomic_path(out_dir / PREDICTIONS) as tmp:
+        table.to_parquet(tmp, index=False)
+    metrics = {
+        "best_epoch": state.best_epoch,
+        "selected_epoch": state.best_epoch,
+        "epochs_run": state.epoch + 1,
+        "val_auc": chosen["val_auc"],
+        "val_loss": val_loss,
+    }
+    with atomic_path(out_dir / "training_metrics.json") as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
+    return metrics
+
+
+def is_concat_model(path: str | Path) -> bool:
+    """Whether ``path`` holds a summary-image model (else a bag model over features)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return blob.get("format") == FORMAT
+
+
+def load_concat_model(path: str | Path) -> tuple[SummaryImageNet, MilTask, dict[str, Any]]:
+    """A fold model written by :func:`train_concat_fold`, in eval mode, with task and meta
+    (the backbone is built bare: its weights are the file's)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a histodetect summary-image model")
+    meta, arch = blob["meta"], blob["meta"]["arch"]
+    model = SummaryImageNet(
+        arch["backbone"], arch["outputs"], ordinal=arch["ordinal"], dropout=arch["dropout"]
+    )
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), MilTask(meta["task"], list(meta["classes"])), meta
+
+
+class ConcatScorer:
+    """The fold models' votes on a bag, for :func:`histodetect.mil.ensemble.ensemble`."""
+
+    def __init__(self, model_paths: Sequence[str | Path], source: TileSource) -> None:
+        self.loaded = [load_concat_model(p) for p in model_paths]
+        self.meta = self.loaded[0][2]
+        self.source = source
+
+    def score(self, bag: Bag) -> tuple[np.ndarray, int]:
+        """``(folds, K)`` voted probabilities and the bag's tile count."""
+        m = self.meta
+        images, _ = draw_set(self.source, bag, m["k"], m["score"], m["draws"], m["seed"])
+        cpu = torch.device("cpu")
+        per_fold = np.array([vote(model, task, images, cpu) for model, task, _ in self.loaded])
+        return per_fold, len(self.source.table(bag))
+
+
+def occlusion_weights(
+    models: Sequence[tuple[SummaryImageNet, MilTask]],
+    source: TileSource,
+    bag: Bag,
+    meta: dict[str, Any],
+) -> np.ndarray:
+    """Where a summary-image model looked, as tile weights ``(tiles,)`` summing to 1.
+
+    The bag's test-time draws (:func:`draw_set`) are scored whole and with each tile's cell
+    filled in turn with the draw's median colour (white, never seen in a full grid, would
+    itself move the answer); a tile's weight is the mean drop of the called class's probability (the
+    class of the largest mean vote) when it is blanked, over the models and the draws that
+    hold it, floored at 0. Tiles never drawn weigh 0; a bag where nothing drops shares the
+    weight among its drawn tiles by how often each was drawn.
+    """
+    k = meta["k"]
+    images, chosen = draw_set(source, bag, k, meta["score"], meta["draws"], meta["seed"])
+    n, cpu = len(source.table(bag)), torch.device("cpu")
+    base = np.array([draw_probs(m, t, images, cpu) for m, t in models])  # (F, D, K)
+    call = int(base.mean((0, 1)).argmax())
+    drop, seen = np.zeros(n), np.zeros(n)
+    cells = grid_side(k)
+    px = images.shape[1] // cells  # one tile's side
+    for d, index in enumerate(chosen):
+        blanked = np.repeat(images[d : d + 1], len(index), 0)
+        boxes = [np.s_[r * px : (r + 1) * px, c * px : (c + 1) * px]
+                 for r, c in (divmod(i, cells) for i in range(len(index)))]  # fmt: skip
+        fill = np.median(np.concatenate([images[d][b].reshape(-1, 3) for b in boxes]), 0)
+        for i, box in enumerate(boxes):
+            blanked[i][box] = fill
+        for f, (m, t) in enumerate(models):
+            effect = base[f, d, call] - draw_probs(m, t, blanked, cpu)[:, call]
+            np.add.at(drop, index, np.clip(effect, 0, None))
+            np.add.at(seen, index, 1)
+    weights = np.divide(drop, seen, out=np.zeros(n), where=seen > 0)
+    if weights.sum() <= 0:
+        weights = seen
+    return weights / max(weights.sum(), 1e-12)
