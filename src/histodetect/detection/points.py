@@ -18,7 +18,7 @@ A point's position is the probability-weighted mean of the centres of the cells 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +203,12 @@ def write_slide_points(
     with atomic_path(out_counts) as tmp:
         pd.DataFrame([row], columns=COUNT_COLUMNS).to_csv(tmp, sep="\t", index=False)
     return points, row
+
+
+def write_count_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """The slides' one-row count tables (:func:`write_slide_points`) as one TSV."""
+    tables = [pd.read_csv(p, sep="\t", dtype={"slide_id": str}) for p in paths]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COUNT_COLUMNS)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    return table

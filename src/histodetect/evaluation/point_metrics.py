@@ -218,6 +218,22 @@ def evaluate_out_of_fold(
     return record, table
 
 
+def read_point_truth(
+    sheet: pd.DataFrame,
+    summaries: Sequence[str | Path],
+    slides: Sequence[str],
+    annotation_import: Mapping[str, Any],
+    negative_classes: Iterable[str],
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Expert centres ``image, x, y`` of ``slides`` from the sheet's point files, and each
+    slide's level-0 mpp (from its tiling record ``results/tiles/{slide}.json``)."""
+    mpps = slide_mpps(summaries)
+    annotations = read_cohort_annotations(
+        sheet, None, ImportSettings(**annotation_import), slides=list(slides), mpps=mpps
+    )
+    return point_truth(annotations, negative_classes), mpps
+
+
 def count_errors(predicted: Sequence[float], truth: Sequence[float]) -> dict[str, float | None]:
     """Mean absolute error and Spearman correlation of per-image counts (None where undefined:
     no image, or a constant side)."""
@@ -300,15 +316,9 @@ def evaluate_point_files(
         for s, f in zip(folds_table.slide_id, folds_table.fold, strict=True)
         if s in detections
     }
-    mpps = slide_mpps(summaries)
-    annotations = read_cohort_annotations(
-        sheet,
-        None,
-        ImportSettings(**annotation_import),
-        slides=[*folds, *test_detections],
-        mpps=mpps,
+    truth, mpps = read_point_truth(
+        sheet, summaries, [*folds, *test_detections], annotation_import, negative_classes
     )
-    truth = point_truth(annotations, negative_classes)
     record, per_image = evaluate_out_of_fold(
         detections,
         truth,
