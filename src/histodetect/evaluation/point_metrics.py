@@ -23,6 +23,7 @@ from scipy.stats import spearmanr
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings
 from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
+from histodetect.detection.counts import hotspot
 from histodetect.io import atomic_path
 
 
@@ -246,6 +247,34 @@ def count_errors(predicted: Sequence[float], truth: Sequence[float]) -> dict[str
     return {"count_mae": float(np.abs(pred - true).mean()), "count_spearman": rho}
 
 
+def hotspot_counts(
+    detections: Mapping[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    summaries: Sequence[str | Path],
+    area_mm2: float,
+) -> pd.DataFrame:
+    """Per image ``image, hotspot_pred, hotspot_truth``: the hotspot counts (see
+    :mod:`histodetect.detection.counts`) of the detections and of the expert centres, each
+    in its own densest window (as a pathologist's count and the model's are compared)."""
+    info = {}
+    for path in summaries:
+        record = json.loads(Path(path).read_text())
+        info[str(record["slide_id"])] = record
+    rows = []
+    for image, det in detections.items():
+        geometry = {k: float(info[image][k]) for k in ("mpp", "width", "height")}
+        found = det[["x", "y"]].to_numpy(float)
+        true = truth.loc[truth.image == image, ["x", "y"]].to_numpy(float)
+        rows.append(
+            {
+                "image": image,
+                "hotspot_pred": hotspot(found, area_mm2=area_mm2, **geometry).count,
+                "hotspot_truth": hotspot(true, area_mm2=area_mm2, **geometry).count,
+            }
+        )
+    return pd.DataFrame(rows, columns=["image", "hotspot_pred", "hotspot_truth"])
+
+
 def evaluate_test_points(
     detections: Mapping[str, pd.DataFrame],
     truth: pd.DataFrame,
@@ -344,6 +373,12 @@ def evaluate_point_files(
             bootstrap=points_cfg["bootstrap"],
             seed=seed,
         )
+        spots = hotspot_counts(
+            test_detections, truth, summaries, float(points_cfg.get("hotspot_mm2", 2.0))
+        )
+        test_table = test_table.merge(spots, on="image", how="left")
+        hot = count_errors(test_table.hotspot_pred, test_table.hotspot_truth)
+        test["hotspot_count_mae"], test["hotspot_count_spearman"] = hot.values()
         record["test"] = {"settings": tuned["settings"], **test}
         per_image = pd.concat(
             [per_image.assign(split="train"), test_table.assign(split="test")], ignore_index=True
