@@ -46,6 +46,7 @@ rule all:
 onsuccess:
     print_run_summary()
     print_mil_summary()
+    print_mil_predict_summary()
 
 
 onerror:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +34,18 @@ CONFIG = {
 }  # fmt: skip
 
 
-def test_graded_slides_train_fold_models_ensemble_and_attention_maps(tmp_path: Path) -> None:
-    write_config(tmp_path, CONFIG)
-    proc = snakemake(tmp_path, "mil")
+@pytest.fixture(scope="module")
+def mil_run(module_dir: Callable[[str], Path]) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """The run of target mil on the small graded cohort (the predict test reuses its models)."""
+    workdir = module_dir("mil_run")
+    write_config(workdir, CONFIG)
+    return workdir, snakemake(workdir, "mil")
+
+
+def test_graded_slides_train_fold_models_ensemble_and_attention_maps(
+    mil_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    tmp_path, proc = mil_run
     assert not (tmp_path / "results" / "labels").exists()  # no annotation was read
     res = tmp_path / "results" / "mil"
     folds = pd.read_csv(res / "folds.tsv", sep="\t", dtype={"slide_id": str})
@@ -80,3 +92,68 @@ def test_graded_slides_train_fold_models_ensemble_and_attention_maps(tmp_path: P
     assert last.startswith("histodetect: clam_sb over 2 test bags: AUC ")
     assert "QWK" in last and "out of fold over 4 training bags" in last
     assert "Nothing to be done" in snakemake(tmp_path, "mil").stderr
+
+
+def test_predict_calls_new_slides_with_the_mil_models_and_leaves_out_a_broken_one(
+    mil_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    workdir, _ = mil_run
+    res = workdir / "results"
+    folds = pd.read_csv(res / "mil" / "folds.tsv", sep="\t", dtype={"slide_id": str})
+    test = sorted(folds.slide_id[folds.split == "test"])
+    # The run's two test slides again under new ids (no label), and a file that is no slide.
+    sheet = pd.DataFrame(
+        {
+            "slide_id": [f"N{s}" for s in test],
+            "path": [f"results/demo/slides/{s}.tiff" for s in test],
+        }
+    )
+    (workdir / "broken.tiff").write_bytes(b"not a slide")
+    sheet.loc[len(sheet)] = ["Nbad", "broken.tiff"]
+    sheet.to_csv(workdir / "new.tsv", sep="\t", index=False)
+    proc = snakemake(workdir, "predict", "--config", "predict={samples: new.tsv}")
+    out = res / "predict" / "mil"
+    table = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"bag_id": str})
+    assert sorted(table.bag_id) == [f"N{s}" for s in test]  # the broken slide is left out
+    run = pd.read_csv(res / "mil" / "predictions.tsv", sep="\t", dtype={"bag_id": str})
+    run = run.set_index("bag_id").loc[test]  # the ensemble's answer on the same images
+    probs = ["prob_0", "prob_1", "prob_2"]
+    np.testing.assert_allclose(table[probs].to_numpy(), run[probs].to_numpy(), atol=1e-4)
+    assert table.call.tolist() == run.call.tolist()
+    assert table.fold_agreement.tolist() == run.fold_agreement.tolist()
+    decision = json.loads((res / "mil" / "decision.json").read_text())
+    assert (
+        decision["decision"] == json.loads((res / "mil" / "metrics.json").read_text())["decision"]
+    )
+    (folder,) = (res / "predict" / "features").glob("resnet18-*")
+    assert folder.name == decision["encoder_id"]
+    for slide in test:
+        geo = json.loads((out / "attention" / f"N{slide}.geojson").read_text())["features"]
+        mine = [f["properties"]["measurements"]["attention"] for f in geo]
+        theirs = json.loads((res / "mil" / "attention" / f"{slide}.geojson").read_text())
+        theirs = [f["properties"]["measurements"]["attention"] for f in theirs["features"]]
+        np.testing.assert_allclose(mine, theirs, atol=1e-5)
+        assert (out / "attention" / f"N{slide}.png").stat().st_size > 0
+    assert not list(out.glob("attention/Nbad.*"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("histodetect:")]
+    assert any(line.startswith("histodetect: new slide Nbad left out: tiling: ") for line in lines)
+    assert lines[-1].startswith(f"histodetect: 2 new bags called in {out.relative_to(workdir)}")
+
+    # An earlier run's results/mil folder as predict.models; refused for other features.
+    old = workdir / "old_mil"
+    for path in [*(res / "mil").glob("fold_*/model.pt"), res / "mil" / "decision.json"]:
+        dest = old / path.relative_to(res / "mil")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(path.read_bytes())
+    shutil.rmtree(out)
+    snakemake(workdir, "predict", "--config", "predict={samples: new.tsv, models: old_mil}")
+    again = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"bag_id": str})
+    pd.testing.assert_frame_equal(again, table)
+    refused = snakemake(
+        workdir, "predict", "-n", "--config", "predict={samples: new.tsv, models: old_mil}",
+        "features={model: resnet34}", check=False,
+    )  # fmt: skip
+    said = refused.stdout + refused.stderr
+    assert refused.returncode != 0
+    assert f"old_mil/decision.json: the models were trained on features {folder.name}" in said
+    assert "but this config extracts resnet34-" in said

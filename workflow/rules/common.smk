@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 from snakemake.utils import min_version, validate
 
-from histodetect.cohort.bags import bag_table
+from histodetect.cohort.bags import bag_table, predict_bag_ids
 from histodetect.cohort.validation import check_config, read_sample_sheet
 from histodetect.errors import InputError
 from histodetect.features.settings import (
@@ -84,6 +84,8 @@ if PREDICT_SHEET:
 else:
     predict_samples = pd.DataFrame(columns=["slide_id", "path"], dtype=str)
 PREDICT_SLIDES = list(predict_samples.slide_id)
+if PREDICT_SHEET and MIL["enabled"]:  # the bag column of mil.bag, or one line
+    predict_bag_ids(predict_samples, MIL["bag"], PREDICT_SHEET)
 
 
 # The slide wildcard is any file name; which ids exist is checked by sheet_row (one clear
@@ -476,4 +478,117 @@ def print_mil_summary():
         + f" (out of fold over {m['n_oof_bags']} training bags: AUC {fmt('oof_auc')}, "
         f"balanced accuracy {fmt('oof_balanced_accuracy')}"
         + (f", QWK {fmt('oof_qwk')})" if qwk else ")")
+    )
+
+
+# Slide-label models on new slides (rules/mil.smk, target predict with mil.enabled).
+PREDICT_MIL_BAGS = "results/predict/mil/bags.tsv"
+
+
+def mil_predict_ready(wildcards=None):
+    """Nothing, when the slide-label models can predict; otherwise the one line that says why."""
+    predict_sheet_given()
+    if FEATURES["source"] == "import":
+        raise InputError(
+            "config",
+            "predict with mil extracts the new slides' features itself: features.source "
+            "import has no encoder to run on them",
+        )
+    return []
+
+
+def mil_predict_models(wildcards=None):
+    """This run's MIL fold models, or those of predict.models (an earlier run's results/mil)."""
+    if not PREDICT["models"]:
+        return mil_fold_outputs("model.pt")
+    found = sorted(glob(os.path.join(PREDICT["models"], "fold_*", "model.pt")))
+    if not found:
+        raise InputError(PREDICT["models"], "predict.models holds no fold_*/model.pt")
+    return found
+
+
+def mil_predict_decision(wildcards=None):
+    """The MIL models' out-of-fold decision (decision.json beside them), checked against this
+    config's features and mil.bag before any job runs."""
+    if not PREDICT["models"]:
+        return f"{MIL_DIR}/decision.json"
+    path = Path(PREDICT["models"]) / "decision.json"
+    if not path.exists():
+        raise InputError(
+            PREDICT["models"],
+            "no decision.json beside the fold models: run target mil of that run again "
+            "(it writes the out-of-fold decision there)",
+        )
+    record = json.loads(path.read_text())
+    if record.get("encoder_id") != ENCODER_ID:
+        raise InputError(
+            path,
+            f"the models were trained on features {record.get('encoder_id')} but this "
+            f"config extracts {ENCODER_ID}: set the features section as in their run",
+        )
+    if record.get("bag") != MIL["bag"]:
+        raise InputError(
+            path,
+            f"the models were trained on bags by {record.get('bag')} but mil.bag is "
+            f"{MIL['bag']}",
+        )
+    return str(path)
+
+
+def mil_predict_bag_slides(slide):
+    """The slides of ``slide``'s prediction bag that tiled and extracted (after predict_mil)."""
+    bags = pd.read_csv(
+        checkpoints.predict_mil.get().output.bags,
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+    )
+    used = bags[bags.split == "predict"]
+    bag = used.bag_id[used.slide_id == slide]
+    if bag.empty:
+        raise InputError(PREDICT_MIL_BAGS, f"slide {slide!r} is in no scored bag")
+    return list(used.slide_id[used.bag_id == bag.iloc[0]])
+
+
+def predict_targets(wildcards):
+    """What target predict makes: the slide-label models' answers and attention maps with
+    mil.enabled, the box models' slide table and submission otherwise."""
+    if not MIL["enabled"]:
+        return ["results/predict/slides.tsv", "results/predict/submission.csv"]
+    bags = pd.read_csv(
+        checkpoints.predict_mil.get().output.bags,
+        sep="\t",
+        dtype=str,
+        keep_default_na=False,
+    )
+    used = bags.slide_id[bags.split == "predict"]
+    return [PREDICT_MIL_BAGS.replace("bags.tsv", "predictions.tsv")] + expand(
+        "results/predict/mil/attention/{slide}.{ext}",
+        slide=used,
+        ext=["geojson", "png"],
+    )
+
+
+def print_mil_predict_summary():
+    """After a predict run with mil: the new slides and bags left out, then one closing line."""
+    bags_path = Path(PREDICT_MIL_BAGS)
+    out = bags_path.with_name("predictions.tsv")
+    if not (MIL["enabled"] and PREDICT_SHEET and bags_path.exists() and out.exists()):
+        return
+    bags = pd.read_csv(bags_path, sep="\t", dtype=str, keep_default_na=False)
+    for row in bags[bags.split == "excluded"].itertuples():
+        print(f"histodetect: new slide {row.slide_id} left out: {row.error}")
+    used = bags.groupby("bag_id", sort=False).split.agg(
+        lambda s: (s == "predict").any()
+    )
+    for bag in used.index[~used]:
+        print(
+            f"histodetect: new bag {bag} left out: none of its slides tiled and extracted"
+        )
+    table = pd.read_csv(out, sep="\t", dtype=str, keep_default_na=False)
+    calls = table.call.value_counts().sort_index()
+    print(
+        f"histodetect: {len(table)} new bags called in {out} ("
+        + ", ".join(f"{c}: {n}" for c, n in calls.items())
+        + f"); {int((~used).sum())} left out"
     )

@@ -135,11 +135,12 @@ rule predict_summary:
         "../scripts/predict_summary.py"
 
 
+# Target predict: the box models' outputs, or with mil.enabled the slide-label models' ones;
+# in points mode also the new slides' points and counts.
 rule predict:
     input:
         predict_sheet_given,
-        "results/predict/slides.tsv",
-        "results/predict/submission.csv",
+        predict_targets,
         predict_point_outputs,
 
 

@@ -115,4 +115,98 @@ rule mil:
         mil_enabled,
         f"{MIL_DIR}/predictions.tsv",
         f"{MIL_DIR}/metrics.json",
+        f"{MIL_DIR}/decision.json",
         mil_attention_maps,
+
+
+# ---- predict with the slide-label models (target predict with mil.enabled) -----------------
+# New slides of predict.samples: tiled as for the box models (rules/slides.smk), their features
+# extracted as the cohort's, their bags (mil.bag) scored by this run's fold models or those of
+# predict.models (an earlier run's results/mil), called at the decision saved beside them.
+PREDICT_FEATURE_DIR = f"results/predict/features/{ENCODER_ID}"
+PREDICT_MIL_DIR = "results/predict/mil"
+
+
+rule mil_decision:
+    input:
+        models=mil_fold_outputs("model.pt"),
+        predictions=mil_fold_outputs("val_predictions.parquet"),
+    output:
+        f"{MIL_DIR}/decision.json",
+    log:
+        "logs/mil_decision.log",
+    conda:
+        "../../envs/torch.yaml"
+    script:
+        "../scripts/mil_decision.py"
+
+
+if FEATURES["source"] != "import":
+
+    use rule extract_features as predict_extract_features with:
+        input:
+            tiles="results/predict/tiles/{slide}.parquet",
+            summary="results/predict/tiles/{slide}.json",
+            encoder=feature_encoder_input,
+        output:
+            f"{PREDICT_FEATURE_DIR}/{{slide}}.h5",
+        log:
+            "logs/predict/extract_features/{slide}.log",
+        benchmark:
+            "benchmarks/predict/extract_features/{slide}.tsv"
+        params:
+            features=FEATURES,
+            model=lambda wildcards: (
+                ssl_settings()["ssl"]["model"]
+                if FEATURES["source"] == "ssl"
+                else FEATURES["model"]
+            ),
+            ssl_encoder=SSL_ENCODER,
+            seed=config["seed"],
+            encoder_id=ENCODER_ID,
+            weights_sha256=feature_weights_sha256(),
+            tiling=config["tiling"],
+            bad_slides="exclude",
+
+
+checkpoint predict_mil:
+    input:
+        mil_predict_ready,
+        sheet=PREDICT_SHEET or [],
+        tiling="results/predict/tiling_summary.tsv",
+        features=predict_outputs(f"{PREDICT_FEATURE_DIR}/{{slide}}.h5"),
+        models=mil_predict_models,
+        decision=mil_predict_decision,
+    output:
+        predictions=f"{PREDICT_MIL_DIR}/predictions.tsv",
+        bags=f"{PREDICT_MIL_DIR}/bags.tsv",
+    log:
+        "logs/predict/mil.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    params:
+        bag=MIL["bag"],
+        feature_dir=PREDICT_FEATURE_DIR,
+        encoder_id=ENCODER_ID,
+    script:
+        "../scripts/predict_mil.py"
+
+
+use rule mil_attention as predict_mil_attention with:
+    input:
+        folds=f"{PREDICT_MIL_DIR}/bags.tsv",
+        models=mil_predict_models,
+        features=lambda wc: expand(
+            f"{PREDICT_FEATURE_DIR}/{{slide}}.h5",
+            slide=mil_predict_bag_slides(wc.slide),
+        ),
+    output:
+        geojson=f"{PREDICT_MIL_DIR}/attention/{{slide}}.geojson",
+        png=f"{PREDICT_MIL_DIR}/attention/{{slide}}.png",
+    log:
+        "logs/predict/mil_attention/{slide}.log",
+    params:
+        feature_dir=PREDICT_FEATURE_DIR,
+        encoder_id=ENCODER_ID,
+        cell_px=MIL["cell_px"],

@@ -212,3 +212,19 @@ def read_bag_folds(path: str | Path) -> pd.DataFrame:
     folds = folds[folds.split != "excluded"].reset_index(drop=True)
     check_bag_folds(folds, str(path))
     return folds
+
+
+def predict_bag_ids(sheet: pd.DataFrame, bag: str, source: str) -> pd.Series:
+    """Each row's bag id in a prediction sheet (no labels): the column ``mil.bag`` names.
+
+    Raises :class:`InputError` naming ``source`` when the sheet lacks that column or a row's
+    bag id is empty.
+    """
+    column = {"slide": "slide_id", "patient": "patient_id"}.get(bag, bag)
+    if column not in sheet.columns:
+        raise InputError(source, f"mil.bag is {bag!r} but the sheet has no column {column!r}")
+    bags = sheet[column].map(_text)
+    empty = np.flatnonzero((bags == "").to_numpy())
+    if len(empty):
+        raise InputError(source, f"row {empty[0] + 2}: empty {column} (mil.bag: {bag})")
+    return bags

@@ -15,11 +15,19 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from histodetect.io import atomic_path
 from histodetect.mil.data import FeatureSource, bags_of
+from histodetect.mil.models import BagModel, MilTask
 from histodetect.mil.train import load_mil_model, score_bag
-from histodetect.training.thresholds import Decision, fit_decision, prob_matrix, read_oof
+from histodetect.training.thresholds import (
+    Decision,
+    fit_decision,
+    model_meta,
+    prob_matrix,
+    read_oof,
+)
 from histodetect.training.tile_scores import balanced_accuracy, binary_auc
 
 _METRICS = ("auc", "balanced_accuracy", "qwk")
@@ -94,16 +102,12 @@ def ensemble(
     loaded = [load_mil_model(p) for p in model_paths]
     meta = loaded[0][2]
     classes, ordinal = list(meta["classes"]), meta["task"] == "ordinal"
-    oof = read_oof(prediction_paths, model_paths)  # refuses a bag scored by its own model
-    decision = fit_decision(oof, classes)
+    oof, decision = oof_decision(prediction_paths, model_paths, classes)
     names = [f"prob_{c}" for c in classes]
     rows = []
     scored = [b for b in bags_of(folds) if b.split != "train" or b.y < 0]
     for bag, x in source.stream(scored):
-        per_fold = np.array([score_bag(model, task, x)[0] for model, task, _ in loaded])
-        mean = per_fold.mean(0)
-        call = _predict(decision, mean[None])[0]
-        agree = float(np.mean(_predict(decision, per_fold) == call))
+        mean, call, agree = ensemble_call(loaded, decision, x)
         rows.append({"bag_id": bag.bag_id, "split": bag.split, "y": bag.y, "scored_by": "ensemble",
                      **dict(zip(names, mean, strict=True)), "call": classes[call],
                      "fold_agreement": agree, "n_tiles": len(x)})  # fmt: skip
@@ -128,6 +132,49 @@ def ensemble(
     oof_scores = scores(oof.label.to_numpy(int), oof_probs, oof_calls, ordinal)
     metrics |= {f"oof_{k}": v for k, v in oof_scores.items()}
     return table.drop(columns="y"), metrics
+
+
+def oof_decision(
+    prediction_paths: Sequence[str | Path], model_paths: Sequence[str | Path], classes: list[str]
+) -> tuple[pd.DataFrame, Decision]:
+    """The out-of-fold rows (a bag scored by its own model is refused) and the decision
+    chosen on them."""
+    oof = read_oof(prediction_paths, model_paths)
+    return oof, fit_decision(oof, classes)
+
+
+def ensemble_call(
+    loaded: Sequence[tuple[BagModel, MilTask, dict[str, Any]]], decision: Decision, x: torch.Tensor
+) -> tuple[np.ndarray, int, float]:
+    """One bag through the fold models: the mean class probabilities, the class code called
+    at ``decision`` and the share of fold models whose own call agrees."""
+    per_fold = np.array([score_bag(model, task, x)[0] for model, task, _ in loaded])
+    mean = per_fold.mean(0)
+    call = int(_predict(decision, mean[None])[0])
+    return mean, call, float(np.mean(_predict(decision, per_fold) == call))
+
+
+def write_decision(
+    model_paths: Sequence[str | Path], prediction_paths: Sequence[str | Path], out: str | Path
+) -> dict[str, Any]:
+    """Write the ensemble's out-of-fold decision beside the fold models (``decision.json``),
+    with what a later predict checks: task, classes, bag, encoder id and the fold models."""
+    meta = model_meta(model_paths[0])
+    classes = list(meta["classes"])
+    oof, decision = oof_decision(prediction_paths, model_paths, classes)
+    record = {
+        "decision": decision.to_dict(),
+        "task": meta["task"],
+        "classes": classes,
+        "model": meta["arch"]["kind"],
+        "bag": meta.get("bag"),
+        "encoder_id": meta.get("encoder_id"),
+        "folds": sorted(int(model_meta(p)["fold"]) for p in model_paths),
+        "n_oof_bags": len(oof),
+    }
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return record
 
 
 def _predict(decision: Decision, probs: np.ndarray) -> np.ndarray:

@@ -1,0 +1,160 @@
+"""Slide-label models on new slides (target ``predict`` with ``mil.enabled``).
+
+The bags of a prediction sheet are formed as in training (``mil.bag``: slide, patient or a
+sheet column); no label is read. A slide whose tiling or feature extraction failed is left
+out of its bag (``split`` ``excluded`` with its ``error`` in the bag table), and a bag with no
+slide left is left out whole. Each bag goes through the fold ensemble as the training run's
+test bags do (:func:`~histodetect.mil.ensemble.ensemble_call`), called at the out-of-fold
+decision the training run saved beside its models (``decision.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from histodetect.cohort.bags import predict_bag_ids
+from histodetect.errors import InputError
+from histodetect.features.store import read_attrs
+from histodetect.io import atomic_path
+from histodetect.mil.data import Bag, FeatureSource, bags_of
+from histodetect.mil.ensemble import ensemble_call
+from histodetect.mil.models import BagModel, MilTask
+from histodetect.mil.train import load_mil_model
+from histodetect.training.thresholds import Decision
+
+DECISION_FILE = "decision.json"
+LoadedModel = tuple[BagModel, MilTask, dict[str, Any]]
+
+
+def predict_bag_table(
+    sheet: pd.DataFrame,
+    bag: str,
+    tiling: pd.DataFrame,
+    feature_paths: Mapping[str, str | Path],
+    source: str,
+) -> pd.DataFrame:
+    """One row per slide of the prediction sheet, in the fold table's layout (``slide_id,
+    patient_id, bag_id, group, label, y, split, fold``) plus ``error``: ``split`` is
+    ``predict``, or ``excluded`` for a slide whose tiling (``tiling``: the predict tiling
+    summary) or features (``feature_paths``: the file of each slide that tiled) failed.
+
+    Raises :class:`InputError` naming ``source`` when the sheet lacks the bag's column or a
+    slide's bag id is empty.
+    """
+    bags = predict_bag_ids(sheet, bag, source)
+    patients = sheet["patient_id"] if "patient_id" in sheet else sheet["slide_id"]
+    patients = patients.fillna("").astype(str).where(lambda p: p != "", sheet["slide_id"])
+    status = tiling.set_index(tiling.slide_id.astype(str))
+    errors = []
+    for slide in sheet.slide_id.astype(str):
+        if slide not in status.index or slide not in feature_paths:
+            row = status.loc[slide] if slide in status.index else None
+            cause = "not tiled" if row is None else _tiling_cause(row)
+            errors.append(f"tiling: {cause}")
+            continue
+        attrs = read_attrs(feature_paths[slide])
+        errors.append("" if attrs.get("status") == "ok" else f"features: {attrs.get('error')}")
+    table = pd.DataFrame(
+        {
+            "slide_id": sheet.slide_id.astype(str).to_numpy(),
+            "patient_id": patients.to_numpy(),
+            "bag_id": bags.to_numpy(),
+            "label": "",
+            "y": -1,
+            "error": errors,
+        }
+    )
+    table["group"] = table.bag_id
+    table["split"] = ["predict" if not e else "excluded" for e in errors]
+    table["fold"] = -1
+    return table[[*table.columns.drop("error"), "error"]]
+
+
+def _tiling_cause(row: pd.Series) -> str:
+    if row.status == "failed":
+        return str(row.error)
+    return "no tissue tiles" if row.status != "ok" else "no feature file"
+
+
+def load_ensemble(
+    model_paths: Sequence[str | Path], decision_path: str | Path, encoder_id: str
+) -> tuple[list[LoadedModel], Decision]:
+    """The fold models and their decision, checked to fit each other and the features.
+
+    Raises :class:`InputError` naming a model trained on features of another encoder id than
+    ``encoder_id`` (both ids given), a model of other classes than the decision's, or a
+    decision file that is not one.
+    """
+    decision = Decision.read(decision_path)
+    loaded = [load_mil_model(p) for p in model_paths]
+    for path, (_, _, meta) in zip(model_paths, loaded, strict=True):
+        trained_on = meta.get("encoder_id")
+        if trained_on != encoder_id:
+            raise InputError(
+                path,
+                f"trained on features {trained_on} but the features of the new slides are "
+                f"{encoder_id}: set the features section as in the models' run",
+            )
+        if [str(c) for c in meta["classes"]] != [str(c) for c in decision.classes]:
+            raise InputError(
+                path, f"classes {meta['classes']} differ from {decision_path}'s {decision.classes}"
+            )
+    return loaded, decision
+
+
+def predict_bags(
+    bag_table: pd.DataFrame,
+    loaded: Sequence[LoadedModel],
+    decision: Decision,
+    source: FeatureSource,
+) -> pd.DataFrame:
+    """Per bag with a slide left: ``bag_id, slides, n_slides, n_tiles, prob_<class>...,
+    call, fold_agreement, slides_left_out`` (the bag's slides that failed, comma-separated)."""
+    classes = list(decision.classes)
+    used = bag_table[bag_table.split == "predict"]
+    left_out = bag_table[bag_table.split == "excluded"].groupby("bag_id").slide_id.agg(",".join)
+    rows = []
+    for bag, x in source.stream(bags_of(used)):
+        mean, call, agree = ensemble_call(loaded, decision, x)
+        rows.append(_row(bag, classes, mean, call, agree, len(x), left_out.get(bag.bag_id, "")))
+    columns = ["bag_id", "slides", "n_slides", "n_tiles", *[f"prob_{c}" for c in classes]]
+    return pd.DataFrame(rows, columns=[*columns, "call", "fold_agreement", "slides_left_out"])
+
+
+def _row(
+    bag: Bag, classes: list[str], mean: Any, call: int, agree: float, n_tiles: int, left: str
+) -> dict[str, Any]:
+    probs = {f"prob_{c}": float(p) for c, p in zip(classes, mean, strict=True)}
+    return {"bag_id": bag.bag_id, "slides": ",".join(bag.slide_ids),
+            "n_slides": len(bag.slide_ids), "n_tiles": n_tiles, **probs, "call": classes[call],
+            "fold_agreement": agree, "slides_left_out": left}  # fmt: skip
+
+
+def left_out_bags(bag_table: pd.DataFrame) -> list[str]:
+    """Bags none of whose slides tiled and extracted."""
+    usable = bag_table.groupby("bag_id", sort=False).split.agg(lambda s: (s == "predict").any())
+    return list(usable.index[~usable])
+
+
+def write_predictions(table: pd.DataFrame, bag_table: pd.DataFrame, tsv: Path, bags: Path) -> None:
+    """``predictions.tsv`` and the bag table (``bags.tsv``), each renamed only once complete."""
+    with atomic_path(bags) as tmp:
+        bag_table.to_csv(tmp, sep="\t", index=False)
+    with atomic_path(tsv) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+
+
+def decision_record(path: str | Path) -> dict[str, Any]:
+    """A ``decision.json`` record (:func:`~histodetect.mil.ensemble.write_decision`)."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(path, f"not a readable decision record ({err})") from None
+    if not isinstance(record, dict) or "decision" not in record:
+        raise InputError(path, "not a decision record (no 'decision')")
+    return record
