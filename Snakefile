@@ -9,8 +9,10 @@
 #                own self-supervised encoder); target: features
 #   mil          mil_folds, train_mil (one job per fold), mil_ensemble, mil_attention: models
 #                of slide or patient labels on the features; target: mil
-#   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap
-#   evaluation   training_curves, evaluate, report_description (first page of --report)
+#   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap; points mode:
+#                slide_points, point_counts (points and hotspot counts of test slides)
+#   evaluation   training_curves, evaluate, report_description (first page of --report);
+#                points mode: tune_points, evaluate_points; target: points
 
 
 configfile: "config/config.yaml"
@@ -38,6 +40,7 @@ rule all:
         "results/models/summary.tsv",
         "results/models/curves.png",
         REPORT_TEXT,
+        POINT_TARGETS if POINTS_MODE else [],
 
 
 onsuccess:

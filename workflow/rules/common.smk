@@ -183,6 +183,43 @@ def predict_tuning(wildcards=None):
     return tuned_boxes()
 
 
+POINTS_MODE = config["labels"]["overlap"] == "point"
+# Points mode's outputs (rules/evaluation.smk target points; part of all in points mode).
+POINT_TARGETS = [
+    "results/metrics/points.json",
+    "results/tuning/points.json",
+    "results/points/counts.tsv",
+]
+
+
+def predict_point_tuning(wildcards=None):
+    """The point tuning new slides use: beside predict.tuning, in predict.models' run, or
+    this run's results/tuning/points.json."""
+    if PREDICT["tuning"]:
+        beside = Path(PREDICT["tuning"]).parent / "points.json"
+    elif PREDICT["models"]:
+        beside = Path(PREDICT["models"]).parent / "tuning" / "points.json"
+    else:
+        return "results/tuning/points.json"
+    if not beside.exists():
+        raise InputError(
+            beside,
+            "points of new slides need the point tuning of the models' run (rule tune_points) "
+            "beside predict.tuning or predict.models",
+        )
+    return str(beside)
+
+
+def predict_point_outputs(wildcards):
+    """In points mode, the new slides' points and their count table."""
+    if not POINTS_MODE:
+        return []
+    return [
+        *predict_outputs("results/predict/points/{slide}.csv")(wildcards),
+        "results/predict/points/counts.tsv",
+    ]
+
+
 def predict_sheet_given(wildcards=None):
     """Nothing, once predict.samples names a sheet; otherwise the one line that says so."""
     if not PREDICT_SHEET:

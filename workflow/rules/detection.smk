@@ -135,11 +135,13 @@ rule predict_summary:
         "../scripts/predict_summary.py"
 
 
-# Target predict: the box models' outputs, or with mil.enabled the slide-label models' ones.
+# Target predict: the box models' outputs, or with mil.enabled the slide-label models' ones;
+# in points mode also the new slides' points and counts.
 rule predict:
     input:
         predict_sheet_given,
         predict_targets,
+        predict_point_outputs,
 
 
 # Points (object centres, e.g. mitoses): every out-of-fold heatmap's scored local maxima.
@@ -162,3 +164,75 @@ rule oof_points:
         points=config["points"],
     script:
         "../scripts/points_from_heatmap.py"
+
+
+# Points of test slides: the fold ensemble's heatmap at the setting tuned out of fold.
+rule slide_points:
+    input:
+        heatmap="results/heatmaps/{slide}.npz",
+        summary="results/tiles/{slide}.json",
+        tuned="results/tuning/points.json",
+    output:
+        points="results/points/{slide}.csv",
+        geojson="results/points/{slide}.geojson",
+        counts="results/points/counts/{slide}.tsv",
+    log:
+        "logs/slide_points/{slide}.log",
+    benchmark:
+        "benchmarks/slide_points/{slide}.tsv"
+    conda:
+        "../../envs/tiling.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards, attempt: 2000 * attempt,
+    params:
+        points=config["points"],
+    script:
+        "../scripts/slide_points.py"
+
+
+use rule slide_points as predict_points with:
+    input:
+        heatmap="results/predict/heatmaps/{slide}.npz",
+        summary="results/predict/tiles/{slide}.json",
+        tuned=predict_point_tuning,
+    output:
+        points="results/predict/points/{slide}.csv",
+        geojson="results/predict/points/{slide}.geojson",
+        counts="results/predict/points/counts/{slide}.tsv",
+    log:
+        "logs/predict/points/{slide}.log",
+    benchmark:
+        "benchmarks/predict/points/{slide}.tsv"
+
+
+localrules:
+    point_counts,
+    predict_point_counts,
+
+
+# Per slide: points, points per mm2 of tissue, the hotspot (points.hotspot_mm2).
+rule point_counts:
+    input:
+        counts=test_outputs("results/points/counts/{slide}.tsv"),
+    output:
+        table=report(
+            "results/points/counts.tsv",
+            caption="../report/point_counts.rst",
+            category="Metrics",
+        ),
+    log:
+        "logs/point_counts.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/point_counts.py"
+
+
+use rule point_counts as predict_point_counts with:
+    input:
+        counts=predict_outputs("results/predict/points/counts/{slide}.tsv"),
+    output:
+        table="results/predict/points/counts.tsv",
+    log:
+        "logs/predict/point_counts.log",

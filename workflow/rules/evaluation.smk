@@ -118,13 +118,45 @@ rule report_description:
 
 localrules:
     evaluate_points,
+    tune_points,
 
 
-# The point metric out of fold: each fold's slides at the threshold best on the other folds.
+# The point step (method, distance, threshold) tuned on the training fields' OOF heatmaps.
+rule tune_points:
+    input:
+        heatmaps=train_outputs("results/oof/heatmaps/{slide}.npz"),
+        summaries=train_outputs("results/tiles/{slide}.json"),
+        split="results/splits/split.tsv",
+        sheet=SAMPLE_SHEET,
+        slide_annotations=all_slide_annotations,
+    output:
+        settings="results/tuning/points.json",
+        search=report(
+            "results/tuning/points_search.tsv",
+            caption="../report/point_tuning.rst",
+            category="Metrics",
+        ),
+    log:
+        "logs/tune_points.log",
+    conda:
+        "../../envs/tiling.yaml"
+    params:
+        points=config["points"],
+        labels=config["labels"],
+        annotation_import=config.get("annotation_import", {}),
+    script:
+        "../scripts/tune_points.py"
+
+
+# The point metric out of fold: each fold's slides at the threshold best on the other folds;
+# the test slides' points at the tuned setting; count errors of both.
 rule evaluate_points:
     input:
         points=train_outputs("results/oof/points/{slide}.csv"),
         summaries=train_outputs("results/tiles/{slide}.json"),
+        test_points=test_outputs("results/points/{slide}.csv"),
+        test_summaries=test_outputs("results/tiles/{slide}.json"),
+        tuned="results/tuning/points.json",
         folds="results/splits/folds.tsv",
         sheet=SAMPLE_SHEET,
         slide_annotations=all_slide_annotations,
@@ -142,3 +174,9 @@ rule evaluate_points:
         seed=config["seed"],
     script:
         "../scripts/evaluate_points.py"
+
+
+# Points mode (labels.overlap: point): tuned points, counts and the point metric.
+rule points:
+    input:
+        POINT_TARGETS,

@@ -24,6 +24,7 @@ PRED_CLASS = ("Predicted lesion", [220, 20, 20])
 GT_CLASS = ("Ground truth", [20, 180, 20])
 CONTOUR_CLASS = ("Heatmap contour", [240, 160, 0])
 POINT_CLASS = ("Predicted point", [220, 20, 220])
+HOTSPOT_CLASS = ("Hotspot", [250, 200, 0])
 
 
 def _to_lists(obj: Any) -> Any:
@@ -118,6 +119,15 @@ def points_geojson(
         for i, r in enumerate(points.itertuples(), start=1)
     ]
     return {"type": "FeatureCollection", "features": feats}
+
+
+def region_feature(
+    box: tuple[float, float, float, float],
+    measurements: dict[str, float],
+    cls: tuple[str, list[int]] = HOTSPOT_CLASS,
+) -> dict[str, Any]:
+    """A level-0 rectangle ``(x1, y1, x2, y2)`` as one annotation named after its class."""
+    return _feature(shapely.box(*box), cls, cls[0], measurements)
 
 
 def heatmap_contours(heatmap: Heatmap, level: float = 0.5) -> list[Polygon]:

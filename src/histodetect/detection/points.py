@@ -17,7 +17,8 @@ A point's position is the probability-weighted mean of the centres of the cells 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from histodetect.detection.geojson import points_geojson, write_geojson
+from histodetect.detection.counts import COUNT_COLUMNS, count_row
+from histodetect.detection.geojson import points_geojson, region_feature, write_geojson
 from histodetect.detection.heatmap import Heatmap
+from histodetect.errors import InputError
 from histodetect.io import atomic_path
 
 POINT_METHODS = ("maxima", "components")
@@ -135,3 +138,77 @@ def write_points(
         )
     write_geojson(points_geojson(points), out_geojson)
     return points
+
+
+def tuned_point_settings(points_cfg: Mapping[str, Any], tuned_path: str | Path) -> dict[str, Any]:
+    """The ``points`` config with the method, distance and threshold of a tuning record.
+
+    ``tuned_path`` is ``results/tuning/points.json`` (rule tune_points); its threshold becomes
+    ``min_score``: only detections at or above it are written.
+    """
+    try:
+        chosen = json.loads(Path(tuned_path).read_text())["settings"]
+        method, threshold = str(chosen["method"]), float(chosen["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(
+            tuned_path, f"not a point tuning record of rule tune_points ({err})"
+        ) from None
+    distance = chosen.get("min_distance_um")
+    return {
+        **points_cfg,
+        "method": method,
+        "min_distance_um": points_cfg["min_distance_um"] if distance is None else float(distance),
+        "min_score": threshold,
+    }
+
+
+def write_slide_points(
+    heatmap_path: str | Path,
+    summary_path: str | Path,
+    settings: Mapping[str, Any],
+    *,
+    out_csv: str | Path,
+    out_geojson: str | Path,
+    out_counts: str | Path,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A slide's points at ``settings`` (see :func:`tuned_point_settings`) and their counts.
+
+    Writes the points CSV (``slide_id, x, y, score``), a GeoJSON of the points and the
+    hotspot (``settings["hotspot_mm2"]``, see :mod:`histodetect.detection.counts`) and the
+    slide's one-row count table (TSV, :data:`COUNT_COLUMNS`).
+    """
+    heatmap = Heatmap.load(heatmap_path)
+    points = points_from_heatmap(
+        heatmap,
+        settings["min_score"],
+        method=settings["method"],
+        min_distance_um=settings["min_distance_um"],
+    )
+    summary = json.loads(Path(summary_path).read_text())
+    row, spot = count_row(
+        heatmap.slide_id, points[["x", "y"]].to_numpy(float), summary, settings["hotspot_mm2"]
+    )
+    with atomic_path(out_csv) as tmp:
+        points.assign(slide_id=heatmap.slide_id)[["slide_id", *POINT_COLUMNS]].to_csv(
+            tmp, index=False
+        )
+    collection = points_geojson(points)
+    collection["features"].append(
+        region_feature(
+            (spot.x1, spot.y1, spot.x2, spot.y2),
+            {"count": float(spot.count), "area_mm2": float(spot.area_mm2)},
+        )
+    )
+    write_geojson(collection, out_geojson)
+    with atomic_path(out_counts) as tmp:
+        pd.DataFrame([row], columns=COUNT_COLUMNS).to_csv(tmp, sep="\t", index=False)
+    return points, row
+
+
+def write_count_table(paths: Sequence[str | Path], out: str | Path) -> pd.DataFrame:
+    """The slides' one-row count tables (:func:`write_slide_points`) as one TSV."""
+    tables = [pd.read_csv(p, sep="\t", dtype={"slide_id": str}) for p in paths]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=COUNT_COLUMNS)
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    return table

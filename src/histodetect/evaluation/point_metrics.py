@@ -19,9 +19,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings
 from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
+from histodetect.detection.counts import hotspot
 from histodetect.io import atomic_path
 
 
@@ -217,6 +219,96 @@ def evaluate_out_of_fold(
     return record, table
 
 
+def read_point_truth(
+    sheet: pd.DataFrame,
+    summaries: Sequence[str | Path],
+    slides: Sequence[str],
+    annotation_import: Mapping[str, Any],
+    negative_classes: Iterable[str],
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Expert centres ``image, x, y`` of ``slides`` from the sheet's point files, and each
+    slide's level-0 mpp (from its tiling record ``results/tiles/{slide}.json``)."""
+    mpps = slide_mpps(summaries)
+    annotations = read_cohort_annotations(
+        sheet, None, ImportSettings(**annotation_import), slides=list(slides), mpps=mpps
+    )
+    return point_truth(annotations, negative_classes), mpps
+
+
+def count_errors(predicted: Sequence[float], truth: Sequence[float]) -> dict[str, float | None]:
+    """Mean absolute error and Spearman correlation of per-image counts (None where undefined:
+    no image, or a constant side)."""
+    pred, true = np.asarray(predicted, float), np.asarray(truth, float)
+    if not len(pred):
+        return {"count_mae": None, "count_spearman": None}
+    rho = None
+    if len(pred) > 1 and np.ptp(pred) > 0 and np.ptp(true) > 0:
+        rho = float(spearmanr(pred, true).statistic)
+    return {"count_mae": float(np.abs(pred - true).mean()), "count_spearman": rho}
+
+
+def hotspot_counts(
+    detections: Mapping[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    summaries: Sequence[str | Path],
+    area_mm2: float,
+) -> pd.DataFrame:
+    """Per image ``image, hotspot_pred, hotspot_truth``: the hotspot counts (see
+    :mod:`histodetect.detection.counts`) of the detections and of the expert centres, each
+    in its own densest window (as a pathologist's count and the model's are compared)."""
+    info = {}
+    for path in summaries:
+        record = json.loads(Path(path).read_text())
+        info[str(record["slide_id"])] = record
+    rows = []
+    for image, det in detections.items():
+        geometry = {k: float(info[image][k]) for k in ("mpp", "width", "height")}
+        found = det[["x", "y"]].to_numpy(float)
+        true = truth.loc[truth.image == image, ["x", "y"]].to_numpy(float)
+        rows.append(
+            {
+                "image": image,
+                "hotspot_pred": hotspot(found, area_mm2=area_mm2, **geometry).count,
+                "hotspot_truth": hotspot(true, area_mm2=area_mm2, **geometry).count,
+            }
+        )
+    return pd.DataFrame(rows, columns=["image", "hotspot_pred", "hotspot_truth"])
+
+
+def evaluate_test_points(
+    detections: Mapping[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    mpp: Mapping[str, float],
+    threshold: float,
+    *,
+    match_um: float = 8.0,
+    bootstrap: int = 2000,
+    seed: int = 0,
+) -> tuple[dict, pd.DataFrame]:
+    """The point metric and the count errors of test images' detections at ``threshold``.
+
+    Returns a record (pooled P/R/F1 with a bootstrap interval, count MAE and Spearman over
+    images) and the per-image table (counts, ``n_pred`` and ``n_truth``).
+    """
+    images = sorted(detections)
+    centres = truth_by_image(truth, images)
+    n_truth = {i: len(centres[i]) for i in images}
+    matches = scored_matches(detections, centres, mpp, match_um)
+    table = image_counts(matches, n_truth, threshold)
+    table["n_pred"] = table.tp + table.fp
+    table["n_truth"] = table.tp + table.fn
+    lo, hi = bootstrap_f1(table, n=bootstrap, seed=seed)
+    record = {
+        "n_images": len(images),
+        "n_truth": int(sum(n_truth.values())),
+        "threshold": threshold,
+        **pooled(table),
+        "f1_interval": [lo, hi],
+        **count_errors(table.n_pred, table.n_truth),
+    }
+    return record, table
+
+
 def evaluate_point_files(
     point_paths: Sequence[str | Path],
     folds_path: str | Path,
@@ -229,28 +321,36 @@ def evaluate_point_files(
     seed: int,
     out_metrics: str | Path,
     out_per_image: str | Path,
+    test_paths: Sequence[str | Path] = (),
+    tuned_path: str | Path | None = None,
 ) -> dict:
     """:func:`evaluate_out_of_fold` on the files of rule evaluate_points, written out.
 
     Truth comes from the sheet's per-slide point files; every slide's fold from
     ``folds.tsv`` (its points are out of fold: scored by the model blind to its patient).
+    The record also holds the count errors out of fold and, under ``test``, the test
+    slides' points (``test_paths``, made at the tuning of ``tuned_path``) scored at the
+    tuned threshold with their count errors (None without test slides). ``summaries``
+    are the tiling records of every slide scored.
     """
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str)
     folds_table = pd.read_csv(folds_path, sep="\t", dtype={"slide_id": str})
-    tables = [pd.read_csv(p, dtype={"slide_id": str}) for p in point_paths]
-    detections = {str(Path(p).stem): t for p, t in zip(point_paths, tables, strict=True)}
+
+    def read(paths: Sequence[str | Path]) -> dict[str, pd.DataFrame]:
+        return {Path(p).stem: pd.read_csv(p, dtype={"slide_id": str}) for p in paths}
+
+    detections, test_detections = read(point_paths), read(test_paths)
     folds = {
         s: int(f)
         for s, f in zip(folds_table.slide_id, folds_table.fold, strict=True)
         if s in detections
     }
-    mpps = slide_mpps(summaries)
-    annotations = read_cohort_annotations(
-        sheet, None, ImportSettings(**annotation_import), slides=list(folds), mpps=mpps
+    truth, mpps = read_point_truth(
+        sheet, summaries, [*folds, *test_detections], annotation_import, negative_classes
     )
     record, per_image = evaluate_out_of_fold(
         detections,
-        point_truth(annotations, negative_classes),
+        truth,
         folds,
         mpps,
         match_um=points_cfg["match_um"],
@@ -258,6 +358,31 @@ def evaluate_point_files(
         bootstrap=points_cfg["bootstrap"],
         seed=seed,
     )
+    record.update(count_errors(per_image.tp + per_image.fp, per_image.tp + per_image.fn))
+    record["test"] = None
+    if test_detections:
+        if tuned_path is None:
+            raise ValueError("test points need the tuning record they were made with")
+        tuned = json.loads(Path(tuned_path).read_text())
+        test, test_table = evaluate_test_points(
+            test_detections,
+            truth,
+            mpps,
+            float(tuned["settings"]["threshold"]),
+            match_um=points_cfg["match_um"],
+            bootstrap=points_cfg["bootstrap"],
+            seed=seed,
+        )
+        spots = hotspot_counts(
+            test_detections, truth, summaries, float(points_cfg.get("hotspot_mm2", 2.0))
+        )
+        test_table = test_table.merge(spots, on="image", how="left")
+        hot = count_errors(test_table.hotspot_pred, test_table.hotspot_truth)
+        test["hotspot_count_mae"], test["hotspot_count_spearman"] = hot.values()
+        record["test"] = {"settings": tuned["settings"], **test}
+        per_image = pd.concat(
+            [per_image.assign(split="train"), test_table.assign(split="test")], ignore_index=True
+        )
     with atomic_path(out_metrics) as tmp:
         tmp.write_text(json.dumps(record, indent=2))
     with atomic_path(out_per_image) as tmp:

@@ -12,7 +12,9 @@ import pytest
 from histodetect.evaluation.point_metrics import (
     best_f1_threshold,
     bootstrap_f1,
+    count_errors,
     evaluate_point_files,
+    hotspot_counts,
     image_counts,
     match_points,
     out_of_fold_thresholds,
@@ -116,3 +118,64 @@ def test_evaluate_point_files_scores_each_fold_at_the_others_threshold(tmp_path:
     assert (record["tp"], record["fp"], record["fn"]) == (6, 3, 0)
     assert json.loads((tmp_path / "points.json").read_text()) == record
     assert len(pd.read_csv(tmp_path / "per_image.tsv", sep="\t")) == 3
+
+
+def test_count_errors() -> None:
+    errors = count_errors([3, 0, 5], [2, 0, 9])
+    assert errors["count_mae"] == pytest.approx(5 / 3)
+    assert errors["count_spearman"] == pytest.approx(1.0)
+    assert count_errors([1, 1], [0, 4])["count_spearman"] is None  # constant: undefined
+    assert count_errors([], []) == {"count_mae": None, "count_spearman": None}
+
+
+def test_test_slides_are_scored_at_the_tuned_threshold(tmp_path: Path) -> None:
+    rows, summaries = [], []
+    for i, slide in enumerate(["a", "t"]):
+        ann = tmp_path / f"{slide}_truth.csv"
+        ann.write_text("x,y,class\n100,100,mitosis\n300,300,mitosis\n")
+        rows.append(f"{slide}\tp{i}\t{slide}.jpg\t0.25\t{ann}")
+        summary = tmp_path / f"{slide}.json"
+        summary.write_text(
+            json.dumps({"slide_id": slide, "mpp": 0.25, "width": 1000, "height": 1000})
+        )
+        summaries.append(summary)
+    (tmp_path / "samples.tsv").write_text(
+        "slide_id\tpatient_id\tpath\tmpp\tannotation\n" + "\n".join(rows) + "\n"
+    )
+    (tmp_path / "folds.tsv").write_text("slide_id\tpatient_id\tfold\na\tp0\t0\n")
+    oof = tmp_path / "oof" / "a.csv"
+    oof.parent.mkdir()
+    oof.write_text("slide_id,x,y,score\na,100,100,0.9\n")
+    test = tmp_path / "points" / "t.csv"
+    test.parent.mkdir()
+    # a hit, a miss, and one more hit (the test points are those of the tuned threshold)
+    test.write_text("slide_id,x,y,score\nt,101,100,0.9\nt,700,700,0.8\nt,300,302,0.7\n")
+    tuned = tmp_path / "tuned.json"
+    tuned.write_text(json.dumps({"settings": {"method": "maxima", "threshold": 0.7}}))
+    record = evaluate_point_files(
+        [oof], tmp_path / "folds.tsv", tmp_path / "samples.tsv", summaries,
+        points_cfg={"match_um": 8.0, "min_score": 0.05, "bootstrap": 100, "hotspot_mm2": 0.0036},
+        annotation_import={"point_radius_um": 4.0}, negative_classes=[], seed=0,
+        out_metrics=tmp_path / "points.json", out_per_image=tmp_path / "per_image.tsv",
+        test_paths=[test], tuned_path=tuned,
+    )  # fmt: skip
+    assert {"f1", "f1_interval", "folds", "n_truth"} <= set(record)  # the OOF keys stay
+    assert record["n_images"] == 1 and record["count_mae"] == 2.0  # one fold: none kept of 2
+    t = record["test"]
+    assert t["threshold"] == 0.7 and t["n_images"] == 1
+    assert (t["tp"], t["fp"], t["fn"]) == (2, 1, 0) and t["count_mae"] == 1.0
+    assert t["settings"] == {"method": "maxima", "threshold": 0.7}
+    # a 60 um (240 px) square holds both true centres and the two hits, not (700, 700)
+    assert t["hotspot_count_mae"] == 0.0
+    per_image = pd.read_csv(tmp_path / "per_image.tsv", sep="\t")
+    assert per_image.split.tolist() == ["train", "test"]
+
+
+def test_hotspot_counts_of_detections_and_truth_in_their_own_windows(tmp_path: Path) -> None:
+    summary = tmp_path / "s.json"
+    summary.write_text(json.dumps({"slide_id": "s", "mpp": 0.25, "width": 2000, "height": 2000}))
+    found = pd.DataFrame({"x": [100.0, 150, 180, 900], "y": [100.0, 120, 90, 900]})
+    truth = pd.DataFrame({"image": "s", "x": [100.0, 900, 1500], "y": [100.0, 900, 1500]})
+    # 0.0036 mm2: a 240 px square; three detections fit in one, the true centres lie apart
+    table = hotspot_counts({"s": found}, truth, [summary], 0.0036)
+    assert table.to_dict("records") == [{"image": "s", "hotspot_pred": 3, "hotspot_truth": 1}]

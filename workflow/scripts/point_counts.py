@@ -1,0 +1,8 @@
+"""Snakemake script of rules point_counts and predict_point_counts: one table of counts."""
+
+from histodetect.detection.points import write_count_table
+from histodetect.runner import log, rule_context
+
+with rule_context(snakemake):
+    table = write_count_table(snakemake.input.counts, snakemake.output.table)
+    log.info("counts of %d slides: %d points", len(table), int(table.n_points.sum()))
