@@ -22,13 +22,13 @@ N_FIELDS = 6  # one patient each: 2 test fields, 4 in 2 folds
 HOTSPOT_MM2 = 0.01  # a 100 um window, smaller than a field
 
 
-def write_fields(folder: Path, seed: int = 5) -> Path:
+def write_fields(folder: Path, seed: int = 5, n: int = N_FIELDS, prefix: str = "F") -> Path:
     """JPEG fields of pink noise with dark 9 um discs (the centres annotated as ``mitosis``)
     and paler ones (``lookalike``), a sample sheet and an empty DigiLut box file."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:SIDE, :SIDE]
     rows = []
-    for i in range(N_FIELDS):
+    for i in range(n):
         image = np.empty((SIDE, SIDE, 3), np.float32)
         image[:] = [225, 175, 200]
         image += rng.normal(0, 8, size=image.shape)
@@ -39,12 +39,12 @@ def write_fields(folder: Path, seed: int = 5) -> Path:
             mitosis = k < 9
             image[disc] = [70, 30, 90] if mitosis else [170, 120, 170]
             table.append((round(x, 1), round(y, 1), "mitosis" if mitosis else "lookalike"))
-        path = folder / f"F{i}.jpg"
+        path = folder / f"{prefix}{i}.jpg"
         Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path, quality=95)
-        ann = folder / f"F{i}.csv"
+        ann = folder / f"{prefix}{i}.csv"
         pd.DataFrame(table, columns=["x", "y", "class"]).to_csv(ann, index=False)
-        rows.append((f"F{i}", f"P{i}", str(path), MPP, str(ann)))
-    sheet = folder / "samples.tsv"
+        rows.append((f"{prefix}{i}", f"P{prefix}{i}", str(path), MPP, str(ann)))
+    sheet = folder / f"{prefix}samples.tsv"
     pd.DataFrame(rows, columns=["slide_id", "patient_id", "path", "mpp", "annotation"]).to_csv(
         sheet, sep="\t", index=False
     )
@@ -73,7 +73,18 @@ def config(folder: Path) -> dict:
     }  # fmt: skip
 
 
-def test_points_counts_and_metrics_of_test_fields(tmp_path: Path) -> None:
+def same_points(points: pd.DataFrame, heatmap_path: Path, settings: dict) -> None:
+    """``points`` are the heatmap's at the tuned setting, all at or above its threshold."""
+    expected = points_from_heatmap(
+        Heatmap.load(heatmap_path), settings["threshold"], method=settings["method"],
+        min_distance_um=settings["min_distance_um"] or 8.0,
+    )  # fmt: skip
+    assert len(points) == len(expected)
+    np.testing.assert_allclose(points[["x", "y", "score"]], expected, rtol=1e-6)
+    assert (points.score >= settings["threshold"]).all()
+
+
+def test_points_counts_and_metrics_of_test_fields_and_new_slides(tmp_path: Path) -> None:
     write_config(tmp_path, config(tmp_path))
     snakemake(tmp_path, "points")
     res = tmp_path / "results"
@@ -94,14 +105,7 @@ def test_points_counts_and_metrics_of_test_fields(tmp_path: Path) -> None:
     for slide in test:
         assert not (res / "oof" / "heatmaps" / f"{slide}.npz").exists()
         points = pd.read_csv(res / "points" / f"{slide}.csv")
-        heatmap = Heatmap.load(res / "heatmaps" / f"{slide}.npz")  # the fold ensemble's
-        expected = points_from_heatmap(
-            heatmap, settings["threshold"], method=settings["method"],
-            min_distance_um=settings["min_distance_um"] or 8.0,
-        )  # fmt: skip
-        assert len(points) == len(expected)
-        np.testing.assert_allclose(points[["x", "y", "score"]], expected, rtol=1e-6)
-        assert (points.score >= settings["threshold"]).all()
+        same_points(points, res / "heatmaps" / f"{slide}.npz", settings)  # the fold ensemble's
         row = counts.set_index("slide_id").loc[slide]
         assert row.n_points == len(points) and row.hotspot_kind == "window"
         assert row.hotspot_x2 - row.hotspot_x1 == pytest.approx(side)
@@ -119,3 +123,17 @@ def test_points_counts_and_metrics_of_test_fields(tmp_path: Path) -> None:
     assert metrics["test"]["threshold"] == settings["threshold"]
     found = int(counts.n_points.sum())
     assert metrics["test"]["tp"] + metrics["test"]["fp"] == found
+
+    # New slides (target predict): their ensemble heatmaps at the same tuned setting.
+    new = tmp_path / "new"
+    new.mkdir()
+    sheet = pd.read_csv(write_fields(new, seed=9, n=2, prefix="N"), sep="\t")
+    sheet[["slide_id", "path", "mpp"]].to_csv(tmp_path / "new.tsv", sep="\t", index=False)
+    snakemake(tmp_path, "predict", "--config", "predict={samples: new.tsv}")
+    pred = res / "predict"
+    table = pd.read_csv(pred / "points" / "counts.tsv", sep="\t", dtype={"slide_id": str})
+    assert sorted(table.slide_id) == ["N0", "N1"]
+    for slide in ("N0", "N1"):
+        points = pd.read_csv(pred / "points" / f"{slide}.csv")
+        same_points(points, pred / "heatmaps" / f"{slide}.npz", settings)
+        assert table.set_index("slide_id").loc[slide, "n_points"] == len(points)
