@@ -141,6 +141,18 @@ def fold_models(wildcards=None):
     return expand("results/models/fold_{fold}/model.pt", fold=FOLDS)
 
 
+def fold_calibrations(wildcards=None):
+    return expand("results/models/fold_{fold}/calibration.json", fold=FOLDS)
+
+
+def predict_calibrations(wildcards=None):
+    """calibration.json beside each predict model; one missing is refused by the job, naming it."""
+    if not PREDICT["models"]:
+        return fold_calibrations()
+    beside = [Path(p).parent / "calibration.json" for p in predict_models()]
+    return [str(p) for p in beside if p.exists()]
+
+
 def model_tiling():
     """What a slide-mode model is trained at, recorded in its file (None in patch mode)."""
     if PATCH_LABELS:
@@ -295,6 +307,8 @@ def feature_encoder_input(wildcards=None):
 def train_params():
     """train_fold's options: the config's, the seed, and the ssl encoder with init: ssl."""
     train = {**config["train"], "seed": config["seed"]}
+    # calibrate_fold's key: changing it retrains nothing
+    train.pop("calibration", None)
     if train.get("init") == "ssl":
         train["checkpoint"] = SSL_ENCODER
         train["pretrained"] = False

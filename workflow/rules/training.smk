@@ -29,11 +29,30 @@ rule train_fold:
 
 
 localrules:
+    calibrate_fold,
     oof_threshold,
     fold_summary,
 
 
-# The ensemble's decision rule (binary threshold or multi-class priors) with the best balanced
+# Each fold model calibrated on its own validation rows (train.calibration), before the
+# ensemble pools or carries thresholds; every consumer reads calibration.json beside model.pt.
+rule calibrate_fold:
+    input:
+        predictions="results/models/fold_{fold}/val_predictions.parquet",
+        model="results/models/fold_{fold}/model.pt",
+    output:
+        calibration="results/models/fold_{fold}/calibration.json",
+    log:
+        "logs/calibrate_fold/fold_{fold}.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        method=config["train"]["calibration"],
+    script:
+        "../scripts/calibrate_fold.py"
+
+
+# The ensemble's decision rule, on calibrated probabilities, (binary threshold or multi-class priors) with the best balanced
 # accuracy on the folds' validation rows, each scored by the model that did not train on it;
 # each fold's metrics.json: its training metrics plus those at this decision.
 rule oof_threshold:
@@ -43,6 +62,7 @@ rule oof_threshold:
         ),
         models=expand("results/models/fold_{fold}/model.pt", fold=FOLDS),
         metrics=expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
+        calibrations=fold_calibrations,
     output:
         threshold="results/models/threshold.json",
         metrics=expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),
