@@ -30,6 +30,7 @@ heavy-run lock, e.g.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import subprocess
@@ -42,16 +43,27 @@ import pandas as pd
 import yaml
 from PIL import Image
 from scipy import ndimage
+from scipy.stats import spearmanr
 
+from histodetect.detection.heatmap import Heatmap
+from histodetect.detection.points import points_from_heatmap
 from histodetect.evaluation.point_metrics import (
     best_f1_threshold,
     bootstrap_f1,
+    evaluate_out_of_fold,
     image_counts,
     pooled,
     scored_matches,
     truth_by_image,
 )
 from histodetect.testdata import default_local
+from histodetect.training.calibration import (
+    METHODS,
+    Calibration,
+    compare_methods,
+    fit_calibration,
+    prediction_arrays,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = default_local() / "mitos2012"
@@ -106,7 +118,12 @@ def write_inputs(workdir: Path, points: pd.DataFrame, hard_per_field: int) -> pd
     return sheet
 
 
-def workflow_config(workdir: Path, epochs: int, seed: int) -> Path:
+def workflow_config(
+    workdir: Path, epochs: int, seed: int, *, init: str = "scratch", ssl_epochs: int = 8
+) -> Path:
+    """The workflow's config: raw fold models (``train.calibration: none``, the bench applies
+    each calibration itself), from scratch or, with ``init="ssl"``, from the SimCLR encoder
+    of the cohort's training fields (rule ``pretrain_encoder``; bench/ssl_encoder.py's settings)."""
     base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     overrides = {
         "demo": {**base["demo"], "enabled": False},
@@ -122,7 +139,10 @@ def workflow_config(workdir: Path, epochs: int, seed: int) -> Path:
         "sampling": {**base["sampling"], "neg_ratio": 4.0, "max_val_tiles": 1000},
         "train": {**base["train"], "backbone": "resnet10t", "epochs": epochs, "batch_size": 64, "lr": 0.002,
                   "early_stopping_patience": epochs, "colour_jitter": 0.1, "num_workers": 0,
-                  "dropout": 0.2, "device": "cpu"},
+                  "dropout": 0.2, "device": "cpu", "calibration": "none",
+                  "init": "ssl" if init == "ssl" else None},
+        "ssl": {**base["ssl"], "method": "simclr", "epochs": ssl_epochs, "max_tiles": 3000,
+                "batch_size": 64, "num_workers": 1, "device": "cpu"},
         "infer": {**base["infer"], "batch_size": 256, "device": "cpu"},
         "points": {**base["points"], "method": "maxima", "min_distance_um": 8.0,
                    "min_score": 0.05, "match_um": MATCH_UM},
@@ -196,6 +216,81 @@ def report(name: str, per_image: pd.DataFrame, seed: int) -> dict[str, float]:
     return total
 
 
+def fold_calibrations(results: Path, method: str) -> dict[int, Calibration]:
+    """Each fold model's ``method`` calibration, fitted on its own validation rows."""
+    out = {}
+    for path in sorted((results / "models").glob("fold_*/val_predictions.parquet")):
+        y, probs = prediction_arrays(pd.read_parquet(path))
+        out[int(path.parent.name.split("_")[1])] = fit_calibration(y, probs, method)
+    return out
+
+
+def calibration_scores(results: Path) -> pd.DataFrame:
+    """Log loss and ECE of every method per fold, each field's tiles calibrated by the map
+    fitted on the fold's other validation fields (:func:`compare_methods`)."""
+    tables = []
+    for path in sorted((results / "models").glob("fold_*/val_predictions.parquet")):
+        scores = compare_methods(pd.read_parquet(path), METHODS, group="slide_id")
+        tables.append(scores.assign(fold=int(path.parent.name.split("_")[1])))
+    table = pd.concat(tables, ignore_index=True)
+    for fold, part in table.groupby("fold"):
+        cells = ", ".join(f"{r.method} {r.nll:.3f}/{r.ece:.3f}" for r in part.itertuples())
+        print(f"calibration fold {fold} ({int(part.n_rows.iloc[0])} val tiles), NLL/ECE: {cells}")
+    mean = table.groupby("method")[["nll", "ece"]].mean().reindex(list(METHODS))
+    cells = ", ".join(f"{m} {r.nll:.3f}/{r.ece:.3f}" for m, r in mean.iterrows())
+    print(f"calibration mean over folds, NLL/ECE: {cells}")
+    return mean
+
+
+def variant_points(
+    results: Path, folds: dict[str, int], calibrations: dict[int, Calibration] | None
+) -> dict[str, pd.DataFrame]:
+    """Every field's out-of-fold points, from its heatmap calibrated by its fold's map."""
+    cfg = yaml.safe_load((results.parent / "config.yaml").read_text())["points"]
+    out = {}
+    for image, fold in folds.items():
+        heatmap = Heatmap.load(results / "oof" / "heatmaps" / f"{image}.npz")
+        prob = heatmap.prob.astype(np.float64)
+        if calibrations is not None:
+            finite = np.isfinite(prob)
+            prob[finite] = calibrations[fold].apply(prob[finite])
+        out[image] = points_from_heatmap(
+            dataclasses.replace(heatmap, prob=prob.astype(np.float32)),
+            cfg["min_score"],
+            method=cfg["method"],
+            min_distance_um=cfg["min_distance_um"],
+        )
+    return out
+
+
+def count_error(per_image: pd.DataFrame) -> tuple[float, float]:
+    """Mean absolute error of the per-field mitosis count and Spearman's rho over fields."""
+    found, true = per_image.tp + per_image.fp, per_image.tp + per_image.fn
+    return float((found - true).abs().mean()), float(spearmanr(found, true).statistic)
+
+
+def score_variants(
+    results: Path, points: pd.DataFrame, folds: dict[str, int], seed: int, label: str
+) -> dict[str, tuple[dict[str, float], pd.DataFrame]]:
+    """Per fold and pooled point F1 and count error of the raw and each calibrated variant."""
+    truth = points.assign(image=points.image.str.replace(".jpg", ""))
+    mpp = dict.fromkeys(folds, MPP)
+    out = {}
+    for method in METHODS:
+        calibrations = None if method == "none" else fold_calibrations(results, method)
+        detections = variant_points(results, folds, calibrations)
+        floor = yaml.safe_load((results.parent / "config.yaml").read_text())["points"]["min_score"]
+        _, per_image = evaluate_out_of_fold(
+            detections, truth, folds, mpp, match_um=MATCH_UM, floor=floor, bootstrap=10, seed=seed
+        )
+        name = f"{label} {'plain' if method == 'none' else method}"
+        total = report(name, per_image, seed)
+        mae, rho = count_error(per_image)
+        print(f"{name} count per field: MAE {mae:.2f}, Spearman {rho:.3f}")
+        out[method] = (total | {"mae_count": mae, "spearman_count": rho}, per_image)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-mitos2012"))
@@ -203,27 +298,45 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--hard-per-field", type=int, default=15)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--inits", default="scratch,ssl", help="comma list: scratch, ssl")
+    parser.add_argument("--ssl-epochs", type=int, default=8)
     args = parser.parse_args()
     start = time.perf_counter()
     points = pd.read_csv(DATA / "points.csv")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    write_inputs(args.workdir, points, args.hard_per_field)
-    workflow_config(args.workdir, args.epochs, args.seed)
-    run_workflow(args.workdir, args.cores)
-    workflow_s = time.perf_counter() - start
-    results = args.workdir / "results"
-    record = json.loads((results / "metrics" / "points.json").read_text())
-    per_image = pd.read_csv(results / "metrics" / "points_per_image.tsv", sep="\t")
-    folds = dict(zip(per_image.image, per_image.fold, strict=True))
-    print(f"MITOS 2012 test set: {len(folds)} fields of 5 slides, {record['n_truth']} mitoses; "
-          f"leave one slide out (5 folds); match within {MATCH_UM:g} um")  # fmt: skip
-    print(f"workflow (tiling, 5 fold models x {args.epochs} epochs, out-of-fold heatmaps, points): "
-          f"{workflow_s / 60:.1f} min on {args.cores} cores")  # fmt: skip
-    print(stage_times(args.workdir))
-    net = report("network", per_image, args.seed)
-    base = report("baseline", baseline(points, folds), args.seed)
-    print(f"total {(time.perf_counter() - start) / 60:.1f} min")
-    print(f"f1={net['f1']:.3f} precision={net['precision']:.3f} recall={net['recall']:.3f} "
+    results_of: dict[str, dict[str, tuple[dict[str, float], pd.DataFrame]]] = {}
+    for init in args.inits.split(","):
+        t0 = time.perf_counter()
+        workdir = args.workdir / init
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_inputs(workdir, points, args.hard_per_field)
+        workflow_config(workdir, args.epochs, args.seed, init=init, ssl_epochs=args.ssl_epochs)
+        run_workflow(workdir, args.cores)
+        results = workdir / "results"
+        record = json.loads((results / "metrics" / "points.json").read_text())
+        per_image = pd.read_csv(results / "metrics" / "points_per_image.tsv", sep="\t")
+        folds = dict(zip(per_image.image, per_image.fold, strict=True))
+        print(
+            f"== {init}: MITOS 2012 test set, {len(folds)} fields of 5 slides, "
+            f"{record['n_truth']} mitoses; leave one slide out; match within {MATCH_UM:g} um"
+        )
+        print(f"workflow ({init}, 5 fold models x {args.epochs} epochs, out-of-fold heatmaps, "
+              f"points): {(time.perf_counter() - t0) / 60:.1f} min on {args.cores} cores; "
+              f"its points.json (raw models): F1 {record['f1']:.3f}")  # fmt: skip
+        print(stage_times(workdir))
+        calibration_scores(results)
+        results_of[init] = score_variants(results, points, folds, args.seed, init)
+    first = next(iter(results_of.values()))
+    base = report("baseline", baseline(points, dict(zip(first["none"][1].image,
+                                                       first["none"][1].fold, strict=True))),
+                  args.seed)  # fmt: skip
+    best_init, best_method = max(
+        ((i, m) for i in results_of for m in results_of[i]),
+        key=lambda im: results_of[im[0]][im[1]][0]["f1"],
+    )
+    best = results_of[best_init][best_method][0]
+    plain = results_of[next(iter(results_of))]["none"][0]
+    print(f"best: {best_init} {best_method}; total {(time.perf_counter() - start) / 60:.1f} min")
+    print(f"f1={best['f1']:.3f} f1_plain={plain['f1']:.3f} mae_count={best['mae_count']:.2f} "
           f"baseline_f1={base['f1']:.3f}")  # fmt: skip
 
 

@@ -61,6 +61,8 @@ samples = samples.set_index("slide_id", drop=False)
 BOX_INDEX = "results/annotations/boxes.parquet"  # the DigiLut CSV's boxes by slide
 SLIDES = list(samples.slide_id)
 FOLDS = list(range(config["folds"]))
+# A second training round on each fold's false positives (slide mode only).
+HARD_NEGATIVE_ROUNDS = 0 if PATCH_LABELS else config["points"]["hard_negative_rounds"]
 # Each slide's sheet row, looked up once per job in O(1) (a pandas lookup costs ~0.1 ms a job).
 SHEET_ROWS = {
     row["slide_id"]: {
@@ -313,6 +315,11 @@ def train_params():
         train["checkpoint"] = SSL_ENCODER
         train["pretrained"] = False
     return train
+
+
+def hard_negative_input(paths):
+    """paths when train_fold runs a hard-negative round (slide mode), else none."""
+    return paths if HARD_NEGATIVE_ROUNDS else []
 
 
 def train_init_input(wildcards=None):

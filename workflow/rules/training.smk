@@ -3,6 +3,10 @@ rule train_fold:
         train="results/folds/fold_{fold}/train.parquet",
         val="results/folds/fold_{fold}/val.parquet",
         encoder=train_init_input,
+        folds=hard_negative_input("results/splits/folds.tsv"),
+        labels=hard_negative_input(
+            expand("results/labels/{slide}.parquet", slide=SLIDES)
+        ),
     output:
         model="results/models/fold_{fold}/model.pt",
         metrics="results/models/fold_{fold}/training_metrics.json",
@@ -24,6 +28,7 @@ rule train_fold:
         experiment=config["mlflow"]["experiment"],
         tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
         tiling=model_tiling(),
+        hard_negative_rounds=HARD_NEGATIVE_ROUNDS,
     script:
         "../scripts/train_fold.py"
 
