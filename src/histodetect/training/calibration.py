@@ -9,9 +9,13 @@ threshold, tile scores, heatmaps, boxes, points, predict) reads the calibrated p
 Methods (``train.calibration``):
 
 - ``temperature``: logits divided by one scalar ``T`` fitted by least log loss (binary and
-  multi-class; keeps the ranking, so AUC and the argmax are unchanged);
-- ``platt``: ``sigmoid(a * logit + b)`` (binary only);
-- ``isotonic``: a monotone step map of the probability (binary only; scikit-learn);
+  multi-class; keeps the ranking, so AUC and the argmax are unchanged; keeps 0.5 fixed too,
+  so it cannot move a fold whose probabilities all sit below 0.5);
+- ``platt``: ``sigmoid(a * logit + b)`` (binary; multi-class models get ``temperature``);
+  the default: on the MITOS 2012 bench its out-of-sample log loss was the least (0.148
+  against temperature 0.165, isotonic 0.201, raw 0.182) and it alone moved the folds'
+  thresholds together (pooled point F1 0.346 against raw 0.216, no fold at 0);
+- ``isotonic``: a monotone step map of the probability (binary; scikit-learn);
 - ``none``: the raw probabilities, still written so consumers know it was chosen.
 
 The record is ``calibration.json`` beside ``model.pt``. Logits are recovered from the stored
@@ -204,6 +208,9 @@ def write_calibration(
 ) -> Calibration:
     """Fit ``method`` on a fold model's validation predictions and write ``calibration.json``.
 
+    A multi-class model asked for a binary-only method (``platt``, ``isotonic``) gets
+    ``temperature`` instead, recorded as ``fit["fallback_from_<method>"]``.
+
     Raises:
         InputError: naming the predictions file when its rows are of another fold than the model's.
     """
@@ -216,11 +223,11 @@ def write_calibration(
             predictions_path, f"rows of another fold than model fold {meta.get('fold')}"
         )
     y, probs = prediction_arrays(table)
-    if method in BINARY_ONLY and probs.ndim == 2:
-        raise InputError(
-            model_path, f"train.calibration {method} is for binary models; use temperature"
-        )
-    calibration = fit_calibration(y, probs, method)
+    fallback = method in BINARY_ONLY and probs.ndim == 2
+    calibration = fit_calibration(y, probs, "temperature" if fallback else method)
+    if fallback:  # multi-class: the one method that keeps the softmax's argmax
+        fit = calibration.fit | {f"fallback_from_{method}": 1.0}
+        calibration = Calibration(**(calibration.to_dict() | {"fit": fit}))
     with atomic_path(out) as tmp:
         tmp.write_text(
             json.dumps(calibration.to_dict() | {"fold": meta.get("fold")}, indent=2) + "\n"

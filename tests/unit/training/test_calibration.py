@@ -147,3 +147,18 @@ def test_compare_methods_scores_each_slide_by_a_map_fitted_without_it() -> None:
     assert set(scores.index) == {"temperature", "platt", "isotonic", "none"}
     assert scores.loc["platt", "nll"] < scores.loc["temperature", "nll"] < scores.loc["none", "nll"]
     assert scores.loc["platt", "ece"] < scores.loc["none", "ece"]
+
+
+def test_a_multiclass_model_asked_for_platt_gets_temperature(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 3, (300, 3))
+    y = logits.argmax(1)
+    y[::3] = rng.integers(0, 3, 100)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    table = pd.DataFrame({"label": y, "fold": 0, **{f"prob_{k}": probs[:, k] for k in range(3)}})
+    table.to_parquet(tmp_path / "val.parquet")
+    model = random_model(tmp_path / "model.pt", 0, fold=0)
+    cal = write_calibration(tmp_path / "val.parquet", model, "platt", tmp_path / "calibration.json")
+    assert cal.method == "temperature" and cal.fit["fallback_from_platt"] == 1.0
+    assert cal.temperature > 1.0  # the noisy labels: the logits are overconfident
+    assert read_calibration(model) == cal
