@@ -28,7 +28,8 @@ What it does, in a scratch folder (``--workdir``, one subfolder per run):
    expert count, and Spearman's rho over the 15 fields). Note: a fold's map is fitted on
    its held-out slide's tile labels (the issue's design: calibration on the model's own
    validation rows), so the calibrated rows use one or two numbers learnt from the fold
-   they score.
+   they score; ``platt_field_out`` fits each field's map on its slide's other fields only,
+   to show how much of the gain that is.
 4. The baseline, no network: dark blobs of the grey image (Gaussian-smoothed, at or below a
    grey level) 10-200 um^2 in area, their centroids scored by darkness; the grey level and
    the score threshold of each fold are chosen on the other folds' fields, the same way.
@@ -263,18 +264,31 @@ def calibration_scores(results: Path) -> pd.DataFrame:
     return mean
 
 
-def variant_points(
-    results: Path, folds: dict[str, int], calibrations: dict[int, Calibration] | None
-) -> dict[str, pd.DataFrame]:
-    """Every field's out-of-fold points, from its heatmap calibrated by its fold's map."""
-    cfg = yaml.safe_load((results.parent / "config.yaml").read_text())["points"]
+def field_out_calibrations(
+    results: Path, folds: dict[str, int], method: str
+) -> dict[str, Calibration]:
+    """Per field, ``method`` fitted on its fold's validation rows of the *other* fields of
+    that slide: no field's own labels calibrate it (the slide's other fields still do)."""
     out = {}
     for image, fold in folds.items():
+        table = pd.read_parquet(results / "models" / f"fold_{fold}" / "val_predictions.parquet")
+        y, probs = prediction_arrays(table[table.slide_id.astype(str) != image])
+        out[image] = fit_calibration(y, probs, method)
+    return out
+
+
+def variant_points(
+    results: Path, folds: dict[str, int], calibrations: dict[str, Calibration] | None
+) -> dict[str, pd.DataFrame]:
+    """Every field's out-of-fold points, from its heatmap calibrated by its map."""
+    cfg = yaml.safe_load((results.parent / "config.yaml").read_text())["points"]
+    out = {}
+    for image in folds:
         heatmap = Heatmap.load(results / "oof" / "heatmaps" / f"{image}.npz")
         prob = heatmap.prob.astype(np.float64)
         if calibrations is not None:
             finite = np.isfinite(prob)
-            prob[finite] = calibrations[fold].apply(prob[finite])
+            prob[finite] = calibrations[image].apply(prob[finite])
         out[image] = points_from_heatmap(
             dataclasses.replace(heatmap, prob=prob.astype(np.float32)),
             cfg["min_score"],
@@ -297,8 +311,14 @@ def score_variants(
     truth = points.assign(image=points.image.str.replace(".jpg", ""))
     mpp = dict.fromkeys(folds, MPP)
     out = {}
-    for method in METHODS:
-        calibrations = None if method == "none" else fold_calibrations(results, method)
+    for method in (*METHODS, "platt_field_out"):
+        if method == "platt_field_out":
+            calibrations = field_out_calibrations(results, folds, "platt")
+        elif method != "none":
+            by_fold = fold_calibrations(results, method)
+            calibrations = {image: by_fold[fold] for image, fold in folds.items()}
+        else:
+            calibrations = None
         detections = variant_points(results, folds, calibrations)
         floor = yaml.safe_load((results.parent / "config.yaml").read_text())["points"]["min_score"]
         _, per_image = evaluate_out_of_fold(
