@@ -61,6 +61,8 @@ samples = samples.set_index("slide_id", drop=False)
 BOX_INDEX = "results/annotations/boxes.parquet"  # the DigiLut CSV's boxes by slide
 SLIDES = list(samples.slide_id)
 FOLDS = list(range(config["folds"]))
+# A second training round on each fold's false positives (slide mode only).
+HARD_NEGATIVE_ROUNDS = 0 if PATCH_LABELS else config["points"]["hard_negative_rounds"]
 # Each slide's sheet row, looked up once per job in O(1) (a pandas lookup costs ~0.1 ms a job).
 SHEET_ROWS = {
     row["slide_id"]: {
@@ -141,6 +143,18 @@ def all_slide_annotations(wildcards=None):
 
 def fold_models(wildcards=None):
     return expand("results/models/fold_{fold}/model.pt", fold=FOLDS)
+
+
+def fold_calibrations(wildcards=None):
+    return expand("results/models/fold_{fold}/calibration.json", fold=FOLDS)
+
+
+def predict_calibrations(wildcards=None):
+    """calibration.json beside each predict model; one missing is refused by the job, naming it."""
+    if not PREDICT["models"]:
+        return fold_calibrations()
+    beside = [Path(p).parent / "calibration.json" for p in predict_models()]
+    return [str(p) for p in beside if p.exists()]
 
 
 def model_tiling():
@@ -334,10 +348,17 @@ def feature_encoder_input(wildcards=None):
 def train_params():
     """train_fold's options: the config's, the seed, and the ssl encoder with init: ssl."""
     train = {**config["train"], "seed": config["seed"]}
+    # calibrate_fold's key: changing it retrains nothing
+    train.pop("calibration", None)
     if train.get("init") == "ssl":
         train["checkpoint"] = SSL_ENCODER
         train["pretrained"] = False
     return train
+
+
+def hard_negative_input(paths):
+    """paths when train_fold runs a hard-negative round (slide mode), else none."""
+    return paths if HARD_NEGATIVE_ROUNDS else []
 
 
 def train_init_input(wildcards=None):

@@ -3,6 +3,7 @@ rule infer_slide:
         tiles="results/tiles/{slide}.parquet",
         summary="results/tiles/{slide}.json",
         models=fold_models,
+        calibrations=fold_calibrations,
         threshold="results/models/threshold.json",
     output:
         heatmap="results/heatmaps/{slide}.npz",
@@ -66,6 +67,7 @@ use rule infer_slide as infer_oof with:
         summary="results/tiles/{slide}.json",
         folds="results/splits/folds.tsv",
         models=fold_models,
+        calibrations=fold_calibrations,
     output:
         heatmap="results/oof/heatmaps/{slide}.npz",
         scores="results/oof/scores/{slide}.parquet",
@@ -81,6 +83,7 @@ use rule infer_slide as predict_infer_slide with:
         tiles="results/predict/tiles/{slide}.parquet",
         summary="results/predict/tiles/{slide}.json",
         models=predict_models,
+        calibrations=predict_calibrations,
         threshold=predict_threshold,
     output:
         heatmap="results/predict/heatmaps/{slide}.npz",

@@ -3,6 +3,10 @@ rule train_fold:
         train="results/folds/fold_{fold}/train.parquet",
         val="results/folds/fold_{fold}/val.parquet",
         encoder=train_init_input,
+        folds=hard_negative_input("results/splits/folds.tsv"),
+        labels=hard_negative_input(
+            expand("results/labels/{slide}.parquet", slide=SLIDES)
+        ),
     output:
         model="results/models/fold_{fold}/model.pt",
         metrics="results/models/fold_{fold}/training_metrics.json",
@@ -24,16 +28,36 @@ rule train_fold:
         experiment=config["mlflow"]["experiment"],
         tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
         tiling=model_tiling(),
+        hard_negative_rounds=HARD_NEGATIVE_ROUNDS,
     script:
         "../scripts/train_fold.py"
 
 
 localrules:
+    calibrate_fold,
     oof_threshold,
     fold_summary,
 
 
-# The ensemble's decision rule (binary threshold or multi-class priors) with the best balanced
+# Each fold model calibrated on its own validation rows (train.calibration), before the
+# ensemble pools or carries thresholds; every consumer reads calibration.json beside model.pt.
+rule calibrate_fold:
+    input:
+        predictions="results/models/fold_{fold}/val_predictions.parquet",
+        model="results/models/fold_{fold}/model.pt",
+    output:
+        calibration="results/models/fold_{fold}/calibration.json",
+    log:
+        "logs/calibrate_fold/fold_{fold}.log",
+    conda:
+        "../../envs/torch.yaml"
+    params:
+        method=config["train"]["calibration"],
+    script:
+        "../scripts/calibrate_fold.py"
+
+
+# The ensemble's decision rule, on calibrated probabilities, (binary threshold or multi-class priors) with the best balanced
 # accuracy on the folds' validation rows, each scored by the model that did not train on it;
 # each fold's metrics.json: its training metrics plus those at this decision.
 rule oof_threshold:
@@ -43,6 +67,7 @@ rule oof_threshold:
         ),
         models=expand("results/models/fold_{fold}/model.pt", fold=FOLDS),
         metrics=expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
+        calibrations=fold_calibrations,
     output:
         threshold="results/models/threshold.json",
         metrics=expand("results/models/fold_{fold}/metrics.json", fold=FOLDS),

@@ -15,6 +15,7 @@ from histodetect.detection.inference import (
 )
 from histodetect.io import atomic_path
 from histodetect.runner import log, rule_context
+from histodetect.training.calibration import read_calibration
 from histodetect.training.thresholds import Decision
 
 with rule_context(snakemake):
@@ -29,7 +30,11 @@ with rule_context(snakemake):
         log.info("slide %s: out-of-fold model %s", slide, models[0])
     info = json.loads(Path(snakemake.input.summary).read_text())
     tiles = pd.read_parquet(snakemake.input.tiles).assign(path=info["path"])
-    probs, by_class = predict_tile_classes(tiles, models, **snakemake.params.infer)
+    calibrations = [read_calibration(m) for m in models]  # beside each model; refused if absent
+    log.info("calibrations: %s", ", ".join(c.method for c in calibrations))
+    probs, by_class = predict_tile_classes(
+        tiles, models, calibrations=calibrations, **snakemake.params.infer
+    )
     heatmap = heatmap_from_tiles(
         tiles,
         probs,

@@ -9,5 +9,6 @@ with rule_context(snakemake):
         snakemake.input.models,
         snakemake.output.threshold,
         list(zip(snakemake.input.metrics, snakemake.output.metrics, strict=True)),
+        calibrated=True,  # each fold's rows through its calibration.json (rule calibrate_fold)
     )
     log.info("out of fold, %d rows: %s", record["n_rows"], record["decision"])

@@ -1,25 +1,35 @@
-"""Snakemake script of rule train_fold."""
+"""Snakemake script of rule train_fold (with points.hard_negative_rounds 1: two rounds)."""
 
 from pathlib import Path
 
 import pandas as pd
 import torch
 
+from histodetect.cohort.sampling import training_pool
 from histodetect.runner import rule_context
+from histodetect.training.hard_negatives import train_with_hard_negatives
 from histodetect.training.train import TrainConfig, train_fold
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
     fold = snakemake.params.fold
-    train_fold(
-        pd.read_parquet(snakemake.input.train),
-        pd.read_parquet(snakemake.input.val),
-        Path(snakemake.output.model).parent,
-        TrainConfig.from_dict(dict(snakemake.params.train)),
-        fold=fold,
-        run_name=f"fold_{fold}",
-        mlflow_uri=snakemake.params.mlflow_uri,
-        experiment=snakemake.params.experiment,
-        tb_dir=Path(snakemake.params.tb_dir),
-        tiling=getattr(snakemake.params, "tiling", None),
-    )
+    train = pd.read_parquet(snakemake.input.train)
+    val = pd.read_parquet(snakemake.input.val)
+    out_dir = Path(snakemake.output.model).parent
+    cfg = TrainConfig.from_dict(dict(snakemake.params.train))
+    common = {
+        "fold": fold,
+        "run_name": f"fold_{fold}",
+        "mlflow_uri": snakemake.params.mlflow_uri,
+        "experiment": snakemake.params.experiment,
+        "tb_dir": Path(snakemake.params.tb_dir),
+        "tiling": getattr(snakemake.params, "tiling", None),
+    }
+    if getattr(snakemake.params, "hard_negative_rounds", 0):
+        folds = pd.read_csv(
+            snakemake.input.folds, sep="\t", dtype={"slide_id": str, "patient_id": str}
+        )
+        pool = training_pool(folds, list(snakemake.input.labels), fold=fold)
+        train_with_hard_negatives(train, val, pool, out_dir, cfg, **common)
+    else:
+        train_fold(train, val, out_dir, cfg, **common)

@@ -159,3 +159,13 @@ def fold_tables(
         )
     val = cap_tiles(tiles[tiles.fold == fold], max_tiles=max_val_tiles, seed=seed + fold)
     return train, val
+
+
+def training_pool(folds: pd.DataFrame, label_paths: list[str], *, fold: int) -> pd.DataFrame:
+    """Every labelled tile of the slides of the folds other than ``fold`` (the fold's
+    training slides, all tiles, not undersampled), with ``path`` and ``patient_id``."""
+    meta = folds.set_index("slide_id")[["path", "patient_id", "fold"]]
+    tables = [pd.read_parquet(p) for p in label_paths]
+    tiles = pd.concat([t for t in tables if len(t) and t.slide_id.iloc[0] in meta.index])
+    tiles = tiles.join(meta, on="slide_id")
+    return tiles[tiles.fold.notna() & (tiles.fold != fold)].reset_index(drop=True)

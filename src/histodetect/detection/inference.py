@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from tqdm import tqdm
 
 from histodetect.detection.heatmap import Heatmap
 from histodetect.errors import InputError, name_some
+from histodetect.training.calibration import Calibration
 from histodetect.training.data import d4_transforms, make_loader, prepare_batch, slide_order
 from histodetect.training.model import load_model, read_model_meta, resolve_device
 from histodetect.training.stain import StainNormalizer
@@ -121,13 +123,17 @@ def predict_tile_classes(
     tta: bool = False,
     reduce: str = "mean",
     device: str = "auto",
+    calibrations: Sequence[Calibration] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Ensemble lesion probability of each tile and, for multi-class models, of each class.
 
     Tiles are read once, grouped by slide (``num_workers`` reading processes, each with its
     own slide handles); every model scores each batch, so memory is bounded by the batch.
-    A model's lesion probability is the sigmoid of its logit, or one minus the softmax of the
-    background class (label 0) for multi-class models. With ``tta`` the 8 D4 symmetries are
+    With ``calibrations`` (one per model, as the workflow reads them beside the models:
+    :func:`~histodetect.training.calibration.read_calibration`) each model's logits are
+    calibrated first, so the models are combined on calibrated probabilities; without, raw. A model's lesion probability is the sigmoid of its
+    calibrated logit, or one minus the softmax of the background class (label 0) for
+    multi-class models. With ``tta`` the 8 D4 symmetries are
     applied on the device and averaged per model; the models are then combined with
     ``reduce`` (mean, median or max). Tiles get the stain normalisation the models were
     trained with. Tensors are channels_last; on CUDA under autocast (bfloat16 where supported).
@@ -141,6 +147,9 @@ def predict_tile_classes(
         raise ValueError(f"reduce must be one of {REDUCERS}, not {reduce!r}")
     dev = resolve_device(device)
     models, metas = load_ensemble([Path(p) for p in model_paths], dev)
+    calibrations = list(calibrations or [Calibration()] * len(models))
+    if len(calibrations) != len(models):
+        raise ValueError(f"{len(calibrations)} calibrations for {len(models)} models")
     meta = metas[0]
     tile_px = set(tiles_df["tile_px"].unique().tolist())
     if tile_px - {meta["tile_px"]}:
@@ -167,7 +176,8 @@ def predict_tile_classes(
         for images, _ in tqdm(loader, desc="tiles", file=sys.stderr, mininterval=5.0):
             x = prepare_batch(images, dev, channels_last=True, **norm)
             probs = [
-                _score(m, x, transforms, cuda, mc) for m, mc in zip(models, multiclass, strict=True)
+                _score(m, x, transforms, cuda, mc, cal)
+                for m, mc, cal in zip(models, multiclass, calibrations, strict=True)
             ]
             lesion = torch.stack(
                 [1 - p[:, 0] if mc else p[:, 0] for p, mc in zip(probs, multiclass, strict=True)]
@@ -181,19 +191,22 @@ def predict_tile_classes(
 
 
 def _score(
-    model: nn.Module, x: torch.Tensor, transforms: list[Any], amp: bool, multiclass: bool
+    model: nn.Module,
+    x: torch.Tensor,
+    transforms: list[Any],
+    amp: bool,
+    multiclass: bool,
+    calibration: Calibration,
 ) -> torch.Tensor:
-    """Class probabilities (softmax) or the lesion probability (sigmoid, one column) of one
-    model, averaged over ``transforms``: shape ``(N, classes)`` or ``(N, 1)``."""
+    """Calibrated class probabilities (softmax) or lesion probability (sigmoid, one column)
+    of one model, averaged over ``transforms``: shape ``(N, classes)`` or ``(N, 1)``."""
     dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
     ctx = torch.autocast("cuda", dtype=dtype) if amp else nullcontext()
     total: torch.Tensor | float = 0.0
     for transform in transforms:
         with ctx:
             logits = model(transform(x)).float()
-        total = total + (
-            torch.softmax(logits, dim=1) if multiclass else torch.sigmoid(logits[:, :1])
-        )
+        total = total + calibration.probs_from_logits(logits, multiclass)
     return total / len(transforms)  # type: ignore[return-value]
 
 

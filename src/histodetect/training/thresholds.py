@@ -28,6 +28,7 @@ import pandas as pd
 from histodetect.columns import class_prob_column
 from histodetect.errors import InputError, name_some
 from histodetect.io import atomic_path
+from histodetect.training.calibration import calibrated_table, read_calibration
 from histodetect.training.tile_scores import (
     at_decision,
     best_threshold,
@@ -134,11 +135,15 @@ def prob_matrix(table: pd.DataFrame) -> np.ndarray:
 
 
 def read_oof(
-    prediction_paths: Sequence[str | Path], model_paths: Sequence[str | Path]
+    prediction_paths: Sequence[str | Path],
+    model_paths: Sequence[str | Path],
+    *,
+    calibrated: bool = False,
 ) -> pd.DataFrame:
     """Every fold's validation predictions, checked to be out of fold, in one table.
 
-    ``prediction_paths[i]`` are the rows ``model_paths[i]`` scored. Raises
+    ``prediction_paths[i]`` are the rows ``model_paths[i]`` scored; with ``calibrated`` each
+    table's probabilities go through its model's ``calibration.json`` (beside the model). Raises
     :class:`~histodetect.errors.InputError` when a table's fold is not its model's, when a
     model does not record its training patients (``train_patients``) or a table lacks
     ``patient_id``, when a row's patient is one its model trained on, or when a patient is in
@@ -167,6 +172,8 @@ def read_oof(
             if owner.setdefault(patient, i) != i:
                 other = prediction_paths[owner[patient]]
                 raise InputError(pred_path, f"patient {patient} is also in {other}")
+        if calibrated:
+            table = calibrated_table(table, read_calibration(model_path))
         tables.append(table.assign(patient_id=patients))
     return pd.concat(tables, ignore_index=True)
 
@@ -191,9 +198,13 @@ def write_threshold(
     model_paths: Sequence[str | Path],
     out: str | Path,
     fold_metrics: Sequence[tuple[str | Path, str | Path]] = (),
+    *,
+    calibrated: bool = False,
 ) -> dict[str, Any]:
     """Choose the ensemble's decision out of fold and write it with its metrics to ``out``.
 
+    With ``calibrated`` (the workflow's way) every fold's rows are first calibrated by their
+    model's ``calibration.json``, as the ensemble's consumers see them.
     The record holds ``decision`` (:meth:`Decision.to_dict`), the number of rows, and the
     pooled and per-fold metrics at the plain decision (``..._at_0.5`` or ``..._at_argmax``)
     and at the out-of-fold one (``..._at_oof_threshold`` or ``..._at_oof_priors``).
@@ -202,7 +213,7 @@ def write_threshold(
     out-of-fold decision added (``patch_<metric>_at_oof_threshold`` ...) and the decision
     itself (:meth:`Decision.summary`): the fold's ``metrics.json``.
     """
-    oof = read_oof(prediction_paths, model_paths)
+    oof = read_oof(prediction_paths, model_paths, calibrated=calibrated)
     classes = model_meta(model_paths[0])["classes"]
     decision = fit_decision(oof, classes)
 
@@ -219,6 +230,7 @@ def write_threshold(
     record = {
         "decision": decision.to_dict(),
         "n_rows": len(oof),
+        "calibrated": calibrated,
         "pooled": both(oof),
         "folds": folds,
     }

@@ -13,6 +13,7 @@ from histodetect.cohort.sampling import (
     class_balanced_weights,
     fold_tables,
     lesion_distance,
+    training_pool,
     undersample,
     weight_tiles,
 )
@@ -142,6 +143,17 @@ def fold_setup(tmp_path: Path) -> tuple[pd.DataFrame, list[str]]:
     tiles("s9", []).to_parquet(empty)
     paths.append(str(empty))
     return folds, paths
+
+
+def test_training_pool_is_every_tile_of_the_other_folds(
+    fold_setup: tuple[pd.DataFrame, list[str]],
+) -> None:
+    folds, paths = fold_setup
+    pool = training_pool(folds, paths, fold=1)
+    assert set(pool.slide_id) == {"s1", "s2", "s5"}  # not fold 1's s3, s4 nor the test slide
+    assert len(pool) == 3 * 40  # not undersampled: every tile, ignored ones (-1) too
+    assert not set(pool.patient_id) & {"p2", "p3"}
+    assert (pool.path == pool.slide_id.map(folds.set_index("slide_id").path)).all()
 
 
 @pytest.mark.parametrize("fold", [0, 1, 2])

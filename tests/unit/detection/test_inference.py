@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import runpy
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -132,12 +133,76 @@ def test_heatmap_grid_placement() -> None:
     assert (hm.mpp, hm.level, hm.slide_width, hm.origin_x) == (0.25, 1, 1100, 0.0)
 
 
+def _fold_copies(models: list[Path], root: Path, calibration: dict | None) -> list[Path]:
+    """The models as ``root/fold_k/model.pt``, each with ``calibration`` beside it (or none)."""
+    out = []
+    for k, model in enumerate(models):
+        (root / f"fold_{k}").mkdir(parents=True)
+        out.append(shutil.copy(model, root / f"fold_{k}" / "model.pt"))
+        if calibration is not None:
+            (root / f"fold_{k}" / "calibration.json").write_text(json.dumps(calibration))
+    return [Path(p) for p in out]
+
+
+def _run_infer_script(tiles: pd.DataFrame, models: list[Path], tmp_path: Path) -> SimpleNamespace:
+    slide_path = tiles["path"].iloc[0]
+    tiles.drop(columns=["path", "label"]).to_parquet(tmp_path / "tiles.parquet")
+    out = SimpleNamespace(heatmap=str(tmp_path / "h.npz"), scores=str(tmp_path / "s.parquet"))
+    summary = tmp_path / "tiles.json"
+    info = {"path": slide_path, "mpp": 0.5, "level": 0, "width": 1024, "height": 1024}
+    summary.write_text(json.dumps(info))
+    snakemake = SimpleNamespace(
+        input=SimpleNamespace(
+            tiles=str(tmp_path / "tiles.parquet"),
+            summary=str(summary),
+            models=[str(m) for m in models],
+        ),
+        output=out,
+        params=SimpleNamespace(infer={"batch_size": 8, "tta": False}),
+        wildcards=SimpleNamespace(slide="s1"),
+        rule="infer_slide",
+        log=[str(tmp_path / "infer.log")],
+        threads=torch.get_num_threads(),
+    )
+    runpy.run_path(str(ROOT / "workflow/scripts/infer_slide.py"), {"snakemake": snakemake})
+    return snakemake
+
+
+def test_infer_slide_applies_each_models_calibration(
+    setup: tuple[pd.DataFrame, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tiles, models = setup
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    monkeypatch.setattr(logging.root, "handlers", [])
+    raw_models = _fold_copies(models[:1], tmp_path / "raw", {"method": "none"})
+    sharp_models = _fold_copies(
+        models[:1], tmp_path / "sharp", {"method": "temperature", "temperature": 0.25}
+    )
+    _run_infer_script(tiles, raw_models, (tmp_path / "raw"))
+    _run_infer_script(tiles, sharp_models, (tmp_path / "sharp"))
+    raw = pd.read_parquet(tmp_path / "raw" / "s.parquet")["prob"].to_numpy(np.float64)
+    sharp = pd.read_parquet(tmp_path / "sharp" / "s.parquet")["prob"].to_numpy(np.float64)
+    assert (np.abs(raw - 0.5) > 1e-3).all()  # the random model is off 0.5 (0.514 here)
+    # T = 0.25: the same ranking, every probability four times further out in logit space
+    assert (np.abs(sharp - 0.5) >= np.abs(raw - 0.5) - 1e-6).all()
+    assert np.abs(sharp - 0.5).mean() > np.abs(raw - 0.5).mean() + 0.01
+    logit = np.log(raw) - np.log1p(-raw)
+    np.testing.assert_allclose(sharp, 1 / (1 + np.exp(-logit / 0.25)), rtol=1e-4, atol=1e-5)
+    (tmp_path / "old").mkdir()
+    old_models = _fold_copies(models[:1], tmp_path / "old" / "models", None)
+    with pytest.raises(SystemExit):  # rule_context turns the InputError into one line
+        _run_infer_script(tiles, old_models, tmp_path / "old")
+    log_text = (tmp_path / "old" / "infer.log").read_text()
+    assert "fold_0/calibration.json: missing" in log_text
+
+
 def test_infer_slide_script(
     setup: tuple[pd.DataFrame, list[Path]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tiles, models = setup
     monkeypatch.setattr(sys, "stderr", sys.stderr)  # the script redirects these
     monkeypatch.setattr(logging.root, "handlers", [])
+    models = _fold_copies(models, tmp_path / "models", {"method": "none"})
     slide_path = tiles["path"].iloc[0]
     tiles.drop(columns=["path", "label"]).to_parquet(tmp_path / "tiles.parquet")
     out = SimpleNamespace(heatmap=str(tmp_path / "h.npz"), scores=str(tmp_path / "s.parquet"))
