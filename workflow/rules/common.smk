@@ -7,7 +7,12 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.cohort.bags import bag_table, predict_bag_ids
-from histodetect.cohort.validation import check_config, read_sample_sheet
+from histodetect.cohort.validation import (
+    check_config,
+    merge_config,
+    read_sample_sheet,
+    typed_overrides,
+)
 from histodetect.errors import InputError
 from histodetect.features.settings import (
     encoder_id,
@@ -24,10 +29,17 @@ min_version("9.0")
 
 
 SAMPLES_SCHEMA = workflow.source_path("../schemas/samples.schema.yaml")
+# --config mil='{enabled: true, model: mean}' arrives with its inner values as strings
+# ('true'); typed as the config file's values are, merged key by key into the defaults.
+CONFIG_OVERRIDES = workflow.config_settings.overwrite_config or {}
+merge_config(config, typed_overrides(CONFIG_OVERRIDES))
 check_config(
     config,
     workflow.source_path("../schemas/config.schema.yaml"),
-    " + ".join(map(str, workflow.configfiles)) or "config",
+    " + ".join(
+        [*map(str, workflow.configfiles), *(["--config"] if CONFIG_OVERRIDES else [])]
+    )
+    or "config",
 )
 validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
