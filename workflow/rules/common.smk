@@ -451,6 +451,26 @@ def mil_attention_maps(wildcards):
     )
 
 
+def mil_test_slides():
+    """Slides of the labelled test bags that tiled (known once mil_folds has run)."""
+    folds = pd.read_csv(
+        checkpoints.mil_folds.get().output[0],
+        sep="\t",
+        dtype={"slide_id": str, "label": str},
+        keep_default_na=False,
+    )
+    return list(folds.slide_id[(folds.split == "test") & (folds.label != "")])
+
+
+def mil_test_slide_files():
+    """The files of :func:`mil_test_slides` that exist (the demo's: its rule's outputs)."""
+    return [
+        path
+        for path in (sheet_row(s)["path"] for s in mil_test_slides())
+        if DEMO or os.path.exists(path)
+    ]
+
+
 def print_mil_summary():
     """Bags left out (none of their slides tiled), then the slide-label models' closing line."""
     path, folds = Path(f"{MIL_DIR}/metrics.json"), Path(f"{MIL_DIR}/folds.tsv")
