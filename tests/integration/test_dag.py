@@ -91,8 +91,13 @@ def test_a_partial_mil_override_on_the_command_line_merges_into_the_config_file(
     jobs = planned_jobs(proc.stdout + proc.stderr)
     assert jobs["train_mil"] == 3 and jobs["mil_ensemble"] == 1, proc.stdout + proc.stderr
 
-    bad = snakemake(tmp_path, "-n", "mil", "--config", "mil={model: nope}", check=False)
-    lines = [line for line in (bad.stdout + bad.stderr).splitlines() if "mil.model" in line]
-    assert bad.returncode != 0
-    assert lines == [f"{tmp_path}/config.yaml + --config: mil.model: 'nope' is not one of "
-                     "['mean', 'max', 'abmil', 'clam_sb']"], lines  # fmt: skip
+    for override, cause in [
+        ("mil={model: nope}", "mil.model: 'nope' is not one of "
+                              "['mean', 'max', 'abmil', 'clam_sb', 'transformer']"),
+        ("mil={model: transformer, hidden: 30}", "mil.hidden (30) must be a multiple of "
+                                                  "mil.transformer_heads (4)"),
+    ]:  # fmt: skip
+        bad = snakemake(tmp_path, "-n", "mil", "--config", override, check=False)
+        lines = [line for line in (bad.stdout + bad.stderr).splitlines() if "mil." in line]
+        assert bad.returncode != 0
+        assert lines == [f"{tmp_path}/config.yaml + --config: {cause}"], lines

@@ -33,13 +33,14 @@ SAMPLES_SCHEMA = workflow.source_path("../schemas/samples.schema.yaml")
 # ('true'); typed as the config file's values are, merged key by key into the defaults.
 CONFIG_OVERRIDES = workflow.config_settings.overwrite_config or {}
 merge_config(config, typed_overrides(CONFIG_OVERRIDES))
-check_config(
-    config,
-    workflow.source_path("../schemas/config.schema.yaml"),
+CONFIG_SOURCE = (
     " + ".join(
         [*map(str, workflow.configfiles), *(["--config"] if CONFIG_OVERRIDES else [])]
     )
-    or "config",
+    or "config"
+)
+check_config(
+    config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_SOURCE
 )
 validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
@@ -84,6 +85,12 @@ SHEET_ROWS = {
 # Slide and patient labels (rules/mil.smk): checked before any job runs, one line naming the
 # sheet, the row and the value.
 MIL = config["mil"]
+if MIL["model"] == "transformer" and MIL["hidden"] % MIL["transformer_heads"]:
+    raise InputError(
+        CONFIG_SOURCE,
+        f"mil.hidden ({MIL['hidden']}) must be a multiple of mil.transformer_heads "
+        f"({MIL['transformer_heads']})",
+    )
 MIL_BAGS = bag_table(samples, MIL, SAMPLE_SHEET) if MIL["enabled"] else None
 
 # New slides to predict on (target predict), from their own sheet, without annotations.
