@@ -14,6 +14,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from histodetect.io import atomic_path
 
@@ -83,6 +84,7 @@ def draw_value_grid(
     )
     cax = ax.inset_axes((0.04, 0.015, 0.3, 0.018))
     bar = fig.colorbar(image, cax=cax, orientation="horizontal")
+    bar.ax.xaxis.set_major_locator(MaxNLocator(3))  # few ticks: they fit a 120 px bar
     bar.ax.xaxis.set_ticks_position("top")  # ticks and name above the bar: inside the figure
     bar.ax.tick_params(labelsize=7)
     bar.ax.set_title(label, fontsize=8, loc="left")
