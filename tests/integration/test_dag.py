@@ -74,3 +74,30 @@ def test_a_slide_not_in_the_sheet_fails_with_one_clear_line(large_sheet: Path) -
     assert proc.returncode != 0
     lines = [line for line in out.splitlines() if "not in the sample sheet" in line]
     assert lines == ["  InputError: samples.tsv: slide 'NOPE' is not in the sample sheet"], out
+
+
+def test_a_partial_mil_override_on_the_command_line_merges_into_the_config_file(
+    tmp_path: Path,
+) -> None:
+    # the file sets the task and classes; --config names two keys only, YAML inside a string
+    write_config(
+        tmp_path,
+        {
+            "demo": {"enabled": True, "graded": True, "grades": 3, "n_slides": 6, "n_patients": 6},
+            "mil": {"enabled": False, "task": "ordinal", "classes": [0, 1, 2], "epochs": 4},
+        },
+    )
+    proc = snakemake(tmp_path, "mil", "-n", "--config", "mil={enabled: true, model: mean}", "--quiet", "rules")  # fmt: skip
+    jobs = planned_jobs(proc.stdout + proc.stderr)
+    assert jobs["train_mil"] == 3 and jobs["mil_ensemble"] == 1, proc.stdout + proc.stderr
+
+    for override, cause in [
+        ("mil={model: nope}", "mil.model: 'nope' is not one of "
+                              "['mean', 'max', 'abmil', 'clam_sb', 'transformer', 'concat']"),
+        ("mil={model: transformer, hidden: 30}", "mil.hidden (30) must be a multiple of "
+                                                  "mil.transformer_heads (4)"),
+    ]:  # fmt: skip
+        bad = snakemake(tmp_path, "-n", "mil", "--config", override, check=False)
+        lines = [line for line in (bad.stdout + bad.stderr).splitlines() if "mil." in line]
+        assert bad.returncode != 0
+        assert lines == [f"{tmp_path}/config.yaml + --config: {cause}"], lines

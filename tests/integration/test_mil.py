@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 from _workflow import snakemake, write_config
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from histodetect.features.store import read_features
 
@@ -82,7 +83,10 @@ def test_graded_slides_train_fold_models_ensemble_and_attention_maps(
         geo = json.loads((res / "attention" / f"{slide}.geojson").read_text())["features"]
         attention = [f["properties"]["measurements"]["attention"] for f in geo]
         assert len(attention) == len(feats) and abs(sum(attention) - 1) < 1e-4  # bag of one slide
-        assert (res / "attention" / f"{slide}.png").stat().st_size > 0
+        overlay = Image.open(res / "attention" / f"{slide}.png")
+        assert overlay.size[0] == 400  # the 256 px thumbnail (8 px a tile), drawn 400 px wide
+    for name in ("roc.png", "confusion.png", "top_tiles.png"):
+        assert Image.open(res / name).size[0] > 300, name
 
     client = MlflowClient(f"sqlite:///{tmp_path}/results/mlflow/mlflow.db")
     exp = client.get_experiment_by_name("histodetect").experiment_id
@@ -90,6 +94,13 @@ def test_graded_slides_train_fold_models_ensemble_and_attention_maps(
     assert sorted(r.info.run_name for r in runs) == ["mil_fold_0", "mil_fold_1"]
     last = [line for line in proc.stdout.splitlines() if line.startswith("histodetect:")][-1]
     assert last.startswith("histodetect: clam_sb over 2 test bags: AUC ")
+
+    snakemake(tmp_path, "mil", "--report", "report.html")
+    page = (tmp_path / "report.html").read_text()
+    assert "Slide labels (MIL)" in page
+    attention = f"{folds.slide_id.iloc[0]}.png"
+    for name in ("predictions.tsv", "roc.png", "confusion.png", "top_tiles.png", attention):
+        assert name in page, name
     assert "QWK" in last and "out of fold over 4 training bags" in last
     assert "Nothing to be done" in snakemake(tmp_path, "mil").stderr
 

@@ -65,7 +65,7 @@ def test_no_stage_imports_a_later_one(path: Path) -> None:
 SCRIPTS = Path(__file__).resolve().parents[2] / "workflow" / "scripts"
 NETWORK_JOBS = {
     "train_fold.py", "infer_slide.py", "extract_features.py", "pretrain_encoder.py",
-    "train_mil.py", "mil_ensemble.py", "mil_attention.py",
+    "train_mil.py", "mil_ensemble.py", "mil_attention.py", "mil_top_tiles.py",
     "mil_decision.py", "predict_mil.py",  # read MIL model files (torch.load)
 }  # fmt: skip
 

@@ -7,7 +7,12 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.cohort.bags import bag_table, predict_bag_ids
-from histodetect.cohort.validation import check_config, read_sample_sheet
+from histodetect.cohort.validation import (
+    check_config,
+    merge_config,
+    read_sample_sheet,
+    typed_overrides,
+)
 from histodetect.errors import InputError
 from histodetect.features.settings import (
     encoder_id,
@@ -24,10 +29,18 @@ min_version("9.0")
 
 
 SAMPLES_SCHEMA = workflow.source_path("../schemas/samples.schema.yaml")
+# --config mil='{enabled: true, model: mean}' arrives with its inner values as strings
+# ('true'); typed as the config file's values are, merged key by key into the defaults.
+CONFIG_OVERRIDES = workflow.config_settings.overwrite_config or {}
+merge_config(config, typed_overrides(CONFIG_OVERRIDES))
+CONFIG_SOURCE = (
+    " + ".join(
+        [*map(str, workflow.configfiles), *(["--config"] if CONFIG_OVERRIDES else [])]
+    )
+    or "config"
+)
 check_config(
-    config,
-    workflow.source_path("../schemas/config.schema.yaml"),
-    " + ".join(map(str, workflow.configfiles)) or "config",
+    config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_SOURCE
 )
 validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
 
@@ -74,6 +87,12 @@ SHEET_ROWS = {
 # Slide and patient labels (rules/mil.smk): checked before any job runs, one line naming the
 # sheet, the row and the value.
 MIL = config["mil"]
+if MIL["model"] == "transformer" and MIL["hidden"] % MIL["transformer_heads"]:
+    raise InputError(
+        CONFIG_SOURCE,
+        f"mil.hidden ({MIL['hidden']}) must be a multiple of mil.transformer_heads "
+        f"({MIL['transformer_heads']})",
+    )
 MIL_BAGS = bag_table(samples, MIL, SAMPLE_SHEET) if MIL["enabled"] else None
 
 # New slides to predict on (target predict), from their own sheet, without annotations.
@@ -495,6 +514,26 @@ def mil_attention_maps(wildcards):
     return expand(
         f"{MIL_DIR}/attention/{{slide}}.{{ext}}", slide=used, ext=["geojson", "png"]
     )
+
+
+def mil_test_slides():
+    """Slides of the labelled test bags that tiled (known once mil_folds has run)."""
+    folds = pd.read_csv(
+        checkpoints.mil_folds.get().output[0],
+        sep="\t",
+        dtype={"slide_id": str, "label": str},
+        keep_default_na=False,
+    )
+    return list(folds.slide_id[(folds.split == "test") & (folds.label != "")])
+
+
+def mil_test_slide_files():
+    """The files of :func:`mil_test_slides` that exist (the demo's: its rule's outputs)."""
+    return [
+        path
+        for path in (sheet_row(s)["path"] for s in mil_test_slides())
+        if DEMO or os.path.exists(path)
+    ]
 
 
 def print_mil_summary():

@@ -96,6 +96,7 @@ rule mil_attention:
             f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_bag_slides(wc.slide)
         ),
         concat=lambda wc: mil_concat_inputs(mil_bag_slides(wc.slide)),
+        slide=slide_path,
     output:
         geojson=f"{MIL_DIR}/attention/{{slide}}.geojson",
         png=report(
@@ -115,8 +116,64 @@ rule mil_attention:
         cell_px=MIL["cell_px"],
         tiles_dir="results/tiles",
         scores_dir=MIL_SCORES_DIR,
+        slide=slide_file,
     script:
         "../scripts/mil_attention.py"
+
+
+rule mil_figures:
+    input:
+        predictions=f"{MIL_DIR}/predictions.tsv",
+        metrics=f"{MIL_DIR}/metrics.json",
+    output:
+        roc=report(
+            f"{MIL_DIR}/roc.png",
+            caption="../report/mil_roc.rst",
+            category="Slide labels (MIL)",
+        ),
+        confusion=report(
+            f"{MIL_DIR}/confusion.png",
+            caption="../report/mil_confusion.rst",
+            category="Slide labels (MIL)",
+        ),
+    log:
+        "logs/mil_figures.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/mil_figures.py"
+
+
+rule mil_top_tiles:
+    input:
+        folds=f"{MIL_DIR}/folds.tsv",
+        models=mil_fold_outputs("model.pt"),
+        predictions=f"{MIL_DIR}/predictions.tsv",
+        metrics=f"{MIL_DIR}/metrics.json",
+        features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
+        slides=lambda wc: mil_test_slide_files(),
+        concat=lambda wc: mil_concat_inputs(mil_test_slides()),
+    output:
+        png=report(
+            f"{MIL_DIR}/top_tiles.png",
+            caption="../report/mil_top_tiles.rst",
+            category="Slide labels (MIL)",
+        ),
+    log:
+        "logs/mil_top_tiles.log",
+    conda:
+        "../../envs/torch.yaml"
+    threads: 2
+    params:
+        feature_dir=FEATURE_DIR,
+        encoder_id=ENCODER_ID,
+        bags=MIL["top_bags"],
+        tiles=MIL["top_tiles"],
+        tiles_dir="results/tiles",
+        scores_dir=MIL_SCORES_DIR,
+        slide_paths=lambda wc: {s: sheet_row(s)["path"] for s in mil_test_slides()},
+    script:
+        "../scripts/mil_top_tiles.py"
 
 
 rule mil:
@@ -125,6 +182,9 @@ rule mil:
         f"{MIL_DIR}/predictions.tsv",
         f"{MIL_DIR}/metrics.json",
         f"{MIL_DIR}/decision.json",
+        f"{MIL_DIR}/roc.png",
+        f"{MIL_DIR}/confusion.png",
+        f"{MIL_DIR}/top_tiles.png",
         mil_attention_maps,
 
 
@@ -210,6 +270,7 @@ use rule mil_attention as predict_mil_attention with:
             f"{PREDICT_FEATURE_DIR}/{{slide}}.h5",
             slide=mil_predict_bag_slides(wc.slide),
         ),
+        slide=predict_slide_path,
     output:
         geojson=f"{PREDICT_MIL_DIR}/attention/{{slide}}.geojson",
         png=f"{PREDICT_MIL_DIR}/attention/{{slide}}.png",
@@ -219,3 +280,4 @@ use rule mil_attention as predict_mil_attention with:
         feature_dir=PREDICT_FEATURE_DIR,
         encoder_id=ENCODER_ID,
         cell_px=MIL["cell_px"],
+        slide=predict_slide_file,

@@ -4,7 +4,7 @@
 import torch
 
 from histodetect.cohort.bags import read_bag_folds
-from histodetect.mil.attention import slide_attention, write_attention
+from histodetect.mil.attention import slide_attention, slide_thumbnail, write_attention
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.train import load_mil_model
@@ -30,7 +30,10 @@ with rule_context(snakemake):
     else:
         models = [load_mil_model(p)[:2] for p in paths]
         feats, attention, n = slide_attention(models, source, bag, slide)
+    thumb, ds = slide_thumbnail(snakemake.params.slide, feats, snakemake.params.cell_px)
+    label = folds.label[folds.bag_id == bag_id].iloc[0] if bag.y >= 0 else "none"
+    title = f"{slide}: attention in bag {bag_id} (label {label}, {bag.split}), {n} tiles"
     write_attention(
         feats, attention, n, slide, snakemake.output.geojson, snakemake.output.png,
-        snakemake.params.cell_px,
+        thumb, ds, title,
     )  # fmt: skip

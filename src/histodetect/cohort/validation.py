@@ -21,6 +21,40 @@ def _where(path: Any) -> str:
     return ".".join(str(p) for p in path) or "(top level)"
 
 
+def typed_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``--config`` values with the scalars inside a mapping or list typed as YAML types them.
+
+    Snakemake parses ``--config mil='{enabled: true, model: mean}'`` with YAML's base loader:
+    every scalar below the top level is a string (``'true'``), which the schema refuses.
+    Each such string is read again with :func:`yaml.safe_load`, as the config file's own
+    values are; top-level values (Snakemake types them itself) are left as they are.
+    """
+
+    def typed(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: typed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [typed(v) for v in value]
+        if isinstance(value, str):
+            try:
+                return yaml.safe_load(value) if value.strip() else value
+            except yaml.YAMLError:
+                return value
+        return value
+
+    return {k: typed(v) if isinstance(v, (dict, list)) else v for k, v in overrides.items()}
+
+
+def merge_config(config: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Merge ``overrides`` into ``config`` in place, mapping by mapping (a partial ``mil``
+    mapping changes only the keys it names)."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            merge_config(config[key], value)
+        else:
+            config[key] = value
+
+
 def check_config(config: dict[str, Any], schema_path: str | Path, source: str) -> None:
     """Raise :class:`InputError` for the first unknown key or wrong value in ``config``."""
     validator = jsonschema.Draft202012Validator(_load(schema_path))

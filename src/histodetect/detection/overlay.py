@@ -6,29 +6,24 @@ import os
 
 import numpy as np
 import pandas as pd
-from matplotlib import colormaps
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import ListedColormap
-from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from histodetect.detection.heatmap import Heatmap
-from histodetect.io import atomic_path
+from histodetect.slides.pictures import (
+    DPI,
+    MAX_WIDTH_PX,
+    draw_value_grid,
+    save_png,
+    thumbnail_figure,
+)
 from histodetect.slides.qc import tile_cover
 
-MAX_WIDTH_PX = 1600
-DPI = 100
+__all__ = ["DPI", "MAX_WIDTH_PX", "overlay_png", "save_png"]
 PRED_COLOR = (1.0, 0.0, 0.0)
 GT_COLOR = (0.0, 0.8, 0.0)
 TILE_COLOR = (0.2, 0.4, 1.0)
-
-
-def save_png(fig: Figure, path: str | os.PathLike[str]) -> None:
-    """Render ``fig`` with Agg and write it atomically as PNG."""
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI)
 
 
 def _draw_boxes(
@@ -88,44 +83,20 @@ def overlay_png(
         tiles: Tile table with row, col and stride (or size) in level-0 px, tinted blue.
         title: Figure title.
     """
-    img = np.asarray(thumbnail)
-    h, w = img.shape[:2]
+    h, w = np.asarray(thumbnail).shape[:2]
     ds = float(thumb_downsample)
-    width_px = min(MAX_WIDTH_PX, max(w, 400))
-    title_px = 30 if title else 0
-    height_px = max(1, round(width_px * h / w)) + title_px
-    fig = Figure(figsize=(width_px / DPI, height_px / DPI), dpi=DPI)
-    ax = fig.add_axes((0, 0, 1, 1 - title_px / height_px))
-    ax.imshow(img, extent=(0, w, h, 0), interpolation="antialiased")
+    fig, ax = thumbnail_figure(thumbnail, title)
     if heatmap is not None and heatmap.prob.size:
-        prob = np.ma.masked_invalid(np.asarray(heatmap.prob, dtype=np.float64))
-        rows, cols = prob.shape
         off = (heatmap.tile_size - heatmap.stride) / 2
         left = (heatmap.origin_x + off) / ds
         top = (heatmap.origin_y + off) / ds
-        cmap = colormaps["viridis"].with_extremes(bad=(0, 0, 0, 0))
-        image = ax.imshow(
-            prob,
-            cmap=cmap,
-            vmin=0,
-            vmax=1,
-            alpha=0.45,
-            interpolation="nearest",
-            extent=(left, left + cols * heatmap.stride / ds, top + rows * heatmap.stride / ds, top),
+        draw_value_grid(
+            fig, ax, heatmap.prob, left, top, heatmap.stride / ds, label="lesion probability"
         )
-        cax = ax.inset_axes((0.02, 0.015, 0.3, 0.015))
-        bar = fig.colorbar(image, cax=cax, orientation="horizontal")
-        bar.set_label("lesion probability", fontsize=8)
-        bar.ax.tick_params(labelsize=7)
     if tiles is not None and len(tiles):
         _draw_tiles(ax, tiles, (h, w), ds)
     if gt_boxes is not None:
         _draw_boxes(ax, gt_boxes, ds, GT_COLOR, label=False)
     if pred_boxes is not None:
         _draw_boxes(ax, pred_boxes, ds, PRED_COLOR, label=True)
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    ax.set_axis_off()
-    if title:
-        fig.suptitle(title, fontsize=10, y=1 - 0.5 * title_px / height_px, va="center")
     save_png(fig, path)

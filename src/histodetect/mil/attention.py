@@ -4,8 +4,10 @@ The attention of a slide is the fold models' mean weight of each of its tiles wi
 (weights of a bag sum to 1). GeoJSON: one square per tile, level-0 px, with ``attention``,
 ``attention_x_uniform`` (attention times the bag's tile count: 1 is an even share) and
 ``attention_rank`` (1: most attended) in ``properties.measurements``, the name-to-number
-object QuPath reads. PNG: the tile grid, one ``cell_px`` square per tile, coloured by
-attention relative to the slide's largest (viridis); white where there is no tile.
+object QuPath reads. PNG: the slide's thumbnail with one cell per tile (the tile's stride,
+centred on it, at its level-0 position over the thumbnail's downsample) coloured by the
+tile's attention (viridis, 0 to the slide's largest, with a colour bar); transparent where
+there is no tile. The box overlays' drawing (:mod:`histodetect.slides.pictures`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,20 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import colormaps
-from PIL import Image
 
 from histodetect.features.store import SlideFeatures
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource
 from histodetect.mil.models import BagModel, MilTask
 from histodetect.mil.train import score_bag
+from histodetect.slides.pictures import MAX_WIDTH_PX, draw_value_grid, save_png, thumbnail_figure
+from histodetect.slides.reader import SlideReader
+from histodetect.slides.slide import THUMB_CACHE_BYTES, read_thumbnail
 
 
 def slide_attention(
@@ -89,17 +94,69 @@ def grid_of(feats: SlideFeatures) -> tuple[np.ndarray, np.ndarray]:
     return cells[:, 1].astype(int), cells[:, 0].astype(int)
 
 
-def attention_image(feats: SlideFeatures, attention: np.ndarray, cell_px: int) -> np.ndarray:
-    """``(rows * cell_px, cols * cell_px, 3)`` uint8: one cell per tile, white elsewhere."""
+@dataclass(frozen=True)
+class AttentionGrid:
+    """A slide's tile attention on its tile grid: ``values[row, col]`` (NaN: no tile), the
+    grid's top-left corner ``left``, ``top`` and ``cell`` side in level-0 pixels."""
+
+    values: np.ndarray
+    left: float
+    top: float
+    cell: float
+
+
+def attention_grid(feats: SlideFeatures, attention: np.ndarray) -> AttentionGrid:
+    """The tiles' attention as a grid whose cell ``row, col`` covers the tile's stride,
+    centred on the tile (as the detection heatmap's cells are)."""
+    size = float(feats.attrs["size0"])
+    stride = float(feats.attrs.get("stride0") or size)
     rows, cols = grid_of(feats)
-    r0, c0 = (rows.min(), cols.min()) if len(rows) else (0, 0)
-    rows, cols = rows - r0, cols - c0
-    shape = (rows.max() + 1, cols.max() + 1) if len(rows) else (1, 1)
-    grid = np.full((*shape, 3), 255, np.uint8)
-    top = attention.max() if len(attention) else 1.0
-    colours = colormaps["viridis"](attention / (top or 1.0))[:, :3]
-    grid[rows, cols] = (colours * 255).round().astype(np.uint8)
-    return grid.repeat(cell_px, 0).repeat(cell_px, 1)
+    if not len(rows):
+        return AttentionGrid(np.full((1, 1), np.nan), 0.0, 0.0, stride)
+    r0, c0 = rows.min(), cols.min()
+    values = np.full((rows.max() - r0 + 1, cols.max() - c0 + 1), np.nan)
+    values[rows - r0, cols - c0] = attention
+    off = (size - stride) / 2
+    x, y = feats.coords[0]
+    left = float(x) - (cols[0] - c0) * stride + off
+    top = float(y) - (rows[0] - r0) * stride + off
+    return AttentionGrid(values, left, top, stride)
+
+
+def overlay_downsample(feats: SlideFeatures, slide_size: tuple[int, int], cell_px: int) -> float:
+    """Level-0 pixels per thumbnail pixel: a tile spans ``cell_px`` pixels, unless the
+    thumbnail would then be wider than the figure (:data:`MAX_WIDTH_PX`)."""
+    stride = float(feats.attrs.get("stride0") or feats.attrs["size0"])
+    return max(1.0, stride / cell_px, max(slide_size) / MAX_WIDTH_PX)
+
+
+def slide_thumbnail(
+    path: str | os.PathLike[str], feats: SlideFeatures, cell_px: int
+) -> tuple[np.ndarray, float]:
+    """The slide's RGB thumbnail for the overlay and its downsample (one pass over a level)."""
+    with SlideReader(Path(path), cache_bytes=THUMB_CACHE_BYTES) as slide:
+        ds = overlay_downsample(feats, slide.dimensions, cell_px)
+        return read_thumbnail(slide, 1.0, ds)  # mpp 1: the downsample in level-0 pixels
+
+
+def attention_png(
+    thumbnail: np.ndarray,
+    downsample: float,
+    feats: SlideFeatures,
+    attention: np.ndarray,
+    path: str | os.PathLike[str],
+    title: str = "",
+) -> None:
+    """The thumbnail with the tiles' attention over it (see the module's docstring)."""
+    grid = attention_grid(feats, attention)
+    fig, ax = thumbnail_figure(thumbnail, title)
+    top = float(np.nanmax(grid.values)) if np.isfinite(grid.values).any() else 1.0
+    draw_value_grid(
+        fig, ax, grid.values, grid.left / downsample, grid.top / downsample,
+        grid.cell / downsample, label="attention (a bag's weights sum to 1)",
+        vmax=top or 1.0, alpha=0.6,
+    )  # fmt: skip
+    save_png(fig, path)
 
 
 def write_attention(
@@ -109,10 +166,11 @@ def write_attention(
     slide_id: str,
     geojson: str | os.PathLike[str],
     png: str | os.PathLike[str],
-    cell_px: int = 8,
+    thumbnail: np.ndarray,
+    downsample: float,
+    title: str = "",
 ) -> None:
-    """Write the slide's attention GeoJSON and overlay PNG."""
+    """Write the slide's attention GeoJSON and its overlay on ``thumbnail``."""
     with atomic_path(geojson) as tmp:
         tmp.write_text(json.dumps(attention_geojson(feats, attention, bag_tiles, slide_id)))
-    with atomic_path(png) as tmp:
-        Image.fromarray(attention_image(feats, attention, cell_px)).save(tmp, format="PNG")
+    attention_png(thumbnail, downsample, feats, attention, png, title)

@@ -7,7 +7,13 @@ pools them into one vector, and a head turns that into logits:
 - ``abmil``: gated attention (Ilse et al. 2018), ``a = softmax(w . (tanh(V h) * sigmoid(U h)))``;
 - ``clam_sb``: the same attention plus CLAM-SB's instance clustering (Lu et al. 2021): the
   ``k`` most attended tiles of a bag of class ``c`` are pushed to "in class" and the ``k``
-  least attended to "not" by class ``c``'s instance classifier (in-class loss only).
+  least attended to "not" by class ``c``'s instance classifier (in-class loss only);
+- ``transformer``: a class token and the projected tiles through ``layers`` transformer
+  encoder layers (post-norm: the keys see the tiles' magnitudes; pre-norm, which divides
+  them out, did not find the deciding tile of the unit test's bags); the class token's output
+  is pooled, and its attention over the tiles in the last layer (mean over heads,
+  renormalised over the tiles) is the map. Self attention costs ``tiles**2`` memory:
+  ``mil.max_tiles`` caps a training bag.
 
 Tiles are standardised first by the per-dimension mean and spread of the fold's training
 tiles (buffers ``shift``, ``scale``, saved with the weights): embeddings of a random or
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-MODELS = ("mean", "max", "abmil", "clam_sb")
+MODELS = ("mean", "max", "abmil", "clam_sb", "transformer")
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,32 @@ class GatedAttention(nn.Module):
         return self.w(torch.tanh(self.v(h)) * torch.sigmoid(self.u(h)))[:, 0]
 
 
+class ClassTokenEncoder(nn.Module):
+    """A class token prepended to the tiles, ``layers`` post-norm encoder layers; returns the
+    class token's output ``(hidden,)`` and its last-layer attention over the tiles ``(N,)``."""
+
+    def __init__(self, hidden: int, layers: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if hidden % heads:
+            raise ValueError(f"mil.hidden ({hidden}) must be a multiple of the heads ({heads})")
+        self.token = nn.Parameter(torch.zeros(1, 1, hidden))
+        nn.init.normal_(self.token, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            hidden, heads, 2 * hidden, dropout, batch_first=True, norm_first=False
+        )
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = torch.cat([self.token, h[None]], 1)
+        *first, last = self.encoder.layers
+        for layer in first:
+            z = layer(z)
+        _, attn = last.self_attn(z[:, :1], z, z, need_weights=True, average_attn_weights=True)
+        z = last(z)
+        tiles = attn[0, 0, 1:]
+        return z[0, 0], tiles / tiles.sum().clamp_min(1e-12)
+
+
 class BagModel(nn.Module):
     """One of :data:`MODELS` over ``dim``-wide tile embeddings with ``outputs`` logits."""
 
@@ -89,6 +121,8 @@ class BagModel(nn.Module):
         *,
         ordinal: bool = False,
         dropout: float = 0.25,
+        layers: int = 2,
+        heads: int = 4,
     ) -> None:
         super().__init__()
         if kind not in MODELS:
@@ -96,11 +130,16 @@ class BagModel(nn.Module):
         self.kind = kind
         self.arch = {"kind": kind, "dim": dim, "hidden": hidden, "outputs": outputs}
         self.arch |= {"n_classes": n_classes, "ordinal": ordinal, "dropout": dropout}
+        if kind == "transformer":
+            self.arch |= {"layers": layers, "heads": heads}
         # tiles are standardised by the training tiles' statistics (set by the trainer)
         self.register_buffer("shift", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
         self.project = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attention = GatedAttention(hidden) if kind in ("abmil", "clam_sb") else None
+        self.encoder = (
+            ClassTokenEncoder(hidden, layers, heads, dropout) if kind == "transformer" else None
+        )
         if kind == "clam_sb":
             self.instance = nn.ModuleList(nn.Linear(hidden, 2) for _ in range(n_classes))
         # ordinal (CORAL): one score shared by the K - 1 thresholds, which start ordered
@@ -117,6 +156,8 @@ class BagModel(nn.Module):
         elif self.kind == "max":
             pooled, where = h.max(0)
             weights = torch.bincount(where, minlength=n).float() / h.shape[1]
+        elif self.encoder is not None:
+            pooled, weights = self.encoder(h)
         else:
             assert self.attention is not None
             weights = torch.softmax(self.attention(h), 0)

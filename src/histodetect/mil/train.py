@@ -52,6 +52,8 @@ class MilConfig:
     max_tiles: int | None = None
     clam_k: int = 8
     clam_weight: float = 0.3
+    transformer_layers: int = 2
+    transformer_heads: int = 4
     device: str = "auto"
     seed: int = 42
 
@@ -78,6 +80,7 @@ def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
     model = BagModel(
         arch["kind"], arch["dim"], arch["hidden"], arch["outputs"], arch["n_classes"],
         ordinal=arch["ordinal"], dropout=arch["dropout"],
+        layers=arch.get("layers", 2), heads=arch.get("heads", 4),
     )  # fmt: skip
     return model, MilTask(meta["task"], list(meta["classes"]))
 
@@ -132,6 +135,7 @@ def train_mil_fold(
     model = BagModel(
         cfg.model, source.dim(train[0]), cfg.hidden, task.outputs, task.k,
         ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
+        layers=cfg.transformer_layers, heads=cfg.transformer_heads,
     )  # fmt: skip
     model.shift, model.scale = tile_stats(source, train)
     model = model.to(device)

@@ -9,7 +9,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from histodetect.cohort.validation import check_config, check_sample_sheet
+from histodetect.cohort.validation import (
+    check_config,
+    check_sample_sheet,
+    merge_config,
+    typed_overrides,
+)
 from histodetect.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -42,6 +47,28 @@ def test_bad_config_names_the_key(change, expected: str) -> None:
         check_config(config, CONFIG_SCHEMA, "my.yaml")
     assert expected in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_a_partial_config_override_is_typed_and_merged_into_the_defaults() -> None:
+    # what Snakemake's --config parser makes of mil='{enabled: true, model: mean, classes: [0, 1]}'
+    # and folds=3: strings below the top level (YAML's base loader), the top level typed
+    overrides = {"mil": {"enabled": "true", "model": "mean", "classes": ["0", "1"]}, "folds": 3}
+    config = copy.deepcopy(CONFIG)
+    with pytest.raises(InputError, match=r"mil\.enabled: 'true' is not of type 'boolean'"):
+        merge_config(config, overrides)
+        check_config(config, CONFIG_SCHEMA, "--config")
+    config = copy.deepcopy(CONFIG)
+    merge_config(config, typed_overrides(overrides))
+    check_config(config, CONFIG_SCHEMA, "--config")
+    assert config["mil"] == CONFIG["mil"] | {"enabled": True, "model": "mean", "classes": [0, 1]}
+    assert config["folds"] == 3 and config["tiling"] == CONFIG["tiling"]
+
+
+def test_typed_overrides_leave_top_level_and_unparsable_strings_alone() -> None:
+    overrides = {"samples": "007.tsv", "mil": {"bag": "biopsy", "note": "a: b: c", "lr": "1e-3"}}
+    typed = typed_overrides(overrides)
+    assert typed["samples"] == "007.tsv"
+    assert typed["mil"] == {"bag": "biopsy", "note": "a: b: c", "lr": "1e-3"}  # YAML 1.1: str
 
 
 def sheet(**columns: list) -> pd.DataFrame:

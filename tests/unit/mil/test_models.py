@@ -70,6 +70,34 @@ def test_attention_learns_the_deciding_tile_and_mean_pooling_does_not(
     assert lo <= auc <= hi, f"{kind}: test AUC {auc:.3f}"
 
 
+def test_transformer_learns_the_deciding_tile_and_its_class_token_attends_to_it(
+    cohort: tuple[Path, pd.DataFrame, pd.DataFrame], store: str, tmp_path: Path
+) -> None:
+    folder, train, test = cohort
+    torch.set_num_threads(1)
+    cfg = MilConfig(model="transformer", hidden=32, dropout=0.0, epochs=20, lr=1e-3, seed=0)
+    source = FeatureSource(folder)
+    train_mil_fold(
+        train, 0, source, tmp_path, cfg, ["0", "1"], mlflow_uri=store,
+        experiment="t", tb_dir=tmp_path / "tb",
+    )  # fmt: skip
+    model, task, meta = load_mil_model(tmp_path / "model.pt")
+    assert meta["arch"]["kind"] == "transformer" and meta["arch"]["layers"] == 2
+    scored = [(score_bag(model, task, x), x) for _, x in source.stream(bags_of(test))]
+    probs = np.array([p for (p, _), _ in scored])
+    auc = auc_of(test.y.to_numpy(), probs)
+    assert auc >= 0.95, f"transformer: test AUC {auc:.3f}"
+    for (_, weights), x in scored:
+        assert weights.shape == (len(x),) and abs(weights.sum() - 1) < 1e-5
+    # in positive bags, the deciding tile (first feature 8 higher) is among the most attended
+    hits = [
+        int(x[:, 0].argmax()) in np.argsort(-w)[:3]
+        for ((_, w), x), y in zip(scored, test.y, strict=True)
+        if y == 1
+    ]
+    assert np.mean(hits) >= 0.8, f"deciding tile in the top 3 of {np.mean(hits):.2f} of bags"
+
+
 def test_ordinal_probabilities_are_a_distribution_and_the_loss_respects_order() -> None:
     task = MilTask("ordinal", ["0", "1", "2", "3"])
     logits = torch.tensor([[3.0, 0.0, -3.0]])  # P(y > k) = 0.95, 0.5, 0.05

@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 
 from histodetect.features.store import SlideFeatures
-from histodetect.mil.attention import write_attention
+from histodetect.mil.attention import attention_grid, overlay_downsample, write_attention
 from histodetect.mil.ensemble import macro_auc, qwk
 
 
@@ -40,17 +40,36 @@ def test_attention_geojson_and_overlay_hold_each_tile(tmp_path: Path) -> None:
     feats = SlideFeatures(np.zeros((6, 4)), coords, attrs, {"row": rows, "col": cols})
     attention = np.array([0.05, 0.4, 0.1, 0.2, 0.05, 0.2])
     geo, png = tmp_path / "a.geojson", tmp_path / "a.png"
-    write_attention(feats, attention, 10, "S1", geo, png, cell_px=4)
+    # a grey 500 x 400 level-0 slide seen at downsample 1.25: a 400 x 320 px thumbnail
+    ds = 1.25
+    thumb = np.full((320, 400, 3), 128, np.uint8)
+    write_attention(feats, attention, 10, "S1", geo, png, thumb, ds)
     tiles = json.loads(geo.read_text())["features"]
     assert [t["properties"]["measurements"]["attention"] for t in tiles] == attention.tolist()
     assert [t["properties"]["measurements"]["attention_rank"] for t in tiles] == [5, 1, 4, 2, 6, 3]
     assert tiles[5]["geometry"]["coordinates"][0][0] == [340, 210]
     assert tiles[5]["geometry"]["coordinates"][0][2] == [440, 310]
-    image = np.asarray(Image.open(png).convert("RGB"))
-    assert image.shape == (3 * 4, 4 * 4, 3)  # one 4 px cell per grid cell
-    colours = (colormaps["viridis"](attention / 0.4)[:, :3] * 255).round()
-    for r, c, colour in zip(rows, cols, colours, strict=True):
-        cell = image[r * 4 : r * 4 + 4, c * 4 : c * 4 + 4].reshape(-1, 3)
-        assert (cell == colour).all()
-    empty = image[0:4, 0:4].reshape(-1, 3)
-    assert (empty == 255).all()
+
+    grid = attention_grid(feats, attention)  # one cell per tile, at its level-0 position
+    assert grid.values.shape == (3, 4) and np.isfinite(grid.values).sum() == len(attention)
+    for (x, y), r, c, a in zip(coords, rows, cols, attention, strict=True):
+        assert grid.values[r, c] == a
+        assert (grid.left + c * grid.cell, grid.top + r * grid.cell) == (x, y)
+
+    image = np.asarray(Image.open(png).convert("RGB")).astype(float)
+    assert image.shape == (320, 400, 3)  # the thumbnail's size (at least 400 px wide)
+    # each tile's cell, seen at the thumbnail's scale, is its attention's colour over the grey
+    colours = colormaps["viridis"](attention / attention.max())[:, :3] * 255
+    for (x, y), colour in zip(coords, colours, strict=True):
+        centre = image[round((y + size / 2) / ds), round((x + size / 2) / ds)]
+        assert np.abs(centre - (0.6 * colour + 0.4 * 128)).max() <= 3, (x, y, centre)
+    for x, y in [(40 + 50, 10 + 50), (340 + 50, 10 + 50), (240 + 50, 110 + 50)]:  # no tile
+        assert np.abs(image[round(y / ds), round(x / ds)] - 128).max() <= 1
+    assert np.abs(image[round(40 / ds) + 2 : round(140 / ds) - 2, 0] - 128).max() <= 1
+
+
+def test_overlay_downsample_gives_cell_px_per_tile_within_the_widest_figure() -> None:
+    feats = SlideFeatures(np.zeros((1, 4)), np.zeros((1, 2)), {"size0": 256, "stride0": 256})
+    assert overlay_downsample(feats, (20_000, 10_000), 8) == 32.0  # 625 px wide
+    assert overlay_downsample(feats, (160_000, 10_000), 8) == 100.0  # 1,600 px wide
+    assert overlay_downsample(feats, (1_000, 1_000), 512) == 1.0  # never above level 0

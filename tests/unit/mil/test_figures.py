@@ -1,0 +1,105 @@
+"""Report pictures of the slide-label models: ROC, confusion and the most attended tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+from sklearn.metrics import confusion_matrix
+
+from histodetect.features.store import SlideFeatures, write_features
+from histodetect.mil.data import Bag, FeatureSource
+from histodetect.mil.ensemble import macro_auc
+from histodetect.mil.figures import confusion, confusion_png, labelled, roc_png
+from histodetect.mil.models import BagModel, MilTask
+from histodetect.mil.top_tiles import pick_bags, top_tiles, top_tiles_png
+
+CLASSES = ["0", "1", "2"]
+
+
+def _predictions(rng: np.random.Generator, n: int) -> pd.DataFrame:
+    """Test and out-of-fold rows with probabilities that lean to the label, and 2 predict-only."""
+    y = rng.integers(0, 3, n)
+    probs = rng.dirichlet(np.ones(3), n) + 0.6 * np.eye(3)[y]
+    probs /= probs.sum(1, keepdims=True)
+    table = pd.DataFrame(probs, columns=[f"prob_{c}" for c in CLASSES])
+    table.insert(0, "bag_id", [f"B{i}" for i in range(n)])
+    table.insert(1, "split", np.where(np.arange(n) % 2, "test", "train"))
+    table.insert(2, "label", [CLASSES[v] for v in y])
+    table["call"] = [CLASSES[v] for v in probs.argmax(1)]
+    extra = table.iloc[:2].assign(split="test", label="", bag_id=["N0", "N1"])
+    return pd.concat([table, extra], ignore_index=True)
+
+
+def test_roc_curves_are_the_one_vs_rest_aucs_of_the_metrics(tmp_path: Path) -> None:
+    table = _predictions(np.random.default_rng(0), 80)
+    aucs = roc_png(table, CLASSES, tmp_path / "roc.png")
+    for split in ("test", "train"):
+        part = labelled(table, split)
+        y = part.label.astype(int).to_numpy()
+        probs = part[[f"prob_{c}" for c in CLASSES]].to_numpy()
+        assert set(aucs[split]) == set(CLASSES)
+        assert abs(np.mean(list(aucs[split].values())) - macro_auc(y, probs)) < 1e-12
+    assert Image.open(tmp_path / "roc.png").size == (1000, 480)
+
+    binary = table.assign(label=np.where(table.label == "2", "1", table.label))
+    binary = binary[binary.label != ""]
+    assert set(roc_png(binary, ["0", "1"], tmp_path / "roc2.png")["test"]) == {"1"}
+
+
+def test_confusion_counts_labels_against_calls_without_predict_only_bags(tmp_path: Path) -> None:
+    table = _predictions(np.random.default_rng(1), 60)
+    for split in ("test", "train"):
+        part = labelled(table, split)
+        want = confusion_matrix(part.label, part.call, labels=CLASSES)
+        assert (confusion(part, CLASSES) == want).all()
+    assert confusion(labelled(table, "test"), CLASSES).sum() == 30  # N0, N1 left out
+    confusion_png(table, CLASSES, tmp_path / "confusion.png")
+    assert Image.open(tmp_path / "confusion.png").size[0] > 300
+
+
+def test_pick_bags_takes_each_class_in_turn() -> None:
+    part = pd.DataFrame({"bag_id": list("abcdef"), "label": ["0", "0", "0", "0", "2", "1"]})
+    assert pick_bags(part, CLASSES, 4) == ["a", "f", "e", "b"]
+    assert pick_bags(part, CLASSES, 10) == ["a", "f", "e", "b", "c", "d"]
+
+
+def test_the_most_attended_tile_is_read_from_its_slide_at_its_corner(tmp_path: Path) -> None:
+    # a max-pooling model whose projection is the identity: the tile holding every
+    # dimension's maximum gets all the weight; it lies in the bag's second slide
+    model = BagModel("max", 4, 4, 2, 2, dropout=0.0).eval()
+    with torch.no_grad():
+        model.project[0].weight.copy_(torch.eye(4))
+        model.project[0].bias.zero_()
+    coords = np.array([[0, 0], [64, 0], [0, 64], [64, 64]])
+    attrs = {"status": "ok", "size0": 64, "stride0": 64}
+    deciding = np.ones((4, 4))
+    deciding[2] = 9.0  # slide B's tile at (0, 64)
+    for sid, features in (("A", np.ones((4, 4))), ("B", deciding)):
+        write_features(tmp_path / f"{sid}.h5", SlideFeatures(features, coords, attrs))
+    bag = Bag("bag1", "P1", 1, "test", -1, ("A", "B"))
+    tiles = top_tiles([(model, MilTask("binary", ["0", "1"]))], FeatureSource(tmp_path), bag, 3)
+    assert (tiles[0].slide_id, tiles[0].x, tiles[0].y, tiles[0].rank) == ("B", 0, 64, 1)
+    assert tiles[0].weight == 1.0 and [t.rank for t in tiles] == [1, 2, 3]
+
+    # slide B: grey, with a red square exactly where its top tile lies
+    pixels = np.full((128, 128, 3), 200, np.uint8)
+    pixels[64:128, 0:64] = (220, 0, 0)
+    Image.fromarray(pixels).save(tmp_path / "B.png")
+    out = tmp_path / "top.png"
+    top_tiles_png([("bag1", "1", "1", tiles[:1])], {"B": tmp_path / "B.png"}, out, 64)
+    image = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    red = (image[..., 0] > 200) & (image[..., 1] < 40) & (image[..., 2] < 40)
+    rows, cols = np.nonzero(red)
+    box = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+    assert red.sum() >= 0.5 * 64 * 64  # the tile is drawn large
+    assert red.sum() >= 0.95 * box  # and all red: read at its corner, none of the grey around
+
+
+def test_a_tile_picture_without_labelled_test_bags_says_so(tmp_path: Path) -> None:
+    top_tiles_png([], {}, tmp_path / "none.png")
+    image = np.asarray(Image.open(tmp_path / "none.png").convert("L"))
+    assert (image < 100).any() and (image > 250).mean() > 0.9  # a line of text on white
