@@ -575,6 +575,13 @@ def mil_predict_ready(wildcards=None):
             "predict with mil extracts the new slides' features itself: features.source "
             "import has no encoder to run on them",
         )
+    if MIL["model"] == "concat":
+        raise InputError(
+            "config",
+            "predict with mil.model concat is not built yet (its summary images need the new "
+            "slides' tile tables): predict with a feature model (mean, max, abmil, clam_sb, "
+            "transformer)",
+        )
     return []
 
 
