@@ -58,6 +58,7 @@ def test_dry_run_of_2000_slides_plans_each_rules_jobs(large_sheet: Path) -> None
         "make_folds": 1,
         "undersample": 3,
         "train_fold": 3,
+        "calibrate_fold": 3,
         "oof_threshold": 1,
         "fold_summary": 1,
         "training_curves": 1,
