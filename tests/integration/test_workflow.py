@@ -115,9 +115,9 @@ def test_rerun_of_one_fold_touches_only_its_descendants(small_run: Path) -> None
     plan = planned_jobs(snakemake(small_run, "-n").stdout)
     # Whatever still needs doing depends on fold 1's model; nothing upstream or beside it.
     # (out-of-fold heatmaps read every fold model: all of them and the tuning redo)
-    # (the fold's metrics.json is oof_threshold's, and its curves are redrawn)
+    # (the fold's metrics.json is oof_threshold's, its curves are redrawn, it is recalibrated)
     after = {"infer_slide", "boxes_from_heatmap", "evaluate", "oof_threshold", "fold_summary"}
-    after |= {"training_curves"}
+    after |= {"training_curves", "calibrate_fold"}
     assert set(plan) <= after | {"infer_oof", "tune_boxes", "report_description", "all"}
     snakemake(small_run)
     assert "Nothing to be done" in snakemake(small_run, "-n").stdout
