@@ -9,12 +9,15 @@ What it does, per cohort (``demo``: ``config/mil_demo.yaml``; ``harder``: the sa
    ``split.test_fraction: 0`` so that every bag is in a fold and scored out of fold.
 2. Trains each model of ``--models`` directly through the package on the same feature files
    and the same folds (``mil.train.train_mil_fold`` per fold, the rule train_mil's code; faster
-   than one workflow run per model, the features are extracted once), then
-   ``mil.ensemble.ensemble`` gives the out-of-fold figures the workflow reports (``oof_auc``:
-   macro one-vs-rest; ``oof_qwk`` at the grade decision chosen out of fold).
+   than one workflow run per model, the features are extracted once; ``concat``, the summary
+   image, is ``mil.train_concat.train_concat_fold`` on the same tiles read from the slides,
+   ``--concat-epochs``, the config's ``mil.concat`` section), then ``mil.ensemble.ensemble``
+   gives the out-of-fold figures the workflow reports (``oof_auc``: macro one-vs-rest;
+   ``oof_qwk`` at the grade decision chosen out of fold).
 3. Where the attention went: for every slide with a hidden lesion, its 10 most attended tiles
-   by the fold model blind to it; a tile is in a lesion when the slide's lesion mask (the
-   renderer's, re-rendered from the cohort's specs) covers at least a quarter of it.
+   by the fold model blind to it (concat: the occlusion effect of each drawn tile, the
+   workflow's attention of that model); a tile is in a lesion when the slide's lesion mask
+   (the renderer's, re-rendered from the cohort's specs) covers at least a quarter of it.
 
 Prints one line per cohort and model; the last line (harder cohort) is
 ``auc_mean_pool=<a> auc_best=<b> best=<name> qwk_best=<c> attention_in_lesion=<d>``
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +53,17 @@ import yaml
 
 from histodetect.cohort.bags import mil_classes, read_bag_folds
 from histodetect.features.store import SlideFeatures, write_features
-from histodetect.mil.data import FeatureSource, bags_of
+from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.ensemble import ensemble
+from histodetect.mil.summary_image import TileSource
 from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_mil_fold
+from histodetect.mil.train_concat import (
+    ConcatConfig,
+    ConcatScorer,
+    load_concat_model,
+    occlusion_weights,
+    train_concat_fold,
+)
 from histodetect.slides.graded import HARDER, plan_demo
 from histodetect.slides.synthetic import COARSE, render_slide
 
@@ -123,20 +135,51 @@ def in_lesion(coords: np.ndarray, size0: int, mask: np.ndarray) -> np.ndarray:
     return covered / np.maximum((x1 - x0) * (y1 - y0), 1) >= IN_LESION
 
 
+def feature_weights(
+    models: dict[int, Path], source: FeatureSource
+) -> Callable[[Bag, list[int] | None], np.ndarray]:
+    """A bag's tile weights (attention) by the bag models of the given folds, averaged."""
+    loaded = {fold: load_mil_model(path)[:2] for fold, path in models.items()}
+
+    def weights(bag: Bag, which: list[int] | None) -> np.ndarray:
+        chosen = [loaded[f] for f in which] if which else list(loaded.values())
+        x = source.bag(bag)
+        return np.mean([score_bag(model, task, x)[1] for model, task in chosen], axis=0)
+
+    return weights
+
+
+def concat_weights(
+    models: dict[int, Path], tiles: TileSource
+) -> Callable[[Bag, list[int] | None], np.ndarray]:
+    """A bag's tile weights by the summary-image models of the given folds: the occlusion
+    effect of each drawn tile (``occlusion_weights``, the workflow's attention of concat)."""
+    loaded = {fold: load_concat_model(path) for fold, path in models.items()}
+
+    def weights(bag: Bag, which: list[int] | None) -> np.ndarray:
+        chosen = [loaded[f] for f in which] if which else list(loaded.values())
+        pairs = [(model, task) for model, task, _ in chosen]
+        return occlusion_weights(pairs, tiles, bag, chosen[0][2])
+
+    return weights
+
+
 def attention_in_lesion(
-    folds: pd.DataFrame, models: dict[int, Path], source: FeatureSource, masks: dict[str, Any]
+    folds: pd.DataFrame,
+    bag_weights: Callable[[Bag, list[int] | None], np.ndarray],
+    source: FeatureSource,
+    masks: dict[str, Any],
 ) -> tuple[float, float]:
     """Mean over slides with a lesion of the share of their top tiles inside one (each bag
-    scored by the fold model blind to it; a test bag by the mean weights of all folds'), and
-    the ceiling of that share (a slide with fewer than 10 lesion tiles cannot reach 1)."""
+    weighted by the fold model blind to it, ``bag_weights(bag, [fold])``; a test bag by all
+    folds', ``None``), and the ceiling of that share (a slide with fewer than 10 lesion tiles
+    cannot reach 1)."""
     shares, ceilings = [], []
-    loaded = {fold: load_mil_model(path)[:2] for fold, path in models.items()}
+    trained = set(folds[folds.split == "train"].fold)
     for bag in bags_of(folds):
         if bag.y <= 0:
             continue
-        x = source.bag(bag)
-        blind = [loaded[bag.fold]] if bag.fold in loaded else list(loaded.values())  # test: all
-        weights = np.mean([score_bag(model, task, x)[1] for model, task in blind], axis=0)
+        weights = bag_weights(bag, [bag.fold] if bag.fold in trained else None)
         start = 0
         for sid in bag.slide_ids:
             feats = source.slide(sid)
@@ -178,17 +221,33 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
         flush=True,
     )
     results = {}
+    # the tile tables name their slides relative to the run's folder, as the workflow reads them
+    os.chdir(workdir)
+    tiles = TileSource(workdir / "results" / "tiles")
     for model_name in args.models:
         t0 = time.perf_counter()
-        section = {**config["mil"], "model": model_name, "epochs": args.epochs}
-        cfg = MilConfig.from_section(section, args.seed)
+        concat = model_name == "concat"
+        epochs = args.concat_epochs if concat else args.epochs
+        section = {**config["mil"], "model": model_name, "epochs": epochs}
+        if concat:
+            train, cfg, fold_source = (
+                train_concat_fold,
+                ConcatConfig.from_section(section, args.seed),
+                tiles,
+            )
+        else:
+            train, cfg, fold_source = (
+                train_mil_fold,
+                MilConfig.from_section(section, args.seed),
+                source,
+            )
         out = args.workdir / name / "bench" / model_name
         models = {}
         for fold in sorted(set(folds[folds.split == "train"].fold)):
             fold_dir = out / f"fold_{fold}"
             fold_dir.mkdir(parents=True, exist_ok=True)
-            train_mil_fold(
-                folds, int(fold), source, fold_dir, cfg, classes,
+            train(
+                folds, int(fold), fold_source, fold_dir, cfg, classes,
                 mlflow_uri=f"sqlite:///{out / 'mlflow.db'}", experiment="bench_mil",
                 tb_dir=out / "tensorboard" / f"fold_{fold}",
             )  # fmt: skip
@@ -196,14 +255,15 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
         paths = [models[k] for k in sorted(models)]
         _, metrics = ensemble(
             folds, paths, [p.with_name("val_predictions.parquet") for p in paths], source,
-            n_bootstrap=0, seed=args.seed,
+            n_bootstrap=0, seed=args.seed, scorer=ConcatScorer(paths, tiles) if concat else None,
         )  # fmt: skip
+        bag_weights = concat_weights(models, tiles) if concat else feature_weights(models, source)
         # mean pooling weighs every tile alike: its "most attended" tiles say nothing
         uniform = model_name == "mean"
         attention, ceiling = (
             (float("nan"), float("nan"))
             if uniform
-            else attention_in_lesion(folds, models, source, masks)
+            else attention_in_lesion(folds, bag_weights, source, masks)
         )
         results[model_name] = {
             "auc": metrics["oof_auc"],
@@ -216,7 +276,7 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
             f"oof_qwk {results[model_name]['qwk']:.3f} "
             f"oof_balanced_accuracy {metrics['oof_balanced_accuracy']:.3f} "
             f"attention_in_lesion {attention:.3f} (ceiling {ceiling:.3f}) ({time.perf_counter() - t0:.0f} s, "
-            f"{len(models)} folds x {args.epochs} epochs max)",
+            f"{len(models)} folds x {epochs} epochs max)",
             flush=True,
         )
     return results
@@ -308,10 +368,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-bench-mil"))
     parser.add_argument("--cohorts", nargs="+", default=["demo", "harder"])
-    parser.add_argument("--models", nargs="+", default=["mean", "abmil", "clam_sb"])
+    parser.add_argument("--models", nargs="+", default=["mean", "abmil", "clam_sb", "concat"])
     parser.add_argument("--slides", type=int, default=24, help="slides (= patients) per cohort")
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--concat-epochs", type=int, default=10, help="summary-image model")
     parser.add_argument("--tile-um", type=float, default=None, help="tile side (default: 64)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cores", type=int, default=2)
@@ -322,6 +383,7 @@ def main() -> None:
     parser.add_argument("--speed-epochs", type=int, default=2)
     parser.add_argument("--scratch", type=Path, default=Path("/tmp"))
     args = parser.parse_args()
+    args.workdir = args.workdir.resolve()
     torch.set_num_threads(args.cores)
     if args.speed:
         speed(args)

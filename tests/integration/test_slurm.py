@@ -26,6 +26,7 @@ SLURM_SCRIPTS = Path(__file__).resolve().parent / "slurm"
 PROFILE = REPO / "profiles" / "slurm_cluster"
 # Run in the Snakemake process itself (localrules in workflow/rules/*.smk); `all` has no job.
 LOCAL_RULES = {"split_patients", "make_folds", "tiling_summary", "oof_threshold", "fold_summary"}
+LOCAL_RULES |= {"calibrate_fold"}
 LOCAL_RULES |= {"index_annotations", "report_description", "all"}
 GROUPED_RULES = {"tile_slide", "label_tiles", "infer_slide", "boxes_from_heatmap"}
 RUN_TIMEOUT_S = 900
