@@ -99,6 +99,9 @@ def cohort_config(name: str, args: argparse.Namespace) -> dict[str, Any]:
     }
     if name == "harder":
         over["demo"] |= harder
+    if args.features == "ssl":  # the cohort's own SimCLR encoder (rule pretrain_encoder)
+        over["features"]["source"] = "ssl"
+        over["ssl"] = {"epochs": args.ssl_epochs, "max_tiles": args.ssl_tiles}
     if args.tile_um:
         over["tiling"] = {"tile_um": args.tile_um}
     return deep_merge(config, over)
@@ -198,7 +201,7 @@ def attention_in_lesion(
 def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Every model of ``args.models`` on one cohort: out-of-fold AUC, QWK, attention."""
     config = cohort_config(name, args)
-    workdir = args.workdir / name
+    workdir = args.workdir / (name if args.features == "timm" else f"{name}_{args.features}")
     t0 = time.perf_counter()
     prepare(workdir, config, args.cores)
     prep_s = time.perf_counter() - t0
@@ -241,7 +244,7 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
                 MilConfig.from_section(section, args.seed),
                 source,
             )
-        out = args.workdir / name / "bench" / model_name
+        out = workdir / "bench" / model_name
         models = {}
         for fold in sorted(set(folds[folds.split == "train"].fold)):
             fold_dir = out / f"fold_{fold}"
@@ -375,6 +378,12 @@ def main() -> None:
     parser.add_argument("--concat-epochs", type=int, default=10, help="summary-image model")
     parser.add_argument("--tile-um", type=float, default=None, help="tile side (default: 64)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--features", choices=["timm", "ssl"], default="timm",
+        help="timm: the config's random-init resnet18; ssl: the cohort's own SimCLR encoder",
+    )  # fmt: skip
+    parser.add_argument("--ssl-epochs", type=int, default=10)
+    parser.add_argument("--ssl-tiles", type=int, default=10000)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--speed", action="store_true", help="time train_mil at scale instead")
     parser.add_argument("--bags", type=int, default=1000)

@@ -41,8 +41,7 @@ under the heavy-run lock, e.g.
     flock /tmp/histodetect-heavy.lock .venv/bin/python bench/mitos2012.py   # ~30 min, 2 cores
     .venv/bin/python bench/mitos2012.py --epochs 1 --runs scratch --workdir /tmp/m1  # plumbing
 
-Measured (2026-12-04, 2 cores shared with other work, 4 epochs; the ``scratch+hn`` run did
-not fit before the deadline, its numbers are still to be taken), ``scratch`` (workflow 17.8
+Measured (2026-12-04, 2 cores shared with other work, 4 epochs), ``scratch`` (workflow 17.8
 min): calibration mean out-of-sample NLL/ECE platt 0.148/0.024, temperature 0.165/0.041,
 isotonic 0.201/0.021, raw 0.182/0.068; pooled point F1 plain 0.216 (folds A00 and A03 at 0),
 platt 0.346 (no fold at 0; count MAE 5.60 against 7.00, Spearman 0.566 against -0.428),
@@ -51,7 +50,12 @@ platt_field_out 0.303 (one fold, A02, at 0). ``ssl`` (workflow 27.2 min): NLL/EC
 0.097/0.018, isotonic 0.140/0.019, temperature 0.168/0.076, raw 0.195/0.109; pooled F1 plain
 0.364 (A01 at 0), temperature 0.432 (A01 at 0), platt 0.407 (no fold at 0; count MAE 3.73,
 Spearman 0.744), isotonic 0.408, platt_field_out 0.444 (no fold at 0). Baseline 0.122. Both
-runs 45 min; the last line (``--runs scratch,ssl`` on the finished runs):
+runs 45 min. ``scratch+hn`` (workflow 10.4 min on 2 cores alone; 129 false-positive tiles
+added in fold 0): NLL/ECE platt 0.123/0.014, raw 0.182/0.087; pooled F1 plain 0.168 (A04 and
+A03 at 0), platt 0.342 (no fold at 0; count MAE 6.33, Spearman -0.141), isotonic 0.330,
+temperature 0.282, platt_field_out 0.267 (A03 at 0): the hard-negative round does not help,
+so ``points.hard_negative_rounds`` stays 0. The last line (``--runs scratch,ssl,scratch+hn``,
+the first two on the finished runs, 11.6 min in all):
 ``f1=0.444 f1_plain=0.216 mae_count=6.73 baseline_f1=0.122``.
 """
 
