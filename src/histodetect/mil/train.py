@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from histodetect.errors import SplitError
 from histodetect.io import atomic_path
@@ -165,7 +167,9 @@ def train_mil_fold(
             row["lr"] = opt.param_groups[0]["lr"]
             record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
             log.info("fold %d epoch %d: %s", fold, epoch, row)
-        metrics = _finalise(state, val, source, task, out_dir, meta, device)
+        metrics = save_fold(
+            state, val, task, out_dir, meta, lambda net: _validate(net, val, source, task, device)
+        )
         logger.finish(metrics, out_dir / "model.pt")
     return metrics
 
@@ -222,23 +226,27 @@ def _validate(
     return float(np.mean(losses)), np.array(probs)
 
 
-def _finalise(
+def save_fold(
     state: FitState,
     val: list[Bag],
-    source: FeatureSource,
     task: MilTask,
     out_dir: Path,
     meta: dict[str, Any],
-    device: torch.device,
+    validate: Callable[[nn.Module], tuple[float, np.ndarray]],
+    model_format: str = FORMAT,
 ) -> dict[str, Any]:
-    """Write ``model.pt`` (best epoch), the validation predictions and metrics."""
-    model = state.model
+    """Write ``model.pt`` (the best epoch's weights of the network validated: the weight
+    average with EMA), its predictions on the validation bags (``validate(net)``) and the
+    metrics; shared by the bag models and the summary-image models (``model_format`` tells
+    their files apart)."""
+    model = state.net
     model.load_state_dict(state.best_weights)
     chosen = next(h for h in state.history if h["epoch"] == state.best_epoch)
     weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"format": FORMAT, "meta": {**meta, **chosen}, "state_dict": weights}, tmp)
-    val_loss, probs = _validate(model, val, source, task, device)
+        blob = {"format": model_format, "meta": {**meta, **chosen}, "state_dict": weights}
+        torch.save(blob, tmp)
+    val_loss, probs = validate(model)
     table = pd.DataFrame(
         {
             "bag_id": [b.bag_id for b in val],

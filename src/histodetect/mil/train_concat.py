@@ -14,7 +14,6 @@ CORAL). The outputs are those of :func:`histodetect.mil.train.train_mil_fold`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import zlib
 from collections.abc import Sequence
@@ -29,11 +28,10 @@ import torch
 from torch import nn
 
 from histodetect.errors import InputError, SplitError
-from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, bags_of
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import SCORES, TileSource, draw_images, grid_side
-from histodetect.mil.train import PREDICTIONS, auc_of
+from histodetect.mil.train import auc_of, save_fold
 from histodetect.training.data import normalize_batch
 from histodetect.training.ema import WeightEMA
 from histodetect.training.loop import (
@@ -216,7 +214,10 @@ def train_concat_fold(
             row["lr"] = opt.param_groups[0]["lr"]
             record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
             log.info("fold %d epoch %d: %s", fold, epoch, row)
-        metrics = _finalise(state, val, source, task, cfg, out_dir, meta, device)
+        metrics = save_fold(
+            state, val, task, out_dir, meta,
+            lambda net: _validate(net, val, source, task, cfg, device), FORMAT,
+        )  # fmt: skip
         logger.finish(metrics, out_dir / "model.pt")
     return metrics
 
@@ -273,51 +274,6 @@ def _validate(
     )
     truth = probs[np.arange(len(bags)), [b.y for b in bags]]
     return float(-np.log(np.clip(truth, 1e-7, 1)).mean()), probs
-
-
-def _finalise(
-    state: FitState,
-    val: list[Bag],
-    source: TileSource,
-    task: MilTask,
-    cfg: ConcatConfig,
-    out_dir: Path,
-    meta: dict[str, Any],
-    device: torch.device,
-) -> dict[str, Any]:
-    """Write ``model.pt`` (best epoch; the weight average with ``ema_decay``), the validation
-    predictions and metrics."""
-    model = state.net
-    model.load_state_dict(state.best_weights)
-    chosen = next(h for h in state.history if h["epoch"] == state.best_epoch)
-    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    with atomic_path(out_dir / "model.pt") as tmp:
-        torch.save({"format": FORMAT, "meta": {**meta, **chosen}, "state_dict": weights}, tmp)
-    val_loss, probs = _validate(model, val, source, task, cfg, device)
-    table = pd.DataFrame(
-        {
-            "bag_id": [b.bag_id for b in val],
-            "patient_id": [b.group for b in val],
-            "label": [b.y for b in val],
-            "fold": meta["fold"],
-        }
-    )
-    if task.k == 2:
-        table["prob"] = probs[:, 1]
-    else:
-        table = table.assign(**{f"prob_{k}": probs[:, k] for k in range(task.k)})
-    with atomic_path(out_dir / PREDICTIONS) as tmp:
-        table.to_parquet(tmp, index=False)
-    metrics = {
-        "best_epoch": state.best_epoch,
-        "selected_epoch": state.best_epoch,
-        "epochs_run": state.epoch + 1,
-        "val_auc": chosen["val_auc"],
-        "val_loss": val_loss,
-    }
-    with atomic_path(out_dir / "training_metrics.json") as tmp:
-        tmp.write_text(json.dumps(metrics, indent=2, allow_nan=True) + "\n")
-    return metrics
 
 
 def is_concat_model(path: str | Path) -> bool:
