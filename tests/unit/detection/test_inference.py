@@ -203,26 +203,8 @@ def test_infer_slide_script(
     monkeypatch.setattr(sys, "stderr", sys.stderr)  # the script redirects these
     monkeypatch.setattr(logging.root, "handlers", [])
     models = _fold_copies(models, tmp_path / "models", {"method": "none"})
-    slide_path = tiles["path"].iloc[0]
-    tiles.drop(columns=["path", "label"]).to_parquet(tmp_path / "tiles.parquet")
-    out = SimpleNamespace(heatmap=str(tmp_path / "h.npz"), scores=str(tmp_path / "s.parquet"))
-    summary = tmp_path / "tiles.json"
-    info = {"path": slide_path, "mpp": 0.5, "level": 0, "width": 1024, "height": 1024}
-    summary.write_text(json.dumps(info))
-    snakemake = SimpleNamespace(
-        input=SimpleNamespace(
-            tiles=str(tmp_path / "tiles.parquet"),
-            summary=str(summary),
-            models=[str(m) for m in models],
-        ),
-        output=out,
-        params=SimpleNamespace(infer={"batch_size": 8, "tta": False}),
-        wildcards=SimpleNamespace(slide="s1"),
-        rule="infer_slide",
-        log=[str(tmp_path / "infer.log")],
-        threads=torch.get_num_threads(),
-    )
-    runpy.run_path(str(ROOT / "workflow/scripts/infer_slide.py"), {"snakemake": snakemake})
+    snakemake = _run_infer_script(tiles, models, tmp_path)
+    out = snakemake.output
     scores = pd.read_parquet(out.scores)
     assert "path" not in scores and len(scores) == len(tiles)
     np.testing.assert_allclose(scores["prob"], predict_tiles(tiles, models), rtol=1e-5)

@@ -46,6 +46,19 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"  # one engine per URI
 
 
+def _train_one_fold(
+    kind: str, train: pd.DataFrame, source: FeatureSource, store: str, out: Path
+) -> tuple:
+    """Fold 0 of ``train`` with a small ``kind`` bag model (one thread, seed 0), loaded back."""
+    torch.set_num_threads(1)
+    cfg = MilConfig(model=kind, hidden=32, dropout=0.0, epochs=20, lr=1e-3, seed=0)
+    train_mil_fold(
+        train, 0, source, out, cfg, ["0", "1"], mlflow_uri=store,
+        experiment="t", tb_dir=out / "tb",
+    )  # fmt: skip
+    return load_mil_model(out / "model.pt")
+
+
 @pytest.mark.parametrize(("kind", "lo", "hi"), [("abmil", 0.97, 1.0), ("mean", 0.0, 0.75)])
 def test_attention_learns_the_deciding_tile_and_mean_pooling_does_not(
     cohort: tuple[Path, pd.DataFrame, pd.DataFrame],
@@ -56,14 +69,8 @@ def test_attention_learns_the_deciding_tile_and_mean_pooling_does_not(
     hi: float,
 ) -> None:
     folder, train, test = cohort
-    torch.set_num_threads(1)
-    cfg = MilConfig(model=kind, hidden=32, dropout=0.0, epochs=20, lr=1e-3, seed=0)
     source = FeatureSource(folder)
-    train_mil_fold(
-        train, 0, source, tmp_path, cfg, ["0", "1"], mlflow_uri=store,
-        experiment="t", tb_dir=tmp_path / "tb",
-    )  # fmt: skip
-    model, task, meta = load_mil_model(tmp_path / "model.pt")
+    model, task, meta = _train_one_fold(kind, train, source, store, tmp_path)
     assert meta["train_patients"] == sorted(train.group[train.fold == 1])
     probs = np.array([score_bag(model, task, x)[0] for _, x in source.stream(bags_of(test))])
     auc = auc_of(test.y.to_numpy(), probs)
@@ -74,14 +81,8 @@ def test_transformer_learns_the_deciding_tile_and_its_class_token_attends_to_it(
     cohort: tuple[Path, pd.DataFrame, pd.DataFrame], store: str, tmp_path: Path
 ) -> None:
     folder, train, test = cohort
-    torch.set_num_threads(1)
-    cfg = MilConfig(model="transformer", hidden=32, dropout=0.0, epochs=20, lr=1e-3, seed=0)
     source = FeatureSource(folder)
-    train_mil_fold(
-        train, 0, source, tmp_path, cfg, ["0", "1"], mlflow_uri=store,
-        experiment="t", tb_dir=tmp_path / "tb",
-    )  # fmt: skip
-    model, task, meta = load_mil_model(tmp_path / "model.pt")
+    model, task, meta = _train_one_fold("transformer", train, source, store, tmp_path)
     assert meta["arch"]["kind"] == "transformer" and meta["arch"]["layers"] == 2
     scored = [(score_bag(model, task, x), x) for _, x in source.stream(bags_of(test))]
     probs = np.array([p for (p, _), _ in scored])
