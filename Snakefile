@@ -43,6 +43,10 @@ rule all:
         POINT_TARGETS if POINTS_MODE else [],
 
 
+onstart:
+    print_encoder_choice()
+
+
 onsuccess:
     print_run_summary()
     print_mil_summary()

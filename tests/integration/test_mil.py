@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from _workflow import snakemake, write_config
 from mlflow.tracking import MlflowClient
 from PIL import Image
@@ -29,7 +30,8 @@ CONFIG = {
     "tiling": {"tile_um": 64.0, "target_mpp": 1.0},
     "split": {"test_fraction": 0.25, "stratify_by": None},
     "folds": 2,
-    "features": {"batch_size": 256},
+    "features": {"batch_size": 256},  # source auto: the cohort's own encoder, no annotations
+    "ssl": {"epochs": 1, "max_tiles": 96, "batch_size": 16, "num_workers": 0},
     "mil": {"enabled": True, "task": "ordinal", "classes": [0, 1, 2], "model": "clam_sb",
             "epochs": 4, "clam_k": 4, "bootstrap": 50},
 }  # fmt: skip
@@ -78,6 +80,15 @@ def test_graded_slides_train_fold_models_ensemble_and_attention_maps(
     assert metrics["decision"]["priors"] and len(metrics["decision"]["priors"]) == 3
 
     (folder,) = (tmp_path / "results" / "features").glob("resnet18-*")
+    # the default start: the cohort's own encoder, on the MIL split's training patients only
+    assert folder.name.startswith("resnet18-ssl-")
+    assert not (tmp_path / "results" / "splits").exists()  # no box split, no annotation file
+    encoder = torch.load(tmp_path / "results" / "encoder" / "ssl" / "encoder.pt", weights_only=True)
+    train = folds[folds.split == "train"]
+    assert encoder["meta"]["slides"] == sorted(train.slide_id)
+    assert encoder["meta"]["train_patients"] == sorted(train.patient_id.astype(str).unique())
+    chosen = [line for line in proc.stderr.splitlines() if "slide-label features" in line]
+    assert chosen and "cohort's own self-supervised encoder" in chosen[0], proc.stderr[-2000:]
     for slide in folds.slide_id:
         feats = read_features(folder / f"{slide}.h5")
         geo = json.loads((res / "attention" / f"{slide}.geojson").read_text())["features"]

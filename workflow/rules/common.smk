@@ -1,5 +1,6 @@
 import json
 import os
+import sys
 from glob import glob
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from histodetect.features.settings import (
     encoder_id,
     encoder_record,
     file_sha256,
+    resolve_source,
     settings_hash,
     spec_from_config,
     tile_settings,
@@ -297,7 +299,42 @@ def predict_outputs(pattern):
 
 # The cohort's own encoder (rule pretrain_encoder) and the tile embeddings (rule extract_features).
 SSL_ENCODER = "results/encoder/ssl/encoder.pt"
-FEATURES = config["features"]
+
+
+def _feature_hub_error():
+    """Why timm's hub weights of features.model cannot be had (asked only when auto wants
+    them: torch is imported then), or None."""
+    features = config["features"]
+    if (
+        features["source"] != "auto"
+        or not features["pretrained"]
+        or features["checkpoint"]
+    ):
+        return None
+    from histodetect.features.encoder import hub_error
+
+    return hub_error(features["model"])
+
+
+# features.source auto (the default) never starts from random weights: resolved once here.
+FEATURE_SOURCE = resolve_source(config["features"], hub_error=_feature_hub_error())
+FEATURES = {**config["features"], "source": FEATURE_SOURCE.source}
+# Whose training patients the cohort's own encoder may see: the slide-label folds' when the
+# features feed the MIL models, the box stage's split when its fold models start from it
+# (train.init: ssl) or when there is no MIL stage; with both, patients training in both.
+SSL_SPLITS = {
+    **(
+        {"mil": "results/mil/folds.tsv"}
+        if FEATURES["source"] == "ssl" and MIL["enabled"]
+        else {}
+    ),
+    **(
+        {"box": "results/splits/split.tsv"}
+        if config["train"].get("init") == "ssl"
+        or (FEATURES["source"] == "ssl" and not MIL["enabled"])
+        else {}
+    ),
+}
 
 
 def ssl_settings():
@@ -306,12 +343,58 @@ def ssl_settings():
         **config["ssl"],
         "model": config["ssl"]["model"] or config["train"]["backbone"],
     }
-    return {
+    settings = {
         "ssl": ssl,
         "seed": config["seed"],
         "split": config["split"],
         "tiling": tile_settings(config["tiling"]),
     }
+    if (
+        "mil" in SSL_SPLITS
+    ):  # the MIL folds' training patients (bags grouped by mil.bag)
+        settings |= {"splits": sorted(SSL_SPLITS), "mil_bag": MIL["bag"]}
+    return settings
+
+
+def ssl_train_slides():
+    """Slides the cohort's own encoder trains on: training slides of every split in
+    SSL_SPLITS (known once those checkpoints have run)."""
+    chosen = None
+    if "box" in SSL_SPLITS:
+        chosen = set(train_slides())
+    if "mil" in SSL_SPLITS:
+        folds = pd.read_csv(
+            checkpoints.mil_folds.get().output[0], sep="\t", dtype={"slide_id": str}
+        )
+        mil = set(folds.slide_id[folds.split == "train"])
+        chosen = mil if chosen is None else chosen & mil
+    return sorted(chosen or [])
+
+
+def ssl_train_outputs(pattern):
+    def inner(wildcards):
+        return expand(pattern, slide=ssl_train_slides())
+
+    return inner
+
+
+def print_encoder_choice():
+    """Which tile encoder the slide-label models' features come from, and why."""
+    if MIL["enabled"]:
+        model = (
+            ssl_settings()["ssl"]["model"]
+            if FEATURES["source"] == "ssl"
+            else FEATURES["model"]
+        )
+        tuned = (
+            "; mil.model topk fine-tunes it from the bag labels"
+            if MIL["model"] == "topk"
+            else ""
+        )
+        print(
+            f"histodetect: slide-label features from {model}: {FEATURE_SOURCE.reason}{tuned}",
+            file=sys.stderr,
+        )
 
 
 def feature_encoder_id():
@@ -472,9 +555,13 @@ def mil_slides():
     return list(MIL_BAGS.slide_id) if MIL["enabled"] else []
 
 
-# The summary-image model (mil.model: concat) reads tiles from the slides, not features.
+# The summary-image model (mil.model: concat) and the top-k tile model (topk) read tiles
+# from the slides, not features.
 MIL_CONCAT = MIL["model"] == "concat"
-MIL_SCORES_DIR = "results/scores" if MIL["concat"]["score"] == "detection" else None
+MIL_TILES = MIL["model"] in ("concat", "topk")
+MIL_SCORES_DIR = (
+    "results/scores" if MIL_CONCAT and MIL["concat"]["score"] == "detection" else None
+)
 if MIL["enabled"] and MIL_CONCAT and MIL["concat"]["score"] == "attention":
     raise InputError(
         "config",
@@ -483,14 +570,40 @@ if MIL["enabled"] and MIL_CONCAT and MIL["concat"]["score"] == "attention":
     )
 
 
-def mil_concat_inputs(slides):
-    """The tile tables (and detection scores) of ``slides``, for mil.model concat."""
-    if not MIL_CONCAT:
+def mil_tile_inputs(slides):
+    """The tile tables (and detection scores) of ``slides``, for mil.model concat or topk."""
+    if not MIL_TILES:
         return []
     names = ["results/tiles/{slide}.parquet", "results/tiles/{slide}.json"]
     if MIL_SCORES_DIR:
         names.append(f"{MIL_SCORES_DIR}/{{slide}}.parquet")
     return expand(names, slide=slides)
+
+
+def mil_topk_encoder():
+    """Where mil.model topk's tile encoder starts: where the features' does."""
+    if FEATURES["source"] == "import":
+        raise InputError(
+            CONFIG_SOURCE,
+            "mil.model topk fine-tunes a tile encoder: features.source import has none "
+            "(use auto, ssl, checkpoint or timm)",
+        )
+    if FEATURES["source"] == "ssl":
+        model = ssl_settings()["ssl"]["model"]
+        return {"backbone": model, "checkpoint": SSL_ENCODER, "pretrained": False}
+    weights = FEATURES[
+        "checkpoint"
+    ]  # a local file (source checkpoint, or timm with one)
+    return {
+        "backbone": FEATURES["model"],
+        "checkpoint": weights,
+        "pretrained": bool(FEATURES["pretrained"]) and not weights,
+    }
+
+
+def mil_topk_encoder_input(wildcards=None):
+    """The cohort's own encoder file, when topk starts from it."""
+    return SSL_ENCODER if MIL["model"] == "topk" and FEATURES["source"] == "ssl" else []
 
 
 def mil_fold_outputs(name):
@@ -575,12 +688,12 @@ def mil_predict_ready(wildcards=None):
             "predict with mil extracts the new slides' features itself: features.source "
             "import has no encoder to run on them",
         )
-    if MIL["model"] == "concat":
+    if MIL_TILES:
         raise InputError(
             "config",
-            "predict with mil.model concat is not built yet (its summary images need the new "
-            "slides' tile tables): predict with a feature model (mean, max, abmil, clam_sb, "
-            "transformer)",
+            f"predict with mil.model {MIL['model']} is not built yet (it reads the new slides' "
+            "tiles, not their features): predict with a feature model (mean, max, abmil, "
+            "clam_sb, transformer)",
         )
     return []
 

@@ -6,9 +6,9 @@ FEATURE_DIR = f"results/features/{ENCODER_ID}"
 
 rule pretrain_encoder:
     input:
-        split="results/splits/split.tsv",
-        tiles=train_outputs("results/tiles/{slide}.parquet"),
-        summaries=train_outputs("results/tiles/{slide}.json"),
+        split=SSL_SPLITS.values(),
+        tiles=ssl_train_outputs("results/tiles/{slide}.parquet"),
+        summaries=ssl_train_outputs("results/tiles/{slide}.json"),
     output:
         encoder=SSL_ENCODER,
         metrics="results/encoder/ssl/metrics.json",

@@ -28,7 +28,8 @@ rule train_mil:
     input:
         folds=f"{MIL_DIR}/folds.tsv",
         features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
-        concat=lambda wc: mil_concat_inputs(mil_slides()),
+        tiles=lambda wc: mil_tile_inputs(mil_slides()),
+        encoder=mil_topk_encoder_input,
     output:
         model=f"{MIL_DIR}/fold_{{fold}}/model.pt",
         metrics=f"{MIL_DIR}/fold_{{fold}}/training_metrics.json",
@@ -54,6 +55,7 @@ rule train_mil:
         tb_dir=lambda wc: f"results/tensorboard/mil_fold_{wc.fold}",
         tiles_dir="results/tiles",
         scores_dir=MIL_SCORES_DIR,
+        topk_encoder=lambda wc: mil_topk_encoder() if MIL["model"] == "topk" else None,
     script:
         "../scripts/train_mil.py"
 
@@ -64,7 +66,7 @@ rule mil_ensemble:
         models=mil_fold_outputs("model.pt"),
         predictions=mil_fold_outputs("val_predictions.parquet"),
         features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
-        concat=lambda wc: mil_concat_inputs(mil_slides()),
+        tiles=lambda wc: mil_tile_inputs(mil_slides()),
     output:
         predictions=report(
             f"{MIL_DIR}/predictions.tsv",
@@ -95,7 +97,7 @@ rule mil_attention:
         features=lambda wc: expand(
             f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_bag_slides(wc.slide)
         ),
-        concat=lambda wc: mil_concat_inputs(mil_bag_slides(wc.slide)),
+        tiles=lambda wc: mil_tile_inputs(mil_bag_slides(wc.slide)),
         slide=slide_path,
     output:
         geojson=f"{MIL_DIR}/attention/{{slide}}.geojson",
@@ -152,7 +154,7 @@ rule mil_top_tiles:
         metrics=f"{MIL_DIR}/metrics.json",
         features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
         slides=lambda wc: mil_test_slide_files(),
-        concat=lambda wc: mil_concat_inputs(mil_test_slides()),
+        tiles=lambda wc: mil_tile_inputs(mil_test_slides()),
     output:
         png=report(
             f"{MIL_DIR}/top_tiles.png",

@@ -1,5 +1,5 @@
 """Snakemake script of rule mil_attention: one slide's attention GeoJSON and overlay
-(summary-image models: each tile's occlusion effect in the bag's test-time draws)."""
+(models that read tiles: the summary image's occlusion effect, the top-k model's tile scores)."""
 
 import torch
 
@@ -7,8 +7,8 @@ from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.attention import slide_attention, slide_thumbnail, write_attention
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.summary_image import TileSource
+from histodetect.mil.tile_models import tile_weights
 from histodetect.mil.train import load_mil_model
-from histodetect.mil.train_concat import is_concat_model, load_concat_model, occlusion_weights
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):
@@ -21,12 +21,11 @@ with rule_context(snakemake):
         snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}
     )
     paths = list(snakemake.input.models)
-    if is_concat_model(paths[0]):
-        loaded = [load_concat_model(p) for p in paths]
-        tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
-        weights = occlusion_weights([m[:2] for m in loaded], tiles, bag, loaded[0][2])
-        log.info("%s: summary-image model, attention = occlusion effect in the draws", slide)
-        feats, attention, n = slide_attention(None, source, bag, slide, weights=weights)
+    tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
+    weigh = tile_weights(paths, tiles)
+    if weigh is not None:
+        log.info("%s: %s", slide, weigh[1])
+        feats, attention, n = slide_attention(None, source, bag, slide, weights=weigh[0](bag))
     else:
         models = [load_mil_model(p)[:2] for p in paths]
         feats, attention, n = slide_attention(models, source, bag, slide)

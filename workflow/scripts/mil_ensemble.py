@@ -8,7 +8,7 @@ from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.data import FeatureSource
 from histodetect.mil.ensemble import ensemble, write_outputs
 from histodetect.mil.summary_image import TileSource
-from histodetect.mil.train_concat import ConcatScorer, is_concat_model
+from histodetect.mil.tile_models import tile_scorer
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
@@ -16,10 +16,8 @@ with rule_context(snakemake):
     path = snakemake.input.folds
     folds = read_bag_folds(path)  # a tampered table is refused
     models = list(snakemake.input.models)
-    scorer = None
-    if is_concat_model(models[0]):
-        tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
-        scorer = ConcatScorer(models, tiles)
+    tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
+    scorer = tile_scorer(models, tiles)  # None: a bag model over the features
     table, metrics = ensemble(
         folds, models, list(snakemake.input.predictions),
         FeatureSource(snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}),

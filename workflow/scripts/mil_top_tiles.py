@@ -1,5 +1,6 @@
 """Snakemake script of rule mil_top_tiles: the most attended tiles of a few test bags
-(summary-image models: each tile's occlusion effect in the bag's test-time draws)."""
+(models that read tiles: the summary image's occlusion effect, the top-k model's tile
+scores)."""
 
 import json
 from pathlib import Path
@@ -10,9 +11,9 @@ from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.figures import labelled, read_predictions
 from histodetect.mil.summary_image import TileSource
+from histodetect.mil.tile_models import tile_weights
 from histodetect.mil.top_tiles import pick_bags, top_tiles, top_tiles_png
 from histodetect.mil.train import load_mil_model
-from histodetect.mil.train_concat import is_concat_model, load_concat_model, occlusion_weights
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
@@ -21,12 +22,8 @@ with rule_context(snakemake):
     table = read_predictions(snakemake.input.predictions)
     classes = json.loads(Path(snakemake.input.metrics).read_text())["classes"]
     paths = list(snakemake.input.models)
-    concat = is_concat_model(paths[0])
-    if concat:
-        loaded = [load_concat_model(p) for p in paths]
-        tile_source = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
-    else:
-        models = [load_mil_model(p)[:2] for p in paths]
+    weigh = tile_weights(paths, TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir))
+    models = None if weigh else [load_mil_model(p)[:2] for p in paths]
     source = FeatureSource(
         snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}
     )
@@ -35,9 +32,8 @@ with rule_context(snakemake):
     rows = []
     for bag_id in pick_bags(test, classes, snakemake.params.bags):
         row, bag = test[test.bag_id == bag_id].iloc[0], bags[bag_id]
-        if concat:
-            weights = occlusion_weights([m[:2] for m in loaded], tile_source, bag, loaded[0][2])
-            tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weights)
+        if weigh:
+            tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weigh[0](bag))
         else:
             tiles = top_tiles(models, source, bag, snakemake.params.tiles)
         rows.append((bag_id, row.label, row.call, tiles))

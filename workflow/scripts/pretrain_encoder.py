@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from histodetect.cohort.splits import training_split
 from histodetect.features.pretrain import SSLConfig, pretrain_encoder
 from histodetect.runner import rule_context
 
@@ -20,7 +21,7 @@ with rule_context(snakemake):
     tiles = tiles.assign(path=tiles["slide_id"].astype(str).map(paths))
     pretrain_encoder(
         tiles,
-        pd.read_csv(snakemake.input.split, sep="\t", dtype=str),
+        training_split([pd.read_csv(p, sep="\t", dtype=str) for p in snakemake.input.split]),
         Path(snakemake.output.encoder).parent,
         SSLConfig.from_dict(dict(snakemake.params.ssl)),
         source="results/tiles",

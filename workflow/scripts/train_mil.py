@@ -1,4 +1,5 @@
-"""Snakemake script of rule train_mil: one fold's bag model (or summary-image model)."""
+"""Snakemake script of rule train_mil: one fold's bag model (or summary-image or top-k
+tile model)."""
 
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from histodetect.mil.data import FeatureSource
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.train import MilConfig, train_mil_fold
 from histodetect.mil.train_concat import ConcatConfig, train_concat_fold
+from histodetect.mil.train_topk import TopkConfig, train_topk_fold
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
@@ -16,9 +18,12 @@ with rule_context(snakemake):
     path = snakemake.input.folds
     folds = read_bag_folds(path)  # a tampered table is refused
     mil, seed = snakemake.params.mil, snakemake.params.seed
+    tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
     if mil["model"] == "concat":
-        train, cfg = train_concat_fold, ConcatConfig.from_section(mil, seed)
-        source = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
+        train, cfg, source = train_concat_fold, ConcatConfig.from_section(mil, seed), tiles
+    elif mil["model"] == "topk":  # the encoder starts where the features' does
+        cfg = TopkConfig.from_section(mil, seed, snakemake.params.topk_encoder)
+        train, source = train_topk_fold, tiles
     else:
         train, cfg = train_mil_fold, MilConfig.from_section(mil, seed)
         expect = {"encoder_id": snakemake.params.encoder_id}

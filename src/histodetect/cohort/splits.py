@@ -46,6 +46,28 @@ def assert_training_only(
         )
 
 
+def training_split(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """One split table (``slide_id``, ``patient_id``, ``split``) of several splits of a cohort:
+    a slide is ``train`` only when every table holds it as a training slide, else ``test``.
+
+    The box stage's split and the slide-label folds each hold their own patients out; what is
+    learnt for both (the cohort's own encoder) may see neither's held-out patients.
+    """
+    if not tables:
+        raise ValueError("training_split needs at least one split table")
+    parts = [
+        t[["slide_id", "patient_id", "split"]].astype(str).drop_duplicates("slide_id")
+        for t in tables
+    ]
+    stacked = pd.concat(parts, ignore_index=True)
+    per_slide = stacked.groupby("slide_id", sort=False).agg(
+        patient_id=("patient_id", "first"),
+        n_train=("split", lambda s: int((s == "train").sum())),
+    )
+    split = np.where(per_slide.n_train == len(tables), "train", "test")
+    return per_slide.assign(split=split).drop(columns="n_train").reset_index()
+
+
 def _patient_strata(samples: pd.DataFrame, positive: set[str], extra: str | None) -> pd.Series:
     """Stratum of each patient: any lesion slide, and the ``extra`` value of its first slide."""
     lesion = samples.slide_id.isin(positive).groupby(samples.patient_id, sort=True).any()

@@ -99,3 +99,13 @@ def state_sha256(net: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def hub_error(model: str) -> str | None:
+    """None when timm can load ``model``'s pretrained weights (fetched once into its cache),
+    else why not, in a few words (offline: the hub cannot be reached)."""
+    try:
+        timm.create_model(model, pretrained=True, num_classes=0)
+    except Exception as err:  # huggingface_hub and urllib raise their own errors
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+    return None

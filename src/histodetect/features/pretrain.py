@@ -62,11 +62,11 @@ class SSLConfig:
 
     method: str = "simclr"
     model: str = "resnet18"
-    epochs: int = 20
+    epochs: int = 6
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    max_tiles: int = 20000
+    max_tiles: int = 5000
     """Tiles drawn once (seeded, evenly over slides) from the training patients' tissue."""
     crop_fraction: float = 0.75
     """Each view is a random square of this share of the tile side, at the tile's mpp."""
@@ -159,6 +159,26 @@ def two_views(
     return views[0], views[1]
 
 
+class _Pace:
+    """Logs once, after its first steps, how long the whole pretraining will take at that
+    pace (the first ``skip`` steps, slowed by the loaders' start, not counted)."""
+
+    def __init__(self, steps: int, skip: int = 3, measure: int = 5) -> None:
+        self.steps, self.skip, self.measure = steps, skip, measure
+        self.done, self.t0 = 0, 0.0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.done == self.skip:
+            self.t0 = time.perf_counter()
+        elif self.done == self.skip + self.measure:
+            per_step = (time.perf_counter() - self.t0) / self.measure
+            log.info(
+                "pretrain_encoder: about %.1f min in all (%.2f s a step over steps %d-%d of "
+                "%d)", per_step * self.steps / 60, per_step, self.skip + 1, self.done, self.steps,
+            )  # fmt: skip
+
+
 def draw_tiles(tiles: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """At most ``n`` tiles, as evenly over slides as their tile counts allow (seeded)."""
     if len(tiles) <= n:
@@ -216,6 +236,13 @@ def pretrain_encoder(
     logger = RunLogger(mlflow_uri, experiment, "ssl_encoder", tb_dir, step_metric="ssl_loss")
     gen = torch.Generator()
     steps = cfg.epochs * max(1, len(loader))
+    left = (cfg.epochs - state.epoch - 1) * len(loader)
+    log.info(
+        "pretrain_encoder: %s (%s) on %d tiles of %d training slides, %d epochs of %d steps "
+        "(%d left); the time it will take follows its first steps",
+        cfg.method, cfg.model, len(drawn), params["n_slides"], cfg.epochs, len(loader), left,
+    )  # fmt: skip
+    pace = _Pace(left)
     with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=resume_key):
         for epoch in range(state.epoch + 1, cfg.epochs):
             loader.generator.manual_seed(cfg.seed + 1000 * epoch)
@@ -231,6 +258,7 @@ def pretrain_encoder(
                 loss.backward()
                 opt.step()
                 total, n = total + loss.item() * len(images), n + len(images)
+                pace.step()
             row = {"ssl_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"]}
             row["train_img_s"] = n / max(time.perf_counter() - t0, 1e-9)
             record_epoch(

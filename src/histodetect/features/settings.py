@@ -20,6 +20,7 @@ from histodetect.io import atomic_path
 
 FORMAT = "histodetect-features/1"
 SOURCES = ("timm", "checkpoint", "ssl", "import")
+"""What an encoder is; ``features.source: auto`` resolves to one of them (:func:`resolve_source`)."""
 TILE_KEYS = ("tile_um", "stride_um", "target_mpp", "target_mag", "min_tissue", "tissue")
 
 
@@ -48,9 +49,51 @@ class EncoderSpec:
             raise ValueError(f"features.source {self.source!r} needs a weights file")
 
 
+@dataclass(frozen=True)
+class SourceChoice:
+    """Where a run's tile encoder comes from, and why (printed before the run starts)."""
+
+    source: str
+    """``timm``, ``checkpoint``, ``ssl`` or ``import`` (never ``auto``)."""
+    reason: str
+
+
+def resolve_source(section: dict[str, Any], *, hub_error: str | None = None) -> SourceChoice:
+    """The encoder of a config section with ``source`` (``features`` or ``train``).
+
+    ``auto``, the default, never starts from random weights: a local ``checkpoint`` when one
+    is given, else timm's hub weights when ``pretrained`` is set and the hub answered
+    (``hub_error``: why it did not, from :func:`histodetect.features.encoder.hub_error`),
+    else the cohort's own self-supervised encoder. Any other source is taken as given.
+    """
+    source = section.get("source", "auto")
+    if source != "auto":
+        if source == "timm" and section.get("checkpoint"):
+            return SourceChoice("checkpoint", "a local weights file (checkpoint is set)")
+        weights = "timm's hub weights" if section.get("pretrained") else "seeded random init"
+        reasons = {
+            "timm": f"{weights} (source: timm)",
+            "checkpoint": "a local weights file (source: checkpoint)",
+            "ssl": "the cohort's own self-supervised encoder (source: ssl)",
+            "import": "feature files made elsewhere (source: import)",
+        }
+        return SourceChoice(source, reasons.get(source, source))
+    if section.get("checkpoint"):
+        return SourceChoice("checkpoint", "a local weights file (source auto, checkpoint is set)")
+    own = "the cohort's own self-supervised encoder (rule pretrain_encoder)"
+    if section.get("pretrained"):
+        if hub_error is None:
+            return SourceChoice("timm", "timm's hub weights (source auto, pretrained: true)")
+        return SourceChoice("ssl", f"{own}: timm's hub could not be reached ({hub_error})")
+    return SourceChoice("ssl", f"{own} (source auto, no checkpoint, pretrained: false)")
+
+
 def spec_from_config(features: dict[str, Any], seed: int, ssl_path: str) -> EncoderSpec:
-    """The encoder of a ``features`` config section (``ssl_path``: where pretrain writes)."""
+    """The encoder of a ``features`` config section (``ssl_path``: where pretrain writes);
+    ``source: auto`` must have been resolved (:func:`resolve_source`)."""
     source = features.get("source", "timm")
+    if source == "auto":
+        raise ValueError("features.source auto: resolve it first (resolve_source)")
     checkpoint = features.get("checkpoint")
     if source == "ssl":
         checkpoint = ssl_path

@@ -104,6 +104,22 @@ def score_bag(model: BagModel, task: MilTask, x: torch.Tensor) -> tuple[np.ndarr
     return task.probs(logits)[0].numpy(), weights.numpy()
 
 
+def fold_bags(folds: pd.DataFrame, fold: int) -> tuple[list[Bag], list[Bag]]:
+    """The labelled training bags outside ``fold`` and those inside it (its validation)."""
+    bags = [b for b in bags_of(folds) if b.split == "train" and b.y >= 0]
+    train = [b for b in bags if b.fold != fold]
+    val = [b for b in bags if b.fold == fold]
+    if not train or not val:
+        raise SplitError("folds", f"fold {fold} has {len(train)} training, {len(val)} val bags")
+    return train, val
+
+
+def class_weights(train: list[Bag], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training bags' count per class and the inverse-frequency weight of each class."""
+    counts = np.bincount([b.y for b in train], minlength=k).astype(float)
+    return counts, len(train) / (k * np.maximum(counts, 1))
+
+
 def train_mil_fold(
     folds: pd.DataFrame,
     fold: int,
@@ -126,11 +142,7 @@ def train_mil_fold(
     The model records the groups it trained on (``train_patients``).
     """
     out_dir = Path(out_dir)
-    bags = [b for b in bags_of(folds) if b.split == "train" and b.y >= 0]
-    train = [b for b in bags if b.fold != fold]
-    val = [b for b in bags if b.fold == fold]
-    if not train or not val:
-        raise SplitError("folds", f"fold {fold} has {len(train)} training, {len(val)} val bags")
+    train, val = fold_bags(folds, fold)
     task = MilTask(cfg.task, classes)
     device = resolve_device(cfg.device)
     seed_all(cfg.seed + fold)
@@ -145,8 +157,7 @@ def train_mil_fold(
     sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
     state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
     resumed = resume(out_dir / "last.pt", cfg.resume_key(), state)
-    counts = np.bincount([b.y for b in train], minlength=task.k).astype(float)
-    class_w = len(train) / (task.k * np.maximum(counts, 1))
+    counts, class_w = class_weights(train, task.k)
     groups = sorted({b.group for b in train})
     meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
     meta |= {"train_patients": groups, "config": dataclasses.asdict(cfg), **(extra_meta or {})}

@@ -27,11 +27,11 @@ import timm
 import torch
 from torch import nn
 
-from histodetect.errors import InputError, SplitError
-from histodetect.mil.data import Bag, bags_of
+from histodetect.errors import InputError
+from histodetect.mil.data import Bag
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import SCORES, TileSource, draw_images, grid_side
-from histodetect.mil.train import auc_of, save_fold
+from histodetect.mil.train import auc_of, class_weights, fold_bags, save_fold
 from histodetect.training.data import normalize_batch
 from histodetect.training.ema import WeightEMA
 from histodetect.training.loop import (
@@ -93,7 +93,8 @@ class ConcatConfig:
 
 
 class SummaryImageNet(nn.Module):
-    """A timm backbone (global pooled) and the task's head over uint8 NHWC summary images.
+    """A timm backbone (global pooled) and the task's head over uint8 NHWC images: summary
+    images (``kind`` concat) or single tiles (``kind`` topk, :mod:`histodetect.mil.train_topk`).
 
     Ordinal (CORAL): one score shared by ``outputs`` ordered thresholds, as
     :class:`~histodetect.mil.models.BagModel`'s head.
@@ -108,13 +109,14 @@ class SummaryImageNet(nn.Module):
         dropout: float,
         pretrained: bool = False,
         checkpoint: str | None = None,
+        kind: str = "concat",
     ) -> None:
         super().__init__()
         net = timm.create_model(backbone, pretrained=pretrained and not checkpoint, num_classes=0)
         if checkpoint:
             load_backbone_weights(net, checkpoint)
         self.backbone = net
-        self.arch = {"kind": "concat", "backbone": backbone, "outputs": outputs}
+        self.arch = {"kind": kind, "backbone": backbone, "outputs": outputs}
         self.arch |= {"ordinal": ordinal, "dropout": dropout}
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(feature_width(net), 1 if ordinal else outputs, bias=not ordinal)
@@ -174,11 +176,7 @@ def train_concat_fold(
     ``last.pt``, ``model.pt``, ``val_predictions.parquet`` and ``training_metrics.json`` as
     :func:`histodetect.mil.train.train_mil_fold` does; return the metrics."""
     out_dir = Path(out_dir)
-    bags = [b for b in bags_of(folds) if b.split == "train" and b.y >= 0]
-    train = [b for b in bags if b.fold != fold]
-    val = [b for b in bags if b.fold == fold]
-    if not train or not val:
-        raise SplitError("folds", f"fold {fold} has {len(train)} training, {len(val)} val bags")
+    train, val = fold_bags(folds, fold)
     task = MilTask(cfg.task, classes)
     device = resolve_device(cfg.device)
     seed_all(cfg.seed + fold)
@@ -192,8 +190,7 @@ def train_concat_fold(
     state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
     last, key = out_dir / "last.pt", cfg.resume_key()
     resumed = resume(last, key, state)
-    counts = np.bincount([b.y for b in train], minlength=task.k).astype(float)
-    class_w = len(train) / (task.k * np.maximum(counts, 1))
+    counts, class_w = class_weights(train, task.k)
     meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
     meta |= {"k": cfg.k, "score": cfg.score, "draws": cfg.draws, "seed": cfg.seed}
     meta |= {"train_patients": sorted({b.group for b in train})}

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from histodetect.cohort.splits import assert_patients_disjoint, make_folds, split_patients
+from histodetect.cohort.splits import (
+    assert_patients_disjoint,
+    assert_training_only,
+    make_folds,
+    split_patients,
+    training_split,
+)
 from histodetect.errors import SplitError
 
 pytestmark = pytest.mark.filterwarnings("ignore:The least populated class:UserWarning")
@@ -250,3 +256,23 @@ def test_split_without_test_patients_puts_all_in_training() -> None:
     assert (out.split == "train").all()
     with pytest.raises(SplitError, match=r"\[0, 1\)"):
         split_patients(samples, {"a"}, test_fraction=1.0, seed=0)
+
+
+def test_training_split_keeps_only_slides_training_in_every_split() -> None:
+    box = pd.DataFrame(
+        {"slide_id": ["a", "b", "c", "d"], "patient_id": ["P1", "P2", "P3", "P4"],
+         "split": ["train", "train", "test", "train"]}
+    )  # fmt: skip
+    mil = pd.DataFrame(
+        {"slide_id": ["a", "b", "c", "d"], "patient_id": ["P1", "P2", "P3", "P4"],
+         "split": ["train", "test", "train", "excluded"], "fold": [0, -1, 1, -1]}
+    )  # fmt: skip
+    both = training_split([box, mil]).set_index("slide_id")
+    assert both.split.to_dict() == {"a": "train", "b": "test", "c": "test", "d": "test"}
+    assert both.patient_id.to_dict() == {"a": "P1", "b": "P2", "c": "P3", "d": "P4"}
+    one = training_split([mil[mil.slide_id != "d"]]).set_index("slide_id")
+    assert one.split.to_dict() == {"a": "train", "b": "test", "c": "train"}
+    # a slide only one split knows is not training in both
+    assert training_split([box, mil.iloc[:2]]).set_index("slide_id").split["d"] == "test"
+    with pytest.raises(SplitError):
+        assert_training_only(pd.Series(["a", "b"]), training_split([box, mil]), "t", "ssl")

@@ -81,3 +81,19 @@ def test_a_resumed_run_ends_where_an_unbroken_one_does(
     encoder = build_encoder(spec, tile_px=32)
     for name, tensor in a["state_dict"].items():
         torch.testing.assert_close(encoder.net.state_dict()[name], tensor)
+
+
+def test_pretraining_says_how_long_it_will_take_after_its_first_steps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from histodetect.features.pretrain import _Pace
+
+    pace = _Pace(120, skip=1, measure=2)
+    with caplog.at_level("INFO", logger="histodetect.features.pretrain"):
+        for _ in range(2):
+            pace.step()
+        assert not caplog.records  # not yet measured
+        for _ in range(5):
+            pace.step()
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "min in all" in line and "over steps 2-3 of 120" in line

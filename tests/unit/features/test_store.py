@@ -13,11 +13,12 @@ import timm
 import torch
 
 from histodetect.errors import InputError
-from histodetect.features.encoder import build_encoder
+from histodetect.features.encoder import build_encoder, hub_error
 from histodetect.features.settings import (
     EncoderSpec,
     encoder_id,
     encoder_record,
+    resolve_source,
     spec_from_config,
 )
 from histodetect.features.store import (
@@ -59,6 +60,30 @@ def test_spec_from_config_names_the_source() -> None:
     assert spec_from_config({"checkpoint": "w.pt"}, 1, "ssl.pt").source == "checkpoint"
     ssl = spec_from_config({"source": "ssl"}, 1, "results/encoder/ssl/encoder.pt")
     assert ssl.checkpoint == "results/encoder/ssl/encoder.pt"
+
+
+def test_auto_never_starts_from_random_weights() -> None:
+    auto = {"source": "auto", "pretrained": False, "checkpoint": None}
+    assert resolve_source(auto).source == "ssl"
+    assert "cohort's own" in resolve_source(auto).reason
+    assert resolve_source({**auto, "checkpoint": "w.pt"}).source == "checkpoint"
+    assert resolve_source({**auto, "checkpoint": "w.pt", "pretrained": True}).source == "checkpoint"
+    hub = {**auto, "pretrained": True}
+    assert resolve_source(hub).source == "timm"  # the hub answered
+    offline = resolve_source(hub, hub_error="LocalEntryNotFoundError: offline")
+    assert offline.source == "ssl" and "hub could not be reached" in offline.reason
+    assert "offline" in offline.reason
+    # an explicit source is kept, random init included
+    assert resolve_source({"source": "timm", "pretrained": False}).source == "timm"
+    assert "random" in resolve_source({"source": "timm"}).reason
+    assert resolve_source({"source": "timm", "checkpoint": "w.pt"}).source == "checkpoint"
+    with pytest.raises(ValueError, match="resolve it first"):
+        spec_from_config(auto, 1, "ssl.pt")
+
+
+def test_hub_error_says_why_timm_cannot_load_the_weights() -> None:
+    why = hub_error("no_such_model_anywhere")
+    assert why is not None and "no_such_model_anywhere" in why and "\n" not in why
 
 
 def _write(path: Path, **attrs: object) -> None:

@@ -147,18 +147,20 @@ def _cohort(folder: Path, n: int, prefix: str, rng: np.random.Generator) -> list
     return rows
 
 
+def _train_test_folds(folder: Path, rng: np.random.Generator) -> pd.DataFrame:
+    """24 training bags in folds 0 and 1 and 12 test bags of :func:`_cohort`."""
+    columns = ["slide_id", "bag_id", "group", "y"]
+    train = pd.DataFrame(_cohort(folder, 24, "T", rng), columns=columns)
+    train = train.assign(split="train", fold=np.where(np.arange(24) % 3 == 0, 0, 1))
+    test = pd.DataFrame(_cohort(folder, 12, "X", rng), columns=columns)
+    folds = pd.concat([train, test.assign(split="test", fold=-1)], ignore_index=True)
+    return folds.assign(label=folds.y.astype(str))
+
+
 def test_a_tiny_summary_image_model_learns_the_deciding_tile_colour(tmp_path: Path) -> None:
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    train = pd.DataFrame(
-        _cohort(tmp_path, 24, "T", rng), columns=["slide_id", "bag_id", "group", "y"]
-    )
-    train = train.assign(split="train", fold=np.where(np.arange(24) % 3 == 0, 0, 1))
-    test = pd.DataFrame(
-        _cohort(tmp_path, 12, "X", rng), columns=["slide_id", "bag_id", "group", "y"]
-    )
-    folds = pd.concat([train, test.assign(split="test", fold=-1)], ignore_index=True)
-    folds["label"] = folds.y.astype(str)
+    folds = _train_test_folds(tmp_path, np.random.default_rng(0))
+    test = folds[folds.split == "test"]
     cfg = ConcatConfig(k=4, draws=2, backbone="resnet10t", batch_size=4, dropout=0.0,
                        epochs=6, lr=3e-3, early_stopping_patience=0, seed=0)  # fmt: skip
     source = TileSource(tmp_path)

@@ -1,0 +1,335 @@
+"""Slide labels on real tissue: regions of 31 real breast slides as bags, IDC or not.
+
+The data: ``idc_breast`` of the real test data (:mod:`histodetect.testdata`): 31 H&E slides
+of 31 patients at 4.0 um/px, each tiled patch of which an expert called invasive ductal
+carcinoma (IDC) or not. No tile label is given to any model: a bag is a square region of a
+slide (``--region-um``, 1,600 um: 8 x 8 patches) with its tissue tiles, IDC when any of its
+tiles is an IDC patch, grouped by patient; 5 folds over patients (the workflow's
+``bag_folds``), every bag scored out of fold. ``--hard`` keeps only the positive bags whose IDC
+tiles are at most ``--hard-share`` of their tissue tiles (the lesion a small part of the bag).
+
+What it does, in ``--workdir``:
+
+1. Runs the workflow (``snakemake features`` on the repository's Snakefile) on the 31 slides
+   twice, with the tile grid the patches' own (200 um at 4.0 um/px): ``features.source: timm``
+   (random-init resnet18: what the default was) and the default now, ``auto``, which resolves to
+   the cohort's own SimCLR encoder (rule ``pretrain_encoder``, on every patient's tiles with no
+   label: split.test_fraction 0, as small cohorts are run).
+2. Cuts the regions (feature files and tile tables of each region, written as the workflow
+   writes a slide's) and trains, per fold, through the package functions the rule train_mil
+   calls, on the same folds:
+
+   - ``colour``: a logistic regression on the bag's mean HSV histogram of its tiles;
+   - ``naive_tiles``: a resnet18 from random init, each of 8 random tiles a bag per epoch
+     inheriting its bag's label (``mil.model: topk`` with ``select: random``), the bag's answer
+     the mean over its tiles;
+   - ``mean_random``, ``abmil_random``: mean pooling and ABMIL on the random-init features;
+   - ``mean_ssl``, ``abmil_ssl``: the same on the cohort's own encoder (``abmil_ssl`` is what
+     ``snakemake mil`` does with no model settings, when ``mil.model`` is left at abmil);
+   - ``topk_ssl``: the tile encoder fine-tuned from the bag labels (``mil.model: topk``),
+     starting from the cohort's own encoder.
+
+3. Where the attention went: for each positive bag, the share of its 10 most attended tiles
+   (by the fold model blind to it) that are IDC patches, and the ceiling of that share (a bag
+   with 3 IDC tiles cannot put 10 of 10 there).
+
+Prints one line per model (out-of-fold AUC, balanced accuracy at 0.5, attention, minutes);
+the last line ``auc_colour= auc_naive_tiles= auc_default_before= auc_default= auc_best= best=
+attention_in_idc=`` (``default_before``: ABMIL on random-init features; ``default``: the
+model ``mil.model`` names by default, on the default features). Not a test: run it by hand,
+
+    flock /tmp/histodetect-heavy.lock .venv/bin/python bench/weak_real.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from matplotlib.colors import rgb_to_hsv
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from histodetect.cohort.bags import bag_folds
+from histodetect.cohort.validation import merge_config
+from histodetect.features.store import read_features, write_features
+from histodetect.mil.data import Bag, FeatureSource, bags_of
+from histodetect.mil.summary_image import TileSource
+from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_mil_fold
+from histodetect.mil.train_topk import TopkConfig, TopkScorer, train_topk_fold
+from histodetect.testdata import TestData
+
+REPO = Path(__file__).resolve().parents[1]
+TOP_TILES = 10
+BINS = 12
+
+
+def write_sheet(workdir: Path, data: TestData) -> pd.DataFrame:
+    """The 31 slides as a sample sheet (label: has IDC; the workflow's MIL split needs one)."""
+    slides = pd.read_csv(data.path("idc_breast/slides.tsv"), sep="\t", dtype={"patient_id": str})
+    sheet = pd.DataFrame(
+        {
+            "slide_id": slides.slide_id,
+            "patient_id": slides.patient_id,
+            "path": [str(data.path(f"idc_breast/{p}")) for p in slides.path],
+            "mpp": slides.mpp,
+            "label": (slides.idc_patches > 0).astype(int),
+        }
+    )
+    workdir.mkdir(parents=True, exist_ok=True)
+    text, path = sheet.to_csv(sep="\t", index=False), workdir / "samples.tsv"
+    if not path.exists() or path.read_text() != text:  # a rewrite would rerun the workflow
+        path.write_text(text)
+    return sheet
+
+
+def run_features(workdir: Path, source: str, cores: int, seed: int) -> Path:
+    """``snakemake features`` with ``features.source``; the folder of its feature files."""
+    base = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    over = {
+        "samples": str(workdir / "samples.tsv"),
+        "annotations": str(workdir / "none.csv"),
+        "demo": {"enabled": False},
+        "tiling": {"tile_um": 200.0, "target_mpp": 4.0},
+        "split": {"test_fraction": 0.0, "stratify_by": None},
+        "folds": 5,
+        "seed": seed,
+        "features": {"source": source, "device": "cpu"},
+        "mil": {"enabled": True, "device": "cpu"},
+    }
+    config = workdir / f"config_{source}.yaml"
+    merge_config(base, over)
+    config.write_text(yaml.safe_dump(base))
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--configfile", str(config), "--workflow-profile", "none",
+        "--cores", str(cores), "features",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    if proc.returncode != 0:
+        sys.exit(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    chosen = [line for line in proc.stderr.splitlines() if "slide-label features" in line]
+    print(f"features.source {source}: {chosen[0] if chosen else ''}", flush=True)
+    names = "random" if source == "timm" else "ssl"
+    (folder,) = [p for p in (workdir / "results" / "features").glob(f"resnet18-{names}-*")]
+    return folder
+
+
+def cut_regions(
+    workdir: Path, sheet: pd.DataFrame, patches: pd.DataFrame, args: argparse.Namespace
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Each slide's tiles grouped by region: the bag table and each bag's IDC tiles."""
+    idc = {(str(p), int(x), int(y)) for p, x, y in patches.loc[patches.label == 1, ["patient_id", "x", "y"]].itertuples(index=False)}  # fmt: skip
+    rows, inside = [], {}
+    tiles_out = workdir / "bench" / "tiles"
+    tiles_out.mkdir(parents=True, exist_ok=True)
+    for slide in sheet.itertuples():
+        tiles = pd.read_parquet(workdir / "results" / "tiles" / f"{slide.slide_id}.parquet")
+        summary = json.loads((workdir / "results" / "tiles" / f"{slide.slide_id}.json").read_text())
+        side = round(args.region_um / float(slide.mpp))  # level-0 px
+        region = (tiles.y // side).astype(int) * 10_000 + (tiles.x // side).astype(int)
+        for key, part in tiles.groupby(region, sort=True):
+            if len(part) < args.min_tiles:
+                continue
+            is_idc = np.array([(slide.patient_id, x, y) in idc for x, y in zip(part.x, part.y, strict=True)])  # fmt: skip
+            bag_id = f"{slide.slide_id}_r{key}"
+            part.assign(slide_id=bag_id).to_parquet(tiles_out / f"{bag_id}.parquet")
+            (tiles_out / f"{bag_id}.json").write_text(json.dumps({**summary, "slide_id": bag_id}))
+            inside[bag_id] = is_idc
+            rows.append((bag_id, slide.slide_id, slide.patient_id, int(is_idc.any()), is_idc.mean(), part.index.to_numpy()))  # fmt: skip
+    table = pd.DataFrame(rows, columns=["bag_id", "source_slide", "patient_id", "y", "idc_share", "rows"])  # fmt: skip
+    if args.hard:
+        table = table[(table.y == 0) | (table.idc_share <= args.hard_share)]
+    return table.reset_index(drop=True), inside
+
+
+def write_region_features(workdir: Path, folder: Path, table: pd.DataFrame, name: str) -> Path:
+    """Each region's rows of its slide's feature file, as a feature file of its own."""
+    out = workdir / "bench" / f"features_{name}"
+    out.mkdir(parents=True, exist_ok=True)
+    expect = {"encoder_id": folder.name}
+    cache: dict[str, Any] = {}
+    for row in table.itertuples():
+        if row.source_slide not in cache:
+            cache = {row.source_slide: read_features(folder / f"{row.source_slide}.h5", expect)}
+        feats = cache[row.source_slide]
+        sub = type(feats)(feats.features[row.rows], feats.coords[row.rows], dict(feats.attrs))
+        write_features(out / f"{row.bag_id}.h5", sub)
+    return out
+
+
+def fold_table(table: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
+    """One row per bag (its own slide), 5 folds over patients stratified by label."""
+    rows = table.assign(
+        slide_id=table.bag_id, group=table.patient_id, label=table.y.astype(str), split="train"
+    )[["slide_id", "bag_id", "patient_id", "group", "y", "label", "split"]]
+    return bag_folds(rows, k=folds, seed=seed, source="bench weak_real")
+
+
+def colour_features(tiles: TileSource, bags: list[Bag]) -> np.ndarray:
+    """Each bag's mean HSV histogram over its tiles (``BINS`` bins a channel)."""
+    out = []
+    for bag in bags:
+        pixels = tiles.read(bag, np.arange(len(tiles.table(bag)))).reshape(-1, 3) / 255.0
+        hsv = rgb_to_hsv(pixels)
+        hist = [np.histogram(hsv[:, c], BINS, (0, 1))[0] / len(hsv) for c in range(3)]
+        out.append(np.concatenate(hist))
+    return np.array(out)
+
+
+def colour_oof(folds: pd.DataFrame, tiles: TileSource) -> np.ndarray:
+    bags = bags_of(folds)
+    x, y = colour_features(tiles, bags), np.array([b.y for b in bags])
+    fold = np.array([b.fold for b in bags])
+    prob = np.zeros(len(bags))
+    for k in sorted(set(fold)):
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+        model.fit(x[fold != k], y[fold != k])
+        prob[fold == k] = model.predict_proba(x[fold == k])[:, 1]
+    return prob
+
+
+def attention_in_idc(
+    bags: list[Bag], weights_of: Any, inside: dict[str, np.ndarray]
+) -> tuple[float, float]:
+    """Mean share of each positive bag's 10 most attended tiles that are IDC, and its ceiling."""
+    shares, ceilings = [], []
+    for bag in bags:
+        if bag.y != 1:
+            continue
+        w, idc = weights_of(bag), inside[bag.bag_id]
+        top = np.argsort(-w, kind="stable")[:TOP_TILES]
+        shares.append(float(idc[top].mean()))
+        ceilings.append(min(int(idc.sum()), len(top)) / len(top))
+    return float(np.mean(shares)), float(np.mean(ceilings))
+
+
+def train_arm(
+    name: str,
+    folds: pd.DataFrame,
+    out: Path,
+    source: FeatureSource | TileSource,
+    cfg: MilConfig | TopkConfig,
+) -> dict[int, Path]:
+    """One model per fold; the fold model files."""
+    train = train_topk_fold if isinstance(cfg, TopkConfig) else train_mil_fold
+    models = {}
+    for fold in sorted(set(folds.fold)):
+        fold_dir = out / name / f"fold_{fold}"
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        train(
+            folds, int(fold), source, fold_dir, cfg, ["0", "1"],  # type: ignore[arg-type]
+            mlflow_uri=f"sqlite:///{out / 'mlflow.db'}", experiment="bench_weak_real",
+            tb_dir=out / "tensorboard" / name / f"fold_{fold}",
+        )  # fmt: skip
+        models[int(fold)] = fold_dir / "model.pt"
+    return models
+
+
+def oof_probs(models: dict[int, Path], bags: list[Bag]) -> np.ndarray:
+    """Each bag's out-of-fold probability, from its fold's val_predictions.parquet."""
+    table = pd.concat(
+        [pd.read_parquet(p.with_name("val_predictions.parquet")) for p in models.values()]
+    ).set_index("bag_id")
+    return table.prob.reindex([b.bag_id for b in bags]).to_numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-bench-weak-real"))
+    parser.add_argument("--region-um", type=float, default=1600.0)
+    parser.add_argument("--min-tiles", type=int, default=8, help="smaller regions are left out")
+    parser.add_argument("--hard", action="store_true", help="positive bags: little IDC only")
+    parser.add_argument("--hard-share", type=float, default=0.25)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--arms", nargs="+", default=["colour", "naive_tiles", "mean_random", "abmil_random", "mean_ssl", "abmil_ssl", "topk_ssl"])  # fmt: skip
+    args = parser.parse_args()
+    workdir = args.workdir.resolve()
+    torch.set_num_threads(args.cores)
+    data = TestData()
+    sheet = write_sheet(workdir, data)
+    t0 = time.perf_counter()
+    folders = {name: run_features(workdir, source, args.cores, args.seed)
+               for name, source in (("random", "timm"), ("ssl", "auto"))}  # fmt: skip
+    print(f"workflow: tiles, ssl encoder, features {(time.perf_counter() - t0) / 60:.1f} min")
+    patches = pd.read_csv(data.path("idc_breast/patches.tsv"), sep="\t", dtype={"patient_id": str})
+    table, inside = cut_regions(workdir, sheet, patches, args)
+    folds = fold_table(table, args.folds, args.seed)
+    bags = bags_of(folds)
+    y = np.array([b.y for b in bags])
+    pos = table[table.y == 1]
+    print(
+        f"{'hard ' if args.hard else ''}regions of {args.region_um:.0f} um: {len(bags)} bags of "
+        f"{table.patient_id.nunique()} patients, {int(y.sum())} IDC; {table.rows.map(len).mean():.1f} "
+        f"tiles a bag; IDC share of a positive bag's tiles: median {pos.idc_share.median():.2f}",
+        flush=True,
+    )  # fmt: skip
+    sources = {n: FeatureSource(write_region_features(workdir, f, table, n)) for n, f in folders.items()}  # fmt: skip
+    tiles = TileSource(workdir / "bench" / "tiles")
+    ssl_encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
+    out = workdir / "bench" / ("hard" if args.hard else "regions")
+    mil = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["mil"]
+    results: dict[str, dict[str, float]] = {}
+    os.chdir(workdir)  # the tile tables name their slides as the workflow wrote them
+    for arm in args.arms:
+        t0 = time.perf_counter()
+        weights_of, attention = None, (float("nan"), float("nan"))
+        if arm == "colour":
+            prob = colour_oof(folds, tiles)
+        else:
+            model, _, feats = arm.partition("_")
+            if model in ("mean", "abmil"):
+                cfg: MilConfig | TopkConfig = MilConfig.from_section({**mil, "model": model}, args.seed)  # fmt: skip
+                models = train_arm(arm, folds, out, sources[feats], cfg)
+                loaded = {k: load_mil_model(p)[:2] for k, p in models.items()}
+
+                def weights_of(bag: Bag, _l: Any = loaded, _s: Any = sources[feats]) -> np.ndarray:
+                    return score_bag(*_l[bag.fold], _s.bag(bag))[1]
+            else:
+                encoder = {"backbone": "resnet18", "checkpoint": str(ssl_encoder) if feats == "ssl" else None}  # fmt: skip
+                topk = {"select": "random", "k": 8} if model == "naive" else {}
+                cfg = TopkConfig.from_section({**mil, "topk": topk}, args.seed, encoder)
+                models = train_arm(arm, folds, out, tiles, cfg)
+                scorers = {k: TopkScorer([p], tiles) for k, p in models.items()}
+
+                def weights_of(bag: Bag, _s: Any = scorers) -> np.ndarray:
+                    return _s[bag.fold].weights(bag)
+
+            prob = oof_probs(models, bags)
+            if model != "mean":
+                attention = attention_in_idc(bags, weights_of, inside)
+        auc = float(roc_auc_score(y, prob))
+        bal = float(balanced_accuracy_score(y, prob >= 0.5))
+        results[arm] = {"auc": auc, "balanced_accuracy": bal, "attention": attention[0]}
+        print(
+            f"{arm}: oof_auc {auc:.3f} balanced_accuracy {bal:.3f} attention_in_idc "
+            f"{attention[0]:.3f} (ceiling {attention[1]:.3f}) ({(time.perf_counter() - t0) / 60:.1f} min)",
+            flush=True,
+        )  # fmt: skip
+    default = f"{mil['model']}_ssl"
+    best = max((a for a in results if a != "colour"), key=lambda a: results[a]["auc"])
+    get = lambda a, k="auc": results.get(a, {}).get(k, float("nan"))  # noqa: E731
+    print(
+        f"auc_colour={get('colour'):.3f} auc_naive_tiles={get('naive_tiles'):.3f} "
+        f"auc_default_before={get('abmil_random'):.3f} auc_default={get(default):.3f} "
+        f"auc_best={get(best):.3f} best={best} attention_in_idc={get(default, 'attention'):.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
