@@ -6,14 +6,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
+from _drawn import capture_figures, data_axes, texts_outside
 from PIL import Image
 from sklearn.metrics import confusion_matrix
 
 from histodetect.features.store import SlideFeatures, write_features
+from histodetect.mil import figures
 from histodetect.mil.data import Bag, FeatureSource
 from histodetect.mil.ensemble import macro_auc
-from histodetect.mil.figures import confusion, confusion_png, labelled, roc_png
+from histodetect.mil.figures import PANELS, confusion, confusion_png, labelled, panels, roc_png
 from histodetect.mil.models import BagModel, MilTask
 from histodetect.mil.top_tiles import pick_bags, top_tiles, top_tiles_png
 
@@ -103,3 +106,33 @@ def test_a_tile_picture_without_labelled_test_bags_says_so(tmp_path: Path) -> No
     top_tiles_png([], {}, tmp_path / "none.png")
     image = np.asarray(Image.open(tmp_path / "none.png").convert("L"))
     assert (image < 100).any() and (image > 250).mean() > 0.9  # a line of text on white
+
+
+def _out_of_fold_only(rng: np.random.Generator) -> pd.DataFrame:
+    """``split.test_fraction: 0``: every labelled bag out of fold, and 2 predict-only."""
+    table = _predictions(rng, 40)
+    return table.assign(split=np.where(table.label == "", "test", "train"))
+
+
+def test_without_labelled_test_bags_roc_and_confusion_show_out_of_fold_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = capture_figures(monkeypatch, figures)
+    table = _out_of_fold_only(np.random.default_rng(2))
+    assert panels(table) == PANELS[1:]
+    aucs = roc_png(table, CLASSES, tmp_path / "roc.png")
+    confusion_png(table, CLASSES, tmp_path / "confusion.png")
+    assert list(aucs) == ["train"] and set(aucs["train"]) == set(CLASSES)
+    roc, matrix = saved
+    assert data_axes(roc) == 1 and data_axes(matrix) == 1  # no empty test panel
+    assert roc.axes[0].get_title().startswith("Out of fold (training bags)")
+    assert Image.open(tmp_path / "roc.png").size == (520, 480)
+    assert texts_outside(roc) == [] and texts_outside(matrix) == []
+
+    # with labelled test bags both panels stay
+    both = _predictions(np.random.default_rng(2), 40)
+    assert panels(both) == PANELS
+    roc_png(both, CLASSES, tmp_path / "roc2.png")
+    confusion_png(both, CLASSES, tmp_path / "confusion2.png")
+    assert [data_axes(fig) for fig in saved[2:]] == [2, 2]
+    assert [texts_outside(fig) for fig in saved[2:]] == [[], []]
