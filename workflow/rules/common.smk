@@ -629,22 +629,26 @@ def mil_attention_maps(wildcards):
     )
 
 
-def mil_test_slides():
-    """Slides of the labelled test bags that tiled (known once mil_folds has run)."""
+def mil_top_tile_slides():
+    """Slides of the bags the top-tiles picture shows (known once mil_folds has run): the
+    labelled test bags that tiled, or the labelled training bags where there are none
+    (split.test_fraction: 0, every bag out of fold)."""
     folds = pd.read_csv(
         checkpoints.mil_folds.get().output[0],
         sep="\t",
         dtype={"slide_id": str, "label": str},
         keep_default_na=False,
     )
-    return list(folds.slide_id[(folds.split == "test") & (folds.label != "")])
+    labelled = folds[folds.label != ""]
+    test = labelled.slide_id[labelled.split == "test"]
+    return list(test if len(test) else labelled.slide_id[labelled.split == "train"])
 
 
-def mil_test_slide_files():
-    """The files of :func:`mil_test_slides` that exist (the demo's: its rule's outputs)."""
+def mil_top_tile_slide_files():
+    """The files of :func:`mil_top_tile_slides` that exist (the demo's: its rule's outputs)."""
     return [
         path
-        for path in (sheet_row(s)["path"] for s in mil_test_slides())
+        for path in (sheet_row(s)["path"] for s in mil_top_tile_slides())
         if DEMO or os.path.exists(path)
     ]
 

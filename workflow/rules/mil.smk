@@ -153,8 +153,8 @@ rule mil_top_tiles:
         predictions=f"{MIL_DIR}/predictions.tsv",
         metrics=f"{MIL_DIR}/metrics.json",
         features=lambda wc: expand(f"{FEATURE_DIR}/{{slide}}.h5", slide=mil_slides()),
-        slides=lambda wc: mil_test_slide_files(),
-        tiles=lambda wc: mil_tile_inputs(mil_test_slides()),
+        slides=lambda wc: mil_top_tile_slide_files(),
+        tiles=lambda wc: mil_tile_inputs(mil_top_tile_slides()),
     output:
         png=report(
             f"{MIL_DIR}/top_tiles.png",
@@ -173,7 +173,7 @@ rule mil_top_tiles:
         tiles=MIL["top_tiles"],
         tiles_dir="results/tiles",
         scores_dir=MIL_SCORES_DIR,
-        slide_paths=lambda wc: {s: sheet_row(s)["path"] for s in mil_test_slides()},
+        slide_paths=lambda wc: {s: sheet_row(s)["path"] for s in mil_top_tile_slides()},
     script:
         "../scripts/mil_top_tiles.py"
 

@@ -1,5 +1,6 @@
-"""Snakemake script of rule mil_top_tiles: the most attended tiles of a few test bags
-(models that read tiles: the summary image's occlusion effect, the top-k model's tile
+"""Snakemake script of rule mil_top_tiles: the most attended tiles of a few labelled test bags,
+or out-of-fold training bags where no test bag carries a label (each ranked by its own fold's
+model; models that read tiles: the summary image's occlusion effect, the top-k model's tile
 scores)."""
 
 import json
@@ -11,8 +12,14 @@ from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.figures import labelled, read_predictions
 from histodetect.mil.summary_image import TileSource
-from histodetect.mil.tile_models import tile_weights
-from histodetect.mil.top_tiles import pick_bags, top_tiles, top_tiles_png
+from histodetect.mil.tile_models import model_fold, tile_model_kind, tile_weights
+from histodetect.mil.top_tiles import (
+    pick_bags,
+    scoring_models,
+    shown_split,
+    top_tiles,
+    top_tiles_png,
+)
 from histodetect.mil.train import load_mil_model
 from histodetect.runner import rule_context
 
@@ -22,19 +29,25 @@ with rule_context(snakemake):
     table = read_predictions(snakemake.input.predictions)
     classes = json.loads(Path(snakemake.input.metrics).read_text())["classes"]
     paths = list(snakemake.input.models)
-    weigh = tile_weights(paths, TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir))
-    models = None if weigh else [load_mil_model(p)[:2] for p in paths]
+    model_folds = [model_fold(p) for p in paths]
+    tile_source = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
+    reads_tiles = tile_model_kind(paths[0]) is not None
+    models = [] if reads_tiles else [load_mil_model(p)[:2] for p in paths]
     source = FeatureSource(
         snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}
     )
-    test = labelled(table, "test")
+    split = shown_split(table)
+    part = labelled(table, split)
     bags = {b.bag_id: b for b in bags_of(folds)}
     rows = []
-    for bag_id in pick_bags(test, classes, snakemake.params.bags):
-        row, bag = test[test.bag_id == bag_id].iloc[0], bags[bag_id]
-        if weigh:
-            tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weigh[0](bag))
+    for bag_id in pick_bags(part, classes, snakemake.params.bags):
+        row, bag = part[part.bag_id == bag_id].iloc[0], bags[bag_id]
+        if reads_tiles:
+            weigh = tile_weights(scoring_models(paths, model_folds, bag), tile_source)
+            weights = weigh[0](bag)  # type: ignore[index]
+            tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weights)
         else:
-            tiles = top_tiles(models, source, bag, snakemake.params.tiles)
+            use = scoring_models(models, model_folds, bag)
+            tiles = top_tiles(use, source, bag, snakemake.params.tiles)
         rows.append((bag_id, row.label, row.call, tiles))
-    top_tiles_png(rows, snakemake.params.slide_paths, snakemake.output.png)
+    top_tiles_png(rows, snakemake.params.slide_paths, snakemake.output.png, split=split)

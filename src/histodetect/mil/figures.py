@@ -1,6 +1,7 @@
 """Report pictures of the slide-label models (Agg, no pyplot state): ROC curves and confusion
-matrices of the test bags beside the out-of-fold training bags (torch-free; the most attended
-tiles are :mod:`histodetect.mil.top_tiles`).
+matrices of the test bags beside the out-of-fold training bags, or of the out-of-fold bags
+alone where no test bag carries a label (``split.test_fraction: 0``, as small cohorts are run)
+(torch-free; the most attended tiles are :mod:`histodetect.mil.top_tiles`).
 
 Both come from ``results/mil/predictions.tsv`` alone: ``label`` (empty: predict only),
 ``call``, ``prob_<class>`` and ``split`` (``test``; ``train`` rows are out of fold).
@@ -17,7 +18,7 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from histodetect.slides.pictures import DPI, save_png
+from histodetect.slides.pictures import DPI, TITLE_PAD_PX, save_png, wrap_px
 
 PANELS = (("test", "Test bags"), ("train", "Out of fold (training bags)"))
 
@@ -27,13 +28,27 @@ def labelled(table: pd.DataFrame, split: str) -> pd.DataFrame:
     return table[(table.split == split) & (table.label.astype(str) != "")]
 
 
+def panels(table: pd.DataFrame) -> tuple[tuple[str, str], ...]:
+    """The :data:`PANELS` to draw: both, or out of fold alone when no test bag carries a
+    label (every bag out of fold: an empty test panel would only mislead)."""
+    return PANELS if len(labelled(table, "test")) else PANELS[1:]
+
+
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:
     """``predictions.tsv`` with ids, labels and calls as text (empty label: predict only)."""
     text = dict.fromkeys(("bag_id", "slides", "label", "call"), str)
     return pd.read_csv(path, sep="\t", dtype=text, keep_default_na=False)
 
 
-def _roc_panel(ax: Axes, part: pd.DataFrame, classes: list[str], title: str) -> dict[str, float]:
+def _panel_title(ax: Axes, text: str, n_panels: int) -> None:
+    """``text`` over ``ax``, wrapped to its share of the figure's width (one of ``n_panels``)."""
+    width = ax.get_figure().bbox.width / n_panels - 2 * TITLE_PAD_PX
+    ax.set_title(wrap_px(text, width, 10), fontsize=10)
+
+
+def _roc_panel(
+    ax: Axes, part: pd.DataFrame, classes: list[str], title: str, n_panels: int
+) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score, roc_curve
 
     colours = colormaps["tab10"]
@@ -57,7 +72,7 @@ def _roc_panel(ax: Axes, part: pd.DataFrame, classes: list[str], title: str) -> 
     ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8)
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate", ylabel="True positive rate")
     macro = f", macro AUC {np.mean(list(aucs.values())):.3f}" if len(aucs) > 1 else ""
-    ax.set_title(f"{title} (n={len(part)}){macro}", fontsize=10)
+    _panel_title(ax, f"{title} (n={len(part)}){macro}", n_panels)
     return aucs
 
 
@@ -65,11 +80,15 @@ def roc_png(
     table: pd.DataFrame, classes: Sequence[str], path: str | os.PathLike[str]
 ) -> dict[str, dict[str, float]]:
     """One-vs-rest ROC per class (binary: the positive class) of the test bags, and of the
-    training bags out of fold beside them; returns the curves' AUCs by split and class."""
-    fig = Figure(figsize=(10, 4.8), dpi=DPI)
+    training bags out of fold beside them (alone without labelled test bags: :func:`panels`);
+    returns the curves' AUCs by split drawn and class."""
+    shown = panels(table)
+    fig = Figure(figsize=(0.4 + 4.8 * len(shown), 4.8), dpi=DPI)
     aucs = {}
-    for ax, (split, title) in zip(fig.subplots(1, 2), PANELS, strict=True):
-        aucs[split] = _roc_panel(ax, labelled(table, split), [str(c) for c in classes], title)
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    for ax, (split, title) in zip(axes, shown, strict=True):
+        part = labelled(table, split)
+        aucs[split] = _roc_panel(ax, part, [str(c) for c in classes], title, len(shown))
     fig.tight_layout()
     save_png(fig, path)
     return aucs
@@ -87,11 +106,13 @@ def confusion_png(
     table: pd.DataFrame, classes: Sequence[str], path: str | os.PathLike[str]
 ) -> None:
     """Confusion matrices (counts; rows: label, columns: call) of the test bags and, out of
-    fold, of the training bags."""
+    fold, of the training bags (alone without labelled test bags: :func:`panels`)."""
     names = [str(c) for c in classes]
+    shown = panels(table)
     side = 2.2 + 0.45 * len(names)
-    fig = Figure(figsize=(2 * side + 0.8, side), dpi=DPI)
-    for ax, (split, title) in zip(fig.subplots(1, 2), PANELS, strict=True):
+    fig = Figure(figsize=(len(shown) * (side + 0.4), side), dpi=DPI)
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    for ax, (split, title) in zip(axes, shown, strict=True):
         part = labelled(table, split)
         matrix = confusion(part, names)
         ax.imshow(matrix, cmap="Blues", vmin=0, vmax=max(int(matrix.max()), 1))
@@ -104,6 +125,6 @@ def confusion_png(
         ax.set_yticks(ticks, names)
         ax.set(xlabel="Call", ylabel="Label")
         correct = int(np.trace(matrix))
-        ax.set_title(f"{title}: {correct} of {len(part)} right", fontsize=10)
+        _panel_title(ax, f"{title}: {correct} of {len(part)} right", len(shown))
     fig.tight_layout()
     save_png(fig, path)

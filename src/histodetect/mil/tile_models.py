@@ -23,6 +23,12 @@ def tile_model_kind(path: str | Path) -> str | None:
     return KINDS.get(blob.get("format"))
 
 
+def model_fold(path: str | Path) -> int:
+    """The fold a slide-label fold model (of any family) was trained for."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    return int(blob["meta"]["fold"])
+
+
 def tile_scorer(
     paths: Sequence[str | Path], source: TileSource
 ) -> train_concat.ConcatScorer | train_topk.TopkScorer | None:

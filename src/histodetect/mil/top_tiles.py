@@ -1,6 +1,12 @@
-"""The most attended tiles of a few test bags as one report picture: per bag (a row, with its
-id, label and call) its ``k`` tiles of highest fold-ensemble attention, each read from its
-slide at the tile's level-0 corner (at the pyramid level nearest the display size)."""
+"""The most attended tiles of a few labelled bags as one report picture: per bag (a row, with
+its id, label and call) its ``k`` tiles of highest attention, each read from its slide at the
+tile's level-0 corner (at the pyramid level nearest the display size).
+
+The bags are the labelled test bags, ranked by the fold ensemble's attention; where there are
+none (``split.test_fraction: 0``: every bag is out of fold) the training bags, each ranked by
+the attention of the one fold model that did not train on it, the model that scored it out
+of fold (:func:`scoring_models`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -15,9 +22,14 @@ from matplotlib.figure import Figure
 
 from histodetect.mil.attention import slide_attention
 from histodetect.mil.data import Bag, FeatureSource
+from histodetect.mil.figures import panels
 from histodetect.mil.models import BagModel, MilTask
-from histodetect.slides.pictures import DPI, save_png
+from histodetect.slides.pictures import DPI, TITLE_PAD_PX, fit_text, line_px, save_png, wrap_px
 from histodetect.slides.reader import SlideReader
+
+M = TypeVar("M")
+SHOWN = {"test": "test bags", "train": "out-of-fold bags"}
+"""The picture's name of the bags of each split it shows."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,24 @@ def top_tiles(
     return [TopTile(s, x, y, size, i + 1, w) for i, (w, s, x, y, size) in enumerate(found[:k])]
 
 
+def shown_split(table: pd.DataFrame) -> str:
+    """The split whose labelled bags the picture shows (of ``predictions.tsv``): ``test``, or
+    ``train`` (out of fold) where no test bag carries a label, as the ROC's panels do."""
+    return panels(table)[0][0]
+
+
+def scoring_models(models: Sequence[M], folds: Sequence[int], bag: Bag) -> list[M]:
+    """The models whose attention ranks ``bag``'s tiles (``folds[i]``: ``models[i]``'s fold):
+    all of them for a test bag (the ensemble that called it); for a training bag the one
+    model of its fold (``bag.fold``), which did not train on it and scored it out of fold."""
+    if bag.fold < 0:
+        return list(models)
+    own = [m for m, fold in zip(models, folds, strict=True) if fold == bag.fold]
+    if not own:
+        raise ValueError(f"bag {bag.bag_id}: no model of its fold {bag.fold} in {list(folds)}")
+    return own
+
+
 def pick_bags(part: pd.DataFrame, classes: Sequence[str], n: int) -> list[str]:
     """Up to ``n`` bag ids, taken in turn from each class (so every class shows)."""
     queues = [list(part.bag_id[part.label == str(c)]) for c in classes]
@@ -78,15 +108,32 @@ def top_tiles_png(
     slide_paths: dict[str, str | Path],
     path: str | os.PathLike[str],
     display_px: int = 128,
+    *,
+    split: str = "test",
 ) -> None:
-    """One row per bag (``bag_id``, label, call, its top tiles): each tile read from its slide
-    at its level-0 corner, titled with its slide, rank and attention."""
+    """One row per bag (``bag_id``, label, call, its top tiles) of ``split`` (``test``, or
+    ``train``: out of fold, see :data:`SHOWN`): each tile read from its slide at its level-0
+    corner, titled with its slide, rank and attention. Every title is wrapped to the width it
+    has (a tile's: its cell; the picture's: the figure), the rows made taller for its lines."""
     k = max((len(tiles) for *_, tiles in rows), default=1) or 1
     cell = display_px / DPI + 0.35
-    fig = Figure(figsize=(1.6 + k * cell, 0.3 + max(len(rows), 1) * cell), dpi=DPI)
+    width = 1.6 + k * cell
+    cell_text = cell * DPI - 2 * TITLE_PAD_PX
+    titles = [[_tile_title(t, tiles, cell_text) for t in tiles] for *_, tiles in rows]
+    extra = max((t.count("\n") for row in titles for t in row), default=0) * line_px(7) / DPI
+    which = SHOWN[split]
+    heading, size = fit_text(
+        f"Most attended tiles of {which} (attention weight; red: wrong call)",
+        width * DPI - 2 * TITLE_PAD_PX, 9.0, 7.0,
+    )  # fmt: skip
+    top = 0.3 + heading.count("\n") * line_px(size) / DPI
+    fig = Figure(figsize=(width, top + max(len(rows), 1) * (cell + extra)), dpi=DPI)
     if not rows:
-        fig.text(0.5, 0.5, "no labelled test bags", ha="center", va="center")
+        note = wrap_px(f"no labelled {which}", width * DPI - 2 * TITLE_PAD_PX, 10)
+        fig.text(0.5, 0.5, note, ha="center", va="center")
     axes = np.atleast_2d(fig.subplots(max(len(rows), 1), k, squeeze=False))
+    if not rows:
+        axes[0, 0].set_axis_off()
     readers: dict[str, SlideReader] = {}
     try:
         for r, (bag_id, label, call, tiles) in enumerate(rows):
@@ -96,7 +143,8 @@ def top_tiles_png(
                 ax.set_yticks([])
                 if c == 0:
                     colour = "black" if label == call else "tab:red"
-                    ax.set_ylabel(f"{bag_id}\nlabel {label}\ncall {call}", fontsize=8,
+                    name = wrap_px(bag_id, 1.6 * DPI - 2 * TITLE_PAD_PX, 8)
+                    ax.set_ylabel(f"{name}\nlabel {label}\ncall {call}", fontsize=8,
                                   color=colour, rotation=0, ha="right", va="center")  # fmt: skip
                 if c >= len(tiles):
                     ax.set_axis_off()
@@ -105,13 +153,18 @@ def top_tiles_png(
                 if tile.slide_id not in readers:
                     readers[tile.slide_id] = SlideReader(slide_paths[tile.slide_id])
                 ax.imshow(read_tile(readers[tile.slide_id], tile, display_px))
-                title = f"#{tile.rank} {tile.weight:.3f}"
-                if len({t.slide_id for t in tiles}) > 1:
-                    title = f"{tile.slide_id} {title}"
-                ax.set_title(title, fontsize=7)
+                ax.set_title(titles[r][c], fontsize=7)
     finally:
         for reader in readers.values():
             reader.close()
-    fig.suptitle("Most attended tiles of test bags (attention weight; red: wrong call)", fontsize=9)
+    fig.suptitle(heading, fontsize=size)
     fig.tight_layout()
     save_png(fig, path)
+
+
+def _tile_title(tile: TopTile, tiles: list[TopTile], width_px: float) -> str:
+    """``#rank weight``, after the tile's slide where its bag's tiles come from several."""
+    title = f"#{tile.rank} {tile.weight:.3f}"
+    if len({t.slide_id for t in tiles}) > 1:
+        title = f"{tile.slide_id} {title}"
+    return wrap_px(title, width_px, 7)

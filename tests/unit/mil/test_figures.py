@@ -6,16 +6,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
+from _drawn import capture_figures, data_axes, texts_outside
 from PIL import Image
 from sklearn.metrics import confusion_matrix
 
 from histodetect.features.store import SlideFeatures, write_features
+from histodetect.mil import figures
+from histodetect.mil import top_tiles as top_tiles_module
 from histodetect.mil.data import Bag, FeatureSource
 from histodetect.mil.ensemble import macro_auc
-from histodetect.mil.figures import confusion, confusion_png, labelled, roc_png
+from histodetect.mil.figures import PANELS, confusion, confusion_png, labelled, panels, roc_png
 from histodetect.mil.models import BagModel, MilTask
-from histodetect.mil.top_tiles import pick_bags, top_tiles, top_tiles_png
+from histodetect.mil.top_tiles import (
+    TopTile,
+    pick_bags,
+    scoring_models,
+    shown_split,
+    top_tiles,
+    top_tiles_png,
+)
 
 CLASSES = ["0", "1", "2"]
 
@@ -103,3 +114,74 @@ def test_a_tile_picture_without_labelled_test_bags_says_so(tmp_path: Path) -> No
     top_tiles_png([], {}, tmp_path / "none.png")
     image = np.asarray(Image.open(tmp_path / "none.png").convert("L"))
     assert (image < 100).any() and (image > 250).mean() > 0.9  # a line of text on white
+
+
+def _out_of_fold_only(rng: np.random.Generator) -> pd.DataFrame:
+    """``split.test_fraction: 0``: every labelled bag out of fold, and 2 predict-only."""
+    table = _predictions(rng, 40)
+    return table.assign(split=np.where(table.label == "", "test", "train"))
+
+
+def test_without_labelled_test_bags_roc_and_confusion_show_out_of_fold_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = capture_figures(monkeypatch, figures)
+    table = _out_of_fold_only(np.random.default_rng(2))
+    assert panels(table) == PANELS[1:]
+    aucs = roc_png(table, CLASSES, tmp_path / "roc.png")
+    confusion_png(table, CLASSES, tmp_path / "confusion.png")
+    assert list(aucs) == ["train"] and set(aucs["train"]) == set(CLASSES)
+    roc, matrix = saved
+    assert data_axes(roc) == 1 and data_axes(matrix) == 1  # no empty test panel
+    assert roc.axes[0].get_title().startswith("Out of fold (training bags)")
+    assert Image.open(tmp_path / "roc.png").size == (520, 480)
+    assert texts_outside(roc) == [] and texts_outside(matrix) == []
+
+    # with labelled test bags both panels stay
+    both = _predictions(np.random.default_rng(2), 40)
+    assert panels(both) == PANELS
+    roc_png(both, CLASSES, tmp_path / "roc2.png")
+    confusion_png(both, CLASSES, tmp_path / "confusion2.png")
+    assert [data_axes(fig) for fig in saved[2:]] == [2, 2]
+    assert [texts_outside(fig) for fig in saved[2:]] == [[], []]
+
+
+def test_without_labelled_test_bags_the_top_tiles_show_out_of_fold_bags() -> None:
+    table = _out_of_fold_only(np.random.default_rng(3))
+    assert shown_split(table) == "train"
+    assert shown_split(_predictions(np.random.default_rng(3), 40)) == "test"
+    picked = pick_bags(labelled(table, shown_split(table)), CLASSES, 4)
+    assert len(picked) == 4 and set(table.split[table.bag_id.isin(picked)]) == {"train"}
+
+    # a training bag is ranked by its own fold's model (it did not train on the bag), a test
+    # bag by the whole ensemble
+    models, folds = ["m0", "m1", "m2"], [0, 1, 2]
+    held_out = Bag("b", "P", 1, "train", 1, ("S",))
+    assert scoring_models(models, folds, held_out) == ["m1"]
+    assert scoring_models(models, folds, Bag("t", "Q", 1, "test", -1, ("T",))) == models
+    with pytest.raises(ValueError, match="fold 1"):
+        scoring_models(["m0"], [0], held_out)
+
+
+def test_top_tiles_of_out_of_fold_bags_say_so_and_every_title_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = capture_figures(monkeypatch, top_tiles_module)
+    long_a, long_b = "TCGA-AB-1234-01Z-00-DX1.0123456789ABCDEF", "TCGA-AB-1234-02Z-00-DX2"
+    paths = {}
+    for sid in (long_a, long_b):
+        paths[sid] = tmp_path / f"{sid}.png"
+        Image.fromarray(np.full((128, 128, 3), 200, np.uint8)).save(paths[sid])
+    tiles = [TopTile(long_a, 0, 0, 64, 1, 0.5), TopTile(long_b, 64, 64, 64, 2, 0.25)]
+    rows = [("patient-TCGA-AB-1234-with-a-long-bag-id", "1", "0", tiles)]
+    top_tiles_png(rows, paths, tmp_path / "oof.png", 64, split="train")
+    top_tiles_png(rows, paths, tmp_path / "test.png", 64)
+    oof, test = saved
+    heading = oof._suptitle.get_text().replace("\n", " ")
+    assert "out-of-fold bags" in heading and "test bags" not in heading
+    assert "test bags" in test._suptitle.get_text().replace("\n", " ")
+    for fig in saved:
+        assert texts_outside(fig) == []
+        renderer = fig.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+        assert len(boxes) == 2 and not boxes[0].overlaps(boxes[1])  # side by side, apart

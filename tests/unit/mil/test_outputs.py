@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+from _drawn import capture_figures, drawn_texts, texts_outside
 from matplotlib import colormaps
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 
 from histodetect.features.store import SlideFeatures
+from histodetect.mil import attention as attention_module
 from histodetect.mil.attention import attention_grid, overlay_downsample, write_attention
 from histodetect.mil.ensemble import macro_auc, qwk
 
@@ -73,3 +76,24 @@ def test_overlay_downsample_gives_cell_px_per_tile_within_the_widest_figure() ->
     assert overlay_downsample(feats, (20_000, 10_000), 8) == 32.0  # 625 px wide
     assert overlay_downsample(feats, (160_000, 10_000), 8) == 100.0  # 1,600 px wide
     assert overlay_downsample(feats, (1_000, 1_000), 512) == 1.0  # never above level 0
+
+
+def test_a_long_attention_title_on_a_narrow_slide_fits_the_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = capture_figures(monkeypatch, attention_module)
+    coords = np.array([[0, 0], [100, 0], [0, 100]])
+    feats = SlideFeatures(np.zeros((3, 4)), coords, {"size0": 100, "stride0": 100})
+    thumb = np.full((500, 300, 3), 128, np.uint8)  # a tall, narrow slide: 300 px wide
+    title = (
+        "TCGA-AB-1234-01Z-00-DX1.0123456789ABCDEF: attention in bag patient-TCGA-AB-1234 "
+        "(label grade_3, train), 12345 tiles"
+    )
+    png = tmp_path / "narrow.png"
+    write_attention(feats, np.array([0.5, 0.3, 0.2]), 3, "S", tmp_path / "n.geojson", png,
+                    thumb, 1.0, title)  # fmt: skip
+    (fig,) = saved
+    assert texts_outside(fig) == []
+    shown = [text for text, _ in drawn_texts(fig) if "attention in bag" in text]
+    assert len(shown) == 1 and shown[0].replace("\n", " ") == title  # wrapped, not cut
+    assert Image.open(png).size[0] == 400
