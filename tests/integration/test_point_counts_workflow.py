@@ -66,6 +66,8 @@ def config(folder: Path) -> dict:
         "train": {"backbone": "resnet10t", "epochs": 2, "batch_size": 64, "lr": 0.002,
                   "num_workers": 0, "device": "cpu"},
         "infer": {"batch_size": 256, "device": "cpu"},
+        # train.init auto in points mode: the fold models start from the cohort's own encoder
+        "ssl": {"epochs": 1, "max_tiles": 256, "batch_size": 32, "num_workers": 0},
         "points": {"hotspot_mm2": HOTSPOT_MM2, "bootstrap": 50,
                    "tune_grid": {"method": ["maxima", "components"],
                                  "min_distance_um": [8.0, 16.0],
@@ -86,8 +88,10 @@ def same_points(points: pd.DataFrame, heatmap_path: Path, settings: dict) -> Non
 
 def test_points_counts_and_metrics_of_test_fields_and_new_slides(tmp_path: Path) -> None:
     write_config(tmp_path, config(tmp_path))
-    snakemake(tmp_path, "points")
+    proc = snakemake(tmp_path, "points")
     res = tmp_path / "results"
+    assert "tile classifiers start from the cohort's own self-supervised encoder" in proc.stderr
+    assert (res / "encoder" / "ssl" / "encoder.pt").exists()
     split = pd.read_csv(res / "splits" / "split.tsv", sep="\t", dtype=str)
     train = sorted(split.slide_id[split.split == "train"])
     test = sorted(split.slide_id[split.split == "test"])

@@ -301,24 +301,60 @@ def predict_outputs(pattern):
 SSL_ENCODER = "results/encoder/ssl/encoder.pt"
 
 
-def _feature_hub_error():
-    """Why timm's hub weights of features.model cannot be had (asked only when auto wants
-    them: torch is imported then), or None."""
-    features = config["features"]
+def _hub_error(section, model):
+    """Why timm's hub weights of ``model`` cannot be had, asked only when ``section``'s auto
+    wants them (torch is imported then), or None."""
     if (
-        features["source"] != "auto"
-        or not features["pretrained"]
-        or features["checkpoint"]
+        section["source"] != "auto"
+        or not section["pretrained"]
+        or section["checkpoint"]
     ):
         return None
     from histodetect.features.encoder import hub_error
 
-    return hub_error(features["model"])
+    return hub_error(model)
 
 
 # features.source auto (the default) never starts from random weights: resolved once here.
-FEATURE_SOURCE = resolve_source(config["features"], hub_error=_feature_hub_error())
+FEATURE_SOURCE = resolve_source(
+    config["features"],
+    hub_error=_hub_error(config["features"], config["features"]["model"]),
+)
 FEATURES = {**config["features"], "source": FEATURE_SOURCE.source}
+
+
+def _train_start():
+    """train.init resolved: "ssl" or None (the backbone's checkpoint, hub or random weights)
+    and why. auto follows features.source auto's rule where the cohort's own encoder was
+    measured to help (points mode: MITOS 2012 point F1 0.216 -> 0.364, bench/ssl_encoder.py);
+    in box and patch mode it starts from train.checkpoint, hub weights, else random init.
+    """
+    train = config["train"]
+    init = train.get("init")
+    if init != "auto":
+        return init, f"train.init: {init or 'null'}"
+    section = {
+        "source": "auto",
+        "checkpoint": train.get("checkpoint"),
+        "pretrained": train.get("pretrained"),
+    }
+    choice = resolve_source(
+        section, hub_error=_hub_error(section, train.get("backbone", "resnet18"))
+    )
+    if choice.source != "ssl":
+        return None, choice.reason.replace("source auto", "train.init auto")
+    if POINTS_MODE and not PATCH_LABELS:
+        return "ssl", choice.reason.replace(
+            "source auto", "train.init auto, points mode"
+        )
+    mode = "patch" if PATCH_LABELS else "box"
+    return (
+        None,
+        f"random init (train.init auto in {mode} mode; train.init: ssl for the cohort's own encoder)",
+    )
+
+
+TRAIN_INIT, TRAIN_INIT_REASON = _train_start()
 # Whose training patients the cohort's own encoder may see: the slide-label folds' when the
 # features feed the MIL models, the box stage's split when its fold models start from it
 # (train.init: ssl) or when there is no MIL stage; with both, patients training in both.
@@ -330,8 +366,7 @@ SSL_SPLITS = {
     ),
     **(
         {"box": "results/splits/split.tsv"}
-        if config["train"].get("init") == "ssl"
-        or (FEATURES["source"] == "ssl" and not MIL["enabled"])
+        if TRAIN_INIT == "ssl" or (FEATURES["source"] == "ssl" and not MIL["enabled"])
         else {}
     ),
 }
@@ -379,7 +414,12 @@ def ssl_train_outputs(pattern):
 
 
 def print_encoder_choice():
-    """Which tile encoder the slide-label models' features come from, and why."""
+    """Where the tile classifiers start and the slide-label models' features come from."""
+    if config["train"].get("init") == "auto" and (POINTS_MODE or not MIL["enabled"]):
+        print(
+            f"histodetect: tile classifiers start from {TRAIN_INIT_REASON}",
+            file=sys.stderr,
+        )
     if MIL["enabled"]:
         model = (
             ssl_settings()["ssl"]["model"]
@@ -449,10 +489,10 @@ def feature_encoder_input(wildcards=None):
 
 def train_params():
     """train_fold's options: the config's, the seed, and the ssl encoder with init: ssl."""
-    train = {**config["train"], "seed": config["seed"]}
+    train = {**config["train"], "seed": config["seed"], "init": TRAIN_INIT}
     # calibrate_fold's key: changing it retrains nothing
     train.pop("calibration", None)
-    if train.get("init") == "ssl":
+    if TRAIN_INIT == "ssl":
         train["checkpoint"] = SSL_ENCODER
         train["pretrained"] = False
     return train
@@ -464,7 +504,7 @@ def hard_negative_input(paths):
 
 
 def train_init_input(wildcards=None):
-    return SSL_ENCODER if config["train"].get("init") == "ssl" else []
+    return SSL_ENCODER if TRAIN_INIT == "ssl" else []
 
 
 def test_slides():
@@ -692,12 +732,11 @@ def mil_predict_ready(wildcards=None):
             "predict with mil extracts the new slides' features itself: features.source "
             "import has no encoder to run on them",
         )
-    if MIL_TILES:
+    if MIL_SCORES_DIR:
         raise InputError(
             "config",
-            f"predict with mil.model {MIL['model']} is not built yet (it reads the new slides' "
-            "tiles, not their features): predict with a feature model (mean, max, abmil, "
-            "clam_sb, transformer)",
+            "predict with mil.model concat and mil.concat.score: detection is not built yet "
+            "(the new slides would need the box models' tile scores): use score random",
         )
     return []
 
