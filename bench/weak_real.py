@@ -26,6 +26,9 @@ What it does, in ``--workdir``:
    - ``mean_random``, ``abmil_random``: mean pooling and ABMIL on the random-init features;
    - ``mean_ssl``, ``abmil_ssl``: the same on the cohort's own encoder (``abmil_ssl`` is what
      ``snakemake mil`` does with no model settings, when ``mil.model`` is left at abmil);
+   - ``abmil_ssl_ctx``: ABMIL on the cohort's encoder with context: each tile's features beside
+     the mean of its 8 neighbours' on the slide's tile grid (600 um of tissue around a 200 um
+     tile);
    - ``topk_ssl``: the tile encoder fine-tuned from the bag labels (``mil.model: topk``),
      starting from the cohort's own encoder.
 
@@ -156,15 +159,34 @@ def cut_regions(
     return table.reset_index(drop=True), inside
 
 
-def write_region_features(workdir: Path, folder: Path, table: pd.DataFrame, name: str) -> Path:
-    """Each region's rows of its slide's feature file, as a feature file of its own."""
+def with_context(features: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Each tile's features beside the mean of its tissue neighbours' (8-connected on the
+    slide's tile grid; itself when it has none): ``(n, 2 * dim)``."""
+    index = {(r, c): i for i, (r, c) in enumerate(zip(row.tolist(), col.tolist(), strict=True))}
+    x = features.astype(np.float32)
+    around = np.empty_like(x)
+    for i, (r, c) in enumerate(zip(row.tolist(), col.tolist(), strict=True)):
+        near = [index[(r + dr, c + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
+                if (dr or dc) and (r + dr, c + dc) in index]  # fmt: skip
+        around[i] = x[near].mean(0) if near else x[i]
+    return np.concatenate([x, around], 1)
+
+
+def write_region_features(
+    workdir: Path, folder: Path, table: pd.DataFrame, name: str, *, context: bool = False
+) -> Path:
+    """Each region's rows of its slide's feature file, as a feature file of its own
+    (``context``: each tile with its neighbours' mean, from the whole slide)."""
     out = workdir / "bench" / f"features_{name}"
     out.mkdir(parents=True, exist_ok=True)
     expect = {"encoder_id": folder.name}
     cache: dict[str, Any] = {}
     for row in table.itertuples():
         if row.source_slide not in cache:
-            cache = {row.source_slide: read_features(folder / f"{row.source_slide}.h5", expect)}
+            feats = read_features(folder / f"{row.source_slide}.h5", expect)
+            if context:
+                feats.features = with_context(feats.features, feats.grid["row"], feats.grid["col"])  # fmt: skip
+            cache = {row.source_slide: feats}
         feats = cache[row.source_slide]
         sub = type(feats)(feats.features[row.rows], feats.coords[row.rows], dict(feats.attrs))
         write_features(out / f"{row.bag_id}.h5", sub)
@@ -257,7 +279,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--arms", nargs="+", default=["colour", "naive_tiles", "mean_random", "abmil_random", "mean_ssl", "abmil_ssl", "topk_ssl"])  # fmt: skip
+    parser.add_argument("--arms", nargs="+", default=["colour", "naive_tiles", "mean_random", "abmil_random", "mean_ssl", "abmil_ssl", "abmil_ssl_ctx", "topk_ssl"])  # fmt: skip
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     torch.set_num_threads(args.cores)
@@ -280,6 +302,9 @@ def main() -> None:
         flush=True,
     )  # fmt: skip
     sources = {n: FeatureSource(write_region_features(workdir, f, table, n)) for n, f in folders.items()}  # fmt: skip
+    if any(a.endswith("_ctx") for a in args.arms):  # tiles with their neighbourhood
+        ctx = write_region_features(workdir, folders["ssl"], table, "ssl_ctx", context=True)
+        sources["ssl_ctx"] = FeatureSource(ctx)
     tiles = TileSource(workdir / "bench" / "tiles")
     ssl_encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
     out = workdir / "bench" / ("hard" if args.hard else "regions")
@@ -292,7 +317,7 @@ def main() -> None:
         if arm == "colour":
             prob = colour_oof(folds, tiles)
         else:
-            model, _, feats = arm.partition("_")
+            model, _, feats = arm.partition("_")  # e.g. abmil, ssl_ctx
             if model in ("mean", "abmil"):
                 cfg: MilConfig | TopkConfig = MilConfig.from_section({**mil, "model": model}, args.seed)  # fmt: skip
                 models = train_arm(arm, folds, out, sources[feats], cfg)

@@ -173,9 +173,61 @@ def test_predict_calls_new_slides_with_the_mil_models_and_leaves_out_a_broken_on
     pd.testing.assert_frame_equal(again, table)
     refused = snakemake(
         workdir, "predict", "-n", "--config", "predict={samples: new.tsv, models: old_mil}",
-        "features={model: resnet34}", check=False,
+        "ssl={model: resnet34}", check=False,
     )  # fmt: skip
     said = refused.stdout + refused.stderr
     assert refused.returncode != 0
     assert f"old_mil/decision.json: the models were trained on features {folder.name}" in said
     assert "but this config extracts resnet34-" in said
+
+
+def test_topk_fine_tunes_the_cohorts_encoder_from_bag_labels(
+    mil_run: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    workdir = tmp_path / "topk"
+    shutil.copytree(mil_run[0], workdir)  # tiles, features and the cohort's encoder as they are
+    topk = "mil={model: topk, topk: {epochs: 2, k: 2, score_tiles: 16, batch_size: 8}}"
+    proc = snakemake(workdir, "mil", "--config", topk)
+    chosen = [line for line in proc.stderr.splitlines() if "slide-label features" in line]
+    assert chosen and chosen[0].endswith("mil.model topk fine-tunes it from the bag labels")
+    ran = {line.split()[-1] for line in proc.stderr.splitlines() if line.startswith("rule ")}
+    assert "pretrain_encoder:" not in ran and "extract_features:" not in ran  # reused
+    res = workdir / "results" / "mil"
+    encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
+    started = torch.load(encoder, weights_only=True)["state_dict"]
+    for fold in (0, 1):
+        blob = torch.load(res / f"fold_{fold}" / "model.pt", weights_only=True)
+        assert blob["format"] == "histodetect-mil-topk-1" and blob["meta"]["k"] == 2
+        assert blob["meta"]["config"]["checkpoint"] == "results/encoder/ssl/encoder.pt"
+        tuned = blob["state_dict"]["backbone.conv1.weight"]
+        assert tuned.shape == started["conv1.weight"].shape
+        assert not torch.equal(tuned, started["conv1.weight"])  # the encoder itself trained
+    table = pd.read_csv(res / "predictions.tsv", sep="\t", dtype={"bag_id": str})
+    probs = table[["prob_0", "prob_1", "prob_2"]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+    assert (table.split == "test").sum() == 2 and (table.split == "train").sum() == 4
+    folds = pd.read_csv(res / "folds.tsv", sep="\t", dtype={"slide_id": str})
+    for slide in folds.slide_id:
+        geo = json.loads((res / "attention" / f"{slide}.geojson").read_text())["features"]
+        attention = [f["properties"]["measurements"]["attention"] for f in geo]
+        assert abs(sum(attention) - 1) < 1e-4 and max(attention) > min(attention)
+    last = [line for line in proc.stdout.splitlines() if line.startswith("histodetect:")][-1]
+    assert last.startswith("histodetect: topk over 2 test bags: AUC ")
+
+    # new slides: the run's two test slides under new ids, scored from their tiles
+    test = sorted(folds.slide_id[folds.split == "test"])
+    sheet = pd.DataFrame(
+        {
+            "slide_id": [f"N{s}" for s in test],
+            "path": [f"results/demo/slides/{s}.tiff" for s in test],
+        }
+    )
+    sheet.to_csv(workdir / "new.tsv", sep="\t", index=False)
+    snakemake(workdir, "predict", "--config", topk, "predict={samples: new.tsv}")
+    new = pd.read_csv(workdir / "results" / "predict" / "mil" / "predictions.tsv", sep="\t")
+    run = table.set_index("bag_id").loc[test]
+    probs = ["prob_0", "prob_1", "prob_2"]
+    np.testing.assert_allclose(new[probs].to_numpy(), run[probs].to_numpy(), atol=1e-4)
+    assert new.call.astype(str).tolist() == run.call.astype(str).tolist()
+    for s in test:
+        assert (workdir / "results" / "predict" / "mil" / "attention" / f"N{s}.png").exists()

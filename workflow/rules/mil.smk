@@ -248,6 +248,11 @@ checkpoint predict_mil:
         features=predict_outputs(f"{PREDICT_FEATURE_DIR}/{{slide}}.h5"),
         models=mil_predict_models,
         decision=mil_predict_decision,
+        tiles=lambda wc: (
+            predict_outputs("results/predict/tiles/{slide}.parquet")(wc)
+            if MIL_TILES
+            else []
+        ),
     output:
         predictions=f"{PREDICT_MIL_DIR}/predictions.tsv",
         bags=f"{PREDICT_MIL_DIR}/bags.tsv",
@@ -260,6 +265,7 @@ checkpoint predict_mil:
         bag=MIL["bag"],
         feature_dir=PREDICT_FEATURE_DIR,
         encoder_id=ENCODER_ID,
+        tiles_dir="results/predict/tiles",
     script:
         "../scripts/predict_mil.py"
 
@@ -272,6 +278,14 @@ use rule mil_attention as predict_mil_attention with:
             f"{PREDICT_FEATURE_DIR}/{{slide}}.h5",
             slide=mil_predict_bag_slides(wc.slide),
         ),
+        tiles=lambda wc: (
+            expand(
+                "results/predict/tiles/{slide}.parquet",
+                slide=mil_predict_bag_slides(wc.slide),
+            )
+            if MIL_TILES
+            else []
+        ),
         slide=predict_slide_path,
     output:
         geojson=f"{PREDICT_MIL_DIR}/attention/{{slide}}.geojson",
@@ -281,5 +295,7 @@ use rule mil_attention as predict_mil_attention with:
     params:
         feature_dir=PREDICT_FEATURE_DIR,
         encoder_id=ENCODER_ID,
+        tiles_dir="results/predict/tiles",
+        scores_dir=None,
         cell_px=MIL["cell_px"],
         slide=predict_slide_file,

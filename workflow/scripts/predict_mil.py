@@ -14,6 +14,8 @@ from histodetect.mil.predict import (
     predict_bags,
     write_predictions,
 )
+from histodetect.mil.summary_image import TileSource
+from histodetect.mil.tile_models import tile_scorer
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
@@ -28,7 +30,9 @@ with rule_context(snakemake):
     encoder_id = snakemake.params.encoder_id
     loaded, decision = load_ensemble(snakemake.input.models, snakemake.input.decision, encoder_id)
     source = FeatureSource(snakemake.params.feature_dir, {"encoder_id": encoder_id})
-    table = predict_bags(bag_table, loaded, decision, source)
+    # families that read tiles (concat, topk) score the new slides' tiles, not their features
+    scorer = tile_scorer(snakemake.input.models, TileSource(snakemake.params.tiles_dir))
+    table = predict_bags(bag_table, loaded, decision, source, scorer)
     for row in bag_table[bag_table.split == "excluded"].itertuples():
         logging.warning("slide %s left out: %s", row.slide_id, row.error)
     for bag in left_out_bags(bag_table):

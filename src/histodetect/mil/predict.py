@@ -22,9 +22,12 @@ from histodetect.errors import InputError
 from histodetect.features.store import read_attrs
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
-from histodetect.mil.ensemble import ensemble_call
+from histodetect.mil.ensemble import BagScorer, ensemble_call, fold_vote
 from histodetect.mil.models import BagModel, MilTask
+from histodetect.mil.tile_models import tile_model_kind
 from histodetect.mil.train import load_mil_model
+from histodetect.mil.train_concat import load_concat_model
+from histodetect.mil.train_topk import load_topk_model
 from histodetect.training.thresholds import Decision
 
 DECISION_FILE = "decision.json"
@@ -91,7 +94,7 @@ def load_ensemble(
     decision file that is not one.
     """
     decision = Decision.read(decision_path)
-    loaded = [load_mil_model(p) for p in model_paths]
+    loaded = [load_fold_model(p) for p in model_paths]
     for path, (_, _, meta) in zip(model_paths, loaded, strict=True):
         trained_on = meta.get("encoder_id")
         if trained_on != encoder_id:
@@ -107,21 +110,38 @@ def load_ensemble(
     return loaded, decision
 
 
+def load_fold_model(path: str | Path) -> LoadedModel:
+    """A fold model of any family (bag model, summary image, top-k tiles), with task and meta."""
+    kind = tile_model_kind(path)
+    if kind == "concat":
+        return load_concat_model(path)  # type: ignore[return-value]
+    return load_topk_model(path) if kind == "topk" else load_mil_model(path)  # type: ignore[return-value]
+
+
 def predict_bags(
     bag_table: pd.DataFrame,
     loaded: Sequence[LoadedModel],
     decision: Decision,
     source: FeatureSource,
+    scorer: BagScorer | None = None,
 ) -> pd.DataFrame:
     """Per bag with a slide left: ``bag_id, slides, n_slides, n_tiles, prob_<class>...,
-    call, fold_agreement, slides_left_out`` (the bag's slides that failed, comma-separated)."""
+    call, fold_agreement, slides_left_out`` (the bag's slides that failed, comma-separated);
+    ``scorer``: the fold models of a family that reads tiles (``loaded``'s then serve only
+    for their checks), else the bag models score the bags' features."""
     classes = list(decision.classes)
     used = bag_table[bag_table.split == "predict"]
     left_out = bag_table[bag_table.split == "excluded"].groupby("bag_id").slide_id.agg(",".join)
     rows = []
-    for bag, x in source.stream(bags_of(used)):
-        mean, call, agree = ensemble_call(loaded, decision, x)
-        rows.append(_row(bag, classes, mean, call, agree, len(x), left_out.get(bag.bag_id, "")))
+    for bag in bags_of(used):
+        if scorer is not None:
+            per_fold, n_tiles = scorer.score(bag)
+            mean, call, agree = fold_vote(per_fold, decision)
+        else:
+            x = source.bag(bag)
+            mean, call, agree = ensemble_call(loaded, decision, x)
+            n_tiles = len(x)
+        rows.append(_row(bag, classes, mean, call, agree, n_tiles, left_out.get(bag.bag_id, "")))
     columns = ["bag_id", "slides", "n_slides", "n_tiles", *[f"prob_{c}" for c in classes]]
     return pd.DataFrame(rows, columns=[*columns, "call", "fold_agreement", "slides_left_out"])
 

@@ -94,3 +94,24 @@ def test_random_selection_is_the_naive_tile_model_and_answers_with_every_tile(tm
     answer, n = scorer.score(bag)
     assert n == 4
     np.testing.assert_allclose(answer[0], probs.mean(0), atol=1e-6)  # every tile, not the top 2
+
+
+def test_the_schema_names_every_family_and_topk_option_the_code_knows() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    import yaml
+
+    from histodetect.features.settings import SOURCES
+    from histodetect.mil.models import MODELS
+
+    schema = Path(__file__).resolve().parents[3] / "workflow" / "schemas" / "config.schema.yaml"
+    props = yaml.safe_load(schema.read_text())["properties"]
+    mil = props["mil"]["properties"]
+    assert set(mil["model"]["enum"]) == {*MODELS, "concat", "topk"}
+    assert set(props["features"]["properties"]["source"]["enum"]) == {*SOURCES, "auto"}
+    fields = {f.name for f in dataclasses.fields(TopkConfig)}
+    assert set(mil["topk"]["properties"]) <= fields
+    defaults = {k: v["default"] for k, v in mil["topk"]["properties"].items()}
+    cfg = TopkConfig.from_section({"topk": defaults}, 0)
+    assert all(getattr(cfg, k) == v for k, v in defaults.items())
