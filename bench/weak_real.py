@@ -21,16 +21,16 @@ What it does, in ``--workdir``:
 
    - ``colour``: a logistic regression on the bag's mean HSV histogram of its tiles;
    - ``naive_tiles``: a resnet18 from random init, each of 8 random tiles a bag per epoch
-     inheriting its bag's label (``mil.model: topk`` with ``select: random``), the bag's answer
+     inheriting its bag's label (``--tile-epochs`` epochs, 4: 2 cores' time) (``mil.model: topk`` with ``select: random``), the bag's answer
      the mean over its tiles;
    - ``mean_random``, ``abmil_random``: mean pooling and ABMIL on the random-init features;
    - ``mean_ssl``, ``abmil_ssl``: the same on the cohort's own encoder (``abmil_ssl`` is what
      ``snakemake mil`` does with no model settings, when ``mil.model`` is left at abmil);
-   - ``abmil_ssl_ctx``: ABMIL on the cohort's encoder with context: each tile's features beside
-     the mean of its 8 neighbours' on the slide's tile grid (600 um of tissue around a 200 um
-     tile);
-   - ``topk_ssl``: the tile encoder fine-tuned from the bag labels (``mil.model: topk``),
-     starting from the cohort's own encoder.
+   - ``abmil_ssl_ctx``: ABMIL on the cohort's encoder with context (``features.context:
+     neighbours``, ``features.extract.with_context``): each tile's features beside the mean of
+     its 8 neighbours' on the whole slide's tile grid (600 um of tissue around a 200 um tile);
+   - ``topk_ssl``: the tile encoder fine-tuned from the bag labels (``mil.model: topk``, its
+     defaults but ``--tile-epochs``), starting from the cohort's own encoder.
 
 3. Where the attention went: for each positive bag, the share of its 10 most attended tiles
    (by the fold model blind to it) that are IDC patches, and the ceiling of that share (a bag
@@ -67,6 +67,7 @@ from sklearn.preprocessing import StandardScaler
 
 from histodetect.cohort.bags import bag_folds
 from histodetect.cohort.validation import merge_config
+from histodetect.features.extract import with_context
 from histodetect.features.store import read_features, write_features
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.summary_image import TileSource
@@ -157,19 +158,6 @@ def cut_regions(
     if args.hard:
         table = table[(table.y == 0) | (table.idc_share <= args.hard_share)]
     return table.reset_index(drop=True), inside
-
-
-def with_context(features: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
-    """Each tile's features beside the mean of its tissue neighbours' (8-connected on the
-    slide's tile grid; itself when it has none): ``(n, 2 * dim)``."""
-    index = {(r, c): i for i, (r, c) in enumerate(zip(row.tolist(), col.tolist(), strict=True))}
-    x = features.astype(np.float32)
-    around = np.empty_like(x)
-    for i, (r, c) in enumerate(zip(row.tolist(), col.tolist(), strict=True)):
-        near = [index[(r + dr, c + dc)] for dr in (-1, 0, 1) for dc in (-1, 0, 1)
-                if (dr or dc) and (r + dr, c + dc) in index]  # fmt: skip
-        around[i] = x[near].mean(0) if near else x[i]
-    return np.concatenate([x, around], 1)
 
 
 def write_region_features(
@@ -279,6 +267,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--tile-epochs", type=int, default=4, help="naive_tiles, topk_ssl")
     parser.add_argument("--arms", nargs="+", default=["colour", "naive_tiles", "mean_random", "abmil_random", "mean_ssl", "abmil_ssl", "abmil_ssl_ctx", "topk_ssl"])  # fmt: skip
     args = parser.parse_args()
     workdir = args.workdir.resolve()
@@ -328,6 +317,7 @@ def main() -> None:
             else:
                 encoder = {"backbone": "resnet18", "checkpoint": str(ssl_encoder) if feats == "ssl" else None}  # fmt: skip
                 topk = {"select": "random", "k": 8} if model == "naive" else {}
+                topk["epochs"] = args.tile_epochs
                 cfg = TopkConfig.from_section({**mil, "topk": topk}, args.seed, encoder)
                 models = train_arm(arm, folds, out, tiles, cfg)
                 scorers = {k: TopkScorer([p], tiles) for k, p in models.items()}

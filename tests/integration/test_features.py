@@ -15,6 +15,7 @@ import yaml
 from _workflow import planned_jobs, snakemake
 from mlflow.tracking import MlflowClient
 
+from histodetect.features.extract import with_context
 from histodetect.features.store import read_features
 
 pytestmark = pytest.mark.integration
@@ -59,6 +60,20 @@ def test_features_from_the_cohorts_own_encoder(run_copy: Path) -> None:
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert list((res / "tensorboard" / "ssl_encoder").glob("events.out.tfevents.*"))
     assert "Nothing to be done" in snakemake(run_copy, "features").stderr
+
+    # With context: the same encoder's features beside their neighbours' mean, a new folder.
+    _configure(run_copy, {"context": "neighbours"})
+    assert "pretrain_encoder" not in snakemake(run_copy, "features").stderr
+    (ctx,) = [p for p in (res / "features").iterdir() if p.is_dir() and p != folder]
+    assert ctx.name.startswith("resnet18-ssl-")
+    slide = str(summary.slide_id.iloc[0])
+    plain = read_features(folder / f"{slide}.h5").features.astype(np.float32)
+    data = read_features(ctx / f"{slide}.h5", {"encoder_id": ctx.name, "context": "neighbours"})
+    assert data.features.shape == (len(plain), 1024)
+    np.testing.assert_allclose(data.features[:, :512], plain, atol=1e-2)
+    expected = with_context(plain, data.grid["row"], data.grid["col"])[:, 512:]
+    np.testing.assert_allclose(data.features[:, 512:], expected, atol=2e-2)
+    _configure(run_copy, {"context": "none"})
 
     # The fold models can start from it; a larger tile makes a new feature folder.
     _configure(run_copy, {}, None, {"init": "ssl"})

@@ -76,6 +76,28 @@ def extract_features(
     return out
 
 
+def with_context(features: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """Each tile's features beside the mean of its tissue neighbours' (8-connected on the
+    slide's tile grid; its own when it has none): ``(n, 2 * dim)`` float32."""
+    x = np.asarray(features, np.float32)
+    if not len(x):
+        return np.empty((0, 2 * x.shape[1]), np.float32)
+    r0, c0 = int(row.min()), int(col.min())
+    grid_sum = np.zeros((int(row.max()) - r0 + 3, int(col.max()) - c0 + 3, x.shape[1]), np.float64)
+    grid_n = np.zeros(grid_sum.shape[:2])
+    rr, cc = row - r0 + 1, col - c0 + 1  # a border of one cell: every neighbour index exists
+    np.add.at(grid_sum, (rr, cc), x)
+    np.add.at(grid_n, (rr, cc), 1)
+    total, count = np.zeros((len(x), x.shape[1])), np.zeros(len(x))
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr or dc:
+                total += grid_sum[rr + dr, cc + dc]
+                count += grid_n[rr + dr, cc + dc]
+    around = np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], x)
+    return np.concatenate([x, around.astype(np.float32)], 1)
+
+
 def extract_slide(
     tiles: pd.DataFrame,
     summary: dict[str, Any],
@@ -108,7 +130,9 @@ def extract_slide(
         first = tiles.iloc[0]
         attrs |= {"tile_px": int(first["tile_px"]), "size0": int(first["size"])}
         attrs |= {"stride0": int(first["stride"]), "mpp": float(first["mpp"])}
-    features = np.empty((0, encoder.dim), np.float32)
+    context = encoder.spec.context == "neighbours"
+    attrs["context"] = encoder.spec.context
+    features = np.empty((0, encoder.dim * (2 if context else 1)), np.float32)
     if summary.get("status") == "failed":
         attrs |= {"status": "failed", "error": f"tiling failed: {summary.get('error')}"}
         tiles = tiles.iloc[:0]
@@ -116,6 +140,8 @@ def extract_slide(
         t0 = time.perf_counter()
         try:
             features = extract_features(tiles.assign(path=summary["path"]), encoder, **options)
+            if context:  # the tissue around each tile, from the whole slide's grid
+                features = with_context(features, tiles["row"].to_numpy(), tiles["col"].to_numpy())
         except InputError as err:
             if bad_slides == "fail":
                 raise

@@ -21,6 +21,7 @@ from histodetect.io import atomic_path
 FORMAT = "histodetect-features/1"
 SOURCES = ("timm", "checkpoint", "ssl", "import")
 """What an encoder is; ``features.source: auto`` resolves to one of them (:func:`resolve_source`)."""
+CONTEXTS = ("none", "neighbours")
 TILE_KEYS = ("tile_um", "stride_um", "target_mpp", "target_mag", "min_tissue", "tissue")
 
 
@@ -41,12 +42,17 @@ class EncoderSpec:
     """Side the tiles are resized to; None: the model's fixed input size, if it has one,
     else the tile's own."""
     seed: int = 42
+    context: str = "none"
+    """``neighbours``: each tile's features beside the mean of its 8 grid neighbours' (the
+    tissue around it), twice the encoder's width; ``none``: the tile's alone."""
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"features.source must be one of {SOURCES}, not {self.source!r}")
         if self.source in ("checkpoint", "ssl") and not self.checkpoint:
             raise ValueError(f"features.source {self.source!r} needs a weights file")
+        if self.context not in CONTEXTS:
+            raise ValueError(f"features.context must be one of {CONTEXTS}, not {self.context!r}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ def spec_from_config(features: dict[str, Any], seed: int, ssl_path: str) -> Enco
         checkpoint=checkpoint,
         input_px=features.get("input_px"),
         seed=seed,
+        context=features.get("context") or "none",
     )
 
 
@@ -159,6 +166,8 @@ def encoder_record(
     """
     record: dict[str, Any] = {"format": FORMAT, **asdict(spec), "tiling": tile_settings(tiling)}
     record.pop("checkpoint")
+    if spec.context == "none":  # the ids of files made before the option stay as they were
+        record.pop("context")
     if spec.source == "checkpoint":
         record["weights"] = weights
     elif spec.source == "ssl":

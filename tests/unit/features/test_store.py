@@ -175,3 +175,28 @@ def test_the_summary_lists_failures_and_refuses_a_stale_file(tmp_path: Path) -> 
     _write(tmp_path / "c.h5", encoder_id="e-0", slide_id="c")
     with pytest.raises(InputError, match=r"c\.h5: attribute encoder_id is 'e-0'"):
         features_summary([tmp_path / "a.h5", tmp_path / "c.h5"], out, {"encoder_id": "e-1"})
+
+
+def test_context_sets_each_tile_beside_the_mean_of_its_tissue_neighbours() -> None:
+    from histodetect.features.extract import with_context
+
+    # a 2 x 3 grid with the middle of the top row missing; features = the tile's index
+    row, col = np.array([0, 0, 1, 1, 1]), np.array([0, 2, 0, 1, 2])
+    feats = np.arange(5, dtype=np.float32)[:, None] * np.array([[1.0, 10.0]])
+    out = with_context(feats, row, col)
+    assert out.shape == (5, 4)
+    np.testing.assert_allclose(out[:, :2], feats)
+    # (0,0): its neighbours (1,0)=2, (1,1)=3; (1,1): the four others; (1,2): (0,2)=1, (1,1)=3
+    np.testing.assert_allclose(out[:, 2], [2.5, 3.5, 1.5, 1.75, 2.0])
+    np.testing.assert_allclose(out[:, 3], 10 * out[:, 2])
+    lonely = with_context(feats[:1], row[:1] + 5, col[:1] + 7)
+    np.testing.assert_allclose(lonely, [[0.0, 0.0, 0.0, 0.0]])  # no neighbour: its own
+    assert with_context(feats[:0], row[:0], col[:0]).shape == (0, 4)
+
+
+def test_context_is_part_of_the_feature_id_only_when_asked_for() -> None:
+    plain = spec_from_config({"source": "timm"}, 1, "ssl.pt")
+    ctx = spec_from_config({"source": "timm", "context": "neighbours"}, 1, "ssl.pt")
+    assert _id(plain) == _id(EncoderSpec(seed=1)) and _id(ctx) != _id(plain)
+    with pytest.raises(ValueError, match=r"features\.context"):
+        EncoderSpec(context="ring")
