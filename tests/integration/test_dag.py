@@ -94,7 +94,7 @@ def test_a_partial_mil_override_on_the_command_line_merges_into_the_config_file(
 
     for override, cause in [
         ("mil={model: nope}", "mil.model: 'nope' is not one of "
-                              "['mean', 'max', 'abmil', 'clam_sb', 'transformer', 'concat']"),
+                              "['mean', 'max', 'abmil', 'clam_sb', 'transformer', 'concat', 'topk']"),
         ("mil={model: transformer, hidden: 30}", "mil.hidden (30) must be a multiple of "
                                                   "mil.transformer_heads (4)"),
     ]:  # fmt: skip
