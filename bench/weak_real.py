@@ -138,7 +138,7 @@ def cut_regions(
     """Each slide's tiles grouped by region: the bag table and each bag's IDC tiles."""
     idc = {(str(p), int(x), int(y)) for p, x, y in patches.loc[patches.label == 1, ["patient_id", "x", "y"]].itertuples(index=False)}  # fmt: skip
     rows, inside = [], {}
-    tiles_out = workdir / "bench" / "tiles"
+    tiles_out = workdir / "bench" / variant(args) / "tiles"
     tiles_out.mkdir(parents=True, exist_ok=True)
     for slide in sheet.itertuples():
         tiles = pd.read_parquet(workdir / "results" / "tiles" / f"{slide.slide_id}.parquet")
@@ -160,12 +160,23 @@ def cut_regions(
     return table.reset_index(drop=True), inside
 
 
+def variant(args: argparse.Namespace) -> str:
+    """The folder of one task's bags and models under ``<workdir>/bench``."""
+    return f"{'hard' if args.hard else 'regions'}_{args.region_um:.0f}um"
+
+
 def write_region_features(
-    workdir: Path, folder: Path, table: pd.DataFrame, name: str, *, context: bool = False
+    workdir: Path,
+    folder: Path,
+    table: pd.DataFrame,
+    name: str,
+    args: argparse.Namespace,
+    *,
+    context: bool = False,
 ) -> Path:
     """Each region's rows of its slide's feature file, as a feature file of its own
     (``context``: each tile with its neighbours' mean, from the whole slide)."""
-    out = workdir / "bench" / f"features_{name}"
+    out = workdir / "bench" / variant(args) / f"features_{name}"
     out.mkdir(parents=True, exist_ok=True)
     expect = {"encoder_id": folder.name}
     cache: dict[str, Any] = {}
@@ -290,13 +301,13 @@ def main() -> None:
         f"tiles a bag; IDC share of a positive bag's tiles: median {pos.idc_share.median():.2f}",
         flush=True,
     )  # fmt: skip
-    sources = {n: FeatureSource(write_region_features(workdir, f, table, n)) for n, f in folders.items()}  # fmt: skip
+    sources = {n: FeatureSource(write_region_features(workdir, f, table, n, args)) for n, f in folders.items()}  # fmt: skip
     if any(a.endswith("_ctx") for a in args.arms):  # tiles with their neighbourhood
-        ctx = write_region_features(workdir, folders["ssl"], table, "ssl_ctx", context=True)
+        ctx = write_region_features(workdir, folders["ssl"], table, "ssl_ctx", args, context=True)
         sources["ssl_ctx"] = FeatureSource(ctx)
-    tiles = TileSource(workdir / "bench" / "tiles")
+    tiles = TileSource(workdir / "bench" / variant(args) / "tiles")
     ssl_encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
-    out = workdir / "bench" / ("hard" if args.hard else "regions")
+    out = workdir / "bench" / variant(args)
     mil = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["mil"]
     results: dict[str, dict[str, float]] = {}
     os.chdir(workdir)  # the tile tables name their slides as the workflow wrote them

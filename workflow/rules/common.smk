@@ -321,6 +321,8 @@ FEATURE_SOURCE = resolve_source(
     hub_error=_hub_error(config["features"], config["features"]["model"]),
 )
 FEATURES = {**config["features"], "source": FEATURE_SOURCE.source}
+if FEATURES["context"] == "none":  # as before the option: no rerun of finished extractions
+    del FEATURES["context"]
 
 
 def _train_start():
