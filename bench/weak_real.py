@@ -24,8 +24,7 @@ What it does, in ``--workdir``:
      inheriting its bag's label (``--tile-epochs`` epochs, 4: 2 cores' time) (``mil.model: topk`` with ``select: random``), the bag's answer
      the mean over its tiles;
    - ``mean_random``, ``abmil_random``: mean pooling and ABMIL on the random-init features;
-   - ``mean_ssl``, ``abmil_ssl``: the same on the cohort's own encoder (``abmil_ssl`` is what
-     ``snakemake mil`` does with no model settings, when ``mil.model`` is left at abmil);
+   - ``mean_ssl``, ``abmil_ssl``: the same on the cohort's own encoder;
    - ``abmil_ssl_ctx``: ABMIL on the cohort's encoder with context (``features.context:
      neighbours``, ``features.extract.with_context``): each tile's features beside the mean of
      its 8 neighbours' on the whole slide's tile grid (600 um of tissue around a 200 um tile);
@@ -39,7 +38,7 @@ What it does, in ``--workdir``:
 Prints one line per model (out-of-fold AUC, balanced accuracy at 0.5, attention, minutes);
 the last line ``auc_colour= auc_naive_tiles= auc_default_before= auc_default= auc_best= best=
 attention_in_idc=`` (``default_before``: ABMIL on random-init features; ``default``: the
-model ``mil.model`` names by default, on the default features). Not a test: run it by hand,
+model ``mil.model`` names by default, on the default features: ``abmil_ssl_ctx``). Not a test: run it by hand,
 
     flock /tmp/histodetect-heavy.lock .venv/bin/python bench/weak_real.py
 """
@@ -110,7 +109,8 @@ def run_features(workdir: Path, source: str, cores: int, seed: int) -> Path:
         "split": {"test_fraction": 0.0, "stratify_by": None},
         "folds": 5,
         "seed": seed,
-        "features": {"source": source, "device": "cpu"},
+        # each tile alone: the ctx arm adds the neighbourhood (what features.context does)
+        "features": {"source": source, "device": "cpu", "context": "none"},
         "mil": {"enabled": True, "device": "cpu"},
     }
     config = workdir / f"config_{source}.yaml"
@@ -308,7 +308,8 @@ def main() -> None:
     tiles = TileSource(workdir / "bench" / variant(args) / "tiles")
     ssl_encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
     out = workdir / "bench" / variant(args)
-    mil = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["mil"]
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    mil = shipped["mil"]
     results: dict[str, dict[str, float]] = {}
     os.chdir(workdir)  # the tile tables name their slides as the workflow wrote them
     for arm in args.arms:
@@ -347,7 +348,10 @@ def main() -> None:
             f"{attention[0]:.3f} (ceiling {attention[1]:.3f}) ({(time.perf_counter() - t0) / 60:.1f} min)",
             flush=True,
         )  # fmt: skip
-    default = f"{mil['model']}_ssl"
+    # what snakemake mil does with no model settings: mil.model on the default features
+    default = f"{mil['model']}_ssl" + (
+        "_ctx" if shipped["features"]["context"] == "neighbours" else ""
+    )
     best = max((a for a in results if a != "colour"), key=lambda a: results[a]["auc"])
     get = lambda a, k="auc": results.get(a, {}).get(k, float("nan"))  # noqa: E731
     print(

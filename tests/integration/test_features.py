@@ -33,7 +33,8 @@ def _configure(workdir: Path, features: dict, ssl: dict | None = None, train: di
 
 
 def test_features_from_the_cohorts_own_encoder(run_copy: Path) -> None:
-    _configure(run_copy, {"source": "ssl", "batch_size": 64, "num_workers": 0}, SSL)
+    plain = {"source": "ssl", "batch_size": 64, "num_workers": 0, "context": "none"}
+    _configure(run_copy, plain, SSL)
     snakemake(run_copy, "features")
     res = run_copy / "results"
     split = pd.read_csv(res / "splits" / "split.tsv", sep="\t", dtype=str)
@@ -73,7 +74,7 @@ def test_features_from_the_cohorts_own_encoder(run_copy: Path) -> None:
     np.testing.assert_allclose(data.features[:, :512], plain, atol=1e-2)
     expected = with_context(plain, data.grid["row"], data.grid["col"])[:, 512:]
     np.testing.assert_allclose(data.features[:, 512:], expected, atol=2e-2)
-    _configure(run_copy, {"context": "none"})
+    _configure(run_copy, {"context": "none"})  # the rest of the test: the plain folder
 
     # The fold models can start from it; a larger tile makes a new feature folder.
     _configure(run_copy, {}, None, {"init": "ssl"})

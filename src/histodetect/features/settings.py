@@ -112,7 +112,7 @@ def spec_from_config(features: dict[str, Any], seed: int, ssl_path: str) -> Enco
         checkpoint=checkpoint,
         input_px=features.get("input_px"),
         seed=seed,
-        context=features.get("context") or "none",
+        context=features.get("context") or "none",  # absent: as before the option
     )
 
 
