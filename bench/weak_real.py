@@ -49,9 +49,10 @@ median IDC share 0.64); out-of-fold AUC colour 0.856, naive_tiles 0.886, mean_ra
 abmil_random 0.887, mean_ssl 0.915, abmil_ssl 0.909, abmil_ssl_ctx 0.933, topk_ssl 0.894
 (4 epochs); attention in IDC (ceiling 0.891) naive 0.760, abmil_random 0.702, abmil_ssl 0.675,
 abmil_ssl_ctx 0.739, topk_ssl 0.768. The first run, begun before ``features.context:
-neighbours`` became the default, printed ``auc_colour=0.856 auc_naive_tiles=0.886
-auc_default_before=0.887 auc_default=0.909 auc_best=0.933 best=abmil_ssl_ctx
-attention_in_idc=0.675`` (its default then: abmil_ssl). The self-supervised encoder saw every
+neighbours`` became the default, printed its default then (abmil_ssl, 0.909); the run
+again on its finished folds (every model resumed from its ``last.pt``, the figures the same)
+printed ``auc_colour=0.856 auc_naive_tiles=0.886 auc_default_before=0.887
+auc_default=0.933 auc_best=0.933 best=abmil_ssl_ctx attention_in_idc=0.739``. The self-supervised encoder saw every
 patient's tiles without labels (split.test_fraction 0, as ``snakemake mil`` does on a small
 cohort); the bag models never saw a held-out patient's label.
 """
