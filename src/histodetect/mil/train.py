@@ -20,6 +20,7 @@ from histodetect.errors import SplitError
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
 from histodetect.mil.models import BagModel, MilTask
+from histodetect.training.ema import WeightEMA
 from histodetect.training.loop import (
     FitState,
     make_scheduler,
@@ -141,7 +142,6 @@ def train_mil_fold(
     out-of-fold decision is chosen from) and ``training_metrics.json``; returns the metrics.
     The model records the groups it trained on (``train_patients``).
     """
-    out_dir = Path(out_dir)
     train, val = fold_bags(folds, fold)
     task = MilTask(cfg.task, classes)
     device = resolve_device(cfg.device)
@@ -152,35 +152,70 @@ def train_mil_fold(
         layers=cfg.transformer_layers, heads=cfg.transformer_heads,
     )  # fmt: skip
     model.shift, model.scale = tile_stats(source, train)
-    model = model.to(device)
+    return fit_fold(
+        model.to(device), cfg, fold, train, val, task, Path(out_dir),
+        epoch=lambda state, class_w, rng: _epoch(
+            state, train, source, task, cfg, class_w, rng, device
+        ),
+        validate=lambda net: _validate(net, val, source, task, device),
+        mlflow_uri=mlflow_uri, experiment=experiment, tb_dir=tb_dir, extra_meta=extra_meta,
+    )  # fmt: skip
+
+
+def fit_fold(
+    model: nn.Module,
+    cfg: Any,
+    fold: int,
+    train: list[Bag],
+    val: list[Bag],
+    task: MilTask,
+    out_dir: Path,
+    *,
+    epoch: Callable[[FitState, np.ndarray, np.random.Generator], float],
+    validate: Callable[[nn.Module], tuple[float, np.ndarray]],
+    select: Callable[[nn.Module], tuple[float, np.ndarray]] | None = None,
+    family_meta: dict[str, Any] | None = None,
+    model_format: str = FORMAT,
+    ema_decay: float | None = None,
+    mlflow_uri: str,
+    experiment: str,
+    tb_dir: Path,
+    extra_meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fold loop every slide-label family shares: AdamW with a cosine schedule (a weight
+    average with ``ema_decay``), ``last.pt`` resume, ``epoch(state, class_w, rng)`` then
+    ``select(net)`` (default ``validate``) each epoch, early stopping on validation AUC (ties
+    by loss), one MLflow run and TensorBoard events, then :func:`save_fold` with
+    ``validate``. ``cfg``: the family's options (``lr``, ``weight_decay``, ``epochs``,
+    ``early_stopping_patience``, ``seed``, ``resume_key()``); ``family_meta``: what its
+    loader needs beside the architecture."""
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
-    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    resumed = resume(out_dir / "last.pt", cfg.resume_key(), state)
-    counts, class_w = class_weights(train, task.k)
-    groups = sorted({b.group for b in train})
-    meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
-    meta |= {"train_patients": groups, "config": dataclasses.asdict(cfg), **(extra_meta or {})}
-    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
-    params |= {f"n_class_{c}": int(n) for c, n in zip(classes, counts, strict=True)}
-    logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
+    ema = WeightEMA(model, ema_decay) if ema_decay else None
+    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
     last, key = out_dir / "last.pt", cfg.resume_key()
+    resumed = resume(last, key, state)
+    counts, class_w = class_weights(train, task.k)
+    meta = {"fold": fold, "task": task.kind, "classes": task.classes, "arch": model.arch}
+    meta |= {**(family_meta or {}), "train_patients": sorted({b.group for b in train})}
+    meta |= {"config": dataclasses.asdict(cfg), **(extra_meta or {})}
+    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
+    params |= {f"n_class_{c}": int(n) for c, n in zip(task.classes, counts, strict=True)}
+    logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
+    select = select or validate
     with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
-        for epoch in range(state.epoch + 1, cfg.epochs):
+        for n in range(state.epoch + 1, cfg.epochs):
             if state.stop_early(cfg.early_stopping_patience):
                 break
-            rng = np.random.default_rng([cfg.seed, fold, epoch])
-            train_loss = _epoch(state, train, source, task, cfg, class_w, rng, device)
-            val_loss, probs = _validate(model, val, source, task, device)
+            train_loss = epoch(state, class_w, np.random.default_rng([cfg.seed, fold, n]))
+            val_loss, probs = select(state.net)
             auc = auc_of(np.array([b.y for b in val]), probs)
             score = [auc if np.isfinite(auc) else -1.0, -val_loss]
             row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
             row["lr"] = opt.param_groups[0]["lr"]
-            record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
-            log.info("fold %d epoch %d: %s", fold, epoch, row)
-        metrics = save_fold(
-            state, val, task, out_dir, meta, lambda net: _validate(net, val, source, task, device)
-        )
+            record_epoch(state, n, score, row, last=last, resume_key=key, logger=logger)
+            log.info("fold %d epoch %d: %s", fold, n, row)
+        metrics = save_fold(state, val, task, out_dir, meta, validate, model_format)
         logger.finish(metrics, out_dir / "model.pt")
     return metrics
 

@@ -31,19 +31,13 @@ from histodetect.errors import InputError
 from histodetect.mil.data import Bag
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import SCORES, TileSource, draw_images, grid_side
-from histodetect.mil.train import auc_of, class_weights, fold_bags, save_fold
+from histodetect.mil.train import fit_fold, fold_bags
 from histodetect.training.data import normalize_batch
-from histodetect.training.ema import WeightEMA
 from histodetect.training.loop import (
     FitState,
-    make_scheduler,
-    record_epoch,
-    resume,
     seed_all,
-    tracked_run,
 )
 from histodetect.training.model import feature_width, load_backbone_weights, resolve_device
-from histodetect.training.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 FORMAT = "histodetect-mil-concat-1"
@@ -175,7 +169,6 @@ def train_concat_fold(
     """Train on the labelled training bags outside ``fold``, select on those inside it; write
     ``last.pt``, ``model.pt``, ``val_predictions.parquet`` and ``training_metrics.json`` as
     :func:`histodetect.mil.train.train_mil_fold` does; return the metrics."""
-    out_dir = Path(out_dir)
     train, val = fold_bags(folds, fold)
     task = MilTask(cfg.task, classes)
     device = resolve_device(cfg.device)
@@ -184,39 +177,16 @@ def train_concat_fold(
         cfg.backbone, task.outputs, ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
         pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
     ).to(device)  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
-    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay else None
-    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
-    last, key = out_dir / "last.pt", cfg.resume_key()
-    resumed = resume(last, key, state)
-    counts, class_w = class_weights(train, task.k)
-    meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
-    meta |= {"k": cfg.k, "score": cfg.score, "draws": cfg.draws, "seed": cfg.seed}
-    meta |= {"train_patients": sorted({b.group for b in train})}
-    meta |= {"config": dataclasses.asdict(cfg), **(extra_meta or {})}
-    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
-    params |= {f"n_class_{c}": int(n) for c, n in zip(classes, counts, strict=True)}
-    logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
-    with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
-        for epoch in range(state.epoch + 1, cfg.epochs):
-            if state.stop_early(cfg.early_stopping_patience):
-                break
-            rng = np.random.default_rng([cfg.seed, fold, epoch])
-            train_loss = _epoch(state, train, source, task, cfg, class_w, rng, device)
-            val_loss, probs = _validate(state.net, val, source, task, cfg, device)
-            auc = auc_of(np.array([b.y for b in val]), probs)
-            score = [auc if np.isfinite(auc) else -1.0, -val_loss]
-            row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
-            row["lr"] = opt.param_groups[0]["lr"]
-            record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
-            log.info("fold %d epoch %d: %s", fold, epoch, row)
-        metrics = save_fold(
-            state, val, task, out_dir, meta,
-            lambda net: _validate(net, val, source, task, cfg, device), FORMAT,
-        )  # fmt: skip
-        logger.finish(metrics, out_dir / "model.pt")
-    return metrics
+    return fit_fold(
+        model, cfg, fold, train, val, task, Path(out_dir),
+        epoch=lambda state, class_w, rng: _epoch(
+            state, train, source, task, cfg, class_w, rng, device
+        ),
+        validate=lambda net: _validate(net, val, source, task, cfg, device),
+        family_meta={"k": cfg.k, "score": cfg.score, "draws": cfg.draws, "seed": cfg.seed},
+        model_format=FORMAT, ema_decay=cfg.ema_decay,
+        mlflow_uri=mlflow_uri, experiment=experiment, tb_dir=tb_dir, extra_meta=extra_meta,
+    )  # fmt: skip
 
 
 def _epoch(
@@ -271,12 +241,6 @@ def _validate(
     )
     truth = probs[np.arange(len(bags)), [b.y for b in bags]]
     return float(-np.log(np.clip(truth, 1e-7, 1)).mean()), probs
-
-
-def is_concat_model(path: str | Path) -> bool:
-    """Whether ``path`` holds a summary-image model (else a bag model over features)."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return blob.get("format") == FORMAT
 
 
 def load_concat_model(path: str | Path) -> tuple[SummaryImageNet, MilTask, dict[str, Any]]:

@@ -30,18 +30,13 @@ import torch
 from histodetect.mil.data import Bag
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import TileSource, d4
-from histodetect.mil.train import auc_of, class_weights, fold_bags, save_fold
+from histodetect.mil.train import fit_fold, fold_bags
 from histodetect.mil.train_concat import SummaryImageNet, bag_rng
 from histodetect.training.loop import (
     FitState,
-    make_scheduler,
-    record_epoch,
-    resume,
     seed_all,
-    tracked_run,
 )
 from histodetect.training.model import resolve_device
-from histodetect.training.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 FORMAT = "histodetect-mil-topk-1"
@@ -120,7 +115,7 @@ def bag_answer(
     task: MilTask,
     source: TileSource,
     bag: Bag,
-    k: int,
+    k: int | None,
     device: torch.device,
     index: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -132,8 +127,9 @@ def bag_answer(
     return top_mean(probs, task, k), probs
 
 
-def top_mean(probs: np.ndarray, task: MilTask, k: int) -> np.ndarray:
-    """The mean class probabilities ``(K,)`` of the ``k`` top-scored tiles of ``(n, K)``."""
+def top_mean(probs: np.ndarray, task: MilTask, k: int | None) -> np.ndarray:
+    """The mean class probabilities ``(K,)`` of the ``k`` top-scored tiles of ``(n, K)``
+    (None: of all)."""
     return probs[np.argsort(-tile_score(probs, task), kind="stable")[:k]].mean(0)
 
 
@@ -153,7 +149,6 @@ def train_topk_fold(
     """Train on the labelled training bags outside ``fold``, select on those inside it; write
     ``last.pt``, ``model.pt``, ``val_predictions.parquet`` and ``training_metrics.json`` as
     :func:`histodetect.mil.train.train_mil_fold` does; return the metrics."""
-    out_dir = Path(out_dir)
     train, val = fold_bags(folds, fold)
     task = MilTask(cfg.task, classes)
     device = resolve_device(cfg.device)
@@ -162,37 +157,17 @@ def train_topk_fold(
         cfg.backbone, task.outputs, ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
         pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, kind="topk",
     ).to(device)  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
-    state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False))
-    last, key = out_dir / "last.pt", cfg.resume_key()
-    resumed = resume(last, key, state)
-    _, class_w = class_weights(train, task.k)
-    meta = {"fold": fold, "task": cfg.task, "classes": classes, "arch": model.arch}
-    meta |= {"k": cfg.k, "select": cfg.select, "seed": cfg.seed}
-    meta |= {"train_patients": sorted({b.group for b in train})}
-    meta |= {"config": dataclasses.asdict(cfg), **(extra_meta or {})}
-    params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
-    logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
-    with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
-        for epoch in range(state.epoch + 1, cfg.epochs):
-            if state.stop_early(cfg.early_stopping_patience):
-                break
-            rng = np.random.default_rng([cfg.seed, fold, epoch])
-            train_loss = _epoch(state, train, source, task, cfg, class_w, rng, device)
-            val_loss, probs = _validate(state.net, val, source, task, cfg, device, capped=True)
-            auc = auc_of(np.array([b.y for b in val]), probs)
-            score = [auc if np.isfinite(auc) else -1.0, -val_loss]
-            row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
-            row["lr"] = opt.param_groups[0]["lr"]
-            record_epoch(state, epoch, score, row, last=last, resume_key=key, logger=logger)
-            log.info("fold %d epoch %d: %s", fold, epoch, row)
-        metrics = save_fold(
-            state, val, task, out_dir, meta,
-            lambda net: _validate(net, val, source, task, cfg, device, capped=False), FORMAT,
-        )  # fmt: skip
-        logger.finish(metrics, out_dir / "model.pt")
-    return metrics
+    return fit_fold(
+        model, cfg, fold, train, val, task, Path(out_dir),
+        epoch=lambda state, class_w, rng: _epoch(
+            state, train, source, task, cfg, class_w, rng, device
+        ),
+        validate=lambda net: _validate(net, val, source, task, cfg, device, capped=False),
+        select=lambda net: _validate(net, val, source, task, cfg, device, capped=True),
+        family_meta={"k": cfg.k, "select": cfg.select, "seed": cfg.seed},
+        model_format=FORMAT,
+        mlflow_uri=mlflow_uri, experiment=experiment, tb_dir=tb_dir, extra_meta=extra_meta,
+    )  # fmt: skip
 
 
 def _selected(
@@ -269,23 +244,18 @@ def _validate(
         n = len(source.table(bag))
         if capped and n > cfg.score_tiles:
             index = np.sort(bag_rng(cfg.seed, bag.bag_id).choice(n, cfg.score_tiles, replace=False))
-        probs.append(bag_answer(model, task, source, bag, _k(cfg), device, index)[0])
+        probs.append(
+            bag_answer(model, task, source, bag, answer_k(cfg.select, cfg.k), device, index)[0]
+        )
     out = np.array(probs)
     truth = out[np.arange(len(bags)), [b.y for b in bags]]
     return float(-np.log(np.clip(truth, 1e-7, 1)).mean()), out
 
 
-def _k(cfg: TopkConfig | dict[str, Any]) -> int:
-    """Tiles a bag's answer averages: ``k`` top tiles, or all (a large k) for ``random``."""
-    select = cfg["select"] if isinstance(cfg, dict) else cfg.select
-    k = cfg["k"] if isinstance(cfg, dict) else cfg.k
-    return k if select == "top" else 1 << 30
-
-
-def is_topk_model(path: str | Path) -> bool:
-    """Whether ``path`` holds a top-k tile model."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return blob.get("format") == FORMAT
+def answer_k(select: str, k: int) -> int | None:
+    """Tiles a bag's answer averages: its ``k`` top tiles, or all of them (None) when
+    training drew random tiles (``select: random``, the naive tile classifier)."""
+    return k if select == "top" else None
 
 
 def load_topk_model(path: str | Path) -> tuple[SummaryImageNet, MilTask, dict[str, Any]]:
@@ -321,7 +291,7 @@ class TopkScorer:
 
     def score(self, bag: Bag) -> tuple[np.ndarray, int]:
         """``(folds, K)`` probabilities and the bag's tile count."""
-        probs, k = self.tile_probs(bag), _k(self.meta)
+        probs, k = self.tile_probs(bag), answer_k(self.meta["select"], self.meta["k"])
         task = self.loaded[0][1]
         return np.array([top_mean(p, task, k) for p in probs]), probs.shape[1]
 
