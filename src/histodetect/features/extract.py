@@ -78,24 +78,23 @@ def extract_features(
 
 def with_context(features: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
     """Each tile's features beside the mean of its tissue neighbours' (8-connected on the
-    slide's tile grid; its own when it has none): ``(n, 2 * dim)`` float32."""
+    slide's tile grid; its own when it has none): ``(n, 2 * dim)`` float32. Memory: the
+    features twice and one int index per grid cell."""
     x = np.asarray(features, np.float32)
     if not len(x):
         return np.empty((0, 2 * x.shape[1]), np.float32)
-    r0, c0 = int(row.min()), int(col.min())
-    grid_sum = np.zeros((int(row.max()) - r0 + 3, int(col.max()) - c0 + 3, x.shape[1]), np.float64)
-    grid_n = np.zeros(grid_sum.shape[:2])
-    rr, cc = row - r0 + 1, col - c0 + 1  # a border of one cell: every neighbour index exists
-    np.add.at(grid_sum, (rr, cc), x)
-    np.add.at(grid_n, (rr, cc), 1)
-    total, count = np.zeros((len(x), x.shape[1])), np.zeros(len(x))
+    r, c = row - row.min() + 1, col - col.min() + 1  # a border of one cell: no index falls off
+    index = np.full((int(r.max()) + 2, int(c.max()) + 2), -1, np.int64)
+    index[r, c] = np.arange(len(x))
+    total, count = np.zeros_like(x), np.zeros(len(x), np.float32)
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
-            if dr or dc:
-                total += grid_sum[rr + dr, cc + dc]
-                count += grid_n[rr + dr, cc + dc]
+            near = index[r + dr, c + dc]
+            found = (near >= 0) & bool(dr or dc)
+            total[found] += x[near[found]]
+            count += found
     around = np.where(count[:, None] > 0, total / np.maximum(count, 1)[:, None], x)
-    return np.concatenate([x, around.astype(np.float32)], 1)
+    return np.concatenate([x, around], 1)
 
 
 def extract_slide(
