@@ -25,7 +25,7 @@ with rule_context(snakemake):
     weigh = tile_weights(paths, tiles)
     if weigh is not None:
         log.info("%s: %s", slide, weigh[1])
-        feats, attention, n = slide_attention(None, source, bag, slide, weights=weigh[0](bag))
+        feats, attention, n = slide_attention(None, source, bag, slide, weights=weigh[0](bag, None))
     else:
         models = [load_mil_model(p)[:2] for p in paths]
         feats, attention, n = slide_attention(models, source, bag, slide)

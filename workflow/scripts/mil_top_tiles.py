@@ -12,7 +12,7 @@ from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.figures import labelled, read_predictions
 from histodetect.mil.summary_image import TileSource
-from histodetect.mil.tile_models import model_fold, tile_model_kind, tile_weights
+from histodetect.mil.tile_models import tile_weights
 from histodetect.mil.top_tiles import (
     pick_bags,
     scoring_models,
@@ -22,6 +22,7 @@ from histodetect.mil.top_tiles import (
 )
 from histodetect.mil.train import load_mil_model
 from histodetect.runner import rule_context
+from histodetect.training.thresholds import model_meta
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
@@ -29,10 +30,9 @@ with rule_context(snakemake):
     table = read_predictions(snakemake.input.predictions)
     classes = json.loads(Path(snakemake.input.metrics).read_text())["classes"]
     paths = list(snakemake.input.models)
-    model_folds = [model_fold(p) for p in paths]
-    tile_source = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
-    reads_tiles = tile_model_kind(paths[0]) is not None
-    models = [] if reads_tiles else [load_mil_model(p)[:2] for p in paths]
+    model_folds = [int(model_meta(p)["fold"]) for p in paths]
+    weigh = tile_weights(paths, TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir))
+    models = [] if weigh else [load_mil_model(p)[:2] for p in paths]
     source = FeatureSource(
         snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}
     )
@@ -42,12 +42,11 @@ with rule_context(snakemake):
     rows = []
     for bag_id in pick_bags(part, classes, snakemake.params.bags):
         row, bag = part[part.bag_id == bag_id].iloc[0], bags[bag_id]
-        if reads_tiles:
-            weigh = tile_weights(scoring_models(paths, model_folds, bag), tile_source)
-            weights = weigh[0](bag)  # type: ignore[index]
+        which = scoring_models(range(len(paths)), model_folds, bag)  # its own fold's, or all
+        if weigh:
+            weights = weigh[0](bag, which)
             tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weights)
         else:
-            use = scoring_models(models, model_folds, bag)
-            tiles = top_tiles(use, source, bag, snakemake.params.tiles)
+            tiles = top_tiles([models[i] for i in which], source, bag, snakemake.params.tiles)
         rows.append((bag_id, row.label, row.call, tiles))
     top_tiles_png(rows, snakemake.params.slide_paths, snakemake.output.png, split=split)

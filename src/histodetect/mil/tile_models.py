@@ -23,12 +23,6 @@ def tile_model_kind(path: str | Path) -> str | None:
     return KINDS.get(blob.get("format"))
 
 
-def model_fold(path: str | Path) -> int:
-    """The fold a slide-label fold model (of any family) was trained for."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    return int(blob["meta"]["fold"])
-
-
 def tile_scorer(
     paths: Sequence[str | Path], source: TileSource
 ) -> train_concat.ConcatScorer | train_topk.TopkScorer | None:
@@ -42,18 +36,21 @@ def tile_scorer(
 
 def tile_weights(
     paths: Sequence[str | Path], source: TileSource
-) -> tuple[Callable[[Bag], np.ndarray], str] | None:
-    """A bag's tile weights by the fold models and what they are (None: a bag model, whose
-    attention its own forward pass gives): the occlusion effect of each drawn tile (concat),
-    each tile's own score (topk)."""
+) -> tuple[Callable[[Bag, Sequence[int] | None], np.ndarray], str] | None:
+    """``weigh(bag, which)``, a bag's tile weights by the fold models (``which``: the indices of
+    ``paths`` to use, None: all), and what they are; None for a bag model, whose attention its
+    own forward pass gives. Concat: the occlusion effect of each drawn tile; topk: each tile's
+    own score. The models are loaded once."""
     kind = tile_model_kind(paths[0])
     if kind == "concat":
         loaded = [train_concat.load_concat_model(p) for p in paths]
         pairs, meta = [m[:2] for m in loaded], loaded[0][2]
-        return (
-            lambda bag: train_concat.occlusion_weights(pairs, source, bag, meta),
-            "summary-image model, attention = occlusion effect in the draws",
-        )
+
+        def occlusion(bag: Bag, which: Sequence[int] | None) -> np.ndarray:
+            chosen = pairs if which is None else [pairs[i] for i in which]
+            return train_concat.occlusion_weights(chosen, source, bag, meta)
+
+        return occlusion, "summary-image model, attention = occlusion effect in the draws"
     if kind == "topk":
         scorer = train_topk.TopkScorer(paths, source)
         return scorer.weights, "top-k tile model, attention = each tile's own score"
