@@ -321,7 +321,9 @@ FEATURE_SOURCE = resolve_source(
     hub_error=_hub_error(config["features"], config["features"]["model"]),
 )
 FEATURES = {**config["features"], "source": FEATURE_SOURCE.source}
-if FEATURES["context"] == "none":  # as before the option: no rerun of finished extractions
+if (
+    FEATURES["context"] == "none"
+):  # as before the option: no rerun of finished extractions
     del FEATURES["context"]
 
 
@@ -340,15 +342,16 @@ def _train_start():
         "checkpoint": train.get("checkpoint"),
         "pretrained": train.get("pretrained"),
     }
+    points = POINTS_MODE and not PATCH_LABELS
     choice = resolve_source(
-        section, hub_error=_hub_error(section, train.get("backbone", "resnet18"))
+        section,
+        hub_error=_hub_error(section, train.get("backbone", "resnet18")),
+        key="train.init",
     )
     if choice.source != "ssl":
-        return None, choice.reason.replace("source auto", "train.init auto")
-    if POINTS_MODE and not PATCH_LABELS:
-        return "ssl", choice.reason.replace(
-            "source auto", "train.init auto, points mode"
-        )
+        return None, choice.reason
+    if points:
+        return "ssl", choice.reason
     mode = "patch" if PATCH_LABELS else "box"
     return (
         None,

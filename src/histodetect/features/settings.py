@@ -64,13 +64,16 @@ class SourceChoice:
     reason: str
 
 
-def resolve_source(section: dict[str, Any], *, hub_error: str | None = None) -> SourceChoice:
+def resolve_source(
+    section: dict[str, Any], *, hub_error: str | None = None, key: str = "source"
+) -> SourceChoice:
     """The encoder of a config section with ``source`` (``features`` or ``train``).
 
     ``auto``, the default, never starts from random weights: a local ``checkpoint`` when one
     is given, else timm's hub weights when ``pretrained`` is set and the hub answered
     (``hub_error``: why it did not, from :func:`histodetect.features.encoder.hub_error`),
     else the cohort's own self-supervised encoder. Any other source is taken as given.
+    ``key`` names the setting in the reason (``train.init`` for the tile classifiers).
     """
     source = section.get("source", "auto")
     if source != "auto":
@@ -85,13 +88,13 @@ def resolve_source(section: dict[str, Any], *, hub_error: str | None = None) -> 
         }
         return SourceChoice(source, reasons.get(source, source))
     if section.get("checkpoint"):
-        return SourceChoice("checkpoint", "a local weights file (source auto, checkpoint is set)")
+        return SourceChoice("checkpoint", f"a local weights file ({key} auto, checkpoint is set)")
     own = "the cohort's own self-supervised encoder (rule pretrain_encoder)"
     if section.get("pretrained"):
         if hub_error is None:
-            return SourceChoice("timm", "timm's hub weights (source auto, pretrained: true)")
+            return SourceChoice("timm", f"timm's hub weights ({key} auto, pretrained: true)")
         return SourceChoice("ssl", f"{own}: timm's hub could not be reached ({hub_error})")
-    return SourceChoice("ssl", f"{own} (source auto, no checkpoint, pretrained: false)")
+    return SourceChoice("ssl", f"{own} ({key} auto, no checkpoint, pretrained: false)")
 
 
 def spec_from_config(features: dict[str, Any], seed: int, ssl_path: str) -> EncoderSpec:
