@@ -190,7 +190,8 @@ def test_topk_fine_tunes_the_cohorts_encoder_from_bag_labels(
     proc = snakemake(workdir, "mil", "--config", topk)
     chosen = [line for line in proc.stderr.splitlines() if "slide-label features" in line]
     assert chosen and chosen[0].endswith("mil.model topk fine-tunes it from the bag labels")
-    ran = {line.split()[-1] for line in proc.stderr.splitlines() if line.startswith("rule ")}
+    ran = {line.split()[-1] for line in proc.stderr.splitlines() if line.startswith(("rule ", "localrule "))}  # fmt: skip
+    assert "train_mil:" in ran and "mil_ensemble:" in ran  # the rule lines were read
     assert "pretrain_encoder:" not in ran and "extract_features:" not in ran  # reused
     res = workdir / "results" / "mil"
     encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"

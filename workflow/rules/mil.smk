@@ -16,7 +16,9 @@ checkpoint mil_folds:
     conda:
         "../../envs/tiling.yaml"
     params:
-        mil=MIL,
+        # what the folds depend on: a new bag model must not redraw them (and so rerun
+        # pretrain_encoder, which learns on their training patients, and the features)
+        mil={key: MIL.get(key) for key in ("bag", "classes", "task")},
         split=config["split"],
         folds=config["folds"],
         seed=config["seed"],
