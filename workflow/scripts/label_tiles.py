@@ -7,7 +7,7 @@ import pandas as pd
 
 from histodetect.annotations.formats import ImportSettings
 from histodetect.annotations.labels import LabelSettings, label_tiles
-from histodetect.annotations.lesions import check_inside, read_cohort_annotations
+from histodetect.annotations.lesions import clip_to_slide, read_cohort_annotations
 from histodetect.io import atomic_path
 from histodetect.runner import log, rule_context
 
@@ -15,17 +15,21 @@ with rule_context(snakemake):
     slide = snakemake.wildcards.slide
     sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str)
     info = json.loads(Path(snakemake.input.summary).read_text())
+    settings = ImportSettings(**snakemake.params.annotation_import)
     annotations = read_cohort_annotations(
         sheet,
         None,
-        ImportSettings(**snakemake.params.annotation_import),
+        settings,
         slides=[slide],
         mpps={slide: info.get("mpp")},
         box_index=snakemake.input.boxes,
     )
     if "width" in info:  # a slide left out by tile_slide has no geometry (and no tiles)
         points = snakemake.params.labels["overlap"] == "point"
-        check_inside(annotations, info["width"], info["height"], centres=points)
+        annotations = clip_to_slide(
+            annotations, info["width"], info["height"], centres=points,
+            tolerance=settings.edge_tolerance,
+        )  # fmt: skip
     tiles = pd.read_parquet(snakemake.input.tiles)
     labelled = label_tiles(tiles, annotations, LabelSettings(**snakemake.params.labels))
     log.info(

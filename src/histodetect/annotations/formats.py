@@ -50,6 +50,8 @@ class ImportSettings:
         aperio_class: where an ImageScope region's class comes from: ``none`` (every region
             ``default_class``), ``name`` (its layer's ``Name``), ``text`` (its ``Text``) or
             ``attribute:KEY`` (the ``Value`` of its or its layer's attribute ``KEY``).
+        edge_tolerance: how far past the slide's edge an outline may reach and be clipped to
+            it, as a share of the slide's shorter side; further is a wrong scale or level.
     """
 
     format: str = "auto"
@@ -57,12 +59,15 @@ class ImportSettings:
     point_radius_um: float = 16.0
     default_class: str = "lesion"
     aperio_class: str = "none"
+    edge_tolerance: float = 0.05
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", *FORMATS):
             raise AnnotationError("config", f"annotation format {self.format!r} not in {FORMATS}")
         if not self.scale > 0 or not self.point_radius_um > 0:
             raise AnnotationError("config", "annotation scale and point_radius_um must be > 0")
+        if not 0 <= self.edge_tolerance <= 1:
+            raise AnnotationError("config", "annotation_import.edge_tolerance must be in [0, 1]")
         how = self.aperio_class
         if how not in ("none", "name", "text") and not (
             how.startswith("attribute:") and how[len("attribute:") :]

@@ -10,6 +10,7 @@ rectangles of class ``default_class``; per-slide files come from the sample shee
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from histodetect.errors import AnnotationError, name_some
 ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
 
 DIGILUT_COLUMNS = ["filename", "x1", "x2", "y1", "y2"]
+
+log = logging.getLogger(__name__)
 
 BOX_INDEX_ROW_GROUP = 4096  # row groups with min/max slide ids: a filter skips the others
 
@@ -88,17 +91,6 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
             "y2": values["y2"].astype(float),
         }
     )
-
-
-def check_boxes_inside(boxes: pd.DataFrame, width: int, height: int, source: str | Path) -> None:
-    """Raise :class:`AnnotationError` if a box of one slide leaves its ``width x height``."""
-    out = boxes[(boxes.x2 > width) | (boxes.y2 > height) | (boxes.x1 < 0) | (boxes.y1 < 0)]
-    if len(out):
-        b = out.iloc[0]
-        raise AnnotationError(
-            source,
-            f"slide {b.slide_id}: box ({b.x1:g}, {b.y1:g}, {b.x2:g}, {b.y2:g}) lies outside the slide ({width} x {height} px)",
-        )
 
 
 def slide_name_map(samples: pd.DataFrame) -> dict[str, str]:
@@ -231,29 +223,84 @@ def read_cohort_annotations(
     return pd.concat(parts, ignore_index=True)[ANNOTATION_COLUMNS]
 
 
-def check_inside(
-    annotations: pd.DataFrame, width: int, height: int, *, centres: bool = False
-) -> None:
-    """Raise :class:`AnnotationError` naming file and item for an outline leaving the slide.
+def clip_to_slide(
+    annotations: pd.DataFrame,
+    width: int,
+    height: int,
+    *,
+    centres: bool = False,
+    tolerance: float = 0.05,
+) -> pd.DataFrame:
+    """The annotations with every outline that crosses the slide's edge clipped to it.
 
-    With ``centres`` only the middle of each outline must lie inside (point annotations:
-    a centre near the edge has a disc that reaches past it).
+    Annotators draw up to and over the border; such outlines are clipped and counted, one
+    warning line per file naming the first items. Refused (:class:`AnnotationError` naming file
+    and item) is only what cannot be a drawing on this slide: an outline with nothing inside
+    it, or one reaching further than ``tolerance`` of the slide's width or height past an edge
+    (a wrong scale or level). With ``centres`` (point annotations) the middle of each outline
+    must lie inside, and nothing is clipped (a centre near the edge has a disc past it).
     """
     if annotations.empty:
-        return
-    b = shapely.bounds(np.asarray(annotations.geometry, dtype=object))
+        return annotations
+    geoms = np.asarray(annotations.geometry, dtype=object)
+    b = shapely.bounds(geoms).reshape(-1, 4)
     if centres:
         mid = (b[:, :2] + b[:, 2:]) / 2
-        b = np.concatenate([mid, mid], axis=1)
-    out = (b[:, 0] < 0) | (b[:, 1] < 0) | (b[:, 2] > width) | (b[:, 3] > height)
-    if out.any():
-        i = int(np.flatnonzero(out)[0])
-        a = annotations.iloc[i]
-        x1, y1, x2, y2 = b[i]
-        raise AnnotationError(
-            a["source"],
-            f"{a['item']}: slide {a['slide_id']}: outline ({x1:g}, {y1:g}, {x2:g}, {y2:g}) lies outside the slide ({width} x {height} px); check the coordinate scale",
+        out = (mid[:, 0] < 0) | (mid[:, 1] < 0) | (mid[:, 0] > width) | (mid[:, 1] > height)
+        _refuse(
+            annotations, b, np.where(out, "has its centre outside the slide", ""), width, height
         )
+        return annotations
+    past = np.maximum.reduce([-b[:, 0], -b[:, 1], b[:, 2] - width, b[:, 3] - height])
+    crossing = past > 0
+    clipped = shapely.intersection(geoms[crossing], shapely.box(0, 0, width, height))
+    outside = np.zeros(len(geoms), bool)
+    outside[crossing] = shapely.area(clipped) <= 0
+    far = ~outside & (past > tolerance * min(width, height))
+    causes = np.where(outside, "lies outside the slide", "").astype(object)
+    causes[far] = [
+        f"reaches {p:g} px past the slide's edge, more than annotation_import.edge_tolerance "
+        f"({tolerance:g} of the slide's shorter side)"
+        for p in past[far]
+    ]
+    _refuse(annotations, b, causes, width, height)
+    if not crossing.any():
+        return annotations
+    out = annotations.copy()
+    out["geometry"] = pd.Series(list(geoms), index=out.index, dtype=object)
+    out.loc[crossing, "geometry"] = pd.Series(
+        [_polygonal(g) for g in clipped], index=out.index[crossing], dtype=object
+    )
+    for source, part in annotations[crossing].groupby("source", sort=False):
+        log.warning(
+            "%s: %d outlines crossed the slide edge (%d x %d px) and were clipped: %s",
+            source, len(part), width, height, name_some(part["item"]),
+        )  # fmt: skip
+    return out
+
+
+def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
+    """The areas of a clipped outline (a clip along an edge can leave lines beside them)."""
+    if geometry.geom_type in ("Polygon", "MultiPolygon"):
+        return geometry
+    parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.union_all(parts)
+
+
+def _refuse(
+    annotations: pd.DataFrame, bounds: np.ndarray, causes: np.ndarray, width: int, height: int
+) -> None:
+    """Raise for the first annotation with a cause, in file order, counting the others."""
+    bad = np.flatnonzero(causes != "")
+    if not len(bad):
+        return
+    a, (x1, y1, x2, y2) = annotations.iloc[bad[0]], bounds[bad[0]]
+    more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+    raise AnnotationError(
+        a["source"],
+        f"{a['item']}: slide {a['slide_id']}: outline ({x1:g}, {y1:g}, {x2:g}, {y2:g}) "
+        f"{causes[bad[0]]} ({width} x {height} px){more}; check the coordinate scale or level",
+    )
 
 
 def positive_slides(annotations: pd.DataFrame) -> set[str]:

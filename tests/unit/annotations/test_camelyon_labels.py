@@ -12,7 +12,7 @@ from PIL import Image
 
 from histodetect.annotations.formats import ImportSettings, read_annotation_file
 from histodetect.annotations.labels import LabelSettings, label_tiles
-from histodetect.annotations.lesions import check_inside
+from histodetect.annotations.lesions import clip_to_slide
 from histodetect.detection.overlay import overlay_png
 from histodetect.errors import AnnotationError
 from histodetect.slides.tiling import TiledSlide, TilingSettings, tile_slide
@@ -39,10 +39,10 @@ def test_outlines_fit_the_level5_slide_only_when_scaled(
     w, h = tiled.summary["width"], tiled.summary["height"]
     assert (w, h) == (3072, 7168)
     assert len(outlines) == 2 and set(outlines.class_name) == {"lesion"}
-    check_inside(outlines, w, h)
+    assert clip_to_slide(outlines, w, h) is outlines  # inside: nothing clipped
     raw = read_annotation_file(camelyon_json, ImportSettings())
     with pytest.raises(AnnotationError, match=r"positive\[0\]: slide tumor_001: outline"):
-        check_inside(raw.assign(slide_id="tumor_001", source="Tumor_001.json"), w, h)
+        clip_to_slide(raw.assign(slide_id="tumor_001", source="Tumor_001.json"), w, h)
 
 
 def test_positive_tile_area_matches_the_outlines(

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import shapely
 
 from histodetect.annotations.formats import ImportSettings
 from histodetect.annotations.lesions import (
     ANNOTATION_COLUMNS,
-    check_boxes_inside,
-    check_inside,
+    clip_to_slide,
     lesion_slides,
     read_box_index,
     read_cohort_annotations,
@@ -175,28 +175,77 @@ def test_only_max_y_column(tmp_path: Path, names: dict[str, str]) -> None:
     assert "row 2" in _error(bad, names)
 
 
-# --- check_boxes_inside ---------------------------------------------------------------------
+# --- clip_to_slide -------------------------------------------------------------------------
 
 
 def boxes(*rows: tuple[float, float, float, float]) -> pd.DataFrame:
-    return pd.DataFrame([("s1", *r) for r in rows], columns=["slide_id", "x1", "y1", "x2", "y2"])
+    """DigiLut-style boxes as the annotation table holds them (rectangles)."""
+    return pd.DataFrame(
+        [
+            ("s1", "lesion", shapely.box(*r), "ann/a.csv", f"row {i + 2}")
+            for i, r in enumerate(rows)
+        ],
+        columns=ANNOTATION_COLUMNS,
+    )
 
 
-def test_check_boxes_inside_accepts_boxes_touching_edges() -> None:
-    check_boxes_inside(boxes((0, 0, 100, 50), (10, 10, 20, 20)), 100, 50, "a.csv")
-    check_boxes_inside(boxes(), 100, 50, "a.csv")
+def test_clip_to_slide_keeps_boxes_inside_and_touching_edges() -> None:
+    ann = boxes((0, 0, 100, 50), (10, 10, 20, 20))
+    assert clip_to_slide(ann, 100, 50) is ann
+    assert clip_to_slide(boxes(), 100, 50).empty
 
 
 @pytest.mark.parametrize(
-    "box", [(0, 0, 101, 50), (0, 0, 100, 51), (-1, 0, 10, 10), (0, -0.5, 10, 10)]
+    "box", [(0, 0, 101, 50), (0, 0, 100, 52), (-1, 0, 10, 10), (0, -0.5, 10, 10), (-2, -2, 102, 52)]
 )
-def test_check_boxes_inside_rejects(box: tuple[float, float, float, float]) -> None:
+def test_clip_to_slide_clips_over_the_edge_and_says_so(
+    box: tuple[float, float, float, float], caplog: pytest.LogCaptureFixture
+) -> None:
+    ann = boxes((1, 1, 2, 2), box)
+    with caplog.at_level("WARNING"):
+        out = clip_to_slide(ann, 100, 50)
+    x1, y1, x2, y2 = out.geometry.iloc[1].bounds
+    assert (x1, y1, x2, y2) == (max(box[0], 0), max(box[1], 0), min(box[2], 100), min(box[3], 50))
+    assert out.geometry.iloc[0].equals(ann.geometry.iloc[0]) and ann.geometry.iloc[1].bounds == box
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert (
+        line == "ann/a.csv: 1 outlines crossed the slide edge (100 x 50 px) and were clipped: row 3"
+    )
+
+
+def test_clip_to_slide_keeps_the_area_inside_of_an_outline_leaving_and_coming_back() -> None:
+    # a U over the bottom edge (2 px past it): its two arms stay, as two areas
+    u = shapely.Polygon([(10, 10), (10, 52), (20, 52), (20, 20), (30, 20), (30, 52), (40, 52), (40, 10)])  # fmt: skip
+    ann = boxes((0, 0, 1, 1)).assign(geometry=[u])
+    clipped = clip_to_slide(ann, 100, 50).geometry.iloc[0]
+    assert clipped.geom_type in ("Polygon", "MultiPolygon")
+    assert clipped.area == pytest.approx(u.intersection(shapely.box(0, 0, 100, 50)).area)
+    assert clipped.bounds == (10, 10, 40, 50)
+
+
+@pytest.mark.parametrize(
+    ("box", "cause"),
+    [
+        ((120, 0, 130, 10), "lies outside the slide"),  # nothing inside
+        ((-10, -10, -1, -1), "lies outside the slide"),
+        ((0, 0, 200, 40), "reaches 100 px past the slide's edge, more than"),
+    ],
+)
+def test_clip_to_slide_refuses_what_cannot_be_on_this_slide(
+    box: tuple[float, float, float, float], cause: str
+) -> None:
     with pytest.raises(AnnotationError) as info:
-        check_boxes_inside(boxes((1, 1, 2, 2), box), 100, 50, "ann/a.csv")
+        clip_to_slide(boxes((1, 1, 2, 2), box, box), 100, 50)
     msg = str(info.value)
-    assert msg.startswith("ann/a.csv: ")
-    assert "slide s1" in msg
-    assert "100 x 50" in msg
+    assert msg.startswith("ann/a.csv: row 3: slide s1: outline")
+    assert cause in msg and "(100 x 50 px) (and 1 more)" in msg and "\n" not in msg
+
+
+def test_clip_to_slide_tolerance_is_a_share_of_the_shorter_side() -> None:
+    ann = boxes((0, 0, 110, 10))  # 10 px past a 100 x 50 slide: 20% of 50
+    with pytest.raises(AnnotationError, match="edge_tolerance"):
+        clip_to_slide(ann, 100, 50)
+    assert clip_to_slide(ann, 100, 50, tolerance=0.2).geometry.iloc[0].bounds == (0, 0, 100, 10)
 
 
 # --- cohort annotations: DigiLut rows plus per-slide files ----------------------------------
@@ -262,13 +311,14 @@ def test_points_without_mpp_name_the_file(tmp_path: Path) -> None:
         truth_boxes(sheet, csv)
 
 
-def test_check_inside_names_file_and_item(tmp_path: Path) -> None:
+def test_clip_to_slide_names_file_and_item(tmp_path: Path) -> None:
     sheet, csv = cohort(tmp_path)
     sheet["annotation_scale"] = None  # forgot the 1/32: outlines land far outside
     ann = read_cohort_annotations(sheet, csv, slides=["s2"])
-    check_inside(ann[ann.item == "row 3"], 200, 400)  # the CSV box fits
+    fits = ann[ann.item == "row 3"]  # the CSV box
+    assert clip_to_slide(fits, 200, 400) is fits
     with pytest.raises(AnnotationError, match=r"s2.json: positive\[0\]: slide s2: outline") as e:
-        check_inside(ann, 200, 400)
+        clip_to_slide(ann, 200, 400)
     assert "\n" not in str(e.value) and "check the coordinate scale" in str(e.value)
 
 

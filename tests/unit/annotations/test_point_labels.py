@@ -11,7 +11,7 @@ import pytest
 
 from histodetect.annotations.formats import ImportSettings
 from histodetect.annotations.labels import LabelSettings, label_tiles
-from histodetect.annotations.lesions import check_inside, read_cohort_annotations
+from histodetect.annotations.lesions import clip_to_slide, read_cohort_annotations
 from histodetect.cohort.sampling import undersample
 from histodetect.errors import AnnotationError
 from histodetect.slides.tiling import TilingSettings, tile_slide
@@ -105,8 +105,7 @@ def test_real_mitos_field_every_centre_in_a_positive_tile(
 
 def test_point_near_the_edge_is_inside_by_its_centre(tmp_path: Path) -> None:
     ann = points_file(tmp_path, [(3, 50, "mitosis")])  # its 8 px disc reaches x = -5
-    with pytest.raises(AnnotationError, match="outside the slide"):
-        check_inside(ann, 200, 200)
-    check_inside(ann, 200, 200, centres=True)
-    with pytest.raises(AnnotationError, match="row 2"):
-        check_inside(points_file(tmp_path, [(201, 50, "mitosis")]), 200, 200, centres=True)
+    kept = clip_to_slide(ann, 200, 200, centres=True)
+    assert kept.geometry.iloc[0].bounds[0] < 0  # a point's disc is not clipped
+    with pytest.raises(AnnotationError, match=r"row 2: .* has its centre outside the slide"):
+        clip_to_slide(points_file(tmp_path, [(201, 50, "mitosis")]), 200, 200, centres=True)
