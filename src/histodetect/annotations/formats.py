@@ -52,6 +52,9 @@ class ImportSettings:
             ``attribute:KEY`` (the ``Value`` of its or its layer's attribute ``KEY``).
         edge_tolerance: how far past the slide's edge an outline may reach and be clipped to
             it, as a share of the slide's shorter side; further is a wrong scale or level.
+        as_points: ``centroid`` turns every outline into a point at its centroid (a disc of
+            ``point_radius_um``, as point files are read): outlines drawn for segmentation,
+            e.g. every nucleus, train the point detector. ``none`` keeps the outlines.
     """
 
     format: str = "auto"
@@ -60,6 +63,7 @@ class ImportSettings:
     default_class: str = "lesion"
     aperio_class: str = "none"
     edge_tolerance: float = 0.05
+    as_points: str = "none"
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", *FORMATS):
@@ -68,6 +72,11 @@ class ImportSettings:
             raise AnnotationError("config", "annotation scale and point_radius_um must be > 0")
         if not 0 <= self.edge_tolerance <= 1:
             raise AnnotationError("config", "annotation_import.edge_tolerance must be in [0, 1]")
+        if self.as_points not in ("none", "centroid"):
+            raise AnnotationError(
+                "config",
+                f"annotation_import.as_points must be none or centroid, not {self.as_points!r}",
+            )
         how = self.aperio_class
         if how not in ("none", "name", "text") and not (
             how.startswith("attribute:") and how[len("attribute:") :]
@@ -364,5 +373,23 @@ def read_annotation_file(
             path, f"format {fmt!r} is not a per-slide outline format {tuple(READERS)}"
         )
     if fmt == "aperio":
-        return read_aperio(path, settings, mpp, warn_mpp=warn_mpp)
-    return READERS[fmt](path, settings, mpp)
+        table = read_aperio(path, settings, mpp, warn_mpp=warn_mpp)
+    else:
+        table = READERS[fmt](path, settings, mpp)
+    if settings.as_points == "centroid":
+        return outlines_as_points(table, settings, mpp, path)
+    return table
+
+
+def outlines_as_points(
+    table: pd.DataFrame, settings: ImportSettings, mpp: float | None, path: Path
+) -> pd.DataFrame:
+    """Each outline (not the cut-out ``exclude`` regions) as a disc of ``point_radius_um``
+    around its centroid (a point file's disc gives the point back as its centroid)."""
+    keep = table.class_name == EXCLUDE
+    centres = shapely.centroid(np.asarray(table.geometry, dtype=object))
+    discs = [
+        g if k else _discs([(c.x, c.y)], mpp, settings, path, f"{item} (as_points)")
+        for g, k, c, item in zip(table.geometry, keep, centres, table["item"], strict=True)
+    ]
+    return table.assign(geometry=pd.Series(discs, index=table.index, dtype=object))

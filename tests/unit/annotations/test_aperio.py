@@ -7,6 +7,7 @@ import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 
@@ -227,3 +228,17 @@ def test_real_imagescope_file_areas_match_area_microns(aperio_xml: Path) -> None
     assert set(out.class_name) == {"lesion"}
     named = read_annotation_file(aperio_xml, ImportSettings(aperio_class="attribute:CaP"))
     assert set(named.class_name) == {"lesion"}  # its CaP attribute has no value
+
+
+def test_real_imagescope_outlines_as_points_sit_at_their_centroids(aperio_xml: Path) -> None:
+    outlines = read_annotation_file(aperio_xml, ImportSettings(), mpp=0.252)
+    points = read_annotation_file(
+        aperio_xml, ImportSettings(as_points="centroid", point_radius_um=4.0), mpp=0.252
+    )
+    assert points.item.tolist() == outlines.item.tolist()
+    for outline, disc in zip(outlines.geometry, points.geometry, strict=True):
+        assert disc.centroid.distance(outline.centroid) < 0.01  # px
+        radius = 4.0 / 0.252
+        assert disc.area == pytest.approx(np.pi * radius**2, rel=0.01)
+    with pytest.raises(AnnotationError, match=r"Annotation 1 Region 1 \(as_points\): point"):
+        read_annotation_file(aperio_xml, ImportSettings(as_points="centroid"))  # no mpp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -109,3 +110,29 @@ def test_point_near_the_edge_is_inside_by_its_centre(tmp_path: Path) -> None:
     assert kept.geometry.iloc[0].bounds[0] < 0  # a point's disc is not clipped
     with pytest.raises(AnnotationError, match=r"row 2: .* has its centre outside the slide"):
         clip_to_slide(points_file(tmp_path, [(201, 50, "mitosis")]), 200, 200, centres=True)
+
+
+def test_outlines_as_points_label_tiles_as_the_points_file_does(tmp_path: Path) -> None:
+    """Nuclei outlined in a QuPath GeoJSON, read with as_points: centroid, give the tiles the
+    labels a point file of their centroids gives (an elongated nucleus 50 px long around
+    (60, 60), a square look-alike around (160, 160)); read as outlines, the long one's half
+    length would stand for its radius."""
+    long = [[35, 56], [85, 56], [85, 64], [35, 64], [35, 56]]
+    square = [[155, 155], [165, 155], [165, 165], [155, 165], [155, 155]]
+    features = [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [ring]},
+         "properties": {"classification": {"name": name}}}
+        for ring, name in ((long, "mitosis"), (square, "nonmitosis"))
+    ]  # fmt: skip
+    path = tmp_path / "nuclei.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    sheet = pd.DataFrame({"slide_id": ["s"], "patient_id": ["p"], "path": ["s.jpg"],
+                          "annotation": [str(path)], "mpp": [1.0]})  # fmt: skip
+    settings = ImportSettings(point_radius_um=8.0, as_points="centroid")
+    ann = read_cohort_annotations(sheet, None, settings)
+    assert [round(g.centroid.x, 6) for g in ann.geometry] == [60.0, 160.0]
+    from_points = label_tiles(grid(10), points_file(tmp_path, [(60, 60, "mitosis"), (160, 160, "nonmitosis")]), POINTS)  # fmt: skip
+    from_outlines = label_tiles(grid(10), ann, POINTS)
+    pd.testing.assert_frame_equal(from_outlines, from_points)
+    as_outlines = label_tiles(grid(10), read_cohort_annotations(sheet, None, ImportSettings()), POINTS)  # fmt: skip
+    assert (as_outlines.label == 1).sum() == 5 > (from_points.label == 1).sum() == 1
