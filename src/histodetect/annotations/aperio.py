@@ -31,6 +31,7 @@ from shapely.geometry.base import BaseGeometry
 
 from histodetect.annotations.formats import (
     ImportSettings,
+    StrayItem,
     _discs,
     _polygonal,
     _ring,
@@ -113,7 +114,7 @@ def _vertices(region: ET.Element, path: Path, item: str, scale: float) -> list[t
     except ValueError:
         raise AnnotationError(path, f"{item}: a <Vertex> X or Y is not a number") from None
     if not xy:
-        raise AnnotationError(path, f"{item}: no <Vertex> elements")
+        raise StrayItem(path, f"{item}: no <Vertex> elements")
     if not all(math.isfinite(c) for p in xy for c in p):
         raise AnnotationError(path, f"{item}: coordinate not a finite number (NaN or inf)")
     return xy
@@ -174,6 +175,7 @@ def read_aperio_xml(
     positives: list[list] = []
     negatives: list[tuple[BaseGeometry, str]] = []
     lines: list[str] = []
+    stray: list[str] = []
     for i, layer in enumerate(layers, 1):
         for j, region in enumerate(layer.findall("Regions/Region"), 1):
             item = f"Annotation {layer.get('Id', i)} Region {region.get('Id', j)}"
@@ -184,8 +186,12 @@ def read_aperio_xml(
             if kind == LINE:
                 lines.append(item)
                 continue
-            xy = _vertices(region, path, item, settings.scale)
-            geom = region_geometry(kind, xy, mpp, settings, path, item)
+            try:
+                xy = _vertices(region, path, item, settings.scale)
+                geom = region_geometry(kind, xy, mpp, settings, path, item)
+            except StrayItem:
+                stray.append(item)
+                continue
             if region.get("NegativeROA", "0").strip() == "1" and kind != POINTS:
                 negatives.append((geom, item))
             else:
@@ -194,7 +200,7 @@ def read_aperio_xml(
         log.warning("%s: %d arrow or ruler region(s) left out (lines, not areas): %s",
                     path, len(lines), name_some(lines))  # fmt: skip
     _cut_holes(positives, negatives, path)
-    return _table([tuple(row) for row in positives if not row[1].is_empty], path)
+    return _table([tuple(row) for row in positives if not row[1].is_empty], path, stray)
 
 
 def _cut_holes(

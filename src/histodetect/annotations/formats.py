@@ -14,6 +14,7 @@ ImageScope XML is read by :mod:`histodetect.annotations.aperio`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -33,7 +34,20 @@ from histodetect.errors import AnnotationError, name_some
 
 EXCLUDE = "exclude"
 FORMATS = ("digilut", "geojson", "asap", "aperio", "ncrf", "points")
+log = logging.getLogger(__name__)
+
 GEOMETRY_COLUMNS = ["class_name", "geometry", "item"]
+
+QUPATH_IGNORE, QUPATH_REGION = "ignore*", "region*"
+"""QuPath's built-in classes: ``Ignore*`` is cut out of the lesions (class ``exclude``);
+``Region*`` marks a region of interest, not a lesion, and is left out."""
+
+
+class StrayItem(AnnotationError):
+    """A drawing with no area (a stray click of under 3 vertices, a line, an empty region):
+    left out and counted, one warning line per file, where a reader meets it."""
+
+
 _ASAP_EXCLUDE = {"_2", "exclusion", "exclude"}
 _ASAP_DEFAULT = {"_0", "_1", "tumor", "tumour", "none", ""}
 
@@ -132,7 +146,7 @@ def _first_line(path: Path) -> str:
 
 def _load_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark, as Windows tools write
     except (OSError, UnicodeDecodeError) as err:
         raise AnnotationError(path, f"cannot read the file ({err})") from None
     if not text.strip():
@@ -151,7 +165,7 @@ def _polygonal(geom: BaseGeometry, path: Path, item: str) -> BaseGeometry:
         parts = [g for g in shapely.get_parts(geom) if g.geom_type in ("Polygon", "MultiPolygon")]
         geom = shapely.union_all(parts) if parts else shapely.Polygon()
     if geom.geom_type not in ("Polygon", "MultiPolygon") or geom.area <= 0:
-        raise AnnotationError(path, f"{item}: outline has no area ({geom.geom_type})")
+        raise StrayItem(path, f"{item}: outline has no area ({geom.geom_type})")
     bounds = shapely.bounds(geom)
     if not all(math.isfinite(b) for b in bounds):
         raise AnnotationError(path, f"{item}: coordinate not a finite number")
@@ -167,14 +181,22 @@ def _ring(coords: Any, path: Path, item: str, scale: float) -> list[tuple[float,
     if any(not (math.isfinite(x) and math.isfinite(y)) for x, y in pts):
         raise AnnotationError(path, f"{item}: coordinate not a finite number (NaN or inf)")
     if len(pts) < 3:
-        raise AnnotationError(path, f"{item}: {len(pts)} vertices, a polygon needs at least 3")
+        raise StrayItem(path, f"{item}: {len(pts)} vertices, a polygon needs at least 3")
     return pts
 
 
-def _table(rows: Iterable[tuple[str, BaseGeometry, str]], path: Path) -> pd.DataFrame:
+def _table(
+    rows: Iterable[tuple[str, BaseGeometry, str]], path: Path, stray: Iterable[str] = ()
+) -> pd.DataFrame:
+    """The rows read; the items with no area (``stray``) counted in one warning line."""
     table = pd.DataFrame(list(rows), columns=GEOMETRY_COLUMNS)
+    stray = list(stray)
+    if stray:
+        log.warning("%s: %d item(s) with no area (under 3 vertices, a line or empty) left out: %s",
+                    path, len(stray), name_some(stray))  # fmt: skip
     if table.empty:
-        raise AnnotationError(path, "no annotations in the file")
+        also = f" ({len(stray)} with no area: {name_some(stray)})" if stray else ""
+        raise AnnotationError(path, f"no annotations in the file{also}")
     return table
 
 
@@ -183,7 +205,7 @@ def read_ncrf_json(path: Path, settings: ImportSettings, mpp: float | None = Non
     data = _load_json(path)
     if not isinstance(data, dict) or not {"positive", "negative"} & set(data):
         raise AnnotationError(path, 'not NCRF JSON (expected keys "positive" and "negative")')
-    rows = []
+    rows, stray = [], []
     for key, cls in (("positive", settings.default_class), ("negative", EXCLUDE)):
         entries = data.get(key, [])
         if not isinstance(entries, list):
@@ -192,9 +214,12 @@ def read_ncrf_json(path: Path, settings: ImportSettings, mpp: float | None = Non
             item = f"{key}[{i}]"
             if not isinstance(entry, dict) or "vertices" not in entry:
                 raise AnnotationError(path, f'{item}: no "vertices"')
-            ring = _ring(entry["vertices"], path, item, settings.scale)
-            rows.append((cls, _polygonal(shapely.Polygon(ring), path, item), item))
-    return _table(rows, path)
+            try:
+                ring = _ring(entry["vertices"], path, item, settings.scale)
+                rows.append((cls, _polygonal(shapely.Polygon(ring), path, item), item))
+            except StrayItem:
+                stray.append(item)
+    return _table(rows, path, stray)
 
 
 def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
@@ -206,7 +231,7 @@ def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None
     annotations = root.findall(".//Annotation")
     if not annotations:
         raise AnnotationError(path, "no <Annotation> elements")
-    rows = []
+    rows, stray = [], []
     for i, ann in enumerate(annotations, 1):
         item = f"Annotation {i} ({ann.get('Name', '')!r})"
         group = ann.get("PartOfGroup", "") or ""
@@ -218,7 +243,8 @@ def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None
             cls = group
         coords = ann.findall(".//Coordinate")
         if not coords:
-            raise AnnotationError(path, f"{item}: no <Coordinate> elements")
+            stray.append(item)
+            continue
         try:
             coords.sort(key=lambda c: float(c.get("Order", 0)))
         except ValueError:
@@ -231,9 +257,14 @@ def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None
             pts = [(float(x) * settings.scale, float(y) * settings.scale) for x, y in xy]
             geom = _discs(pts, mpp, settings, path, item)
         else:
-            geom = _polygonal(shapely.Polygon(_ring(xy, path, item, settings.scale)), path, item)
+            try:
+                ring = _ring(xy, path, item, settings.scale)
+                geom = _polygonal(shapely.Polygon(ring), path, item)
+            except StrayItem:
+                stray.append(item)
+                continue
         rows.append((cls, geom, item))
-    return _table(rows, path)
+    return _table(rows, path, stray)
 
 
 def _discs(
@@ -277,7 +308,7 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
         features = data
     if not isinstance(features, list):
         raise AnnotationError(path, "not GeoJSON (expected a FeatureCollection or a feature list)")
-    rows = []
+    rows, stray, regions = [], [], []
     for i, feature in enumerate(features, 1):
         item = f"feature {i}"
         if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
@@ -290,15 +321,21 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
             raise AnnotationError(path, f"{item}: invalid geometry ({err})") from None
         if not np.isfinite(shapely.get_coordinates(geom)).all():
             raise AnnotationError(path, f"{item}: coordinates are not finite numbers")
+        cls = _feature_class(feature, settings.default_class)
+        if cls.lower() == QUPATH_REGION:
+            regions.append(item)
+            continue
         if geom.geom_type in ("Point", "MultiPoint"):
             pts = [(p.x, p.y) for p in shapely.get_parts(geom)]
             geom = _discs(pts, mpp, settings, path, item)
-        elif geom.geom_type == "GeometryCollection" or "Polygon" not in geom.geom_type:
-            raise AnnotationError(path, f"{item}: {geom.geom_type} is not an area or a point")
-        rows.append(
-            (_feature_class(feature, settings.default_class), _polygonal(geom, path, item), item)
-        )
-    return _table(rows, path)
+        try:
+            rows.append((EXCLUDE if cls.lower() == QUPATH_IGNORE else cls, _polygonal(geom, path, item), item))  # fmt: skip
+        except StrayItem:
+            stray.append(item)
+    if regions:
+        log.warning("%s: %d Region* object(s) (QuPath's regions of interest, not lesions) left "
+                    "out: %s", path, len(regions), name_some(regions))  # fmt: skip
+    return _table(rows, path, stray)
 
 
 def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:

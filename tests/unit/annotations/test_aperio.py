@@ -175,7 +175,7 @@ def test_nominal_mpp_of_lesion_slides_does_not_warn(
     ("text", "match"),
     [
         ("<Annotations><Annotation><Regions><Region Type='0'><Vertices/></Region></Regions></Annotation></Annotations>",
-         "Annotation 1 Region 1: no <Vertex> elements"),
+         r"no annotations in the file \(1 with no area: Annotation 1 Region 1\)"),
         ("<Annotations><Annotation><Regions><Region Type='7'/></Regions></Annotation></Annotations>",
          "Annotation 1 Region 1: unknown region Type '7'"),
         ("<Annotations><Annotation><Regions><Region><Vertices><Vertex X='a' Y='1'/></Vertices></Region></Regions></Annotation></Annotations>",

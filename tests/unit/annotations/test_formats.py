@@ -227,10 +227,22 @@ def test_geojson_bad_coordinates(tmp_path: Path) -> None:
     one_line_error(p, "feature 1: invalid geometry")
 
 
-def test_geojson_line_is_not_an_area(tmp_path: Path) -> None:
+def test_geojson_line_is_left_out_and_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     p = tmp_path / "a.geojson"
-    p.write_text(json.dumps([feature({"type": "LineString", "coordinates": TRIANGLE}, "T")]))
-    one_line_error(p, "feature 1: LineString is not an area")
+    line = feature({"type": "LineString", "coordinates": TRIANGLE}, "T")
+    p.write_text(json.dumps([line]))
+    one_line_error(p, r"no annotations in the file \(1 with no area: feature 1\)")
+    area = feature({"type": "Polygon", "coordinates": [[*TRIANGLE, TRIANGLE[0]]]}, "T")
+    p.write_text(json.dumps([area, line]))
+    with caplog.at_level("WARNING"):
+        out = read_annotation_file(p, ImportSettings())
+    assert out.item.tolist() == ["feature 1"]
+    assert (
+        f"{p}: 1 item(s) with no area (under 3 vertices, a line or empty) left out: feature 2"
+        in caplog.text
+    )
 
 
 def test_geojson_points_need_mpp(tmp_path: Path) -> None:
@@ -242,7 +254,9 @@ def test_geojson_points_need_mpp(tmp_path: Path) -> None:
 def test_xml_without_coordinates(tmp_path: Path) -> None:
     p = tmp_path / "a.xml"
     p.write_text(asap_xml([("A", "Polygon", "_0", TRIANGLE), ("B", "Polygon", "_0", [])]))
-    one_line_error(p, r"Annotation 2 \('B'\): no <Coordinate> elements")
+    assert read_annotation_file(p, ImportSettings()).item.tolist() == ["Annotation 1 ('A')"]
+    p.write_text(asap_xml([("B", "Polygon", "_0", [])]))
+    one_line_error(p, r"no annotations in the file \(1 with no area: Annotation 1 \('B'\)\)")
 
 
 def test_xml_broken(tmp_path: Path) -> None:
@@ -260,7 +274,7 @@ def test_xml_nan_coordinate(tmp_path: Path) -> None:
 def test_ncrf_too_few_vertices(tmp_path: Path) -> None:
     p = tmp_path / "a.json"
     p.write_text(json.dumps({"positive": [{"name": "_0", "vertices": [[0, 0], [1, 1]]}]}))
-    one_line_error(p, r"positive\[0\]: 2 vertices")
+    one_line_error(p, r"no annotations in the file \(1 with no area: positive\[0\]\)")
 
 
 def test_ncrf_entry_without_vertices(tmp_path: Path) -> None:
@@ -293,3 +307,34 @@ def test_bad_import_settings() -> None:
         ImportSettings(format="shapefile")
     with pytest.raises(AnnotationError, match="> 0"):
         ImportSettings(scale=0)
+
+
+def test_qupath_exports_as_they_come(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A byte-order mark and CRLF line ends, QuPath's Ignore* (cut out) and Region* (left out)
+    classes, a polygon with a hole, a multipolygon, a geometry collection, a locked object with
+    colorRGB, and a non-ASCII class, in one FeatureCollection."""
+    square = [[0, 0], [100, 0], [100, 100], [0, 100], [0, 0]]
+    hole = [[40, 40], [60, 40], [60, 60], [40, 60], [40, 40]]
+    far = [[[x + 200, y] for x, y in square]]
+    locked = {"objectType": "annotation", "isLocked": True,
+              "classification": {"name": "Tumör", "colorRGB": -3670016}}  # fmt: skip
+    polygon = {"type": "Polygon", "coordinates": [square]}
+    features = [
+        {
+            "type": "Feature",
+            "geometry": {**polygon, "coordinates": [square, hole]},
+            "properties": locked,
+        },
+        feature({"type": "MultiPolygon", "coordinates": [[square], far]}, "Tumor"),
+        feature({"type": "GeometryCollection", "geometries": [polygon]}, None),
+        feature({"type": "Polygon", "coordinates": [square]}, "Ignore*"),
+        feature({"type": "Polygon", "coordinates": [square]}, "Region*"),
+    ]
+    p = tmp_path / "export.geojson"
+    text = json.dumps({"type": "FeatureCollection", "features": features}, indent=1, ensure_ascii=False)  # fmt: skip
+    p.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    with caplog.at_level("WARNING"):
+        out = read_annotation_file(p, ImportSettings())
+    assert out.class_name.tolist() == ["Tumör", "Tumor", "lesion", "exclude"]
+    assert [g.area for g in out.geometry] == [100 * 100 - 20 * 20, 2 * 100 * 100, 100 * 100, 100 * 100]  # fmt: skip
+    assert f"{p}: 1 Region* object(s) (QuPath's regions of interest, not lesions) left out: feature 5" in caplog.text  # fmt: skip
