@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import shapely
 from _workflow import snakemake, write_config
 
+from histodetect.annotations.formats import ImportSettings, read_annotation_file
 from histodetect.slides.synthetic import make_cohort
 
 SIDE = 2048  # level-0 px of the slide, 0.5 um/px
@@ -84,3 +86,34 @@ def test_outlines_over_every_edge_are_clipped_and_label_tiles(tmp_path: Path) ->
     assert f"{wrong}: feature 1: slide {slide}: outline (1600, 1600, 4096, 4096)" in line
     assert "annotation_import.edge_tolerance" in line
     assert not (tmp_path / "results" / "labels" / f"{slide}.parquet").exists()
+
+
+def test_real_imagescope_file_labels_tiles_through_the_workflow(
+    tmp_path: Path, aperio_xml: Path
+) -> None:
+    """The real TCGA ImageScope XML (level-0 outlines at 0.252 um/px over 97,000 x 61,000 px) on
+    a slide of its size at 1/32 (its scan is not here): the sheet's annotation_scale reads it."""
+    mpp = 0.252 * 32
+    samples, _ = make_cohort(
+        tmp_path / "cohort", n_slides=1, n_patients=1, width=3072, height=2048, mpp=mpp,
+        lesions_per_slide=(1, 1), lesion_size_um=(2000, 2000), negative_slides=0, seed=2,
+    )  # fmt: skip
+    slide = str(samples.slide_id.iloc[0])
+    samples.assign(annotation=str(aperio_xml), annotation_scale=1 / 32).to_csv(
+        tmp_path / "samples.tsv", sep="\t", index=False
+    )
+    (tmp_path / "boxes.csv").write_text("filename,x1,x2,y1,y2\n")
+    write_config(
+        tmp_path,
+        {"demo": {"enabled": False}, "samples": "samples.tsv", "annotations": "boxes.csv",
+         "tiling": {"tile_um": 256.0, "target_mpp": mpp}},
+    )  # fmt: skip
+    proc = snakemake(tmp_path, f"results/labels/{slide}.parquet")
+    assert "MicronsPerPixel" not in proc.stdout + proc.stderr  # the file's scale is the slide's
+    labels = pd.read_parquet(tmp_path / "results" / "labels" / f"{slide}.parquet")
+    outlines = read_annotation_file(aperio_xml, ImportSettings(scale=1 / 32), mpp=mpp)
+    union = shapely.union_all(list(outlines.geometry))
+    boxes = shapely.box(labels.x, labels.y, labels.x + labels["size"], labels.y + labels["size"])
+    share = shapely.area(shapely.intersection(boxes, union)) / shapely.area(boxes)
+    assert (labels.label == 1).sum() > 20
+    assert ((labels.label == 1) == (share >= 0.5)).all()  # labels.positive 0.5, coverage
