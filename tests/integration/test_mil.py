@@ -50,6 +50,8 @@ def test_graded_slides_train_fold_models_ensemble_and_attention_maps(
 ) -> None:
     tmp_path, proc = mil_run
     assert not (tmp_path / "results" / "labels").exists()  # no annotation was read
+    page = (tmp_path / "results" / "report" / "mil.rst").read_text()  # the report's first page
+    assert "histodetect: slide labels" in page and "   * - Out-of-fold AUC" in page
     res = tmp_path / "results" / "mil"
     folds = pd.read_csv(res / "folds.tsv", sep="\t", dtype={"slide_id": str})
     sheet = pd.read_csv(

@@ -2,6 +2,7 @@
 # files, the fold ensemble over the test bags, attention maps per slide. Target: mil.
 localrules:
     mil_folds,
+    mil_report_description,
     mil,
 
 
@@ -189,7 +190,25 @@ rule mil:
         f"{MIL_DIR}/roc.png",
         f"{MIL_DIR}/confusion.png",
         f"{MIL_DIR}/top_tiles.png",
+        MIL_REPORT_TEXT,
         mil_attention_maps,
+
+
+# The first page of `snakemake --report` when no detection ran (see report_text, common.smk).
+rule mil_report_description:
+    input:
+        metrics=f"{MIL_DIR}/metrics.json",
+        tiling="results/qc/tiling_summary.tsv",
+    output:
+        MIL_REPORT_TEXT,
+    params:
+        encoder=FEATURE_SOURCE.reason,
+    log:
+        "logs/mil_report_description.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/mil_report_description.py"
 
 
 # ---- predict with the slide-label models (target predict with mil.enabled) -----------------

@@ -24,6 +24,18 @@ def _plain(text: object) -> str:
     return line
 
 
+def left_out_lines(tiling: pd.DataFrame) -> list[str]:
+    """The slides left out of the cohort (``tiling_summary.tsv``), each with its cause."""
+    bad = tiling[tiling["status"] != "ok"]
+    if not len(bad):
+        return []
+    lines = ["Slides left out of the cohort:", ""]
+    for r in bad.itertuples():
+        cause = r.error if r.status == "failed" else "no tissue tiles"
+        lines.append(f"- {_plain(r.slide_id)}: {_plain(cause)}")
+    return [*lines, ""]
+
+
 def headline_rows(
     metrics: dict[str, Any], tiling: pd.DataFrame, evaluate: dict[str, Any]
 ) -> list[tuple[str, str, str]]:
@@ -109,17 +121,68 @@ def workflow_description(
     for name, value, what in rows:
         lines += [f"   * - {name}", f"     - {value}", f"     - {what}"]
     lines.append("")
-    bad = tiling[tiling["status"] != "ok"]
-    if len(bad):
-        lines += ["Slides left out of the cohort:", ""]
-        for r in bad.itertuples():
-            cause = r.error if r.status == "failed" else "no tissue tiles"
-            lines.append(f"- {_plain(r.slide_id)}: {_plain(cause)}")
-        lines.append("")
+    lines += left_out_lines(tiling)
     lines += [
         "Details: Metrics_ (per-slide scores, FROC and ROC curves, box tuning), Detection_ "
         "(heatmap and boxes on each test slide), Tiling_ (tissue and tiles of every slide) and "
         "Training_ (curves of each fold).",
+        "{% endraw %}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def slide_label_description(
+    metrics: dict[str, Any], tiling: pd.DataFrame, config: dict[str, Any], *, encoder: str = ""
+) -> str:
+    """reStructuredText of the report's workflow page for a slide-label run (``mil`` without
+    detection): ``metrics`` is ``results/mil/metrics.json``, ``encoder`` where the features'
+    encoder came from; links to ``Slide labels (MIL)`` and ``Tiling`` resolve in Snakemake's
+    report."""
+
+    def ci(key: str) -> str:
+        low_high = metrics.get(f"{key}_ci95")
+        return f" (95% CI {_number(low_high[0])}-{_number(low_high[1])})" if low_high else ""
+
+    features = config.get("features", {})
+    rows = [
+        ("Test AUC", _number(metrics.get("auc")) + ci("auc"),
+         f"the fold models' mean over the {metrics.get('n_test_bags', 0)} held-out test bags"),
+        ("Test balanced accuracy", _number(metrics.get("balanced_accuracy")) + ci("balanced_accuracy"),
+         "at the decision chosen on the training bags' out-of-fold scores"),
+        ("Out-of-fold AUC", _number(metrics.get("oof_auc")),
+         f"each of the {metrics.get('n_oof_bags', 0)} training bags scored by the fold model blind to it"),
+        ("Out-of-fold balanced accuracy", _number(metrics.get("oof_balanced_accuracy")), ""),
+    ]  # fmt: skip
+    if metrics.get("task") == "ordinal":
+        rows += [("Test QWK", _number(metrics.get("qwk")), "quadratic weighted kappa"),
+                 ("Out-of-fold QWK", _number(metrics.get("oof_qwk")), "")]  # fmt: skip
+    lines = [
+        "{% raw %}",
+        "histodetect: slide labels",
+        "=========================",
+        "",
+        f"One {_plain(metrics.get('model', '?'))} model per fold of the training patients "
+        f"({config.get('folds', '?')} folds) learns the {metrics.get('task', '?')} label of each "
+        f"bag ({_plain(config.get('mil', {}).get('bag', 'slide'))}) from its tiles' features "
+        f"({_plain(features.get('model', '?'))}: {_plain(encoder or features.get('source', '?'))}); "
+        "no tile is labelled.",
+        "",
+        ".. list-table:: Headline numbers",
+        "   :header-rows: 1",
+        "   :widths: 22 24 54",
+        "",
+        "   * - Measure",
+        "     - Value",
+        "     - What it is",
+    ]
+    for name, value, what in rows:
+        lines += [f"   * - {name}", f"     - {value}", f"     - {_plain(what)}"]
+    lines.append("")
+    lines += left_out_lines(tiling)
+    lines += [
+        "Details: `Slide labels (MIL)`_ (ROC, confusion, most attended tiles, attention on "
+        "every slide) and Tiling_ (tissue and tiles of every slide).",
         "{% endraw %}",
         "",
     ]

@@ -6,7 +6,7 @@ import pandas as pd
 from docutils.core import publish_parts
 from jinja2 import Environment
 
-from histodetect.evaluation.report import workflow_description
+from histodetect.evaluation.report import slide_label_description, workflow_description
 
 METRICS = {
     "n_slides": 4,
@@ -84,3 +84,33 @@ def test_target_magnification_and_no_slide_left_out() -> None:
     assert "256 um tiles at 0.5 um/px" in html
     assert "<td>0 of 2</td>" in html
     assert "Slides left out of the cohort" not in html and "listed below" not in html
+
+
+MIL_METRICS = {
+    "task": "ordinal", "model": "abmil", "n_test_bags": 28, "n_oof_bags": 67,
+    "auc": 0.7326, "auc_ci95": [0.5208, 0.9027], "balanced_accuracy": 0.6738,
+    "oof_auc": 0.9561, "oof_balanced_accuracy": 0.9122, "qwk": 0.41, "oof_qwk": None,
+}  # fmt: skip
+
+
+def test_slide_label_page_gives_the_bag_numbers_and_the_encoder() -> None:
+    config = {**CONFIG, "features": {"model": "resnet18", "source": "auto"}, "mil": {"bag": "patient"}}  # fmt: skip
+    text = slide_label_description(
+        MIL_METRICS, TILING, config, encoder="the cohort's own self-supervised encoder"
+    )
+    # Snakemake's target of the category (its name url-encoded)
+    link = "\n.. _Slide labels (MIL): javascript:app.showCategory('Slide%20labels%20%28MIL%29')\n"
+    html = as_snakemake_renders(text + link)
+    for name, value in [
+        ("Test AUC", "0.733 (95% CI 0.521-0.903)"),
+        ("Test balanced accuracy", "0.674"),
+        ("Out-of-fold AUC", "0.956"),
+        ("Test QWK", "0.410"),
+        ("Out-of-fold QWK", "n/a"),
+    ]:
+        assert f"<td>{name}</td>\n<td>{value}</td>" in html, name
+    assert "28 held-out test bags" in html and "each of the 67 training bags" in html
+    assert "ordinal label of each bag (patient)" in html
+    assert "resnet18: the cohort's own self-supervised encoder" in html
+    assert "<li>blank: no tissue tiles</li>" in html
+    assert "showCategory('Slide%20labels%20%28MIL%29')\">Slide labels (MIL)</a>" in html

@@ -1,0 +1,22 @@
+"""Snakemake script of rule mil_report_description."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from histodetect.evaluation.report import slide_label_description
+from histodetect.io import atomic_path
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    metrics = json.loads(Path(snakemake.input.metrics).read_text())
+    tiling = pd.read_csv(
+        snakemake.input.tiling, sep="\t", dtype={"slide_id": str}, keep_default_na=False
+    )
+    with atomic_path(snakemake.output[0]) as tmp:
+        tmp.write_text(
+            slide_label_description(
+                metrics, tiling, snakemake.config, encoder=snakemake.params.encoder
+            )
+        )
