@@ -24,6 +24,22 @@ def _plain(text: object) -> str:
     return line
 
 
+def headline_table(rows: list[tuple[str, str, str]], widths: tuple[int, int, int]) -> list[str]:
+    """The rows ``(measure, value, what it is)`` as a reStructuredText list table."""
+    lines = [
+        ".. list-table:: Headline numbers",
+        "   :header-rows: 1",
+        f"   :widths: {' '.join(map(str, widths))}",
+        "",
+        "   * - Measure",
+        "     - Value",
+        "     - What it is",
+    ]
+    for name, value, what in rows:
+        lines += [f"   * - {name}", f"     - {value}", f"     - {what}"]
+    return [*lines, ""]
+
+
 def left_out_lines(tiling: pd.DataFrame) -> list[str]:
     """The slides left out of the cohort (``tiling_summary.tsv``), each with its cause."""
     bad = tiling[tiling["status"] != "ok"]
@@ -110,19 +126,8 @@ def workflow_description(
         f"{t.get('tile_um', '?'):g} um tiles at {mpp:g} um/px; lesion boxes come from the heatmaps. "
         "The numbers are measured on the held-out test patients' slides.",
         "",
-        ".. list-table:: Headline numbers",
-        "   :header-rows: 1",
-        "   :widths: 18 10 72",
-        "",
-        "   * - Measure",
-        "     - Value",
-        "     - What it is",
-    ]
-    for name, value, what in rows:
-        lines += [f"   * - {name}", f"     - {value}", f"     - {what}"]
-    lines.append("")
-    lines += left_out_lines(tiling)
-    lines += [
+        *headline_table(rows, (18, 10, 72)),
+        *left_out_lines(tiling),
         "Details: Metrics_ (per-slide scores, FROC and ROC curves, box tuning), Detection_ "
         "(heatmap and boxes on each test slide), Tiling_ (tissue and tiles of every slide) and "
         "Training_ (curves of each fold).",
@@ -168,19 +173,8 @@ def slide_label_description(
         f"({_plain(features.get('model', '?'))}: {_plain(encoder or features.get('source', '?'))}); "
         "no tile is labelled.",
         "",
-        ".. list-table:: Headline numbers",
-        "   :header-rows: 1",
-        "   :widths: 22 24 54",
-        "",
-        "   * - Measure",
-        "     - Value",
-        "     - What it is",
-    ]
-    for name, value, what in rows:
-        lines += [f"   * - {name}", f"     - {value}", f"     - {_plain(what)}"]
-    lines.append("")
-    lines += left_out_lines(tiling)
-    lines += [
+        *headline_table([(n, v, _plain(w)) for n, v, w in rows], (22, 24, 54)),
+        *left_out_lines(tiling),
         "Details: `Slide labels (MIL)`_ (ROC, confusion, most attended tiles, attention on "
         "every slide) and Tiling_ (tissue and tiles of every slide).",
         "{% endraw %}",
