@@ -73,6 +73,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,17 +89,21 @@ from sklearn.preprocessing import StandardScaler
 
 from histodetect.cohort.bags import bag_folds
 from histodetect.cohort.validation import merge_config
-from histodetect.features.extract import with_context
-from histodetect.features.store import read_features, write_features
+from histodetect.features.encoder import build_encoder
+from histodetect.features.extract import extract_features, with_context
+from histodetect.features.pretrain import SSLConfig, pretrain_encoder
+from histodetect.features.settings import EncoderSpec
+from histodetect.features.store import SlideFeatures, read_features, write_features
 from histodetect.mil.data import Bag, FeatureSource, bags_of
-from histodetect.mil.summary_image import TileSource
+from histodetect.mil.summary_image import TILE_COLUMNS, TileSource
 from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_mil_fold
 from histodetect.mil.train_topk import TopkConfig, TopkScorer, train_topk_fold
-from histodetect.testdata import TestData
+from histodetect.testdata import TestData, default_local
 
 REPO = Path(__file__).resolve().parents[1]
 TOP_TILES = 10
 BINS = 12
+LC_READ, LC_PX = 224, 64  # an LC25000 patch's side, and the side it is resized to
 
 
 def write_sheet(workdir: Path, data: TestData) -> pd.DataFrame:
@@ -184,6 +189,8 @@ def cut_regions(
 
 def variant(args: argparse.Namespace) -> str:
     """The folder of one task's bags and models under ``<workdir>/bench``."""
+    if args.task == "lc25000":
+        return "lc25000_aca_scc"
     return f"{'hard' if args.hard else 'regions'}_{args.region_um:.0f}um"
 
 
@@ -215,10 +222,12 @@ def write_region_features(
 
 
 def fold_table(table: pd.DataFrame, folds: int, seed: int) -> pd.DataFrame:
-    """One row per bag (its own slide), 5 folds over patients stratified by label."""
-    rows = table.assign(
-        slide_id=table.bag_id, group=table.patient_id, label=table.y.astype(str), split="train"
-    )[["slide_id", "bag_id", "patient_id", "group", "y", "label", "split"]]
+    """One row per slide of a bag (a region: its own slide), folds over patients stratified
+    by label."""
+    slides = table if "slide_id" in table else table.assign(slide_id=table.bag_id)
+    rows = slides.assign(group=slides.patient_id, label=slides.y.astype(str), split="train")[
+        ["slide_id", "bag_id", "patient_id", "group", "y", "label", "split"]
+    ]
     return bag_folds(rows, k=folds, seed=seed, source="bench weak_real")
 
 
@@ -290,8 +299,131 @@ def oof_probs(models: dict[int, Path], bags: list[Bag]) -> np.ndarray:
     return table.prob.reindex([b.bag_id for b in bags]).to_numpy()
 
 
+def supervised_scores(
+    folds: pd.DataFrame, source: FeatureSource, inside: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Each bag's tile scores from a logistic regression on the experts' tile labels of the
+    other folds' bags: what the features allow a tile ranking when the tiles are labelled."""
+    bags = bags_of(folds)
+    x = {b.bag_id: source.bag(b).numpy() for b in bags}
+    scores = {}
+    for k in sorted({b.fold for b in bags}):
+        train = [b for b in bags if b.fold != k]
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
+        model.fit(np.concatenate([x[b.bag_id] for b in train]), np.concatenate([inside[b.bag_id] for b in train]))  # fmt: skip
+        scores |= {b.bag_id: model.decision_function(x[b.bag_id]) for b in bags if b.fold == k}
+    return scores
+
+
+@dataclass
+class Task:
+    """One task's bags (``table``: a row per bag, or per slide of a bag with ``slide_id``),
+    tile labels where known (``inside``), feature folders by name, tiles and encoder."""
+
+    table: pd.DataFrame
+    inside: dict[str, np.ndarray]
+    sources: dict[str, FeatureSource]
+    tiles: TileSource
+    ssl_encoder: Path
+    out: Path
+
+
+def idc_task(workdir: Path, args: argparse.Namespace) -> Task:
+    """The idc_breast regions: the workflow's tiles, encoder and features, cut into bags."""
+    data = TestData()
+    sheet = write_sheet(workdir, data)
+    t0 = time.perf_counter()
+    folders = {name: run_features(workdir, source, args.cores, args.seed)
+               for name, source in (("random", "timm"), ("ssl", "auto"))}  # fmt: skip
+    print(f"workflow: tiles, ssl encoder, features {(time.perf_counter() - t0) / 60:.1f} min")
+    patches = pd.read_csv(data.path("idc_breast/patches.tsv"), sep="\t", dtype={"patient_id": str})
+    table, inside = cut_regions(workdir, sheet, patches, args)
+    pos = table[table.y == 1]
+    print(
+        f"{'hard ' if args.hard else ''}regions of {args.region_um:.0f} um: {len(table)} bags of "
+        f"{table.patient_id.nunique()} patients, {int(table.y.sum())} IDC; {table.rows.map(len).mean():.1f} "
+        f"tiles a bag; IDC share of a positive bag's tiles: median {pos.idc_share.median():.2f}",
+        flush=True,
+    )  # fmt: skip
+    sources = {n: FeatureSource(write_region_features(workdir, f, table, n, args)) for n, f in folders.items()}  # fmt: skip
+    if any(a.endswith("_ctx") for a in args.arms):  # tiles with their neighbourhood
+        ctx = write_region_features(workdir, folders["ssl"], table, "ssl_ctx", args, context=True)
+        sources["ssl_ctx"] = FeatureSource(ctx)
+    out = workdir / "bench" / variant(args)
+    encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
+    return Task(table, inside, sources, TileSource(out / "tiles"), encoder, out)
+
+
+def lc25000_task(workdir: Path, args: argparse.Namespace) -> Task:
+    """LC25000's adenocarcinoma and squamous cell carcinoma patches (the hard pair), a bag per
+    ``group_id`` (the copies of one original image), squamous 1; every patch a slide of one
+    tile, resized to ``LC_PX`` (the tile models read them so), and a feature file a bag. The encoder and features as the workflow makes them: SimCLR
+    with the shipped ``ssl`` settings on every patch without labels, then frozen features."""
+    root = default_local() / "lc25000_lung"
+    labels = pd.read_csv(root / "labels.csv")
+    pair = labels[labels.label.isin(["lung_aca", "lung_scc"])].drop_duplicates("git_blob_sha1")
+    group = pair.group_id.astype(str).to_numpy()
+    table = pd.DataFrame({
+        "slide_id": [Path(p).stem for p in pair.path], "bag_id": group, "patient_id": group,
+        "y": (pair.label == "lung_scc").astype(int).to_numpy(),
+        "path": [str(root / p) for p in pair.path], "tile_px": LC_PX,
+    })  # fmt: skip
+    out = workdir / "bench" / variant(args)
+    (out / "tiles").mkdir(parents=True, exist_ok=True)
+    for row in table.itertuples():
+        dest = out / "tiles" / f"{row.slide_id}.parquet"
+        if not dest.exists():
+            summary = {"slide_id": row.slide_id, "path": row.path}
+            dest.with_suffix(".json").write_text(json.dumps(summary))
+            pd.DataFrame([(0, 0, 0, LC_READ, LC_PX)], columns=list(TILE_COLUMNS)).to_parquet(dest)
+    print(
+        f"LC25000 adenocarcinoma vs squamous cell carcinoma: {table.bag_id.nunique()} bags "
+        f"(groups), {table.drop_duplicates('bag_id').y.sum()} squamous; {len(table)} patches, "
+        f"{len(table) / table.bag_id.nunique():.1f} a bag, at {LC_PX} px",
+        flush=True,
+    )  # fmt: skip
+    shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["ssl"]
+    ssl = {**shipped, "model": "resnet18", "device": "cpu", "num_workers": 1, "seed": args.seed}
+    encoder = out / "encoder" / "encoder.pt"
+    if not encoder.exists():
+        t0 = time.perf_counter()
+        split = table[["slide_id", "patient_id"]].assign(split="train")
+        pretrain_encoder(
+            table[["slide_id", "path", "tile_px"]], split, encoder.parent, SSLConfig.from_dict(ssl),
+            source="bench lc25000", mlflow_uri=f"sqlite:///{out / 'mlflow.db'}",
+            experiment="bench_weak_real", tb_dir=out / "tensorboard" / "ssl",
+        )  # fmt: skip
+        print(f"pretrain_encoder: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    specs = {
+        "random": EncoderSpec(model="resnet18", source="timm", seed=args.seed),
+        "ssl": EncoderSpec(model="resnet18", source="ssl", checkpoint=str(encoder), seed=args.seed),
+    }
+    for name, spec in specs.items():
+        if (out / f"features_{name}" / "done").exists():
+            continue
+        t0 = time.perf_counter()
+        feats = extract_features(table, build_encoder(spec, LC_PX), num_workers=1, device="cpu")
+        folders = [name] + ([f"{name}_ctx"] if name == "ssl" else [])
+        for folder in folders:
+            (out / f"features_{folder}").mkdir(parents=True, exist_ok=True)
+        attrs = {"encoder_id": name, "status": "ok"}
+        for bag, rows in table.groupby("bag_id", sort=False).indices.items():  # a file a bag
+            x, xy = feats[rows], np.zeros((len(rows), 2), np.int64)
+            write_features(out / f"features_{name}" / f"{bag}.h5", SlideFeatures(x, xy, attrs))
+            if name == "ssl":  # features.context on one-tile slides: each tile its own context
+                alone = np.arange(len(rows)) * 3  # grid cells with no neighbour
+                ctx = SlideFeatures(with_context(x, alone, alone), xy, attrs)
+                write_features(out / "features_ssl_ctx" / f"{bag}.h5", ctx)
+        for folder in folders:
+            (out / f"features_{folder}" / "done").write_text("")
+        print(f"features {name}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    sources = {n: FeatureSource(out / f"features_{n}") for n in ("random", "ssl", "ssl_ctx")}
+    return Task(table[["slide_id", "bag_id", "patient_id", "y"]], {}, sources, TileSource(out / "tiles"), encoder, out)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=["idc", "lc25000"], default="idc")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-bench-weak-real"))
     parser.add_argument("--region-um", type=float, default=1600.0)
     parser.add_argument("--min-tiles", type=int, default=8, help="smaller regions are left out")
@@ -301,67 +433,55 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--tile-epochs", type=int, default=4, help="naive_tiles, topk_ssl")
-    parser.add_argument("--arms", nargs="+", default=["colour", "naive_tiles", "mean_random", "abmil_random", "mean_ssl", "abmil_ssl", "abmil_ssl_ctx", "topk_ssl"])  # fmt: skip
+    parser.add_argument("--arms", nargs="+", default=["colour", "naive_tiles", "mean_random", "abmil_random", "mean_ssl", "abmil_ssl", "abmil_ssl_ctx", "topk_ssl", "supervised_tiles"])  # fmt: skip
     args = parser.parse_args()
     workdir = args.workdir.resolve()
     torch.set_num_threads(args.cores)
-    data = TestData()
-    sheet = write_sheet(workdir, data)
-    t0 = time.perf_counter()
-    folders = {name: run_features(workdir, source, args.cores, args.seed)
-               for name, source in (("random", "timm"), ("ssl", "auto"))}  # fmt: skip
-    print(f"workflow: tiles, ssl encoder, features {(time.perf_counter() - t0) / 60:.1f} min")
-    patches = pd.read_csv(data.path("idc_breast/patches.tsv"), sep="\t", dtype={"patient_id": str})
-    table, inside = cut_regions(workdir, sheet, patches, args)
-    folds = fold_table(table, args.folds, args.seed)
+    task = (lc25000_task if args.task == "lc25000" else idc_task)(workdir, args)
+    folds = fold_table(task.table, args.folds, args.seed)
     bags = bags_of(folds)
+    # the feature files hold a bag each (LC25000: its patches; idc: the region, its own slide)
+    feature_folds = folds.drop_duplicates("bag_id").assign(slide_id=lambda d: d.bag_id)
+    feature_bags = {b.bag_id: b for b in bags_of(feature_folds)}
     y = np.array([b.y for b in bags])
-    pos = table[table.y == 1]
-    print(
-        f"{'hard ' if args.hard else ''}regions of {args.region_um:.0f} um: {len(bags)} bags of "
-        f"{table.patient_id.nunique()} patients, {int(y.sum())} IDC; {table.rows.map(len).mean():.1f} "
-        f"tiles a bag; IDC share of a positive bag's tiles: median {pos.idc_share.median():.2f}",
-        flush=True,
-    )  # fmt: skip
-    sources = {n: FeatureSource(write_region_features(workdir, f, table, n, args)) for n, f in folders.items()}  # fmt: skip
-    if any(a.endswith("_ctx") for a in args.arms):  # tiles with their neighbourhood
-        ctx = write_region_features(workdir, folders["ssl"], table, "ssl_ctx", args, context=True)
-        sources["ssl_ctx"] = FeatureSource(ctx)
-    tiles = TileSource(workdir / "bench" / variant(args) / "tiles")
-    ssl_encoder = workdir / "results" / "encoder" / "ssl" / "encoder.pt"
-    out = workdir / "bench" / variant(args)
     shipped = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     mil = shipped["mil"]
     results: dict[str, dict[str, float]] = {}
     os.chdir(workdir)  # the tile tables name their slides as the workflow wrote them
     for arm in args.arms:
+        if arm == "supervised_tiles" and not task.inside:
+            continue  # no tile labels (LC25000: the whole patch is its class)
         t0 = time.perf_counter()
         weights_of, attention = None, (float("nan"), float("nan"))
         if arm == "colour":
-            prob = colour_oof(folds, tiles)
+            prob = colour_oof(folds, task.tiles)
+        elif arm == "supervised_tiles":  # a reference, not a contender: it sees tile labels
+            scores = supervised_scores(feature_folds, task.sources["ssl_ctx"], task.inside)
+            prob = np.array([1 / (1 + np.exp(-scores[b.bag_id].max())) for b in bags])
+            attention = attention_in_idc(bags, lambda b, _s=scores: _s[b.bag_id], task.inside)
         else:
             model, _, feats = arm.partition("_")  # e.g. abmil, ssl_ctx
             if model in ("mean", "abmil"):
                 cfg: MilConfig | TopkConfig = MilConfig.from_section({**mil, "model": model}, args.seed)  # fmt: skip
-                models = train_arm(arm, folds, out, sources[feats], cfg)
+                models = train_arm(arm, feature_folds, task.out, task.sources[feats], cfg)
                 loaded = {k: load_mil_model(p)[:2] for k, p in models.items()}
 
-                def weights_of(bag: Bag, _l: Any = loaded, _s: Any = sources[feats]) -> np.ndarray:
-                    return score_bag(*_l[bag.fold], _s.bag(bag))[1]
+                def weights_of(bag: Bag, _l: Any = loaded, _s: Any = task.sources[feats]) -> np.ndarray:  # fmt: skip
+                    return score_bag(*_l[bag.fold], _s.bag(feature_bags[bag.bag_id]))[1]
             else:
-                encoder = {"backbone": "resnet18", "checkpoint": str(ssl_encoder) if feats == "ssl" else None}  # fmt: skip
+                encoder = {"backbone": "resnet18", "checkpoint": str(task.ssl_encoder) if feats == "ssl" else None}  # fmt: skip
                 topk = {"select": "random", "k": 8} if model == "naive" else {}
                 topk["epochs"] = args.tile_epochs
                 cfg = TopkConfig.from_section({**mil, "topk": topk}, args.seed, encoder)
-                models = train_arm(arm, folds, out, tiles, cfg)
-                scorers = {k: TopkScorer([p], tiles) for k, p in models.items()}
+                models = train_arm(arm, folds, task.out, task.tiles, cfg)
+                scorers = {k: TopkScorer([p], task.tiles) for k, p in models.items()}
 
                 def weights_of(bag: Bag, _s: Any = scorers) -> np.ndarray:
                     return _s[bag.fold].weights(bag)
 
             prob = oof_probs(models, bags)
-            if model != "mean":
-                attention = attention_in_idc(bags, weights_of, inside)
+            if model != "mean" and task.inside:
+                attention = attention_in_idc(bags, weights_of, task.inside)
         auc = float(roc_auc_score(y, prob))
         bal = float(balanced_accuracy_score(y, prob >= 0.5))
         results[arm] = {"auc": auc, "balanced_accuracy": bal, "attention": attention[0]}
@@ -374,7 +494,8 @@ def main() -> None:
     default = f"{mil['model']}_ssl" + (
         "_ctx" if shipped["features"]["context"] == "neighbours" else ""
     )
-    best = max((a for a in results if a != "colour"), key=lambda a: results[a]["auc"])
+    contenders = [a for a in results if a not in ("colour", "supervised_tiles")]
+    best = max(contenders, key=lambda a: results[a]["auc"])
     get = lambda a, k="auc": results.get(a, {}).get(k, float("nan"))  # noqa: E731
     print(
         f"auc_colour={get('colour'):.3f} auc_naive_tiles={get('naive_tiles'):.3f} "
