@@ -201,12 +201,12 @@ rule mil_report_description:
         tiling="results/qc/tiling_summary.tsv",
     output:
         MIL_REPORT_TEXT,
-    params:
-        encoder=FEATURE_SOURCE.reason,
     log:
         "logs/mil_report_description.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        encoder=FEATURE_SOURCE.reason,
     script:
         "../scripts/mil_report_description.py"
 
