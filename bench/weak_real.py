@@ -80,8 +80,8 @@ encoder pretrained with the shipped ``ssl`` settings on every patch without labe
 Measured (2026-12-07, 2 cores shared with the test suite): 376 bags (192 squamous), 7,211
 patches (19.2 a bag); pretraining 8.2 min; out-of-fold AUC colour 0.934, mean_random 0.901,
 abmil_random 0.894, mean_ssl 0.962, abmil_ssl 0.960, abmil_ssl_ctx 0.962 (the default; each
-tile is its own context on one-tile slides), naive_tiles 0.928 (14.6 min alone); the last
-line ``auc_colour=0.934 auc_naive_tiles=0.928 auc_default_before=0.894 auc_default=0.962
+tile is its own context on one-tile slides), naive_tiles 0.928 (14.6 min alone), topk_ssl
+0.957 (17.8 min alone); the last line (all arms) ``auc_colour=0.934 auc_naive_tiles=0.928 auc_default_before=0.894 auc_default=0.962
 auc_best=0.962 best=mean_ssl attention_in_idc=nan``. The default is 0.068 above random-init
 features and 0.034 above naive tiles, 0.028 above colour (short of the issue's 0.03).
 """
