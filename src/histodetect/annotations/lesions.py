@@ -18,7 +18,12 @@ import numpy as np
 import pandas as pd
 import shapely
 
-from histodetect.annotations.formats import EXCLUDE, ImportSettings, read_annotation_file
+from histodetect.annotations.formats import (
+    EXCLUDE,
+    ImportSettings,
+    _polygonal,
+    read_annotation_file,
+)
 from histodetect.errors import AnnotationError, name_some
 
 ANNOTATION_COLUMNS = ["slide_id", "class_name", "geometry", "source", "item"]
@@ -269,7 +274,12 @@ def clip_to_slide(
     out = annotations.copy()
     out["geometry"] = pd.Series(list(geoms), index=out.index, dtype=object)
     out.loc[crossing, "geometry"] = pd.Series(
-        [_polygonal(g) for g in clipped], index=out.index[crossing], dtype=object
+        [
+            _polygonal(g, Path(a.source), a.item)
+            for g, a in zip(clipped, annotations[crossing].itertuples(), strict=True)
+        ],
+        index=out.index[crossing],
+        dtype=object,
     )
     for source, part in annotations[crossing].groupby("source", sort=False):
         log.warning(
@@ -277,14 +287,6 @@ def clip_to_slide(
             source, len(part), width, height, name_some(part["item"]),
         )  # fmt: skip
     return out
-
-
-def _polygonal(geometry: shapely.Geometry) -> shapely.Geometry:
-    """The areas of a clipped outline (a clip along an edge can leave lines beside them)."""
-    if geometry.geom_type in ("Polygon", "MultiPolygon"):
-        return geometry
-    parts = [p for p in shapely.get_parts(geometry) if p.geom_type in ("Polygon", "MultiPolygon")]
-    return shapely.union_all(parts)
 
 
 def _refuse(
