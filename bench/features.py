@@ -185,7 +185,7 @@ def job_lazyslide(ctx: dict[str, Any]) -> Job:
     from wsidata import TileSpec, open_wsi
     from wsidata.io import add_tiles
 
-    from histodetect.training.data import IMAGENET_MEAN, IMAGENET_STD
+    from histodetect.fit.data import IMAGENET_MEAN, IMAGENET_STD
 
     threads()
     model = TimmModel("resnet18", pretrained=False, checkpoint_path=ctx["weights"])
@@ -221,7 +221,7 @@ def job_tiatoolbox(ctx: dict[str, Any]) -> Job:
     from tiatoolbox.models.engine.io_config import IOPatchPredictorConfig
     from tiatoolbox.models.models_abc import ModelABC
 
-    from histodetect.training.data import IMAGENET_MEAN, IMAGENET_STD
+    from histodetect.fit.data import IMAGENET_MEAN, IMAGENET_STD
 
     threads()
     net = timm_resnet(ctx["weights"]).eval()

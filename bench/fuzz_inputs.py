@@ -24,7 +24,7 @@ from pathlib import Path
 from histodetect.annotations.formats import ImportSettings, read_annotation_file
 from histodetect.annotations.lesions import read_digilut_csv
 from histodetect.cohort.patches import read_patch_labels
-from histodetect.cohort.validation import read_sample_sheet
+from histodetect.config.validation import read_sample_sheet
 from histodetect.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -58,9 +58,9 @@ import torch
 
 from histodetect.cohort.patches import assign_folds, fold_tables, read_patch_labels
 from histodetect.cohort.patches import subsample_groups as per_group
+from histodetect.fit.metrics import balanced_accuracy, binary_auc, multiclass_auc
 from histodetect.testdata import default_local
 from histodetect.training.thresholds import fit_decision, prob_matrix
-from histodetect.training.tile_scores import balanced_accuracy, binary_auc, multiclass_auc
 from histodetect.training.train import BALANCES, PREDICTIONS, TrainConfig, train_fold
 
 DATA = default_local() / "lc25000_lung"

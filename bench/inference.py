@@ -28,10 +28,7 @@ import pandas as pd
 import torch
 
 from histodetect.detection.inference import load_ensemble, predict_tiles
-from histodetect.slides.synthetic import make_cohort
-from histodetect.slides.tiling import TilingSettings, tile_slide
-from histodetect.slides.tissue import TissueSettings
-from histodetect.training.data import (
+from histodetect.fit.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TileDataset,
@@ -39,7 +36,10 @@ from histodetect.training.data import (
     prepare_batch,
     slide_order,
 )
-from histodetect.training.model import build_model, resolve_device, save_model
+from histodetect.fit.model import build_model, resolve_device, save_model
+from histodetect.slides.synthetic import make_cohort
+from histodetect.slides.tiling import TilingSettings, tile_slide
+from histodetect.slides.tissue import TissueSettings
 
 
 def make_inputs(out: Path, args: argparse.Namespace) -> tuple[pd.DataFrame, list[Path]]:

@@ -45,10 +45,10 @@ from histodetect.cohort.patches import (
     seen_images,
     subsample_groups,
 )
+from histodetect.fit.data import d4_transforms, make_loader, prepare_batch, random_crop
+from histodetect.fit.model import load_model, resolve_device
+from histodetect.fit.stain import StainNormalizer
 from histodetect.testdata import default_local
-from histodetect.training.data import d4_transforms, make_loader, prepare_batch, random_crop
-from histodetect.training.model import load_model, resolve_device
-from histodetect.training.stain import StainNormalizer
 from histodetect.training.train import TrainConfig, train_fold
 
 DATA = default_local() / "lc25000_lung"  # all 11,493 patches: a local copy only

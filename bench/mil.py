@@ -14,9 +14,9 @@ What it does, per cohort (``demo``: ``config/mil_demo.yaml``; ``harder``: the sa
    it sees the validation bags' tiles unlabelled), or ``timm``, the config's random-init
    resnet18 (no hub weights offline).
 2. Trains each model of ``--models`` directly through the package on the same feature files
-   and the same folds (``mil.train.train_mil_fold`` per fold, the rule train_mil's code; faster
+   and the same folds (``mil.train.train_fold`` per fold, the rule train_mil's code; faster
    than one workflow run per model, the features are extracted once; ``concat``, the summary
-   image, is ``mil.train_concat.train_concat_fold`` on the same tiles read from the slides,
+   image, is ``mil.train_concat.train_fold`` on the same tiles read from the slides,
    ``--concat-epochs``, the config's ``mil.concat`` section), then ``mil.ensemble.ensemble``
    gives the out-of-fold figures the workflow reports (``oof_auc``: macro one-vs-rest;
    ``oof_qwk`` at the grade decision chosen out of fold).
@@ -27,7 +27,7 @@ What it does, per cohort (``demo``: ``config/mil_demo.yaml``; ``harder``: the sa
 
 Prints one line per cohort and model; the last line (harder cohort) is
 ``auc_mean_pool=<a> auc_best=<b> best=<name> qwk_best=<c> attention_in_lesion=<d>``
-(goals: b >= a + 0.05, d >= 0.8). ``--speed`` instead times ``train_mil_fold`` on
+(goals: b >= a + 0.05, d >= 0.8). ``--speed`` instead times ``train_fold`` on
 ``--bags`` bags of ``--tiles`` tiles of 512-dim float16 features written as the feature stage
 writes them (``features.store.write_features``) in a scratch folder removed after, and prints
 seconds per fold and peak memory. Not a test: run it by hand under the heavy-run lock, e.g.
@@ -74,13 +74,12 @@ from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.ensemble import ensemble
 from histodetect.mil.summary_image import TileSource
-from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_mil_fold
+from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_fold
 from histodetect.mil.train_concat import (
     ConcatConfig,
     ConcatScorer,
     load_concat_model,
     occlusion_weights,
-    train_concat_fold,
 )
 from histodetect.slides.graded import HARDER, plan_demo
 from histodetect.slides.synthetic import COARSE, render_slide
@@ -250,24 +249,14 @@ def bench_cohort(name: str, args: argparse.Namespace) -> dict[str, dict[str, flo
         concat = model_name == "concat"
         epochs = args.concat_epochs if concat else args.epochs
         section = {**config["mil"], "model": model_name, "epochs": epochs}
-        if concat:
-            train, cfg, fold_source = (
-                train_concat_fold,
-                ConcatConfig.from_section(section, args.seed),
-                tiles,
-            )
-        else:
-            train, cfg, fold_source = (
-                train_mil_fold,
-                MilConfig.from_section(section, args.seed),
-                source,
-            )
+        options = ConcatConfig if concat else MilConfig
+        cfg, fold_source = options.from_section(section, args.seed), tiles if concat else source
         out = workdir / "bench" / model_name
         models = {}
         for fold in sorted(set(folds[folds.split == "train"].fold)):
             fold_dir = out / f"fold_{fold}"
             fold_dir.mkdir(parents=True, exist_ok=True)
-            train(
+            train_fold(
                 folds, int(fold), fold_source, fold_dir, cfg, classes,
                 mlflow_uri=f"sqlite:///{out / 'mlflow.db'}", experiment="bench_mil",
                 tb_dir=out / "tensorboard" / f"fold_{fold}",
@@ -325,7 +314,7 @@ def write_bags(folder: Path, n_bags: int, n_tiles: int, dim: int, seed: int) -> 
 
 
 class EpochClock(logging.Handler):
-    """Times of train_mil_fold's per-epoch log lines (``fold k epoch e: ...``)."""
+    """Times of train_fold's per-epoch log lines (``fold k epoch e: ...``)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -337,7 +326,7 @@ class EpochClock(logging.Handler):
 
 
 def speed(args: argparse.Namespace) -> None:
-    """Seconds per fold of ``train_mil_fold`` at scale, and the peak memory.
+    """Seconds per fold of ``train_fold`` at scale, and the peak memory.
 
     Each configuration trains ``--speed-epochs`` epochs (at least 2): the gap between the
     first two epochs' log lines is one epoch (a training pass and a validation pass); the rest
@@ -367,7 +356,7 @@ def speed(args: argparse.Namespace) -> None:
             out.mkdir()
             clock.times.clear()
             t0 = time.perf_counter()
-            metrics = train_mil_fold(
+            metrics = train_fold(
                 folds, 0, source, out, cfg, ["0", "1"],
                 mlflow_uri=f"sqlite:///{scratch / 'mlflow.db'}", experiment="bench_mil_speed",
                 tb_dir=scratch / "tensorboard",
@@ -376,7 +365,7 @@ def speed(args: argparse.Namespace) -> None:
             epoch_s = clock.times[1] - clock.times[0]
             estimate = seconds + (full - args.speed_epochs) * epoch_s
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-            print(f"train_mil_fold abmil max_tiles={cap}: {seconds:.0f} s per fold of "
+            print(f"train_fold abmil max_tiles={cap}: {seconds:.0f} s per fold of "
                   f"{args.speed_epochs} epochs (one epoch {epoch_s:.0f} s: training and "
                   f"validation passes); full default schedule of {full} epochs, estimated: "
                   f"{estimate:.0f} s; val_auc {metrics['val_auc']:.3f}; "

@@ -78,8 +78,8 @@ from scipy import ndimage
 from scipy.stats import spearmanr
 
 from histodetect.detection.heatmap import Heatmap
-from histodetect.detection.points import points_from_heatmap
-from histodetect.evaluation.point_metrics import (
+from histodetect.points.detect import points_from_heatmap
+from histodetect.points.metrics import (
     best_f1_threshold,
     bootstrap_f1,
     evaluate_out_of_fold,

@@ -30,7 +30,7 @@ def make_models(out: Path, batch: int) -> dict[str, Path]:
     """One ResNet18 (seeded weights), saved for ours, as TorchScript + config for WSInfer."""
     import torch
 
-    from histodetect.training.model import build_model, save_model
+    from histodetect.fit.model import build_model, save_model
 
     torch.manual_seed(0)
     net = build_model("resnet18").eval()
@@ -42,7 +42,7 @@ def make_models(out: Path, batch: int) -> dict[str, Path]:
 
 
 def wsinfer_config(out: Path, mpp: float) -> Path:
-    from histodetect.training.data import IMAGENET_MEAN, IMAGENET_STD
+    from histodetect.fit.data import IMAGENET_MEAN, IMAGENET_STD
 
     config = {
         "spec_version": "1.0", "architecture": "resnet18", "num_classes": 1,
@@ -90,8 +90,8 @@ def infer_forward(path: str, out: Path, batch: int) -> dict[str, Any]:
     mode, same batch), on as many random 256 px uint8 tiles as ours scored; no reading."""
     import torch
 
-    from histodetect.training.data import prepare_batch
-    from histodetect.training.model import load_model
+    from histodetect.fit.data import prepare_batch
+    from histodetect.fit.model import load_model
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     net, meta = load_model(out / "resnet18.pt")
@@ -158,7 +158,7 @@ def infer_tiatoolbox(path: str, out: Path, batch: int) -> dict[str, Any]:
     from tiatoolbox.models.engine.patch_predictor import PatchPredictor
     from tiatoolbox.models.models_abc import ModelABC
 
-    from histodetect.training.model import load_model
+    from histodetect.fit.model import load_model
 
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     net, meta = load_model(out / "resnet18.pt")

@@ -109,7 +109,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from histodetect.cohort.bags import bag_folds
-from histodetect.cohort.validation import merge_config
+from histodetect.config.validation import merge_config
 from histodetect.features.encoder import build_encoder
 from histodetect.features.extract import extract_features, with_context
 from histodetect.features.pretrain import SSLConfig, pretrain_encoder
@@ -117,8 +117,8 @@ from histodetect.features.settings import EncoderSpec
 from histodetect.features.store import SlideFeatures, read_features, write_features
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.summary_image import TILE_COLUMNS, TileSource
-from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_mil_fold
-from histodetect.mil.train_topk import TopkConfig, TopkScorer, train_topk_fold
+from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_fold
+from histodetect.mil.train_topk import TopkConfig, TopkScorer
 from histodetect.testdata import TestData, default_local
 
 REPO = Path(__file__).resolve().parents[1]
@@ -298,12 +298,11 @@ def train_arm(
     cfg: MilConfig | TopkConfig,
 ) -> dict[int, Path]:
     """One model per fold; the fold model files."""
-    train = train_topk_fold if isinstance(cfg, TopkConfig) else train_mil_fold
     models = {}
     for fold in sorted(set(folds.fold)):
         fold_dir = out / name / f"fold_{fold}"
         fold_dir.mkdir(parents=True, exist_ok=True)
-        train(
+        train_fold(
             folds, int(fold), source, fold_dir, cfg, ["0", "1"],  # type: ignore[arg-type]
             mlflow_uri=f"sqlite:///{out / 'mlflow.db'}", experiment="bench_weak_real",
             tb_dir=out / "tensorboard" / name / f"fold_{fold}",

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from _workflow import snakemake, write_config
 
-from histodetect.training.model import load_model
+from histodetect.fit.model import load_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from _workflow import snakemake, write_config
 from PIL import Image
 
 from histodetect.detection.heatmap import Heatmap
-from histodetect.detection.points import points_from_heatmap
+from histodetect.points.detect import points_from_heatmap
 
 pytestmark = pytest.mark.integration
 

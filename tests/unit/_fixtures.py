@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import tifffile
 
-from histodetect.training.model import build_model, save_model
+from histodetect.fit.model import build_model, save_model
 
 SLIDE_PX = 1024
 GRID_TILE = 64

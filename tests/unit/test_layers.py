@@ -16,11 +16,14 @@ STAGES = [
     "slides",
     "annotations",
     "cohort",
+    "fit",
     "training",
     "features",
     "mil",
     "detection",
+    "points",
     "evaluation",
+    "config",
 ]
 SHARED = {"errors", "io", "columns", "runner", "testdata"}
 

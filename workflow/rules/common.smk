@@ -8,7 +8,7 @@ import pandas as pd
 from snakemake.utils import min_version, validate
 
 from histodetect.cohort.bags import bag_table, predict_bag_ids
-from histodetect.cohort.validation import (
+from histodetect.config.validation import (
     check_config,
     merge_config,
     read_sample_sheet,

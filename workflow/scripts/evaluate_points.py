@@ -1,6 +1,6 @@
 """Snakemake script of rule evaluate_points: the point metric out of fold, per fold and pooled."""
 
-from histodetect.evaluation.point_metrics import evaluate_point_files
+from histodetect.points.metrics import evaluate_point_files
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

@@ -1,6 +1,6 @@
 """Snakemake script of rules point_counts and predict_point_counts: one table of counts."""
 
-from histodetect.detection.points import write_count_table
+from histodetect.points.detect import write_count_table
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

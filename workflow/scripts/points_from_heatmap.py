@@ -1,6 +1,6 @@
 """Snakemake script of rule oof_points: scored centres of a heatmap, as CSV and GeoJSON."""
 
-from histodetect.detection.points import write_points
+from histodetect.points.detect import write_points
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

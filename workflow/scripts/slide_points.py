@@ -1,6 +1,6 @@
 """Snakemake script of rules slide_points and predict_points: tuned points, their counts."""
 
-from histodetect.detection.points import tuned_point_settings, write_slide_points
+from histodetect.points.detect import tuned_point_settings, write_slide_points
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

@@ -6,8 +6,8 @@ import pandas as pd
 import torch
 
 from histodetect.cohort.sampling import training_pool
+from histodetect.points.hard_negatives import train_with_hard_negatives
 from histodetect.runner import rule_context
-from histodetect.training.hard_negatives import train_with_hard_negatives
 from histodetect.training.train import TrainConfig, train_fold
 
 with rule_context(snakemake):

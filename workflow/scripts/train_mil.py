@@ -1,5 +1,5 @@
-"""Snakemake script of rule train_mil: one fold's bag model (or summary-image or top-k
-tile model)."""
+"""Snakemake script of rule train_mil: one fold of mil.model's family (a bag model over the
+feature files, or a model that reads tiles: the summary image, the top-k tile encoder)."""
 
 from pathlib import Path
 
@@ -7,31 +7,25 @@ import torch
 
 from histodetect.cohort.bags import mil_classes, read_bag_folds
 from histodetect.mil.data import FeatureSource
+from histodetect.mil.families import family
 from histodetect.mil.summary_image import TileSource
-from histodetect.mil.train import MilConfig, train_mil_fold
-from histodetect.mil.train_concat import ConcatConfig, train_concat_fold
-from histodetect.mil.train_topk import TopkConfig, train_topk_fold
+from histodetect.mil.train import train_fold
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
     path = snakemake.input.folds
     folds = read_bag_folds(path)  # a tampered table is refused
-    mil, seed = snakemake.params.mil, snakemake.params.seed
-    tiles = TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir)
-    if mil["model"] == "concat":
-        train, cfg, source = train_concat_fold, ConcatConfig.from_section(mil, seed), tiles
-    elif mil["model"] == "topk":  # the encoder starts where the features' does
-        cfg = TopkConfig.from_section(mil, seed, snakemake.params.topk_encoder)
-        train, source = train_topk_fold, tiles
+    mil, params = snakemake.params.mil, snakemake.params
+    chosen = family(mil["model"])
+    cfg = chosen.options_from(mil, params.seed, params.topk_encoder)
+    if chosen.reads_tiles:
+        source = TileSource(params.tiles_dir, params.scores_dir)
     else:
-        train, cfg = train_mil_fold, MilConfig.from_section(mil, seed)
-        expect = {"encoder_id": snakemake.params.encoder_id}
-        source = FeatureSource(snakemake.params.feature_dir, expect)
-    train(
-        folds, snakemake.params.fold, source, Path(snakemake.output.model).parent, cfg,
+        source = FeatureSource(params.feature_dir, {"encoder_id": params.encoder_id})
+    train_fold(
+        folds, params.fold, source, Path(snakemake.output.model).parent, cfg,
         mil_classes(folds.label, mil, path),
-        mlflow_uri=snakemake.params.mlflow_uri, experiment=snakemake.params.experiment,
-        tb_dir=Path(snakemake.params.tb_dir),
-        extra_meta={"encoder_id": snakemake.params.encoder_id, "bag": mil["bag"]},
+        mlflow_uri=params.mlflow_uri, experiment=params.experiment, tb_dir=Path(params.tb_dir),
+        extra_meta={"encoder_id": params.encoder_id, "bag": mil["bag"]},
     )  # fmt: skip

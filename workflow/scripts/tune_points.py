@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from histodetect.evaluation.point_metrics import read_point_truth
-from histodetect.evaluation.point_tuning import tune_point_files
+from histodetect.points.metrics import read_point_truth
+from histodetect.points.tuning import tune_point_files
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

@@ -3,7 +3,7 @@
 ``labels.csv`` has columns ``path,label,group_id`` (more are kept); ``path`` is relative to
 the CSV's folder (or absolute) and ``group_id`` ties together patches that must never be split
 (a patient, or one image and its augmented copies). It plays the role of ``patient_id``.
-Fold tables have the columns :class:`~histodetect.training.data.TileDataset` reads as image files:
+Fold tables have the columns :class:`~histodetect.fit.data.TileDataset` reads as image files:
 ``path`` (absolute), ``tile_px``, integer ``label``, ``class_name``, ``patient_id``,
 ``slide_id`` (both the group) and ``fold``.
 """

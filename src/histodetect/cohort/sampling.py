@@ -78,7 +78,7 @@ def weight_tiles(tiles: pd.DataFrame, *, ratio: float) -> pd.DataFrame:
     """All labelled tiles with a sampling ``weight``: positives 1, negatives share ``ratio``
     times the positive count, so ``weight.sum()`` is the size of an undersampled epoch and
     a weighted draw gives ``ratio`` negatives per positive on average (the training loader,
-    :func:`histodetect.training.data.make_loader`, draws ``round(weight.sum())`` tiles per epoch).
+    :func:`histodetect.fit.data.make_loader`, draws ``round(weight.sum())`` tiles per epoch).
     """
     labelled = tiles[tiles.label >= 0].copy()
     n_pos = int((labelled.label >= 1).sum())
@@ -93,7 +93,7 @@ def class_balanced_weights(labels: np.ndarray, weights: np.ndarray | None = None
 
     ``weights`` (one per row, e.g. from :func:`weight_tiles`; default all 1) are rescaled per
     class so that a weighted draw of ``round(weights.sum())`` rows per epoch (what
-    :func:`histodetect.training.data.make_loader` draws) holds the classes in equal
+    :func:`histodetect.fit.data.make_loader` draws) holds the classes in equal
     expectation: the epoch length stays, only its class mix changes.
     """
     labels = np.asarray(labels)

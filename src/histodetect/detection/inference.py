@@ -17,10 +17,10 @@ from tqdm import tqdm
 
 from histodetect.detection.heatmap import Heatmap
 from histodetect.errors import InputError, name_some
+from histodetect.fit.data import d4_transforms, make_loader, prepare_batch, slide_order
+from histodetect.fit.model import load_model, read_model_meta, resolve_device
+from histodetect.fit.stain import StainNormalizer
 from histodetect.training.calibration import Calibration
-from histodetect.training.data import d4_transforms, make_loader, prepare_batch, slide_order
-from histodetect.training.model import load_model, read_model_meta, resolve_device
-from histodetect.training.stain import StainNormalizer
 
 log = logging.getLogger(__name__)
 REDUCERS = ("mean", "median", "max")

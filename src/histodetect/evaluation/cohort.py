@@ -18,14 +18,14 @@ from histodetect.detection.boxes import boxes_to_digilut
 from histodetect.detection.slide_score import SLIDE_COLUMNS, SlideScore
 from histodetect.evaluation.detection_metrics import detection_report, patch_metrics
 from histodetect.evaluation.plots import froc_png, roc_png
-from histodetect.io import atomic_path
-from histodetect.training.thresholds import Decision
-from histodetect.training.tile_scores import (
+from histodetect.fit.metrics import (
     at_decision,
     binary_auc,
     metric_key,
     multiclass_metrics,
 )
+from histodetect.io import atomic_path
+from histodetect.training.thresholds import Decision
 
 
 def _json_safe(value: Any) -> Any:

@@ -24,8 +24,8 @@ from histodetect.detection.slide_outputs import CONFIG_ONLY, expected_count
 from histodetect.detection.slide_score import METHODS, SlideScore
 from histodetect.errors import InputError, name_some
 from histodetect.evaluation.detection_metrics import slide_fbeta
+from histodetect.fit.metrics import best_threshold, binary_auc
 from histodetect.io import atomic_path
-from histodetect.training.tile_scores import best_threshold, binary_auc
 
 TUNED_KEYS = ("method", "threshold", "min_neighbours", "score", "min_size_um", "top_n", "nms_iou")
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from histodetect.errors import InputError
 from histodetect.features.settings import EncoderSpec, file_sha256
-from histodetect.training.model import feature_width, load_backbone_weights
+from histodetect.fit.model import feature_width, load_backbone_weights
 
 log = logging.getLogger(__name__)
 

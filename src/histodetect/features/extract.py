@@ -19,8 +19,8 @@ import histodetect
 from histodetect.errors import InputError
 from histodetect.features.encoder import Encoder
 from histodetect.features.store import SlideFeatures, write_features
-from histodetect.training.data import make_loader, prepare_batch, slide_order
-from histodetect.training.model import resolve_device
+from histodetect.fit.data import make_loader, prepare_batch, slide_order
+from histodetect.fit.model import resolve_device
 
 log = logging.getLogger(__name__)
 

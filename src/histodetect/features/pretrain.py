@@ -32,14 +32,13 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from histodetect.cohort.splits import assert_training_only
-from histodetect.io import atomic_path
-from histodetect.training.data import (
+from histodetect.fit.data import (
     augment_batch,
     make_loader,
     normalize_batch,
     random_crop,
 )
-from histodetect.training.loop import (
+from histodetect.fit.loop import (
     FitState,
     make_scheduler,
     record_epoch,
@@ -47,8 +46,9 @@ from histodetect.training.loop import (
     seed_all,
     tracked_run,
 )
-from histodetect.training.model import feature_width, resolve_device
-from histodetect.training.tracking import RunLogger
+from histodetect.fit.model import feature_width, resolve_device
+from histodetect.fit.tracking import RunLogger
+from histodetect.io import atomic_path
 
 log = logging.getLogger(__name__)
 FORMAT = "histodetect-ssl-encoder/1"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from histodetect.fit.metrics import balanced_accuracy, binary_auc
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.models import BagModel, MilTask
@@ -28,7 +29,6 @@ from histodetect.training.thresholds import (
     prob_matrix,
     read_oof,
 )
-from histodetect.training.tile_scores import balanced_accuracy, binary_auc
 
 _METRICS = ("auc", "balanced_accuracy", "qwk")
 

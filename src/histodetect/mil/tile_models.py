@@ -12,15 +12,16 @@ import torch
 
 from histodetect.mil import train_concat, train_topk
 from histodetect.mil.data import Bag
+from histodetect.mil.families import family_of_format
 from histodetect.mil.summary_image import TileSource
-
-KINDS = {train_concat.FORMAT: "concat", train_topk.FORMAT: "topk"}
 
 
 def tile_model_kind(path: str | Path) -> str | None:
-    """``concat`` or ``topk`` for a fold model that reads tiles, None for a bag model."""
+    """``concat`` or ``topk`` for a fold model that reads tiles, None for a bag model (the
+    family its file's format tag names, :mod:`histodetect.mil.families`)."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    return KINDS.get(blob.get("format"))
+    chosen = family_of_format(blob.get("format"))
+    return chosen.name if chosen is not None and chosen.reads_tiles else None
 
 
 def tile_scorer(

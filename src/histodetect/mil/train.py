@@ -1,5 +1,7 @@
-"""Train one fold's bag model: the training stage's fold loop (seeds, ``last.pt`` resume,
-early stopping, one MLflow run and TensorBoard events), one bag per step."""
+"""Train one fold of any slide-label family: :func:`train_fold` sets the fold up, the family's
+options make its :class:`FoldPlan` (network, epoch and validation steps), and :func:`fit_fold`
+runs the loop they share (seeds, ``last.pt`` resume, early stopping, one MLflow run and
+TensorBoard events). The bag models over feature files (one bag per step) live here."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,8 @@ import torch
 from torch import nn
 
 from histodetect.errors import SplitError
-from histodetect.io import atomic_path
-from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
-from histodetect.mil.models import BagModel, MilTask
-from histodetect.training.ema import WeightEMA
-from histodetect.training.loop import (
+from histodetect.fit.ema import WeightEMA
+from histodetect.fit.loop import (
     FitState,
     make_scheduler,
     record_epoch,
@@ -29,18 +28,52 @@ from histodetect.training.loop import (
     seed_all,
     tracked_run,
 )
-from histodetect.training.model import resolve_device
-from histodetect.training.tile_scores import binary_auc, multiclass_auc
-from histodetect.training.tracking import RunLogger
+from histodetect.fit.metrics import binary_auc, multiclass_auc
+from histodetect.fit.model import resolve_device
+from histodetect.fit.tracking import RunLogger
+from histodetect.io import atomic_path
+from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
+from histodetect.mil.families import FAMILIES
+from histodetect.mil.models import BagModel, MilTask
 
 log = logging.getLogger(__name__)
-FORMAT = "histodetect-mil-1"
+FORMAT = FAMILIES["abmil"].format
 PREDICTIONS = "val_predictions.parquet"
 _RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
 
 
+class FamilyOptions:
+    """What every family's options class shares (each is a frozen dataclass with ``seed``,
+    ``task``, ``device``, ``lr``, ``weight_decay``, ``epochs``, ``early_stopping_patience``)."""
+
+    @classmethod
+    def _pick(cls, merged: dict[str, Any], seed: int) -> Any:
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in merged.items() if k in names}, seed=seed)
+
+    def resume_key(self) -> dict[str, Any]:
+        """The options whose change makes ``last.pt`` of another run (not resumed)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}  # type: ignore[call-overload]
+
+
+@dataclass
+class FoldPlan:
+    """What a family brings to :func:`fit_fold`: its network, one epoch's step
+    (``epoch(state, class_w, rng) -> loss``), its validation (``validate(net) -> (loss,
+    probs)``; ``select`` for choosing the epoch, default ``validate``), what its loader needs
+    beside the architecture (``meta``), its files' format tag and an optional weight average."""
+
+    model: nn.Module
+    epoch: Callable[[FitState, np.ndarray, np.random.Generator], float]
+    validate: Callable[[nn.Module], tuple[float, np.ndarray]]
+    select: Callable[[nn.Module], tuple[float, np.ndarray]] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    model_format: str = FORMAT
+    ema_decay: float | None = None
+
+
 @dataclass(frozen=True)
-class MilConfig:
+class MilConfig(FamilyOptions):
     """Training options of the ``mil`` config section (the others are the workflow's)."""
 
     model: str = "abmil"
@@ -61,13 +94,31 @@ class MilConfig:
     seed: int = 42
 
     @classmethod
-    def from_section(cls, mil: dict[str, Any], seed: int) -> MilConfig:
-        """The fields of ``mil`` that train a model (others, e.g. ``bag``, are left out)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in mil.items() if k in names}, seed=seed)
+    def from_section(
+        cls, mil: dict[str, Any], seed: int, encoder: dict[str, Any] | None = None
+    ) -> MilConfig:
+        """The fields of ``mil`` that train a model (others, e.g. ``bag``, are left out);
+        a bag model has no tile encoder of its own (``encoder`` is ignored)."""
+        return cls._pick(mil, seed)
 
-    def resume_key(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+    def plan(
+        self, source: FeatureSource, train: list[Bag], val: list[Bag], task: MilTask,
+        device: torch.device,
+    ) -> FoldPlan:  # fmt: skip
+        """A bag model over ``source``'s feature files, its inputs standardised on ``train``."""
+        model = BagModel(
+            self.model, source.dim(train[0]), self.hidden, task.outputs, task.k,
+            ordinal=self.task == "ordinal", dropout=self.dropout,
+            layers=self.transformer_layers, heads=self.transformer_heads,
+        )  # fmt: skip
+        model.shift, model.scale = tile_stats(source, train)
+        return FoldPlan(
+            model.to(device),
+            epoch=lambda state, class_w, rng: _epoch(
+                state, train, source, task, self, class_w, rng, device
+            ),
+            validate=lambda net: _validate(net, val, source, task, device),
+        )
 
 
 def auc_of(y: np.ndarray, probs: np.ndarray) -> float:
@@ -78,7 +129,7 @@ def auc_of(y: np.ndarray, probs: np.ndarray) -> float:
 
 
 def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
-    """An untrained model and its task as ``meta`` (of :func:`train_mil_fold`) describes."""
+    """An untrained model and its task as ``meta`` (of :func:`train_fold`) describes."""
     arch = meta["arch"]
     model = BagModel(
         arch["kind"], arch["dim"], arch["hidden"], arch["outputs"], arch["n_classes"],
@@ -89,7 +140,7 @@ def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
 
 
 def load_mil_model(path: str | Path) -> tuple[BagModel, MilTask, dict[str, Any]]:
-    """A fold model written by :func:`train_mil_fold`, in eval mode, with its task and meta."""
+    """A fold model written by :func:`train_fold`, in eval mode, with its task and meta."""
     blob = torch.load(path, map_location="cpu", weights_only=True)
     if blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a histodetect MIL model")
@@ -121,12 +172,12 @@ def class_weights(train: list[Bag], k: int) -> tuple[np.ndarray, np.ndarray]:
     return counts, len(train) / (k * np.maximum(counts, 1))
 
 
-def train_mil_fold(
+def train_fold(
     folds: pd.DataFrame,
     fold: int,
-    source: FeatureSource,
+    source: Any,
     out_dir: Path,
-    cfg: MilConfig,
+    cfg: Any,
     classes: list[str],
     *,
     mlflow_uri: str,
@@ -134,7 +185,9 @@ def train_mil_fold(
     tb_dir: Path,
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train on the labelled training bags outside ``fold``, select on those inside it.
+    """Train one fold of the family whose options ``cfg`` are (its ``plan``) on ``source``
+    (feature files or tiles, as the family reads): train on the labelled training bags
+    outside ``fold``, select on those inside it.
 
     Writes ``out_dir/last.pt`` every epoch, then ``model.pt`` (the best epoch by validation
     AUC, ties by loss), ``val_predictions.parquet`` (each validation bag's ``bag_id``,
@@ -146,24 +199,15 @@ def train_mil_fold(
     task = MilTask(cfg.task, classes)
     device = resolve_device(cfg.device)
     seed_all(cfg.seed + fold)
-    model = BagModel(
-        cfg.model, source.dim(train[0]), cfg.hidden, task.outputs, task.k,
-        ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
-        layers=cfg.transformer_layers, heads=cfg.transformer_heads,
-    )  # fmt: skip
-    model.shift, model.scale = tile_stats(source, train)
+    plan = cfg.plan(source, train, val, task, device)
     return fit_fold(
-        model.to(device), cfg, fold, train, val, task, Path(out_dir),
-        epoch=lambda state, class_w, rng: _epoch(
-            state, train, source, task, cfg, class_w, rng, device
-        ),
-        validate=lambda net: _validate(net, val, source, task, device),
+        plan, cfg, fold, train, val, task, Path(out_dir),
         mlflow_uri=mlflow_uri, experiment=experiment, tb_dir=tb_dir, extra_meta=extra_meta,
     )  # fmt: skip
 
 
 def fit_fold(
-    model: nn.Module,
+    plan: FoldPlan,
     cfg: Any,
     fold: int,
     train: list[Bag],
@@ -171,43 +215,37 @@ def fit_fold(
     task: MilTask,
     out_dir: Path,
     *,
-    epoch: Callable[[FitState, np.ndarray, np.random.Generator], float],
-    validate: Callable[[nn.Module], tuple[float, np.ndarray]],
-    select: Callable[[nn.Module], tuple[float, np.ndarray]] | None = None,
-    family_meta: dict[str, Any] | None = None,
-    model_format: str = FORMAT,
-    ema_decay: float | None = None,
     mlflow_uri: str,
     experiment: str,
     tb_dir: Path,
     extra_meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The fold loop every slide-label family shares: AdamW with a cosine schedule (a weight
-    average with ``ema_decay``), ``last.pt`` resume, ``epoch(state, class_w, rng)`` then
-    ``select(net)`` (default ``validate``) each epoch, early stopping on validation AUC (ties
-    by loss), one MLflow run and TensorBoard events, then :func:`save_fold` with
-    ``validate``. ``cfg``: the family's options (``lr``, ``weight_decay``, ``epochs``,
-    ``early_stopping_patience``, ``seed``, ``resume_key()``); ``family_meta``: what its
-    loader needs beside the architecture."""
+    average with ``plan.ema_decay``), ``last.pt`` resume, ``plan.epoch`` then ``plan.select``
+    each epoch, early stopping on validation AUC (ties by loss), one MLflow run and
+    TensorBoard events, then :func:`save_fold` with ``plan.validate``. ``cfg``: the family's
+    options (``lr``, ``weight_decay``, ``epochs``, ``early_stopping_patience``, ``seed``,
+    ``resume_key()``)."""
+    model = plan.model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = make_scheduler(opt, "cosine", cfg.epochs, cfg.early_stopping_patience)
-    ema = WeightEMA(model, ema_decay) if ema_decay else None
+    ema = WeightEMA(model, plan.ema_decay) if plan.ema_decay else None
     state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
     last, key = out_dir / "last.pt", cfg.resume_key()
     resumed = resume(last, key, state)
     counts, class_w = class_weights(train, task.k)
     meta = {"fold": fold, "task": task.kind, "classes": task.classes, "arch": model.arch}
-    meta |= {**(family_meta or {}), "train_patients": sorted({b.group for b in train})}
+    meta |= {**plan.meta, "train_patients": sorted({b.group for b in train})}
     meta |= {"config": dataclasses.asdict(cfg), **(extra_meta or {})}
     params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
     params |= {f"n_class_{c}": int(n) for c, n in zip(task.classes, counts, strict=True)}
     logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
-    select = select or validate
+    select = plan.select or plan.validate
     with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
         for n in range(state.epoch + 1, cfg.epochs):
             if state.stop_early(cfg.early_stopping_patience):
                 break
-            train_loss = epoch(state, class_w, np.random.default_rng([cfg.seed, fold, n]))
+            train_loss = plan.epoch(state, class_w, np.random.default_rng([cfg.seed, fold, n]))
             val_loss, probs = select(state.net)
             auc = auc_of(np.array([b.y for b in val]), probs)
             score = [auc if np.isfinite(auc) else -1.0, -val_loss]
@@ -215,7 +253,7 @@ def fit_fold(
             row["lr"] = opt.param_groups[0]["lr"]
             record_epoch(state, n, score, row, last=last, resume_key=key, logger=logger)
             log.info("fold %d epoch %d: %s", fold, n, row)
-        metrics = save_fold(state, val, task, out_dir, meta, validate, model_format)
+        metrics = save_fold(state, val, task, out_dir, meta, plan.validate, plan.model_format)
         logger.finish(metrics, out_dir / "model.pt")
     return metrics
 

@@ -3,17 +3,16 @@ summary images of the bags (:mod:`histodetect.mil.summary_image`).
 
 Training draws one summary image per bag and step, bags sampled class-balanced (rare grades
 more often), each tile D4-augmented and the tile order shuffled; the fold loop is the training
-stage's (:mod:`histodetect.training.loop`: seeds, ``last.pt`` resume, early stopping, a weight
+stage's (:mod:`histodetect.fit.loop`: seeds, ``last.pt`` resume, early stopping, a weight
 average (EMA) with ``ema_decay``, one MLflow run and TensorBoard events). Validation and test
 vote: the mean of the class probabilities over ``draws`` summary images of the bag, drawn with
 a seed of the bag's own, so a bag's answer does not depend on the bags scored before it. The
 task heads are :class:`~histodetect.mil.models.MilTask`'s (binary, multi-class, ordinal
-CORAL). The outputs are those of :func:`histodetect.mil.train.train_mil_fold`.
+CORAL). The outputs are those of :func:`histodetect.mil.train.train_fold`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import zlib
 from collections.abc import Sequence
@@ -22,30 +21,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import timm
 import torch
 from torch import nn
 
 from histodetect.errors import InputError
+from histodetect.fit.data import normalize_batch
+from histodetect.fit.loop import (
+    FitState,
+)
+from histodetect.fit.model import feature_width, load_backbone_weights
 from histodetect.mil.data import Bag
+from histodetect.mil.families import FAMILIES
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import SCORES, TileSource, draw_images, grid_side
-from histodetect.mil.train import fit_fold, fold_bags
-from histodetect.training.data import normalize_batch
-from histodetect.training.loop import (
-    FitState,
-    seed_all,
-)
-from histodetect.training.model import feature_width, load_backbone_weights, resolve_device
+from histodetect.mil.train import FamilyOptions, FoldPlan
 
 log = logging.getLogger(__name__)
-FORMAT = "histodetect-mil-concat-1"
-_RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
+FORMAT = FAMILIES["concat"].format
 
 
 @dataclass(frozen=True)
-class ConcatConfig:
+class ConcatConfig(FamilyOptions):
     """The ``mil`` options a summary-image model trains with (``mil.concat`` and the shared
     ``task``, ``epochs``, ``lr``, ``weight_decay``, ``early_stopping_patience``,
     ``class_balance``, ``dropout``, ``device``)."""
@@ -69,11 +66,12 @@ class ConcatConfig:
     seed: int = 42
 
     @classmethod
-    def from_section(cls, mil: dict[str, Any], seed: int) -> ConcatConfig:
-        """The options of the ``mil`` section and its ``concat`` subsection."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        merged = {**mil, **(mil.get("concat") or {})}
-        cfg = cls(**{k: v for k, v in merged.items() if k in names}, seed=seed)
+    def from_section(
+        cls, mil: dict[str, Any], seed: int, encoder: dict[str, Any] | None = None
+    ) -> ConcatConfig:
+        """The options of the ``mil`` section and its ``concat`` subsection (its backbone is
+        its own: ``encoder`` is ignored)."""
+        cfg = cls._pick({**mil, **(mil.get("concat") or {})}, seed)
         if cfg.score not in SCORES:
             raise InputError(
                 "config",
@@ -82,8 +80,24 @@ class ConcatConfig:
             )
         return cfg
 
-    def resume_key(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+    def plan(
+        self, source: TileSource, train: list[Bag], val: list[Bag], task: MilTask,
+        device: torch.device,
+    ) -> FoldPlan:  # fmt: skip
+        """A summary-image network over ``source``'s tiles, ``k`` of a bag in one image."""
+        model = SummaryImageNet(
+            self.backbone, task.outputs, ordinal=self.task == "ordinal", dropout=self.dropout,
+            pretrained=self.pretrained, checkpoint=self.checkpoint,
+        ).to(device)  # fmt: skip
+        return FoldPlan(
+            model,
+            epoch=lambda state, class_w, rng: _epoch(
+                state, train, source, task, self, class_w, rng, device
+            ),
+            validate=lambda net: _validate(net, val, source, task, self, device),
+            meta={"k": self.k, "score": self.score, "draws": self.draws, "seed": self.seed},
+            model_format=FORMAT, ema_decay=self.ema_decay,
+        )  # fmt: skip
 
 
 class SummaryImageNet(nn.Module):
@@ -151,42 +165,6 @@ def draw_probs(
 def vote(model: nn.Module, task: MilTask, images: np.ndarray, device: torch.device) -> np.ndarray:
     """The bag's class probabilities ``(K,)``: the mean over its summary images."""
     return draw_probs(model, task, images, device).mean(0)
-
-
-def train_concat_fold(
-    folds: pd.DataFrame,
-    fold: int,
-    source: TileSource,
-    out_dir: Path,
-    cfg: ConcatConfig,
-    classes: list[str],
-    *,
-    mlflow_uri: str,
-    experiment: str,
-    tb_dir: Path,
-    extra_meta: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train on the labelled training bags outside ``fold``, select on those inside it; write
-    ``last.pt``, ``model.pt``, ``val_predictions.parquet`` and ``training_metrics.json`` as
-    :func:`histodetect.mil.train.train_mil_fold` does; return the metrics."""
-    train, val = fold_bags(folds, fold)
-    task = MilTask(cfg.task, classes)
-    device = resolve_device(cfg.device)
-    seed_all(cfg.seed + fold)
-    model = SummaryImageNet(
-        cfg.backbone, task.outputs, ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
-        pretrained=cfg.pretrained, checkpoint=cfg.checkpoint,
-    ).to(device)  # fmt: skip
-    return fit_fold(
-        model, cfg, fold, train, val, task, Path(out_dir),
-        epoch=lambda state, class_w, rng: _epoch(
-            state, train, source, task, cfg, class_w, rng, device
-        ),
-        validate=lambda net: _validate(net, val, source, task, cfg, device),
-        family_meta={"k": cfg.k, "score": cfg.score, "draws": cfg.draws, "seed": cfg.seed},
-        model_format=FORMAT, ema_decay=cfg.ema_decay,
-        mlflow_uri=mlflow_uri, experiment=experiment, tb_dir=tb_dir, extra_meta=extra_meta,
-    )  # fmt: skip
 
 
 def _epoch(

@@ -9,14 +9,13 @@ tiles among all its tiles; each tile's weight (its "attention") is its own score
 over the bag. ``select: random`` instead keeps ``k`` random tiles per bag: every tile inherits
 its bag's label, the naive tile classifier that top-k selection improves on.
 
-The fold loop is the training stage's (:mod:`histodetect.training.loop`: seeds, ``last.pt``
+The fold loop is the training stage's (:mod:`histodetect.fit.loop`: seeds, ``last.pt``
 resume, early stopping, one MLflow run and TensorBoard events); the outputs are those of
-:func:`histodetect.mil.train.train_mil_fold`.
+:func:`histodetect.mil.train.train_fold`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,28 +23,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
+from histodetect.fit.loop import (
+    FitState,
+)
 from histodetect.mil.data import Bag
+from histodetect.mil.families import FAMILIES
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import TileSource, d4
-from histodetect.mil.train import fit_fold, fold_bags
+from histodetect.mil.train import FamilyOptions, FoldPlan
 from histodetect.mil.train_concat import SummaryImageNet, bag_rng
-from histodetect.training.loop import (
-    FitState,
-    seed_all,
-)
-from histodetect.training.model import resolve_device
 
 log = logging.getLogger(__name__)
-FORMAT = "histodetect-mil-topk-1"
+FORMAT = FAMILIES["topk"].format
 SELECT = ("top", "random")
-_RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
 
 
 @dataclass(frozen=True)
-class TopkConfig:
+class TopkConfig(FamilyOptions):
     """The options a top-k model trains with: ``mil.topk`` and the shared ``task``,
     ``dropout``, ``early_stopping_patience``, ``class_balance`` and ``device`` of ``mil``; the
     encoder's ``backbone``, ``checkpoint`` and ``pretrained`` come from the run's resolved
@@ -80,13 +76,29 @@ class TopkConfig:
     ) -> TopkConfig:
         """The options of ``mil``, its ``topk`` subsection and ``encoder`` (``backbone``,
         ``checkpoint``, ``pretrained``)."""
-        names = {f.name for f in dataclasses.fields(cls)}
         shared = {k: mil[k] for k in ("task", "dropout", "class_balance", "device") if k in mil}
-        merged = {**shared, **(mil.get("topk") or {}), **(encoder or {})}
-        return cls(**{k: v for k, v in merged.items() if k in names}, seed=seed)
+        return cls._pick({**shared, **(mil.get("topk") or {}), **(encoder or {})}, seed)
 
-    def resume_key(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
+    def plan(
+        self, source: TileSource, train: list[Bag], val: list[Bag], task: MilTask,
+        device: torch.device,
+    ) -> FoldPlan:  # fmt: skip
+        """The tile encoder (where the features' starts) and its head over single tiles; the
+        epoch is chosen on the capped validation, the saved model scored on every tile."""
+        model = SummaryImageNet(
+            self.backbone, task.outputs, ordinal=self.task == "ordinal", dropout=self.dropout,
+            pretrained=self.pretrained, checkpoint=self.checkpoint, kind="topk",
+        ).to(device)  # fmt: skip
+        return FoldPlan(
+            model,
+            epoch=lambda state, class_w, rng: _epoch(
+                state, train, source, task, self, class_w, rng, device
+            ),
+            validate=lambda net: _validate(net, val, source, task, self, device, capped=False),
+            select=lambda net: _validate(net, val, source, task, self, device, capped=True),
+            meta={"k": self.k, "select": self.select, "seed": self.seed},
+            model_format=FORMAT,
+        )  # fmt: skip
 
 
 def tile_score(probs: np.ndarray, task: MilTask) -> np.ndarray:
@@ -131,43 +143,6 @@ def top_mean(probs: np.ndarray, task: MilTask, k: int | None) -> np.ndarray:
     """The mean class probabilities ``(K,)`` of the ``k`` top-scored tiles of ``(n, K)``
     (None: of all)."""
     return probs[np.argsort(-tile_score(probs, task), kind="stable")[:k]].mean(0)
-
-
-def train_topk_fold(
-    folds: pd.DataFrame,
-    fold: int,
-    source: TileSource,
-    out_dir: Path,
-    cfg: TopkConfig,
-    classes: list[str],
-    *,
-    mlflow_uri: str,
-    experiment: str,
-    tb_dir: Path,
-    extra_meta: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train on the labelled training bags outside ``fold``, select on those inside it; write
-    ``last.pt``, ``model.pt``, ``val_predictions.parquet`` and ``training_metrics.json`` as
-    :func:`histodetect.mil.train.train_mil_fold` does; return the metrics."""
-    train, val = fold_bags(folds, fold)
-    task = MilTask(cfg.task, classes)
-    device = resolve_device(cfg.device)
-    seed_all(cfg.seed + fold)
-    model = SummaryImageNet(
-        cfg.backbone, task.outputs, ordinal=cfg.task == "ordinal", dropout=cfg.dropout,
-        pretrained=cfg.pretrained, checkpoint=cfg.checkpoint, kind="topk",
-    ).to(device)  # fmt: skip
-    return fit_fold(
-        model, cfg, fold, train, val, task, Path(out_dir),
-        epoch=lambda state, class_w, rng: _epoch(
-            state, train, source, task, cfg, class_w, rng, device
-        ),
-        validate=lambda net: _validate(net, val, source, task, cfg, device, capped=False),
-        select=lambda net: _validate(net, val, source, task, cfg, device, capped=True),
-        family_meta={"k": cfg.k, "select": cfg.select, "seed": cfg.seed},
-        model_format=FORMAT,
-        mlflow_uri=mlflow_uri, experiment=experiment, tb_dir=tb_dir, extra_meta=extra_meta,
-    )  # fmt: skip
 
 
 def _selected(

@@ -1,5 +1,5 @@
-"""Training: tile datasets and loaders, the timm classifier, and one fold's resumable training.
+"""Training: one fold's tile classifier, its calibration and its decision threshold.
 
 Hands on a self-describing ``model.pt`` per fold (tile size, classes, normalisation) with its
-validation scores, tracked in MLflow and TensorBoard.
+validation scores, tracked in MLflow and TensorBoard (the loop itself lives in ``fit``).
 """

@@ -3,10 +3,10 @@
 Each fold model wrote its validation rows' probabilities (``val_predictions.parquet``); every
 row there was scored by the one model that did not train on its patient. Pooled, they choose
 the decision rule the ensemble uses instead of 0.5: for a binary model the probability
-threshold with the best balanced accuracy (:func:`~histodetect.training.tile_scores.best_threshold`);
+threshold with the best balanced accuracy (:func:`~histodetect.fit.metrics.best_threshold`);
 for a multi-class model the argmax with class priors corrected (the class of largest
 ``p / prior``), the priors fitted to the best balanced accuracy
-(:func:`~histodetect.training.tile_scores.fit_class_priors`). A row whose patient the scoring
+(:func:`~histodetect.fit.metrics.fit_class_priors`). A row whose patient the scoring
 model trained on, or a patient scored by two models, is refused: a threshold chosen on rows
 the model has seen would be optimistic.
 
@@ -27,9 +27,7 @@ import pandas as pd
 
 from histodetect.columns import class_prob_column
 from histodetect.errors import InputError, name_some
-from histodetect.io import atomic_path
-from histodetect.training.calibration import calibrated_table, read_calibration
-from histodetect.training.tile_scores import (
+from histodetect.fit.metrics import (
     at_decision,
     best_threshold,
     fit_class_priors,
@@ -38,6 +36,8 @@ from histodetect.training.tile_scores import (
     patch_metrics,
     prior_corrected,
 )
+from histodetect.io import atomic_path
+from histodetect.training.calibration import calibrated_table, read_calibration
 
 THRESHOLD_FILE = "threshold.json"
 

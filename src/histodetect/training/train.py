@@ -22,10 +22,9 @@ from tqdm import tqdm
 
 from histodetect.cohort.sampling import class_balanced_weights
 from histodetect.errors import name_some
-from histodetect.io import atomic_path
-from histodetect.training.data import augment_batch, make_loader, mixup, prepare_batch, random_crop
-from histodetect.training.ema import WeightEMA
-from histodetect.training.loop import (
+from histodetect.fit.data import augment_batch, make_loader, mixup, prepare_batch, random_crop
+from histodetect.fit.ema import WeightEMA
+from histodetect.fit.loop import (
     FitState,
     make_scheduler,
     record_epoch,
@@ -33,15 +32,7 @@ from histodetect.training.loop import (
     seed_all,
     tracked_run,
 )
-from histodetect.training.model import (
-    balanced_loss_weights,
-    build_model,
-    make_loss,
-    resolve_device,
-    save_model,
-)
-from histodetect.training.stain import StainNormalizer
-from histodetect.training.tile_scores import (
+from histodetect.fit.metrics import (
     at_decision,
     binary_auc,
     metric_key,
@@ -49,7 +40,16 @@ from histodetect.training.tile_scores import (
     multiclass_metrics,
     patch_metrics,
 )
-from histodetect.training.tracking import RunLogger
+from histodetect.fit.model import (
+    balanced_loss_weights,
+    build_model,
+    make_loss,
+    resolve_device,
+    save_model,
+)
+from histodetect.fit.stain import StainNormalizer
+from histodetect.fit.tracking import RunLogger
+from histodetect.io import atomic_path
 
 log = logging.getLogger(__name__)
 # Options that do not change the optimisation trajectory: a checkpoint stays resumable.
@@ -259,7 +259,7 @@ def train_fold(
     column in ``train_df`` draws training tiles with those weights (with replacement).
     ``cfg.class_balance`` balances the classes from the training rows alone: ``sampler``
     rescales the draw per class (:func:`~histodetect.cohort.sampling.class_balanced_weights`),
-    ``loss`` weighs the loss (:func:`~histodetect.training.model.balanced_loss_weights`, from
+    ``loss`` weighs the loss (:func:`~histodetect.fit.model.balanced_loss_weights`, from
     the rows or, with a ``weight`` column, the weight each class draws).
     Writes ``out_dir/last.pt`` (every epoch, with the best weights so far), and at the end
     ``out_dir/model.pt`` (the epoch ``cfg.select`` names; never before training ends, so a

@@ -18,8 +18,8 @@ from _fixtures import colour_slide, random_model, tile_table, write_tiff
 
 from histodetect.detection.heatmap import Heatmap
 from histodetect.detection.inference import heatmap_from_tiles, predict_tiles
-from histodetect.training.data import TileDataset, d4_transforms, normalize_batch
-from histodetect.training.model import load_model
+from histodetect.fit.data import TileDataset, d4_transforms, normalize_batch
+from histodetect.fit.model import load_model
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -218,7 +218,7 @@ def test_infer_slide_script(
 def test_multiclass_model_gives_one_minus_background(
     setup: tuple[pd.DataFrame, list[Path]], tmp_path: Path
 ) -> None:
-    from histodetect.training.model import build_model, save_model
+    from histodetect.fit.model import build_model, save_model
 
     tiles, _ = setup
     torch.manual_seed(0)
@@ -237,7 +237,7 @@ def test_multiclass_ensemble_gives_each_class_probability(
 ) -> None:
     from histodetect.columns import class_prob_column
     from histodetect.detection.inference import predict_tile_classes
-    from histodetect.training.model import build_model, save_model
+    from histodetect.fit.model import build_model, save_model
 
     tiles, binary = setup
     classes = ["background", "adeno", "squamous cell"]

@@ -18,7 +18,7 @@ from histodetect.features.encoder import build_encoder
 from histodetect.features.extract import encode_batch, extract_slide
 from histodetect.features.settings import EncoderSpec
 from histodetect.features.store import read_features
-from histodetect.training.data import TileDataset
+from histodetect.fit.data import TileDataset
 
 SPEC = EncoderSpec(model="test_efficientnet", seed=7)
 TILING = {"tile_um": 32.0, "target_mpp": 1.0}

@@ -13,12 +13,13 @@ import torch
 import yaml
 from PIL import Image
 
-from histodetect.cohort.validation import check_config
+from histodetect.config.validation import check_config
 from histodetect.errors import InputError
 from histodetect.mil.data import Bag
 from histodetect.mil.ensemble import ensemble
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import TileSource, assemble, choose_tiles, d4, draw_images
+from histodetect.mil.train import train_fold
 from histodetect.mil.train_concat import (
     ConcatConfig,
     ConcatScorer,
@@ -27,7 +28,6 @@ from histodetect.mil.train_concat import (
     draw_set,
     load_concat_model,
     occlusion_weights,
-    train_concat_fold,
     vote,
 )
 
@@ -166,7 +166,7 @@ def test_a_tiny_summary_image_model_learns_the_deciding_tile_colour(tmp_path: Pa
     source = TileSource(tmp_path)
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "fold_0"
-    metrics = train_concat_fold(
+    metrics = train_fold(
         folds, 0, source, out, cfg, ["0", "1"], mlflow_uri=store, experiment="t",
         tb_dir=tmp_path / "tb",
     )  # fmt: skip
@@ -245,11 +245,11 @@ def test_a_stopped_fold_resumes_from_last_pt_with_its_weight_average(tmp_path: P
                        ema_decay=0.9, early_stopping_patience=0, seed=0)  # fmt: skip
     out, store = tmp_path / "fold_0", f"sqlite:///{tmp_path / 'mlflow.db'}"
     kwargs = {"mlflow_uri": store, "experiment": "t", "tb_dir": tmp_path / "tb"}
-    train_concat_fold(folds, 0, TileSource(tmp_path), out, cfg, ["0", "1"], **kwargs)
+    train_fold(folds, 0, TileSource(tmp_path), out, cfg, ["0", "1"], **kwargs)
     first = torch.load(out / "last.pt", weights_only=False)
     assert first["epoch"] == 1 and first["ema"]["updates"] == 2  # 4 bags: one step an epoch
     longer = dataclasses.replace(cfg, epochs=3)  # epochs may change on resume
-    metrics = train_concat_fold(folds, 0, TileSource(tmp_path), out, longer, ["0", "1"], **kwargs)
+    metrics = train_fold(folds, 0, TileSource(tmp_path), out, longer, ["0", "1"], **kwargs)
     resumed = torch.load(out / "last.pt", weights_only=False)
     assert metrics["epochs_run"] == 3 and [h["epoch"] for h in resumed["history"]] == [0, 1, 2]
     assert resumed["ema"]["updates"] == 3

@@ -13,7 +13,7 @@ from histodetect.errors import InputError
 from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil.data import FeatureSource
 from histodetect.mil.ensemble import ensemble
-from histodetect.mil.train import MilConfig, train_mil_fold
+from histodetect.mil.train import MilConfig, train_fold
 
 
 def _cohort(folder: Path) -> pd.DataFrame:
@@ -42,7 +42,7 @@ def test_the_ensemble_scores_test_bags_and_reports_out_of_fold_figures(tmp_path:
     paths = []
     for k in (0, 1):
         out = tmp_path / f"fold_{k}"
-        train_mil_fold(folds, k, source, out, cfg, ["0", "1", "2"],
+        train_fold(folds, k, source, out, cfg, ["0", "1", "2"],
                        mlflow_uri=f"sqlite:///{tmp_path}/m.db", experiment="e", tb_dir=out / "tb")  # fmt: skip
         paths.append(out)
     models = [p / "model.pt" for p in paths]

@@ -12,7 +12,7 @@ import torch
 from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.models import MilTask
-from histodetect.mil.train import MilConfig, auc_of, load_mil_model, score_bag, train_mil_fold
+from histodetect.mil.train import MilConfig, auc_of, load_mil_model, score_bag, train_fold
 
 
 def _bags(folder: Path, n: int, rng: np.random.Generator, prefix: str) -> pd.DataFrame:
@@ -52,7 +52,7 @@ def _train_one_fold(
     """Fold 0 of ``train`` with a small ``kind`` bag model (one thread, seed 0), loaded back."""
     torch.set_num_threads(1)
     cfg = MilConfig(model=kind, hidden=32, dropout=0.0, epochs=20, lr=1e-3, seed=0)
-    train_mil_fold(
+    train_fold(
         train, 0, source, out, cfg, ["0", "1"], mlflow_uri=store,
         experiment="t", tb_dir=out / "tb",
     )  # fmt: skip

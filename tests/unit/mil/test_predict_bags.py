@@ -20,7 +20,7 @@ from histodetect.mil.predict import (
     predict_bag_table,
     predict_bags,
 )
-from histodetect.mil.train import MilConfig, train_mil_fold
+from histodetect.mil.train import MilConfig, train_fold
 
 CLASSES = ["0", "1", "2"]
 PROBS = [f"prob_{c}" for c in CLASSES]
@@ -55,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFram
     cfg = MilConfig(model="abmil", task="ordinal", hidden=16, epochs=3, lr=1e-3)
     for k in (0, 1):
         out = folder / f"fold_{k}"
-        train_mil_fold(folds, k, FeatureSource(folder), out, cfg, CLASSES,
+        train_fold(folds, k, FeatureSource(folder), out, cfg, CLASSES,
                        mlflow_uri=f"sqlite:///{folder}/m.db", experiment="e", tb_dir=out / "tb",
                        extra_meta={"encoder_id": "enc-a", "bag": "slide"})  # fmt: skip
     return folder, folds, [folder / f"fold_{k}" / "model.pt" for k in (0, 1)]

@@ -11,6 +11,7 @@ from test_concat import _bag, _train_test_folds
 from histodetect.mil.ensemble import ensemble
 from histodetect.mil.models import MilTask
 from histodetect.mil.summary_image import TileSource
+from histodetect.mil.train import train_fold
 from histodetect.mil.train_concat import SummaryImageNet
 from histodetect.mil.train_topk import (
     TopkConfig,
@@ -18,7 +19,6 @@ from histodetect.mil.train_topk import (
     load_topk_model,
     tile_score,
     top_mean,
-    train_topk_fold,
 )
 
 
@@ -49,7 +49,7 @@ def test_a_tiny_top_k_model_finds_the_one_deciding_tile_of_each_bag(tmp_path) ->
     cfg = TopkConfig(k=1, score_tiles=4, backbone="resnet10t", batch_size=8, dropout=0.0,
                      epochs=8, lr=3e-3, early_stopping_patience=0, seed=0)  # fmt: skip
     source, out = TileSource(tmp_path), tmp_path / "fold_0"
-    metrics = train_topk_fold(
+    metrics = train_fold(
         folds, 0, source, out, cfg, ["0", "1"], mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}",
         experiment="t", tb_dir=tmp_path / "tb",
     )  # fmt: skip
@@ -84,7 +84,7 @@ def test_random_selection_is_the_naive_tile_model_and_answers_with_every_tile(tm
     cfg = TopkConfig(k=2, select="random", backbone="resnet10t", batch_size=8, epochs=2,
                      early_stopping_patience=0, seed=0)  # fmt: skip
     out = tmp_path / "fold_1"
-    train_topk_fold(
+    train_fold(
         folds, 1, TileSource(tmp_path), out, cfg, ["0", "1"],
         mlflow_uri=f"sqlite:///{tmp_path / 'm.db'}", experiment="t", tb_dir=tmp_path / "tb",
     )  # fmt: skip

@@ -12,8 +12,8 @@ from _fixtures import colour_slide, tile_table
 
 from histodetect.errors import InputError
 from histodetect.evaluation.cohort import summarise_folds
+from histodetect.fit.metrics import balanced_accuracy, best_threshold, fit_class_priors
 from histodetect.training.thresholds import Decision, fit_decision, read_oof, write_threshold
-from histodetect.training.tile_scores import balanced_accuracy, best_threshold, fit_class_priors
 from histodetect.training.train import PREDICTIONS, TRAINING_METRICS, TrainConfig, train_fold
 
 FAST = {"backbone": "test_efficientnet", "hidden": 8, "batch_size": 16, "epochs": 1}

@@ -20,10 +20,10 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import balanced_accuracy_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from histodetect.fit.data import TileDataset, prepare_batch
+from histodetect.fit.model import load_model
+from histodetect.fit.tracking import RunLogger
 from histodetect.training import train as train_mod
-from histodetect.training.data import TileDataset, prepare_batch
-from histodetect.training.model import load_model
-from histodetect.training.tracking import RunLogger
 from histodetect.training.train import TrainConfig, train_fold
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -16,8 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 
 from histodetect.errors import InputError
+from histodetect.fit.stain import hed_jitter
 from histodetect.slides.reader import SlideReader
-from histodetect.training.stain import hed_jitter
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -36,7 +36,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     resized to ``tile_px``. Items are ``(image, label)``: ``image`` is a uint8 CHW tensor (or a
     float tensor normalised with ImageNet statistics when ``normalize``), ``label`` a float
     scalar (0 when ``df`` has no ``label`` column). ``transform`` (e.g. a
-    :class:`~histodetect.training.stain.StainNormalizer`) maps each RGB uint8 HWC tile before that.
+    :class:`~histodetect.fit.stain.StainNormalizer`) maps each RGB uint8 HWC tile before that.
     Slides are opened lazily, at most ``max_open`` per process, and never pickled, so each
     DataLoader worker owns its handles.
     """
@@ -210,7 +210,7 @@ def augment_batch(
 
     ``jitter_space="hsv"``, amplitude ``colour_jitter`` ``s``: brightness and contrast factors
     in ``[1 - s, 1 + s]``, saturation in ``[1 - 2s, 1 + 2s]``, hue rotation ``±s * 90°``.
-    ``"hed"``: stain concentrations scaled and shifted (:func:`histodetect.training.stain.hed_jitter`).
+    ``"hed"``: stain concentrations scaled and shifted (:func:`histodetect.fit.stain.hed_jitter`).
     Random numbers come from ``generator`` (CPU) so that runs are reproducible.
     """
     if jitter_space not in ("hsv", "hed"):

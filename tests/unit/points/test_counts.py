@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodetect.detection.counts import count_row, densest_square, hotspot, window_side_px
 from histodetect.detection.heatmap import Heatmap
-from histodetect.detection.points import (
+from histodetect.errors import InputError
+from histodetect.points.counts import count_row, densest_square, hotspot, window_side_px
+from histodetect.points.detect import (
     points_from_heatmap,
     tuned_point_settings,
     write_slide_points,
 )
-from histodetect.errors import InputError
 
 MPP = 0.25  # 2 mm2 is a square of 1414.2 um = 5656.9 px
 

@@ -23,8 +23,8 @@ from scipy.stats import spearmanr
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings
 from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
-from histodetect.detection.counts import hotspot
 from histodetect.io import atomic_path
+from histodetect.points.counts import hotspot
 
 
 def match_points(
@@ -254,7 +254,7 @@ def hotspot_counts(
     area_mm2: float,
 ) -> pd.DataFrame:
     """Per image ``image, hotspot_pred, hotspot_truth``: the hotspot counts (see
-    :mod:`histodetect.detection.counts`) of the detections and of the expert centres, each
+    :mod:`histodetect.points.counts`) of the detections and of the expert centres, each
     in its own densest window (as a pathologist's count and the model's are compared)."""
     info = {}
     for path in summaries:

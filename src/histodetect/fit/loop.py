@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from histodetect.fit.ema import WeightEMA
+from histodetect.fit.tracking import RunLogger
 from histodetect.io import atomic_path
-from histodetect.training.ema import WeightEMA
-from histodetect.training.tracking import RunLogger
 
 log = logging.getLogger(__name__)
 _SAVED = ("epoch", "best_score", "best_epoch", "bad_epochs", "best_weights", "history", "run_id")

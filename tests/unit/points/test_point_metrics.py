@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from histodetect.evaluation.point_metrics import (
+from histodetect.points.metrics import (
     best_f1_threshold,
     bootstrap_f1,
     count_errors,

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from histodetect.cohort.validation import (
+from histodetect.config.validation import (
     check_config,
     check_sample_sheet,
     merge_config,

@@ -7,7 +7,7 @@ contests' greedy match within ``match_um``):
 - ``maxima``: one detection pass per minimum distance at the floor (``points.min_score``);
   a maximum is only ever suppressed by a stronger one, so the points above any higher
   threshold are those a pass at that threshold finds, and every threshold is scored at once
-  by :func:`~histodetect.evaluation.point_metrics.best_f1_threshold` (one sort, a cumsum).
+  by :func:`~histodetect.points.metrics.best_f1_threshold` (one sort, a cumsum).
 - ``components``: regions merge as the threshold falls, so a pass at one threshold does not
   give another's components: each threshold of ``tune_grid.component_threshold`` is its own
   pass (the minimum distance does not apply).
@@ -27,9 +27,9 @@ import pandas as pd
 
 from histodetect.cohort.splits import assert_training_only
 from histodetect.detection.heatmap import Heatmap
-from histodetect.detection.points import points_from_heatmap
-from histodetect.evaluation.point_metrics import best_f1_threshold, prf, scored_matches
 from histodetect.io import atomic_path
+from histodetect.points.detect import points_from_heatmap
+from histodetect.points.metrics import best_f1_threshold, prf, scored_matches
 
 SEARCH_COLUMNS = ["method", "min_distance_um", "threshold", "tp", "fp", "fn", "precision",
                   "recall", "f1"]  # fmt: skip

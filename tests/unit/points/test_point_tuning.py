@@ -11,7 +11,7 @@ import pytest
 
 from histodetect.detection.heatmap import Heatmap
 from histodetect.errors import SplitError
-from histodetect.evaluation.point_tuning import candidate_passes, tune_point_files, tune_points
+from histodetect.points.tuning import candidate_passes, tune_point_files, tune_points
 
 CFG = {
     "method": "maxima", "min_distance_um": 8.0, "min_score": 0.05, "match_um": 8.0,

@@ -8,7 +8,7 @@ import numpy as np
 import openslide
 import pytest
 
-from histodetect.training.stain import StainNormalizer, lab_to_rgb, macenko_stains, rgb_to_lab
+from histodetect.fit.stain import StainNormalizer, lab_to_rgb, macenko_stains, rgb_to_lab
 
 
 @pytest.fixture(scope="module")

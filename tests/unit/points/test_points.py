@@ -7,7 +7,7 @@ import pytest
 
 from histodetect.detection.geojson import points_geojson
 from histodetect.detection.heatmap import Heatmap
-from histodetect.detection.points import points_from_heatmap
+from histodetect.points.detect import points_from_heatmap
 
 
 def heatmap(prob: np.ndarray) -> Heatmap:

@@ -13,7 +13,7 @@ from _fixtures import write_tiff
 from PIL import Image
 
 from histodetect.errors import InputError
-from histodetect.training.data import (
+from histodetect.fit.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     TileDataset,
@@ -24,7 +24,7 @@ from histodetect.training.data import (
     random_crop,
     slide_order,
 )
-from histodetect.training.stain import hed_jitter
+from histodetect.fit.stain import hed_jitter
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from histodetect.fit.data import make_loader, prepare_batch
+from histodetect.fit.model import load_model, resolve_device
+from histodetect.fit.stain import StainNormalizer
 from histodetect.io import atomic_path
-from histodetect.training.data import make_loader, prepare_batch
-from histodetect.training.model import load_model, resolve_device
-from histodetect.training.stain import StainNormalizer
 from histodetect.training.train import TRAINING_METRICS, TrainConfig, train_fold
 
 log = logging.getLogger(__name__)

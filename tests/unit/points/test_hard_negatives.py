@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from _fixtures import colour_slide, tile_table
 
-from histodetect.training.hard_negatives import (
+from histodetect.fit.model import read_model_meta
+from histodetect.points.hard_negatives import (
     FIRST_ROUND,
     HARD_NEGATIVES,
     positive_probability,
     train_with_hard_negatives,
 )
-from histodetect.training.model import read_model_meta
 from histodetect.training.train import TRAINING_METRICS, TrainConfig
 
 FAST = {"backbone": "test_efficientnet", "hidden": 8, "batch_size": 16, "epochs": 2}

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from histodetect.training.ema import WeightEMA
+from histodetect.fit.ema import WeightEMA
 
 
 def _net() -> nn.Module:

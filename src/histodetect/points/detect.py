@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from histodetect.detection.counts import COUNT_COLUMNS, count_row
 from histodetect.detection.geojson import points_geojson, region_feature, write_geojson
 from histodetect.detection.heatmap import Heatmap
 from histodetect.errors import InputError
 from histodetect.io import atomic_path
+from histodetect.points.counts import COUNT_COLUMNS, count_row
 
 POINT_METHODS = ("maxima", "components")
 POINT_COLUMNS = ["x", "y", "score"]
@@ -174,7 +174,7 @@ def write_slide_points(
     """A slide's points at ``settings`` (see :func:`tuned_point_settings`) and their counts.
 
     Writes the points CSV (``slide_id, x, y, score``), a GeoJSON of the points and the
-    hotspot (``settings["hotspot_mm2"]``, see :mod:`histodetect.detection.counts`) and the
+    hotspot (``settings["hotspot_mm2"]``, see :mod:`histodetect.points.counts`) and the
     slide's one-row count table (TSV, :data:`COUNT_COLUMNS`).
     """
     heatmap = Heatmap.load(heatmap_path)

@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from histodetect.training.model import (
+from histodetect.fit.model import (
     FocalLoss,
     balanced_loss_weights,
     build_model,

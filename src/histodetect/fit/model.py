@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from histodetect.fit.data import IMAGENET_MEAN, IMAGENET_STD
 from histodetect.io import atomic_path
-from histodetect.training.data import IMAGENET_MEAN, IMAGENET_STD
 
 log = logging.getLogger(__name__)
 FORMAT = "histodetect-tile-classifier/1"
