@@ -8,11 +8,19 @@
 #   features     extract_features (tile embeddings per slide), pretrain_encoder (the cohort's
 #                own self-supervised encoder); target: features
 #   mil          mil_folds, train_mil (one job per fold), mil_ensemble, mil_attention: models
-#                of slide or patient labels on the features; target: mil
-#   detection    infer_slide (fold ensemble, test slides), boxes_from_heatmap; points mode:
-#                slide_points, point_counts (points and hotspot counts of test slides)
-#   evaluation   training_curves, evaluate, report_description (first page of --report);
-#                points mode: tune_points, evaluate_points; target: points
+#                of slide or patient labels on the features or tiles; target: mil
+#   detection    infer_slide (fold ensemble, test slides), infer_oof, boxes_from_heatmap
+#   points       points mode: oof_points, tune_points, slide_points, point_counts,
+#                evaluate_points (points and hotspot counts of test slides); target: points
+#   evaluation   training_curves, tune_boxes, evaluate, report_description (first page of
+#                --report)
+#   predict      the trained models on new slides (predict.samples); target: predict
+#
+# common.smk holds what every stage needs; each choice made from several keys is resolved once
+# (histodetect.config.settings) into SETTINGS. docs/architecture.md maps keys to their place.
+
+
+import sys
 
 
 configfile: "config/config.yaml"
@@ -26,7 +34,9 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/mil.smk"
 include: "workflow/rules/detection.smk"
+include: "workflow/rules/points.smk"
 include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/predict.smk"
 
 
 report: report_text()
@@ -40,18 +50,19 @@ rule all:
         "results/models/summary.tsv",
         "results/models/curves.png",
         REPORT_TEXT,
-        POINT_TARGETS if POINTS_MODE else [],
+        POINT_TARGETS if SETTINGS.points_mode else [],
 
 
 onstart:
-    print_encoder_choice()
+    for line in SETTINGS.encoder_lines():
+        print(line, file=sys.stderr)
 
 
 onsuccess:
-    print_run_summary()
-    print_mil_summary()
-    print_mil_predict_summary()
+    for line in closing_lines():
+        print(line)
 
 
 onerror:
-    print_run_summary()
+    for line in run_summary_lines(config["evaluate"]["giou"]):
+        print(line)

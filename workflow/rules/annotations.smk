@@ -1,3 +1,6 @@
+include: "inputs/annotations.smk"
+
+
 localrules:
     index_annotations,
 

@@ -1,3 +1,6 @@
+include: "inputs/cohort.smk"
+
+
 localrules:
     split_patients,
     make_folds,
@@ -25,7 +28,7 @@ checkpoint split_patients:
 
 rule make_folds:
     input:
-        split="results/splits/split.tsv",
+        split=rules.split_patients.output.split,
         annotations=ANNOTATIONS,
         slide_annotations=all_slide_annotations,
     output:
@@ -44,7 +47,7 @@ rule make_folds:
 
 rule undersample:
     input:
-        folds="results/splits/folds.tsv",
+        folds=rules.make_folds.output[0],
         labels=expand("results/labels/{slide}.parquet", slide=SLIDES),
     output:
         train="results/folds/fold_{fold}/train.parquet",

@@ -1,3 +1,8 @@
+# Scores of the boxes against the truth (DigiLut F2 at GIoU > 0.5, AP, FROC), tuning of the
+# box step out of fold, training curves and the report's first page.
+include: "inputs/evaluation.smk"
+
+
 rule training_curves:
     input:
         expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
@@ -19,10 +24,10 @@ rule training_curves:
 
 rule tune_boxes:
     input:
-        heatmaps=train_outputs("results/oof/heatmaps/{slide}.npz"),
-        scores=train_outputs("results/oof/scores/{slide}.parquet"),
-        summaries=train_outputs("results/tiles/{slide}.json"),
-        split="results/splits/split.tsv",
+        heatmaps=over_slides("results/oof/heatmaps/{slide}.npz", train_slides),
+        scores=over_slides("results/oof/scores/{slide}.parquet", train_slides),
+        summaries=over_slides("results/tiles/{slide}.json", train_slides),
+        split=rules.split_patients.output.split,
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
         slide_annotations=all_slide_annotations,
@@ -49,10 +54,10 @@ rule tune_boxes:
 
 rule evaluate:
     input:
-        boxes=test_outputs("results/boxes/{slide}.csv"),
-        scores=test_outputs("results/scores/{slide}.parquet"),
-        labels=test_outputs("results/labels/{slide}.parquet"),
-        summaries=test_outputs("results/tiles/{slide}.json"),
+        boxes=over_slides("results/boxes/{slide}.csv", test_slides),
+        scores=over_slides("results/scores/{slide}.parquet", test_slides),
+        labels=over_slides("results/labels/{slide}.parquet", test_slides),
+        summaries=over_slides("results/tiles/{slide}.json", test_slides),
         sheet=SAMPLE_SHEET,
         annotations=ANNOTATIONS,
         slide_annotations=all_slide_annotations,
@@ -101,7 +106,7 @@ localrules:
     report_description,
 
 
-# The first page of `snakemake --report` (see report_text in common.smk).
+# The first page of `snakemake --report` (see report_text above).
 rule report_description:
     input:
         metrics="results/metrics/detection.json",
@@ -114,69 +119,3 @@ rule report_description:
         "../../envs/tiling.yaml"
     script:
         "../scripts/report_description.py"
-
-
-localrules:
-    evaluate_points,
-    tune_points,
-
-
-# The point step (method, distance, threshold) tuned on the training fields' OOF heatmaps.
-rule tune_points:
-    input:
-        heatmaps=train_outputs("results/oof/heatmaps/{slide}.npz"),
-        summaries=train_outputs("results/tiles/{slide}.json"),
-        split="results/splits/split.tsv",
-        sheet=SAMPLE_SHEET,
-        slide_annotations=all_slide_annotations,
-    output:
-        settings="results/tuning/points.json",
-        search=report(
-            "results/tuning/points_search.tsv",
-            caption="../report/point_tuning.rst",
-            category="Metrics",
-        ),
-    log:
-        "logs/tune_points.log",
-    conda:
-        "../../envs/tiling.yaml"
-    params:
-        points=config["points"],
-        labels=config["labels"],
-        annotation_import=config.get("annotation_import", {}),
-    script:
-        "../scripts/tune_points.py"
-
-
-# The point metric out of fold: each fold's slides at the threshold best on the other folds;
-# the test slides' points at the tuned setting; count errors of both.
-rule evaluate_points:
-    input:
-        points=train_outputs("results/oof/points/{slide}.csv"),
-        summaries=train_outputs("results/tiles/{slide}.json"),
-        test_points=test_outputs("results/points/{slide}.csv"),
-        test_summaries=test_outputs("results/tiles/{slide}.json"),
-        tuned="results/tuning/points.json",
-        folds="results/splits/folds.tsv",
-        sheet=SAMPLE_SHEET,
-        slide_annotations=all_slide_annotations,
-    output:
-        metrics="results/metrics/points.json",
-        per_image="results/metrics/points_per_image.tsv",
-    log:
-        "logs/evaluate_points.log",
-    conda:
-        "../../envs/tiling.yaml"
-    params:
-        points=config["points"],
-        labels=config["labels"],
-        annotation_import=config.get("annotation_import", {}),
-        seed=config["seed"],
-    script:
-        "../scripts/evaluate_points.py"
-
-
-# Points mode (labels.overlap: point): tuned points, counts and the point metric.
-rule points:
-    input:
-        POINT_TARGETS,

@@ -1,14 +1,13 @@
 # Tile embeddings per slide, the layout CLAM and TRIDENT write, and the cohort's own encoder.
 # Target `features`: every slide's results/features/<encoder_id>/<slide>.h5 and a summary.
-ENCODER_ID = feature_encoder_id()
-FEATURE_DIR = f"results/features/{ENCODER_ID}"
+include: "inputs/features.smk"
 
 
 rule pretrain_encoder:
     input:
-        split=SSL_SPLITS.values(),
-        tiles=ssl_train_outputs("results/tiles/{slide}.parquet"),
-        summaries=ssl_train_outputs("results/tiles/{slide}.json"),
+        split=SETTINGS.ssl.splits.values(),
+        tiles=over_slides("results/tiles/{slide}.parquet", ssl_train_slides),
+        summaries=over_slides("results/tiles/{slide}.json", ssl_train_slides),
     output:
         encoder=SSL_ENCODER,
         metrics="results/encoder/ssl/metrics.json",
@@ -23,20 +22,20 @@ rule pretrain_encoder:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=480,
     params:
-        ssl=lambda wildcards: {**ssl_settings()["ssl"], "seed": config["seed"]},
+        ssl={**SETTINGS.ssl.record["ssl"], "seed": config["seed"]},
         mlflow_uri=config["mlflow"]["uri"],
         experiment=config["mlflow"]["experiment"],
         tb_dir="results/tensorboard/ssl_encoder",
-        tiling=model_tiling(),
+        tiling=SETTINGS.train.tiling,
     script:
         "../scripts/pretrain_encoder.py"
 
 
-if FEATURES["source"] == "import":
+if SETTINGS.features.source == "import":
 
     rule import_features:
         input:
-            foreign=lambda wc: f"{FEATURES['import_dir']}/{wc.slide}.h5",
+            foreign=lambda wc: f"{config['features']['import_dir']}/{wc.slide}.h5",
         output:
             f"{FEATURE_DIR}/{{slide}}.h5",
         log:
@@ -67,16 +66,12 @@ else:
         resources:
             mem_mb=lambda wildcards, attempt: 4000 * attempt,
         params:
-            features=FEATURES,
-            model=lambda wildcards: (
-                ssl_settings()["ssl"]["model"]
-                if FEATURES["source"] == "ssl"
-                else FEATURES["model"]
-            ),
+            features=SETTINGS.features.section,
+            model=SETTINGS.features.model,
             ssl_encoder=SSL_ENCODER,
             seed=config["seed"],
             encoder_id=ENCODER_ID,
-            weights_sha256=feature_weights_sha256(),
+            weights_sha256=SETTINGS.features.weights_sha256,
             tiling=config["tiling"],
             bad_slides=config["bad_slides"],
         script:
@@ -93,7 +88,7 @@ rule features_summary:
     conda:
         "../../envs/tiling.yaml"
     params:
-        expect=feature_expectations(),
+        expect=SETTINGS.features.expectations,
     script:
         "../scripts/features_summary.py"
 

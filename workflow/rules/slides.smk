@@ -1,3 +1,6 @@
+include: "inputs/slides.smk"
+
+
 rule make_demo_cohort:
     output:
         samples="results/demo/samples.tsv",
@@ -64,39 +67,6 @@ rule tiling_summary:
         ),
     log:
         "logs/tiling_summary.log",
-    conda:
-        "../../envs/tiling.yaml"
-    script:
-        "../scripts/tiling_summary.py"
-
-
-# New slides (rule predict): tiled as the cohort's are; one that cannot be read is listed in
-# results/predict/tiling_summary.tsv with its error and the others go on.
-use rule tile_slide as predict_tile_slide with:
-    input:
-        slide=predict_slide_path,
-    output:
-        tiles="results/predict/tiles/{slide}.parquet",
-        summary="results/predict/tiles/{slide}.json",
-        qc="results/predict/qc/{slide}.png",
-    log:
-        "logs/predict/tile_slide/{slide}.log",
-    benchmark:
-        "benchmarks/predict/tile_slide/{slide}.tsv"
-    params:
-        path=predict_slide_file,
-        tiling=config["tiling"],
-        mpp=predict_mpp_override,
-        bad_slides="exclude",
-
-
-checkpoint predict_tiling_summary:
-    input:
-        expand("results/predict/tiles/{slide}.json", slide=PREDICT_SLIDES),
-    output:
-        "results/predict/tiling_summary.tsv",
-    log:
-        "logs/predict/tiling_summary.log",
     conda:
         "../../envs/tiling.yaml"
     script:

@@ -1,9 +1,12 @@
+include: "inputs/training.smk"
+
+
 rule train_fold:
     input:
         train="results/folds/fold_{fold}/train.parquet",
         val="results/folds/fold_{fold}/val.parquet",
         encoder=train_init_input,
-        folds=hard_negative_input("results/splits/folds.tsv"),
+        folds=hard_negative_input(rules.make_folds.output[0]),
         labels=hard_negative_input(
             expand("results/labels/{slide}.parquet", slide=SLIDES)
         ),
@@ -22,13 +25,13 @@ rule train_fold:
         mem_mb=lambda wildcards, attempt: 8000 * attempt,
         runtime=240,
     params:
-        train=train_params(),
+        train=SETTINGS.train.options,
         fold=lambda wc: int(wc.fold),
         mlflow_uri=config["mlflow"]["uri"],
         experiment=config["mlflow"]["experiment"],
         tb_dir=lambda wc: f"results/tensorboard/fold_{wc.fold}",
-        tiling=model_tiling(),
-        hard_negative_rounds=HARD_NEGATIVE_ROUNDS,
+        tiling=SETTINGS.train.tiling,
+        hard_negative_rounds=SETTINGS.train.hard_negative_rounds,
     script:
         "../scripts/train_fold.py"
 
@@ -65,7 +68,7 @@ rule oof_threshold:
         predictions=expand(
             "results/models/fold_{fold}/val_predictions.parquet", fold=FOLDS
         ),
-        models=expand("results/models/fold_{fold}/model.pt", fold=FOLDS),
+        models=fold_models(),
         metrics=expand("results/models/fold_{fold}/training_metrics.json", fold=FOLDS),
         calibrations=fold_calibrations,
     output:

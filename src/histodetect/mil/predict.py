@@ -10,7 +10,6 @@ decision the training run saved beside its models (``decision.json``).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from histodetect.mil.train_concat import load_concat_model
 from histodetect.mil.train_topk import load_topk_model
 from histodetect.training.thresholds import Decision
 
-DECISION_FILE = "decision.json"
 LoadedModel = tuple[BagModel, MilTask, dict[str, Any]]
 
 
@@ -167,14 +165,3 @@ def write_predictions(table: pd.DataFrame, bag_table: pd.DataFrame, tsv: Path, b
         bag_table.to_csv(tmp, sep="\t", index=False)
     with atomic_path(tsv) as tmp:
         table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-
-
-def decision_record(path: str | Path) -> dict[str, Any]:
-    """A ``decision.json`` record (:func:`~histodetect.mil.ensemble.write_decision`)."""
-    try:
-        record = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(path, f"not a readable decision record ({err})") from None
-    if not isinstance(record, dict) or "decision" not in record:
-        raise InputError(path, "not a decision record (no 'decision')")
-    return record
