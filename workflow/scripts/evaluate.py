@@ -3,26 +3,19 @@
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from histodetect.annotations.lesions import slide_mpps
 from histodetect.detection.slide_score import SlideScore
-from histodetect.evaluation.cohort import evaluate_cohort, slide_truth
+from histodetect.evaluation.cohort import evaluate_cohort, rule_truth
 from histodetect.runner import rule_context
 from histodetect.training.thresholds import Decision
 
 with rule_context(snakemake):
-    sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str)
+    sheet, truth = rule_truth(snakemake.input, snakemake.params.annotation_import)
     evaluate_cohort(
         box_paths=snakemake.input.boxes,
         score_paths=snakemake.input.scores,
         label_paths=snakemake.input.labels,
-        truth=slide_truth(
-            sheet,
-            snakemake.input.annotations,
-            snakemake.params.annotation_import,
-            snakemake.input.summaries,
-        ),
+        truth=truth,
         sheet=sheet,
         giou=snakemake.params.evaluate["giou"],
         beta=snakemake.params.evaluate["beta"],

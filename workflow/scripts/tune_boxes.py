@@ -2,21 +2,16 @@
 
 import pandas as pd
 
-from histodetect.evaluation.cohort import slide_truth
+from histodetect.evaluation.cohort import rule_truth
 from histodetect.evaluation.tuning import tune_cohort
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):
-    sheet = pd.read_csv(snakemake.input.sheet, sep="\t", dtype=str)
+    sheet, truth = rule_truth(snakemake.input, snakemake.params.annotation_import)
     record = tune_cohort(
         heatmap_paths=snakemake.input.heatmaps,
         score_paths=snakemake.input.scores,
-        truth=slide_truth(
-            sheet,
-            snakemake.input.annotations,
-            snakemake.params.annotation_import,
-            snakemake.input.summaries,
-        ),
+        truth=truth,
         sheet=sheet,
         split=pd.read_csv(snakemake.input.split, sep="\t", dtype=str),
         boxes_cfg=snakemake.params.boxes,

@@ -73,6 +73,13 @@ def slide_truth(
     )  # fmt: skip
 
 
+def rule_truth(inputs: Any, settings: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The sample sheet and :func:`slide_truth` of a rule's ``inputs`` (``sheet``,
+    ``annotations``, ``summaries``): what rules evaluate and tune_boxes score against."""
+    sheet = pd.read_csv(inputs.sheet, sep="\t", dtype=str)
+    return sheet, slide_truth(sheet, inputs.annotations, settings, inputs.summaries)
+
+
 def evaluate_cohort(
     *,
     box_paths: Sequence[str],

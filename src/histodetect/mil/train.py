@@ -42,18 +42,39 @@ PREDICTIONS = "val_predictions.parquet"
 _RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
 
 
+@dataclass(frozen=True)
 class FamilyOptions:
-    """What every family's options class shares (each is a frozen dataclass with ``seed``,
-    ``task``, ``device``, ``lr``, ``weight_decay``, ``epochs``, ``early_stopping_patience``)."""
+    """The options every slide-label family trains with (the shared keys of ``mil``); each
+    family's options class adds its own."""
+
+    task: str = "binary"
+    dropout: float = 0.25
+    epochs: int = 30
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    early_stopping_patience: int = 8
+    class_balance: str = "loss"
+    device: str = "auto"
+    seed: int = 42
 
     @classmethod
-    def _pick(cls, merged: dict[str, Any], seed: int) -> Any:
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    def from_section(
+        cls, mil: dict[str, Any], seed: int, encoder: dict[str, Any] | None = None
+    ) -> Any:
+        """The family's options from the ``mil`` section (:meth:`options_of`), the seed and,
+        for a family that fine-tunes a tile encoder, where it starts (``encoder``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        merged = cls.options_of(mil, encoder or {})
         return cls(**{k: v for k, v in merged.items() if k in names}, seed=seed)
+
+    @staticmethod
+    def options_of(mil: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+        """The keys this family reads (the fields of ``mil``; others are left out)."""
+        return mil
 
     def resume_key(self) -> dict[str, Any]:
         """The options whose change makes ``last.pt`` of another run (not resumed)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}  # type: ignore[call-overload]
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in _RESUME_FREE}
 
 
 @dataclass
@@ -77,29 +98,12 @@ class MilConfig(FamilyOptions):
     """Training options of the ``mil`` config section (the others are the workflow's)."""
 
     model: str = "abmil"
-    task: str = "binary"
     hidden: int = 128
-    dropout: float = 0.25
-    epochs: int = 30
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    early_stopping_patience: int = 8
-    class_balance: str = "loss"
     max_tiles: int | None = None
     clam_k: int = 8
     clam_weight: float = 0.3
     transformer_layers: int = 2
     transformer_heads: int = 4
-    device: str = "auto"
-    seed: int = 42
-
-    @classmethod
-    def from_section(
-        cls, mil: dict[str, Any], seed: int, encoder: dict[str, Any] | None = None
-    ) -> MilConfig:
-        """The fields of ``mil`` that train a model (others, e.g. ``bag``, are left out);
-        a bag model has no tile encoder of its own (``encoder`` is ignored)."""
-        return cls._pick(mil, seed)
 
     def plan(
         self, source: FeatureSource, train: list[Bag], val: list[Bag], task: MilTask,

@@ -43,11 +43,9 @@ FORMAT = FAMILIES["concat"].format
 
 @dataclass(frozen=True)
 class ConcatConfig(FamilyOptions):
-    """The ``mil`` options a summary-image model trains with (``mil.concat`` and the shared
-    ``task``, ``epochs``, ``lr``, ``weight_decay``, ``early_stopping_patience``,
-    ``class_balance``, ``dropout``, ``device``)."""
+    """The ``mil`` options a summary-image model trains with: ``mil.concat`` beside the shared
+    ones."""
 
-    task: str = "binary"
     k: int = 16
     score: str = "random"
     draws: int = 8
@@ -56,29 +54,19 @@ class ConcatConfig(FamilyOptions):
     checkpoint: str | None = None
     batch_size: int = 8
     ema_decay: float | None = None
-    dropout: float = 0.25
-    epochs: int = 30
-    lr: float = 2e-4
-    weight_decay: float = 1e-4
-    early_stopping_patience: int = 8
-    class_balance: str = "loss"
-    device: str = "auto"
-    seed: int = 42
 
-    @classmethod
-    def from_section(
-        cls, mil: dict[str, Any], seed: int, encoder: dict[str, Any] | None = None
-    ) -> ConcatConfig:
-        """The options of the ``mil`` section and its ``concat`` subsection (its backbone is
-        its own: ``encoder`` is ignored)."""
-        cfg = cls._pick({**mil, **(mil.get("concat") or {})}, seed)
-        if cfg.score not in SCORES:
+    def __post_init__(self) -> None:
+        if self.score not in SCORES:
             raise InputError(
                 "config",
-                f"mil.concat.score {cfg.score!r}: one of {', '.join(SCORES)} (attention would "
+                f"mil.concat.score {self.score!r}: one of {', '.join(SCORES)} (attention would "
                 "need an attention model trained beside the summary-image one)",
             )
-        return cfg
+
+    @staticmethod
+    def options_of(mil: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+        """``mil`` and its ``concat`` subsection (the backbone is its own: no ``encoder``)."""
+        return {**mil, **(mil.get("concat") or {})}
 
     def plan(
         self, source: TileSource, train: list[Bag], val: list[Bag], task: MilTask,

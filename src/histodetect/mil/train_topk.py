@@ -47,22 +47,16 @@ class TopkConfig(FamilyOptions):
     encoder's ``backbone``, ``checkpoint`` and ``pretrained`` come from the run's resolved
     ``features`` section (the same start as the feature files')."""
 
-    task: str = "binary"
     k: int = 2
     select: str = "top"
     score_tiles: int = 64
-    epochs: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
     batch_size: int = 32
     backbone: str = "resnet18"
     pretrained: bool = False
     checkpoint: str | None = None
-    dropout: float = 0.25
+    epochs: int = 8
+    lr: float = 1e-4
     early_stopping_patience: int = 4
-    class_balance: str = "loss"
-    device: str = "auto"
-    seed: int = 42
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:
@@ -70,14 +64,12 @@ class TopkConfig(FamilyOptions):
         if self.k < 1 or self.score_tiles < self.k:
             raise ValueError("mil.topk: k >= 1 and score_tiles >= k")
 
-    @classmethod
-    def from_section(
-        cls, mil: dict[str, Any], seed: int, encoder: dict[str, Any] | None = None
-    ) -> TopkConfig:
-        """The options of ``mil``, its ``topk`` subsection and ``encoder`` (``backbone``,
+    @staticmethod
+    def options_of(mil: dict[str, Any], encoder: dict[str, Any]) -> dict[str, Any]:
+        """The shared keys of ``mil``, its ``topk`` subsection and ``encoder`` (``backbone``,
         ``checkpoint``, ``pretrained``)."""
         shared = {k: mil[k] for k in ("task", "dropout", "class_balance", "device") if k in mil}
-        return cls._pick({**shared, **(mil.get("topk") or {}), **(encoder or {})}, seed)
+        return {**shared, **(mil.get("topk") or {}), **encoder}
 
     def plan(
         self, source: TileSource, train: list[Bag], val: list[Bag], task: MilTask,
