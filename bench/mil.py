@@ -73,8 +73,9 @@ from histodetect.cohort.bags import mil_classes, read_bag_folds
 from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.ensemble import ensemble
+from histodetect.mil.models import load_mil_model, score_bag
 from histodetect.mil.summary_image import TileSource
-from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_fold
+from histodetect.mil.train import MilConfig, train_fold
 from histodetect.mil.train_concat import (
     ConcatConfig,
     ConcatScorer,

@@ -116,8 +116,9 @@ from histodetect.features.pretrain import SSLConfig, pretrain_encoder
 from histodetect.features.settings import EncoderSpec
 from histodetect.features.store import SlideFeatures, read_features, write_features
 from histodetect.mil.data import Bag, FeatureSource, bags_of
+from histodetect.mil.models import load_mil_model, score_bag
 from histodetect.mil.summary_image import TILE_COLUMNS, TileSource
-from histodetect.mil.train import MilConfig, load_mil_model, score_bag, train_fold
+from histodetect.mil.train import MilConfig, train_fold
 from histodetect.mil.train_topk import TopkConfig, TopkScorer
 from histodetect.testdata import TestData, default_local
 

@@ -6,9 +6,9 @@ import torch
 from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.attention import slide_attention, slide_thumbnail, write_attention
 from histodetect.mil.data import FeatureSource, bags_of
+from histodetect.mil.models import load_mil_model
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.tile_models import tile_weights
-from histodetect.mil.train import load_mil_model
 from histodetect.runner import log, rule_context
 
 with rule_context(snakemake):

@@ -11,6 +11,7 @@ import torch
 from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.figures import labelled, read_predictions
+from histodetect.mil.models import load_mil_model
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.tile_models import tile_weights
 from histodetect.mil.top_tiles import (
@@ -20,7 +21,6 @@ from histodetect.mil.top_tiles import (
     top_tiles,
     top_tiles_png,
 )
-from histodetect.mil.train import load_mil_model
 from histodetect.runner import rule_context
 from histodetect.training.thresholds import model_meta
 

@@ -24,8 +24,7 @@ import numpy as np
 from histodetect.features.store import SlideFeatures
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource
-from histodetect.mil.models import BagModel, MilTask
-from histodetect.mil.train import score_bag
+from histodetect.mil.models import BagModel, MilTask, score_bag
 from histodetect.slides.pictures import MAX_WIDTH_PX, draw_value_grid, save_png, thumbnail_figure
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import THUMB_CACHE_BYTES, read_thumbnail

@@ -20,8 +20,7 @@ import torch
 from histodetect.fit.metrics import balanced_accuracy, binary_auc
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
-from histodetect.mil.models import BagModel, MilTask
-from histodetect.mil.train import load_mil_model, score_bag
+from histodetect.mil.models import BagModel, MilTask, load_mil_model, score_bag
 from histodetect.training.thresholds import (
     Decision,
     fit_decision,

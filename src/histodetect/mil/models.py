@@ -1,4 +1,5 @@
-"""Bag models over tile embeddings, and the three tasks' heads and losses.
+"""Bag models over tile embeddings, the three tasks' heads and losses, and a bag model's
+fold file loaded and scored (what the ensemble, the attention maps and predict call).
 
 A bag is a ``(tiles, dim)`` tensor. Every model projects the tiles (linear, ReLU, dropout),
 pools them into one vector, and a head turns that into logits:
@@ -24,11 +25,18 @@ foreign encoder can be tiny in scale. Every model returns per-tile weights besid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from histodetect.mil.families import FAMILIES
+
 MODELS = ("mean", "max", "abmil", "clam_sb", "transformer")
+FORMAT = FAMILIES["abmil"].format
+"""The format tag of a bag model's fold file."""
 
 
 @dataclass(frozen=True)
@@ -176,3 +184,31 @@ class BagModel(nn.Module):
         picked = torch.cat([order[:k], order[-k:]])
         target = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(h.device)
         return nn.functional.cross_entropy(self.instance[y](h[picked]), target)
+
+
+def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
+    """An untrained model and its task as ``meta`` (of :func:`histodetect.mil.train.train_fold`) describes."""
+    arch = meta["arch"]
+    model = BagModel(
+        arch["kind"], arch["dim"], arch["hidden"], arch["outputs"], arch["n_classes"],
+        ordinal=arch["ordinal"], dropout=arch["dropout"],
+        layers=arch.get("layers", 2), heads=arch.get("heads", 4),
+    )  # fmt: skip
+    return model, MilTask(meta["task"], list(meta["classes"]))
+
+
+def load_mil_model(path: str | Path) -> tuple[BagModel, MilTask, dict[str, Any]]:
+    """A fold model written by :func:`histodetect.mil.train.train_fold`, in eval mode, with its task and meta."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a histodetect MIL model")
+    model, task = build(blob["meta"])
+    model.load_state_dict(blob["state_dict"])
+    return model.eval(), task, blob["meta"]
+
+
+@torch.inference_mode()
+def score_bag(model: BagModel, task: MilTask, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(K,)`` and tile weights ``(N,)`` of one bag."""
+    logits, weights, _ = model(x)
+    return task.probs(logits)[0].numpy(), weights.numpy()

@@ -22,9 +22,8 @@ from histodetect.features.store import read_attrs
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.ensemble import BagScorer, ensemble_call, fold_vote
-from histodetect.mil.models import BagModel, MilTask
+from histodetect.mil.models import BagModel, MilTask, load_mil_model
 from histodetect.mil.tile_models import tile_model_kind
-from histodetect.mil.train import load_mil_model
 from histodetect.mil.train_concat import load_concat_model
 from histodetect.mil.train_topk import load_topk_model
 from histodetect.training.thresholds import Decision

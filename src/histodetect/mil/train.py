@@ -33,11 +33,9 @@ from histodetect.fit.model import resolve_device
 from histodetect.fit.tracking import RunLogger
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
-from histodetect.mil.families import FAMILIES
-from histodetect.mil.models import BagModel, MilTask
+from histodetect.mil.models import FORMAT, BagModel, MilTask
 
 log = logging.getLogger(__name__)
-FORMAT = FAMILIES["abmil"].format
 PREDICTIONS = "val_predictions.parquet"
 _RESUME_FREE = {"epochs", "early_stopping_patience", "device"}
 
@@ -130,34 +128,6 @@ def auc_of(y: np.ndarray, probs: np.ndarray) -> float:
     if probs.shape[1] == 2:
         return binary_auc(y, probs[:, 1])
     return multiclass_auc(y, probs)
-
-
-def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
-    """An untrained model and its task as ``meta`` (of :func:`train_fold`) describes."""
-    arch = meta["arch"]
-    model = BagModel(
-        arch["kind"], arch["dim"], arch["hidden"], arch["outputs"], arch["n_classes"],
-        ordinal=arch["ordinal"], dropout=arch["dropout"],
-        layers=arch.get("layers", 2), heads=arch.get("heads", 4),
-    )  # fmt: skip
-    return model, MilTask(meta["task"], list(meta["classes"]))
-
-
-def load_mil_model(path: str | Path) -> tuple[BagModel, MilTask, dict[str, Any]]:
-    """A fold model written by :func:`train_fold`, in eval mode, with its task and meta."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a histodetect MIL model")
-    model, task = build(blob["meta"])
-    model.load_state_dict(blob["state_dict"])
-    return model.eval(), task, blob["meta"]
-
-
-@torch.inference_mode()
-def score_bag(model: BagModel, task: MilTask, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(K,)`` and tile weights ``(N,)`` of one bag."""
-    logits, weights, _ = model(x)
-    return task.probs(logits)[0].numpy(), weights.numpy()
 
 
 def fold_bags(folds: pd.DataFrame, fold: int) -> tuple[list[Bag], list[Bag]]:

@@ -11,8 +11,8 @@ import torch
 
 from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil.data import FeatureSource, bags_of
-from histodetect.mil.models import MilTask
-from histodetect.mil.train import MilConfig, auc_of, load_mil_model, score_bag, train_fold
+from histodetect.mil.models import MilTask, load_mil_model, score_bag
+from histodetect.mil.train import MilConfig, auc_of, train_fold
 
 
 def _bags(folder: Path, n: int, rng: np.random.Generator, prefix: str) -> pd.DataFrame:
