@@ -7,8 +7,9 @@ naming the file and item for anything it cannot use. Points become discs of ``ra
 
 Class conventions: NCRF ``negative`` outlines and Camelyon16 ASAP group ``_2`` (or
 ``Exclusion``) are regions *excluded* from the lesion; they get the class :data:`EXCLUDE`.
-NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class``. Aperio
-ImageScope XML is read by :mod:`histodetect.annotations.aperio`.
+NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class`` (nested ASAP
+groups: :mod:`histodetect.annotations.asap`). Aperio ImageScope XML is read by
+:mod:`histodetect.annotations.aperio`.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ QUPATH_IGNORE, QUPATH_REGION = "ignore*", "region*"
 class StrayItem(AnnotationError):
     """A drawing with no area (a stray click of under 3 vertices, a line, an empty region):
     left out and counted, one warning line per file, where a reader meets it."""
-
-
-_ASAP_EXCLUDE = {"_2", "exclusion", "exclude"}
-_ASAP_DEFAULT = {"_0", "_1", "tumor", "tumour", "none", ""}
 
 
 @dataclass(frozen=True)
@@ -223,48 +220,10 @@ def read_ncrf_json(path: Path, settings: ImportSettings, mpp: float | None = Non
 
 
 def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
-    """ASAP XML (Camelyon16): ``Annotation`` elements with ``Coordinate X= Y=`` children."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise AnnotationError(path, f"invalid XML ({err})") from None
-    annotations = root.findall(".//Annotation")
-    if not annotations:
-        raise AnnotationError(path, "no <Annotation> elements")
-    rows, stray = [], []
-    for i, ann in enumerate(annotations, 1):
-        item = f"Annotation {i} ({ann.get('Name', '')!r})"
-        group = ann.get("PartOfGroup", "") or ""
-        if group.lower() in _ASAP_EXCLUDE:
-            cls = EXCLUDE
-        elif group.lower() in _ASAP_DEFAULT:
-            cls = settings.default_class
-        else:
-            cls = group
-        coords = ann.findall(".//Coordinate")
-        if not coords:
-            stray.append(item)
-            continue
-        try:
-            coords.sort(key=lambda c: float(c.get("Order", 0)))
-        except ValueError:
-            raise AnnotationError(path, f"{item}: a <Coordinate> Order is not a number") from None
-        xy = [(c.get("X"), c.get("Y")) for c in coords]
-        if any(x is None or y is None for x, y in xy):
-            raise AnnotationError(path, f"{item}: a <Coordinate> lacks X or Y")
-        kind = (ann.get("Type") or "Polygon").lower()
-        if kind in ("dot", "pointset"):
-            pts = [(float(x) * settings.scale, float(y) * settings.scale) for x, y in xy]
-            geom = _discs(pts, mpp, settings, path, item)
-        else:
-            try:
-                ring = _ring(xy, path, item, settings.scale)
-                geom = _polygonal(shapely.Polygon(ring), path, item)
-            except StrayItem:
-                stray.append(item)
-                continue
-        rows.append((cls, geom, item))
-    return _table(rows, path, stray)
+    """ASAP XML (Camelyon16): :func:`histodetect.annotations.asap.read_asap_xml`."""
+    from histodetect.annotations.asap import read_asap_xml as read  # it builds on this module
+
+    return read(path, settings, mpp)
 
 
 def _discs(
