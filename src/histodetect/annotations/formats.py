@@ -189,8 +189,8 @@ def _table(
     table = pd.DataFrame(list(rows), columns=GEOMETRY_COLUMNS)
     stray = list(stray)
     if stray:
-        log.warning("%s: %d item(s) with no area (under 3 vertices, a line or empty) left out: %s",
-                    path, len(stray), name_some(stray))  # fmt: skip
+        log.warning("%s: %d item(s) with no area (a point beside outlines, a line, under 3 "
+                    "vertices or empty) left out: %s", path, len(stray), name_some(stray))  # fmt: skip
     if table.empty:
         also = f" ({len(stray)} with no area: {name_some(stray)})" if stray else ""
         raise AnnotationError(path, f"no annotations in the file{also}")
@@ -255,8 +255,11 @@ def _feature_class(feature: dict[str, Any], default: str) -> str:
 def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
     """QuPath GeoJSON: FeatureCollection, a bare list of features, or one feature.
 
-    Polygons, multipolygons and rectangles (exported as polygons) keep their outline; points
-    and multipoints become discs. The class is ``properties.classification.name``.
+    Polygons, multipolygons and rectangles (exported as polygons) keep their outline. Points
+    and multipoints become discs in a file of points; beside outlines (a lesion class, not
+    ``Ignore*``) they are left out and counted with the lines, unless ``as_points: centroid``
+    (points mode) reads the outlines as points too. The class is
+    ``properties.classification.name``.
     """
     data = _load_json(path)
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
@@ -267,7 +270,10 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
         features = data
     if not isinstance(features, list):
         raise AnnotationError(path, "not GeoJSON (expected a FeatureCollection or a feature list)")
-    rows, stray, regions = [], [], []
+    rows: list[tuple[int, str, BaseGeometry, str]] = []
+    points: list[tuple[int, str, BaseGeometry, str]] = []
+    stray: list[tuple[int, str]] = []
+    regions = []
     for i, feature in enumerate(features, 1):
         item = f"feature {i}"
         if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
@@ -281,20 +287,26 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
         if not np.isfinite(shapely.get_coordinates(geom)).all():
             raise AnnotationError(path, f"{item}: coordinates are not finite numbers")
         cls = _feature_class(feature, settings.default_class)
+        cls = EXCLUDE if cls.lower() == QUPATH_IGNORE else cls
         if cls.lower() == QUPATH_REGION:
             regions.append(item)
-            continue
-        if geom.geom_type in ("Point", "MultiPoint"):
-            pts = [(p.x, p.y) for p in shapely.get_parts(geom)]
-            geom = _discs(pts, mpp, settings, path, item)
-        try:
-            rows.append((EXCLUDE if cls.lower() == QUPATH_IGNORE else cls, _polygonal(geom, path, item), item))  # fmt: skip
-        except StrayItem:
-            stray.append(item)
+        elif geom.geom_type in ("Point", "MultiPoint"):
+            points.append((i, cls, geom, item))
+        else:
+            try:
+                rows.append((i, cls, _polygonal(geom, path, item), item))
+            except StrayItem:
+                stray.append((i, item))
+    if points and settings.as_points != "centroid" and any(r[1] != EXCLUDE for r in rows):
+        stray += [(i, item) for i, *_, item in points]  # box mode: points beside outlines
+    else:
+        for i, cls, geom, item in points:
+            centres = [(p.x, p.y) for p in shapely.get_parts(geom)]
+            rows.append((i, cls, _discs(centres, mpp, settings, path, item), item))
     if regions:
         log.warning("%s: %d Region* object(s) (QuPath's regions of interest, not lesions) left "
                     "out: %s", path, len(regions), name_some(regions))  # fmt: skip
-    return _table(rows, path, stray)
+    return _table([r[1:] for r in sorted(rows)], path, [s[1] for s in sorted(stray)])
 
 
 def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
