@@ -290,6 +290,8 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
         cls = EXCLUDE if cls.lower() == QUPATH_IGNORE else cls
         if cls.lower() == QUPATH_REGION:
             regions.append(item)
+        elif geom.is_empty:  # e.g. a Point of no coordinates
+            stray.append((i, item))
         elif geom.geom_type in ("Point", "MultiPoint"):
             points.append((i, cls, geom, item))
         else:

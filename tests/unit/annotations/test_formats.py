@@ -282,6 +282,19 @@ def test_geojson_line_is_left_out_and_counted(
     )
 
 
+def test_geojson_empty_point_and_multipoint_are_left_out(tmp_path: Path) -> None:
+    """Found by the fuzz test: an empty Point raised GEOSException, an empty MultiPoint gave
+    a row of no area."""
+    p = tmp_path / "a.geojson"
+    empty = [feature({"type": t, "coordinates": []}, None) for t in ("Point", "MultiPoint")]
+    p.write_text(json.dumps([*empty, qupath_features()[2]]))
+    assert read_annotation_file(p, ImportSettings(), mpp=0.5).item.tolist() == ["feature 3"]
+    p.write_text(json.dumps(empty))
+    one_line_error(
+        p, r"no annotations in the file \(2 with no area: feature 1, feature 2\)", mpp=0.5
+    )
+
+
 def test_geojson_points_need_mpp(tmp_path: Path) -> None:
     p = tmp_path / "a.geojson"
     p.write_text(json.dumps(qupath_features()[2:]))
