@@ -15,6 +15,9 @@ polygon; 1 rectangle (the polygon of its vertices, or the box of two opposite co
 2 ellipse (inscribed in the box of its vertices); 5 point set (a disc of ``point_radius_um``
 per vertex); 3 arrows and 4 rulers are lines, left out with one warning line. A region with
 ``NegativeROA="1"`` is a hole: it is cut out of the positive regions it overlaps.
+
+The file is streamed (:mod:`histodetect.annotations.xml_stream`): each region is dropped once
+its outline is kept, so a 200 MB file of every nucleus does not sit in memory as a tree.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from histodetect.annotations.formats import (
     _table,
     is_aperio_root,
 )
+from histodetect.annotations.xml_stream import END, START, stream_xml
 from histodetect.errors import AnnotationError, name_some
 
 log = logging.getLogger(__name__)
@@ -62,22 +66,32 @@ def region_class(layer: ET.Element, region: ET.Element, settings: ImportSettings
     region's ``Text``; ``attribute:KEY``: the ``Value`` of the region's, else the layer's,
     ``<Attribute Name="KEY">``.
     """
-    how = settings.aperio_class
+    value = class_value(region, settings.aperio_class, layer=False)
+    if value is None:
+        value = class_value(layer, settings.aperio_class, layer=True)
+    return class_or_default(value, settings)
+
+
+def class_value(element: ET.Element, how: str, *, layer: bool) -> str | None:
+    """The raw class of a layer (``layer``) or of a region by ``aperio_class`` ``how``; None
+    where this element does not give one (the region's then falls back to its layer's)."""
     if how == "name":
-        value = layer.get("Name")
-    elif how == "text":
-        value = region.get("Text")
-    elif how.startswith("attribute:"):
+        return element.get("Name") if layer else None
+    if how == "text":
+        return None if layer else element.get("Text")
+    if how.startswith("attribute:"):
         key = how.split(":", 1)[1]
-        found = [
+        found = (
             a.get("Value")
-            for el in (region, layer)
-            for a in el.findall("Attributes/Attribute")
+            for a in element.findall("Attributes/Attribute")
             if a.get("Name") == key and a.get("Value")
-        ]
-        value = found[0] if found else None
-    else:
-        value = None
+        )
+        return next(found, None)
+    return None
+
+
+def class_or_default(value: str | None, settings: ImportSettings) -> str:
+    """``value`` stripped, or ``default_class`` where it is missing or blank."""
     return value.strip() if value and value.strip() else settings.default_class
 
 
@@ -149,7 +163,7 @@ def _file_mpp(root: ET.Element, path: Path) -> float | None:
 def read_aperio_xml(
     path: Path, settings: ImportSettings, mpp: float | None = None, *, warn_mpp: bool = True
 ) -> pd.DataFrame:
-    """Aperio ImageScope XML into ``class_name, geometry, item``.
+    """Aperio ImageScope XML into ``class_name, geometry, item``, streamed region by region.
 
     Args:
         path: the file.
@@ -158,28 +172,32 @@ def read_aperio_xml(
             ``MicronsPerPixel`` (one warning line past 1%).
         warn_mpp: False where ``mpp`` is a stand-in (a nominal value), not the slide's.
     """
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise AnnotationError(path, f"invalid XML ({err})") from None
-    if not is_aperio_root(root.tag):
-        raise AnnotationError(path, f"not ImageScope XML (root <{root.tag}>, not <Annotations>)")
-    file_mpp = _file_mpp(root, path)
-    if warn_mpp and file_mpp is not None and mpp is not None and mpp > 0:
-        line = mpp_warning(path, file_mpp, mpp, settings.scale)
-        if line:
-            log.warning(line)
-    layers = root.findall("Annotation")
-    if not layers:
-        raise AnnotationError(path, "no <Annotation> layers")
     positives: list[list] = []
     negatives: list[tuple[BaseGeometry, str]] = []
     lines: list[str] = []
     stray: list[str] = []
-    for i, layer in enumerate(layers, 1):
-        for j, region in enumerate(layer.findall("Regions/Region"), 1):
-            item = f"Annotation {layer.get('Id', i)} Region {region.get('Id', j)}"
-            raw = (region.get("Type") or "0").strip().lower()
+    layer_rows: list[list] = []  # [class of the region or None, geometry, item] of one layer
+    n_layers = n_regions = 0
+    for event, ancestors, element in stream_xml(path, frozenset({"Annotation", "Region"})):
+        depth = len(ancestors)
+        if event == START and depth == 0:
+            _check_root(element, path, settings, mpp, warn_mpp)
+        elif event == START and depth == 1 and element.tag == "Annotation":
+            n_layers, n_regions, layer_rows = n_layers + 1, 0, []
+        elif event == END and depth == 1 and element.tag == "Annotation":
+            layer_value = class_value(element, settings.aperio_class, layer=True)
+            for row in layer_rows:
+                row[0] = class_or_default(layer_value if row[0] is None else row[0], settings)
+            positives += layer_rows
+        elif (
+            event == END
+            and depth == 3
+            and element.tag == "Region"
+            and (ancestors[1].tag, ancestors[2].tag) == ("Annotation", "Regions")
+        ):
+            n_regions += 1
+            item = f"Annotation {ancestors[1].get('Id', n_layers)} Region {element.get('Id', n_regions)}"  # fmt: skip
+            raw = (element.get("Type") or "0").strip().lower()
             if raw not in REGION_TYPES:
                 raise AnnotationError(path, f"{item}: unknown region Type {raw!r}")
             kind = REGION_TYPES[raw]
@@ -187,15 +205,18 @@ def read_aperio_xml(
                 lines.append(item)
                 continue
             try:
-                xy = _vertices(region, path, item, settings.scale)
+                xy = _vertices(element, path, item, settings.scale)
                 geom = region_geometry(kind, xy, mpp, settings, path, item)
             except StrayItem:
                 stray.append(item)
                 continue
-            if region.get("NegativeROA", "0").strip() == "1" and kind != POINTS:
+            if element.get("NegativeROA", "0").strip() == "1" and kind != POINTS:
                 negatives.append((geom, item))
             else:
-                positives.append([region_class(layer, region, settings), geom, item])
+                own = class_value(element, settings.aperio_class, layer=False)
+                layer_rows.append([own, geom, item])
+    if not n_layers:
+        raise AnnotationError(path, "no <Annotation> layers")
     if lines:
         log.warning("%s: %d arrow or ruler region(s) left out (lines, not areas): %s",
                     path, len(lines), name_some(lines))  # fmt: skip
@@ -203,14 +224,29 @@ def read_aperio_xml(
     return _table([tuple(row) for row in positives if not row[1].is_empty], path, stray)
 
 
+def _check_root(
+    root: ET.Element, path: Path, settings: ImportSettings, mpp: float | None, warn_mpp: bool
+) -> None:
+    """Refuse a root that is not ImageScope's; warn once where its mpp is not the slide's."""
+    if not is_aperio_root(root.tag):
+        raise AnnotationError(path, f"not ImageScope XML (root <{root.tag}>, not <Annotations>)")
+    file_mpp = _file_mpp(root, path)
+    if warn_mpp and file_mpp is not None and mpp is not None and mpp > 0:
+        line = mpp_warning(path, file_mpp, mpp, settings.scale)
+        if line:
+            log.warning(line)
+
+
 def _cut_holes(
     positives: list[list], negatives: list[tuple[BaseGeometry, str]], path: Path
 ) -> None:
     """Cut each negative region out of the positive regions it overlaps (in place)."""
     alone = []
+    tree = shapely.STRtree([row[1] for row in positives])  # bounds of the uncut outlines
     for hole, item in negatives:
         hit = False
-        for row in positives:
+        for k in sorted(tree.query(hole)):
+            row = positives[k]
             if row[1].intersection(hole).area > 0:
                 row[1] = row[1].difference(hole)
                 hit = True

@@ -7,8 +7,9 @@ naming the file and item for anything it cannot use. Points become discs of ``ra
 
 Class conventions: NCRF ``negative`` outlines and Camelyon16 ASAP group ``_2`` (or
 ``Exclusion``) are regions *excluded* from the lesion; they get the class :data:`EXCLUDE`.
-NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class``. Aperio
-ImageScope XML is read by :mod:`histodetect.annotations.aperio`.
+NCRF ``positive`` outlines and ASAP groups ``_0``/``_1`` get ``default_class`` (nested ASAP
+groups: :mod:`histodetect.annotations.asap`). Aperio ImageScope XML is read by
+:mod:`histodetect.annotations.aperio`.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ QUPATH_IGNORE, QUPATH_REGION = "ignore*", "region*"
 class StrayItem(AnnotationError):
     """A drawing with no area (a stray click of under 3 vertices, a line, an empty region):
     left out and counted, one warning line per file, where a reader meets it."""
-
-
-_ASAP_EXCLUDE = {"_2", "exclusion", "exclude"}
-_ASAP_DEFAULT = {"_0", "_1", "tumor", "tumour", "none", ""}
 
 
 @dataclass(frozen=True)
@@ -192,8 +189,8 @@ def _table(
     table = pd.DataFrame(list(rows), columns=GEOMETRY_COLUMNS)
     stray = list(stray)
     if stray:
-        log.warning("%s: %d item(s) with no area (under 3 vertices, a line or empty) left out: %s",
-                    path, len(stray), name_some(stray))  # fmt: skip
+        log.warning("%s: %d item(s) with no area (a point beside outlines, a line, under 3 "
+                    "vertices or empty) left out: %s", path, len(stray), name_some(stray))  # fmt: skip
     if table.empty:
         also = f" ({len(stray)} with no area: {name_some(stray)})" if stray else ""
         raise AnnotationError(path, f"no annotations in the file{also}")
@@ -223,48 +220,10 @@ def read_ncrf_json(path: Path, settings: ImportSettings, mpp: float | None = Non
 
 
 def read_asap_xml(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
-    """ASAP XML (Camelyon16): ``Annotation`` elements with ``Coordinate X= Y=`` children."""
-    try:
-        root = ET.parse(path).getroot()
-    except ET.ParseError as err:
-        raise AnnotationError(path, f"invalid XML ({err})") from None
-    annotations = root.findall(".//Annotation")
-    if not annotations:
-        raise AnnotationError(path, "no <Annotation> elements")
-    rows, stray = [], []
-    for i, ann in enumerate(annotations, 1):
-        item = f"Annotation {i} ({ann.get('Name', '')!r})"
-        group = ann.get("PartOfGroup", "") or ""
-        if group.lower() in _ASAP_EXCLUDE:
-            cls = EXCLUDE
-        elif group.lower() in _ASAP_DEFAULT:
-            cls = settings.default_class
-        else:
-            cls = group
-        coords = ann.findall(".//Coordinate")
-        if not coords:
-            stray.append(item)
-            continue
-        try:
-            coords.sort(key=lambda c: float(c.get("Order", 0)))
-        except ValueError:
-            raise AnnotationError(path, f"{item}: a <Coordinate> Order is not a number") from None
-        xy = [(c.get("X"), c.get("Y")) for c in coords]
-        if any(x is None or y is None for x, y in xy):
-            raise AnnotationError(path, f"{item}: a <Coordinate> lacks X or Y")
-        kind = (ann.get("Type") or "Polygon").lower()
-        if kind in ("dot", "pointset"):
-            pts = [(float(x) * settings.scale, float(y) * settings.scale) for x, y in xy]
-            geom = _discs(pts, mpp, settings, path, item)
-        else:
-            try:
-                ring = _ring(xy, path, item, settings.scale)
-                geom = _polygonal(shapely.Polygon(ring), path, item)
-            except StrayItem:
-                stray.append(item)
-                continue
-        rows.append((cls, geom, item))
-    return _table(rows, path, stray)
+    """ASAP XML (Camelyon16): :func:`histodetect.annotations.asap.read_asap_xml`."""
+    from histodetect.annotations.asap import read_asap_xml as read  # it builds on this module
+
+    return read(path, settings, mpp)
 
 
 def _discs(
@@ -296,8 +255,11 @@ def _feature_class(feature: dict[str, Any], default: str) -> str:
 def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:
     """QuPath GeoJSON: FeatureCollection, a bare list of features, or one feature.
 
-    Polygons, multipolygons and rectangles (exported as polygons) keep their outline; points
-    and multipoints become discs. The class is ``properties.classification.name``.
+    Polygons, multipolygons and rectangles (exported as polygons) keep their outline. Points
+    and multipoints become discs in a file of points; beside outlines (a lesion class, not
+    ``Ignore*``) they are left out and counted with the lines, unless ``as_points: centroid``
+    (points mode) reads the outlines as points too. The class is
+    ``properties.classification.name``.
     """
     data = _load_json(path)
     if isinstance(data, dict) and data.get("type") == "FeatureCollection":
@@ -308,7 +270,10 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
         features = data
     if not isinstance(features, list):
         raise AnnotationError(path, "not GeoJSON (expected a FeatureCollection or a feature list)")
-    rows, stray, regions = [], [], []
+    rows: list[tuple[int, str, BaseGeometry, str]] = []
+    points: list[tuple[int, str, BaseGeometry, str]] = []
+    stray: list[tuple[int, str]] = []
+    regions = []
     for i, feature in enumerate(features, 1):
         item = f"feature {i}"
         if not isinstance(feature, dict) or not isinstance(feature.get("geometry"), dict):
@@ -322,20 +287,28 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
         if not np.isfinite(shapely.get_coordinates(geom)).all():
             raise AnnotationError(path, f"{item}: coordinates are not finite numbers")
         cls = _feature_class(feature, settings.default_class)
+        cls = EXCLUDE if cls.lower() == QUPATH_IGNORE else cls
         if cls.lower() == QUPATH_REGION:
             regions.append(item)
-            continue
-        if geom.geom_type in ("Point", "MultiPoint"):
-            pts = [(p.x, p.y) for p in shapely.get_parts(geom)]
-            geom = _discs(pts, mpp, settings, path, item)
-        try:
-            rows.append((EXCLUDE if cls.lower() == QUPATH_IGNORE else cls, _polygonal(geom, path, item), item))  # fmt: skip
-        except StrayItem:
-            stray.append(item)
+        elif geom.is_empty:  # e.g. a Point of no coordinates
+            stray.append((i, item))
+        elif geom.geom_type in ("Point", "MultiPoint"):
+            points.append((i, cls, geom, item))
+        else:
+            try:
+                rows.append((i, cls, _polygonal(geom, path, item), item))
+            except StrayItem:
+                stray.append((i, item))
+    if points and settings.as_points != "centroid" and any(r[1] != EXCLUDE for r in rows):
+        stray += [(i, item) for i, *_, item in points]  # box mode: points beside outlines
+    else:
+        for i, cls, geom, item in points:
+            centres = [(p.x, p.y) for p in shapely.get_parts(geom)]
+            rows.append((i, cls, _discs(centres, mpp, settings, path, item), item))
     if regions:
         log.warning("%s: %d Region* object(s) (QuPath's regions of interest, not lesions) left "
                     "out: %s", path, len(regions), name_some(regions))  # fmt: skip
-    return _table(rows, path, stray)
+    return _table([r[1:] for r in sorted(rows)], path, [s[1] for s in sorted(stray)])
 
 
 def read_point_csv(path: Path, settings: ImportSettings, mpp: float | None = None) -> pd.DataFrame:

@@ -32,20 +32,32 @@ DIGILUT_COLUMNS = ["filename", "x1", "x2", "y1", "y2"]
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_SIDE = 1e12
+"""The slide's width or height where a DigiLut CSV gives only the other (``max_x`` or ``max_y``)."""
+
 BOX_INDEX_ROW_GROUP = 4096  # row groups with min/max slide ids: a filter skips the others
 
 
-def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataFrame:
+def read_digilut_csv(
+    path: str | Path, slide_ids: Mapping[str, str], tolerance: float = 0.05
+) -> pd.DataFrame:
     """Read level-0 boxes ``filename,x1,x2,y1,y2[,max_x,max_y]`` into ``slide_id,x1,y1,x2,y2``.
+
+    Where ``max_x``/``max_y`` give the slide's size, boxes go through :func:`clip_to_slide`'s
+    rule as outlines do: one crossing the edge is clipped (one warning line per file), one
+    reaching more than ``tolerance`` of the slide's shorter side past it is refused. Without
+    them, a box crossing the top or left edge is read as it is and clipped when its slide's
+    tiles are labelled (rule ``label_tiles``, which knows the slide's size).
 
     Args:
         path: the CSV file.
         slide_ids: maps a ``filename`` value (the slide file's name, or its slide id) to a slide id.
+        tolerance: ``annotation_import.edge_tolerance``.
 
     Raises:
         AnnotationError: naming the file and row, for a missing column, an unknown slide,
-            a non-numeric or NaN coordinate, an empty box (x1 >= x2 or y1 >= y2), or a box
-            outside ``max_x``/``max_y`` when those columns are given.
+            a non-numeric or NaN coordinate, an empty box (x1 >= x2 or y1 >= y2), a box wholly
+            left of or above the slide, or one refused by the clip rule.
     """
     path = Path(path)
     try:
@@ -79,15 +91,12 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
                 path,
                 f"row {row}: empty box (need x1 < x2 and y1 < y2, got x1={x1}, x2={x2}, y1={y1}, y2={y2})",
             )
-        if min(x1, y1) < 0:
-            raise AnnotationError(path, f"row {row}: negative coordinate")
-        for hi, lim in (("x2", "max_x"), ("y2", "max_y")):  # each bound column is optional
-            if lim in values and values.at[i, hi] > values.at[i, lim]:
-                raise AnnotationError(
-                    path,
-                    f"row {row}: box outside the slide ({hi}={values.at[i, hi]} > {lim}={values.at[i, lim]})",
-                )
-    return pd.DataFrame(
+        if min(x2, y2) <= 0:
+            raise AnnotationError(
+                path,
+                f"row {row}: box lies outside the slide (x2={x2}, y2={y2}: left of or above it)",
+            )
+    boxes = pd.DataFrame(
         {
             "slide_id": [slide_ids[n] for n in df["filename"]],
             "x1": values["x1"].astype(float),
@@ -96,6 +105,14 @@ def read_digilut_csv(path: str | Path, slide_ids: Mapping[str, str]) -> pd.DataF
             "y2": values["y2"].astype(float),
         }
     )
+    if not {"max_x", "max_y"} & set(values.columns):
+        return boxes
+    sizes = [values[c] if c in values else pd.Series(UNKNOWN_SIDE, index=values.index) for c in ("max_x", "max_y")]  # fmt: skip
+    clipped = clip_to_slide(
+        boxes_as_annotations(boxes, path), *(v.to_numpy(float) for v in sizes), tolerance=tolerance
+    )
+    bounds = shapely.bounds(np.asarray(clipped.geometry, dtype=object)).reshape(-1, 4)
+    return boxes.assign(x1=bounds[:, 0], y1=bounds[:, 1], x2=bounds[:, 2], y2=bounds[:, 3])
 
 
 def slide_name_map(samples: pd.DataFrame) -> dict[str, str]:
@@ -122,7 +139,9 @@ def boxes_as_annotations(
     )
 
 
-def write_box_index(sheet: pd.DataFrame, digilut_csv: str | Path, out: str | Path) -> int:
+def write_box_index(
+    sheet: pd.DataFrame, digilut_csv: str | Path, out: str | Path, tolerance: float = 0.05
+) -> int:
     """Check the DigiLut CSV once and write its boxes as a table sorted by slide id.
 
     A slide's job then reads its own rows (:func:`read_box_index`) instead of parsing and
@@ -132,7 +151,7 @@ def write_box_index(sheet: pd.DataFrame, digilut_csv: str | Path, out: str | Pat
     Returns:
         The number of boxes.
     """
-    boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet))
+    boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet), tolerance)
     table = boxes.assign(row=boxes.index, source=str(digilut_csv))
     table = table.astype({"slide_id": "string", "source": "string"})  # typed when empty too
     table = table.sort_values("slide_id", kind="stable", ignore_index=True)
@@ -197,7 +216,7 @@ def read_cohort_annotations(
         boxes, source = read_box_index(box_index, wanted)
         parts.append(boxes_as_annotations(boxes, source, settings.default_class))
     elif digilut_csv is not None:
-        boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet))
+        boxes = read_digilut_csv(digilut_csv, slide_name_map(sheet), settings.edge_tolerance)
         boxes = boxes[boxes.slide_id.isin(wanted)]
         parts.append(boxes_as_annotations(boxes, digilut_csv, settings.default_class))
     if "annotation" in sheet.columns:
@@ -230,8 +249,8 @@ def read_cohort_annotations(
 
 def clip_to_slide(
     annotations: pd.DataFrame,
-    width: int,
-    height: int,
+    width: float | np.ndarray,
+    height: float | np.ndarray,
     *,
     centres: bool = False,
     tolerance: float = 0.05,
@@ -244,31 +263,32 @@ def clip_to_slide(
     it, or one reaching further than ``tolerance`` of the slide's width or height past an edge
     (a wrong scale or level). With ``centres`` (point annotations) the middle of each outline
     must lie inside, and nothing is clipped (a centre near the edge has a disc past it).
+    ``width`` and ``height`` are the slide's, or one per row (boxes of several slides).
     """
     if annotations.empty:
         return annotations
     geoms = np.asarray(annotations.geometry, dtype=object)
+    w = np.broadcast_to(np.asarray(width, float), len(geoms))
+    h = np.broadcast_to(np.asarray(height, float), len(geoms))
     b = shapely.bounds(geoms).reshape(-1, 4)
     if centres:
         mid = (b[:, :2] + b[:, 2:]) / 2
-        out = (mid[:, 0] < 0) | (mid[:, 1] < 0) | (mid[:, 0] > width) | (mid[:, 1] > height)
-        _refuse(
-            annotations, b, np.where(out, "has its centre outside the slide", ""), width, height
-        )
+        out = (mid[:, 0] < 0) | (mid[:, 1] < 0) | (mid[:, 0] > w) | (mid[:, 1] > h)
+        _refuse(annotations, b, np.where(out, "has its centre outside the slide", ""), w, h)
         return annotations
-    past = np.maximum.reduce([-b[:, 0], -b[:, 1], b[:, 2] - width, b[:, 3] - height])
+    past = np.maximum.reduce([-b[:, 0], -b[:, 1], b[:, 2] - w, b[:, 3] - h])
     crossing = past > 0
-    clipped = shapely.intersection(geoms[crossing], shapely.box(0, 0, width, height))
+    clipped = shapely.intersection(geoms[crossing], shapely.box(0, 0, w[crossing], h[crossing]))
     outside = np.zeros(len(geoms), bool)
     outside[crossing] = shapely.area(clipped) <= 0
-    far = ~outside & (past > tolerance * min(width, height))
+    far = ~outside & (past > tolerance * np.minimum(w, h))
     causes = np.where(outside, "lies outside the slide", "").astype(object)
     causes[far] = [
         f"reaches {p:g} px past the slide's edge, more than annotation_import.edge_tolerance "
         f"({tolerance:g} of the slide's shorter side)"
         for p in past[far]
     ]
-    _refuse(annotations, b, causes, width, height)
+    _refuse(annotations, b, causes, w, h)
     if not crossing.any():
         return annotations
     out = annotations.copy()
@@ -281,16 +301,17 @@ def clip_to_slide(
         index=out.index[crossing],
         dtype=object,
     )
+    size = f" ({w[0]:g} x {h[0]:g} px)" if np.ptp(w) == 0 and np.ptp(h) == 0 else ""
     for source, part in annotations[crossing].groupby("source", sort=False):
         log.warning(
-            "%s: %d outlines crossed the slide edge (%d x %d px) and were clipped: %s",
-            source, len(part), width, height, name_some(part["item"]),
+            "%s: %d outlines crossed the slide edge%s and were clipped: %s",
+            source, len(part), size, name_some(part["item"]),
         )  # fmt: skip
     return out
 
 
 def _refuse(
-    annotations: pd.DataFrame, bounds: np.ndarray, causes: np.ndarray, width: int, height: int
+    annotations: pd.DataFrame, bounds: np.ndarray, causes: np.ndarray, w: np.ndarray, h: np.ndarray
 ) -> None:
     """Raise for the first annotation with a cause, in file order, counting the others."""
     bad = np.flatnonzero(causes != "")
@@ -301,7 +322,8 @@ def _refuse(
     raise AnnotationError(
         a["source"],
         f"{a['item']}: slide {a['slide_id']}: outline ({x1:g}, {y1:g}, {x2:g}, {y2:g}) "
-        f"{causes[bad[0]]} ({width} x {height} px){more}; check the coordinate scale or level",
+        f"{causes[bad[0]]} ({w[bad[0]]:g} x {h[bad[0]]:g} px){more}; check the coordinate "
+        "scale or level",
     )
 
 

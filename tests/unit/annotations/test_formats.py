@@ -83,18 +83,55 @@ def test_geojson_round_trip(tmp_path: Path, layout: str) -> None:
     p = tmp_path / "a.geojson"
     p.write_text(json.dumps(data))
     out = read_annotation_file(p, ImportSettings(point_radius_um=5.0), mpp=0.5)
-    expected_n = 1 if layout == "single" else 3
+    expected_n = 1 if layout == "single" else 2  # the point beside outlines is left out
     assert len(out) == expected_n
     assert list(out.columns) == ["class_name", "geometry", "item"]
     assert out.class_name[0] == "Tumor"
     assert out.geometry[0].equals(shapely.Polygon(TRIANGLE))
-    if expected_n == 3:
-        assert out.class_name.tolist() == ["Tumor", "lesion", "Mitosis"]
+    if expected_n == 2:
+        assert out.class_name.tolist() == ["Tumor", "lesion"]
         assert out.geometry[1].equals(shapely.Polygon(RECT))
-        disc = out.geometry[2]
-        assert disc.centroid.distance(shapely.Point(800, 800)) < 1e-6
-        assert disc.area == pytest.approx(math.pi * 10.0**2, rel=0.01)  # 5 um at 0.5 um/px
-        assert out.item.tolist() == ["feature 1", "feature 2", "feature 3"]
+        assert out.item.tolist() == ["feature 1", "feature 2"]
+
+
+def test_geojson_file_of_points_gives_discs(tmp_path: Path) -> None:
+    p = tmp_path / "a.geojson"
+    multi = {"type": "MultiPoint", "coordinates": [[100.0, 100.0], [900.0, 100.0]]}
+    p.write_text(json.dumps([qupath_features()[2], feature(multi, None)]))
+    out = read_annotation_file(p, ImportSettings(point_radius_um=5.0), mpp=0.5)
+    assert out.class_name.tolist() == ["Mitosis", "lesion"]
+    disc = out.geometry[0]
+    assert disc.centroid.distance(shapely.Point(800, 800)) < 1e-6
+    assert disc.area == pytest.approx(math.pi * 10.0**2, rel=0.01)  # 5 um at 0.5 um/px
+    assert len(shapely.get_parts(out.geometry[1])) == 2
+
+
+def test_geojson_points_and_lines_beside_outlines_are_left_out_in_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    p = tmp_path / "mixed.geojson"
+    line = feature({"type": "LineString", "coordinates": TRIANGLE}, "Tumor")
+    multi = feature({"type": "MultiPoint", "coordinates": [[5.0, 5.0], [9.0, 9.0]]}, None)
+    features = [qupath_features()[2], *qupath_features()[:2], line, multi]
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    with caplog.at_level("WARNING"):
+        out = read_annotation_file(p, ImportSettings(), mpp=0.5)
+    assert out.item.tolist() == ["feature 2", "feature 3"]
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == [
+        f"{p}: 3 item(s) with no area (a point beside outlines, a line, under 3 vertices or "
+        "empty) left out: feature 1, feature 4, feature 5"
+    ]
+    # points mode from outlines keeps the points as points, in file order
+    points = read_annotation_file(p, ImportSettings(as_points="centroid"), mpp=0.5)
+    assert points.item.tolist() == ["feature 1", "feature 2", "feature 3", "feature 5"]
+    # beside an Ignore* region only, the points are a points file's
+    ignore = feature({"type": "Polygon", "coordinates": [closed(RECT)]}, "Ignore*")
+    p.write_text(json.dumps([qupath_features()[2], ignore]))
+    assert read_annotation_file(p, ImportSettings(), mpp=0.5).class_name.tolist() == [
+        "Mitosis",
+        "exclude",
+    ]
 
 
 def test_geojson_multipolygon_and_scale(tmp_path: Path) -> None:
@@ -240,15 +277,28 @@ def test_geojson_line_is_left_out_and_counted(
         out = read_annotation_file(p, ImportSettings())
     assert out.item.tolist() == ["feature 1"]
     assert (
-        f"{p}: 1 item(s) with no area (under 3 vertices, a line or empty) left out: feature 2"
-        in caplog.text
+        f"{p}: 1 item(s) with no area (a point beside outlines, a line, under 3 vertices or "
+        "empty) left out: feature 2" in caplog.text
+    )
+
+
+def test_geojson_empty_point_and_multipoint_are_left_out(tmp_path: Path) -> None:
+    """Found by the fuzz test: an empty Point raised GEOSException, an empty MultiPoint gave
+    a row of no area."""
+    p = tmp_path / "a.geojson"
+    empty = [feature({"type": t, "coordinates": []}, None) for t in ("Point", "MultiPoint")]
+    p.write_text(json.dumps([*empty, qupath_features()[2]]))
+    assert read_annotation_file(p, ImportSettings(), mpp=0.5).item.tolist() == ["feature 3"]
+    p.write_text(json.dumps(empty))
+    one_line_error(
+        p, r"no annotations in the file \(2 with no area: feature 1, feature 2\)", mpp=0.5
     )
 
 
 def test_geojson_points_need_mpp(tmp_path: Path) -> None:
     p = tmp_path / "a.geojson"
-    p.write_text(json.dumps(qupath_features()))
-    one_line_error(p, "feature 3: point annotations need the slide's mpp")
+    p.write_text(json.dumps(qupath_features()[2:]))
+    one_line_error(p, "feature 1: point annotations need the slide's mpp")
 
 
 def test_xml_without_coordinates(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import shapely
 from histodetect.annotations.formats import ImportSettings
 from histodetect.annotations.lesions import (
     ANNOTATION_COLUMNS,
+    boxes_as_annotations,
     clip_to_slide,
     lesion_slides,
     read_box_index,
@@ -130,11 +131,48 @@ def test_non_numeric_coordinate(tmp_path: Path, names: dict[str, str]) -> None:
     assert "y1" in msg
 
 
-def test_negative_coordinate(tmp_path: Path, names: dict[str, str]) -> None:
-    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,-5,2,3,4\n")
+def test_box_over_the_left_edge_is_read_and_clipped_when_labelled(
+    tmp_path: Path, names: dict[str, str]
+) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,-5,20,3,40\n")
+    boxes = read_digilut_csv(p, names)  # no slide size in the file: kept for label_tiles
+    assert boxes.x1.tolist() == [-5.0]
+    clipped = clip_to_slide(boxes_as_annotations(boxes, p), 1000, 1000)
+    assert clipped.geometry[0].bounds == (0.0, 3.0, 20.0, 40.0)
+
+
+def test_box_wholly_left_of_the_slide(tmp_path: Path, names: dict[str, str]) -> None:
+    p = write(tmp_path, "filename,x1,x2,y1,y2\ns1,1,2,3,4\ns1,-5,-2,3,4\n")
     msg = _error(p, names)
-    assert "row 2" in msg
-    assert "negative" in msg
+    assert "row 3: box lies outside the slide (x2=-2, y2=4: left of or above it)" in msg
+
+
+def test_boxes_crossing_max_x_max_y_are_clipped_in_one_warning_line(
+    tmp_path: Path, names: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    p = write(
+        tmp_path,
+        "filename,x1,x2,y1,y2,max_x,max_y\n"
+        "s1,-5,100,3,40,1000,800\n"  # over the left edge
+        "s1,10,20,30,40,1000,800\n"
+        "s2,950,1010,700,790,1000,900\n"  # over the right edge of a wider slide
+        "s2,10,20,-1,40,1000,900\n",  # over the top edge
+    )
+    with caplog.at_level("WARNING"):
+        boxes = read_digilut_csv(p, names)
+    assert boxes[["x1", "y1", "x2", "y2"]].to_numpy().tolist() == [
+        [0, 3, 100, 40], [10, 30, 20, 40], [950, 700, 1000, 790], [10, 0, 20, 40]
+    ]  # fmt: skip
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{p}: 3 outlines crossed the slide edge and were clipped: row 2, row 4, row 5"
+    ]
+    # the same boxes through the box index (labelling) and the cohort reader (evaluation)
+    index = tmp_path / "boxes.parquet"
+    write_box_index(SAMPLES, p, index)
+    indexed, _ = read_box_index(index, ["s1", "s2"])
+    assert indexed[["x1", "y1", "x2", "y2"]].to_numpy().tolist() == boxes[["x1", "y1", "x2", "y2"]].to_numpy().tolist()  # fmt: skip
+    truth = truth_boxes(SAMPLES, p)
+    assert truth.x1.min() == 0 and truth.y1.min() == 0 and truth.x2.max() == 1000
 
 
 def test_empty_file(tmp_path: Path, names: dict[str, str]) -> None:
@@ -153,8 +191,7 @@ def test_box_beyond_max_x(tmp_path: Path, names: dict[str, str]) -> None:
         "filename,x1,x2,y1,y2,max_x,max_y\ns1,1,2,3,4,10,10\ns1,1,20,3,4,10,10\n",
     )
     msg = _error(p, names)
-    assert "row 3" in msg
-    assert "outside" in msg
+    assert "row 3: slide s1: outline (1, 3, 20, 4) reaches 10 px past the slide's edge" in msg
 
 
 def test_box_beyond_max_y(tmp_path: Path, names: dict[str, str]) -> None:
