@@ -9,7 +9,7 @@ PREDICT = config["predict"]
 PREDICT_SHEET = PREDICT["samples"]
 if PREDICT_SHEET:
     predict_samples = read_sample_sheet(
-        PREDICT_SHEET, workflow.source_path("../schemas/predict_samples.schema.yaml")
+        PREDICT_SHEET, workflow.source_path("../../schemas/predict_samples.schema.yaml")
     ).set_index("slide_id", drop=False)
 else:
     predict_samples = pd.DataFrame(columns=["slide_id", "path"], dtype=str)
