@@ -16,6 +16,8 @@ rule index_annotations:
         "logs/index_annotations.log",
     conda:
         "../../envs/tiling.yaml"
+    params:
+        annotation_import=SETTINGS.annotation_import,
     script:
         "../scripts/index_annotations.py"
 
@@ -40,6 +42,6 @@ rule label_tiles:
         mem_mb=lambda wildcards, attempt: 2000 * attempt,
     params:
         labels=config["labels"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
     script:
         "../scripts/label_tiles.py"

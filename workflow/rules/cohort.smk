@@ -20,7 +20,7 @@ checkpoint split_patients:
         "../../envs/tiling.yaml"
     params:
         split=config["split"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
         seed=config["seed"],
     script:
         "../scripts/split_patients.py"
@@ -39,7 +39,7 @@ rule make_folds:
         "../../envs/tiling.yaml"
     params:
         folds=config["folds"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
         seed=config["seed"],
     script:
         "../scripts/make_folds.py"

@@ -59,7 +59,7 @@ rule boxes_from_heatmap:
     params:
         path=slide_file,
         boxes=config["boxes"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
     script:
         "../scripts/boxes_from_heatmap.py"
 

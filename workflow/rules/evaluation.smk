@@ -47,7 +47,7 @@ rule tune_boxes:
         boxes=config["boxes"],
         slide_score=config["slide_score"],
         evaluate=config["evaluate"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
     script:
         "../scripts/tune_boxes.py"
 
@@ -96,7 +96,7 @@ rule evaluate:
     params:
         evaluate=config["evaluate"],
         slide_score=config["slide_score"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
         classes=config["labels"]["classes"],
     script:
         "../scripts/evaluate.py"

@@ -104,7 +104,7 @@ rule tune_points:
     params:
         points=config["points"],
         labels=config["labels"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
     script:
         "../scripts/tune_points.py"
 
@@ -131,7 +131,7 @@ rule evaluate_points:
     params:
         points=config["points"],
         labels=config["labels"],
-        annotation_import=config.get("annotation_import", {}),
+        annotation_import=SETTINGS.annotation_import,
         seed=config["seed"],
     script:
         "../scripts/evaluate_points.py"

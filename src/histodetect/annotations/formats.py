@@ -66,6 +66,8 @@ class ImportSettings:
         as_points: ``centroid`` turns every outline into a point at its centroid (a disc of
             ``point_radius_um``, as point files are read): outlines drawn for segmentation,
             e.g. every nucleus, train the point detector. ``none`` keeps the outlines.
+        points_mode: set by the workflow in points mode (``labels.overlap: point``), not a
+            config key: QuPath points beside outlines are kept as points, not left out.
     """
 
     format: str = "auto"
@@ -75,6 +77,7 @@ class ImportSettings:
     aperio_class: str = "none"
     edge_tolerance: float = 0.05
     as_points: str = "none"
+    points_mode: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in ("auto", *FORMATS):
@@ -299,7 +302,8 @@ def read_geojson(path: Path, settings: ImportSettings, mpp: float | None = None)
                 rows.append((i, cls, _polygonal(geom, path, item), item))
             except StrayItem:
                 stray.append((i, item))
-    if points and settings.as_points != "centroid" and any(r[1] != EXCLUDE for r in rows):
+    keep = settings.as_points == "centroid" or settings.points_mode
+    if points and not keep and any(r[1] != EXCLUDE for r in rows):
         stray += [(i, item) for i, *_, item in points]  # box mode: points beside outlines
     else:
         for i, cls, geom, item in points:

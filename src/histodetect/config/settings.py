@@ -105,6 +105,9 @@ class RunSettings:
 
     patch_mode: bool
     points_mode: bool
+    annotation_import: dict[str, Any]
+    """The annotation_import section, with ``points_mode`` in points mode (QuPath points
+    beside outlines are then kept)."""
     train: TrainSettings
     ssl: SslSettings
     features: FeatureSettings
@@ -246,4 +249,9 @@ def resolve_settings(
     choice = resolve_source(section, hub_error=_hub_error(section, section["model"]))
     ssl = _ssl(config, choice.source, train.init)
     features = _features(config, choice, ssl, slides)
-    return RunSettings(patch_mode, points, train, ssl, features, _mil(config, features, source))
+    annotations = {
+        **config.get("annotation_import", {}),
+        **({"points_mode": True} if points else {}),
+    }
+    mil = _mil(config, features, source)
+    return RunSettings(patch_mode, points, annotations, train, ssl, features, mil)

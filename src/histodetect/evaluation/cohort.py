@@ -12,7 +12,12 @@ import pandas as pd
 import shapely
 
 from histodetect.annotations.formats import EXCLUDE, ImportSettings
-from histodetect.annotations.lesions import read_cohort_annotations, slide_mpps
+from histodetect.annotations.lesions import (
+    clip_to_slide,
+    read_cohort_annotations,
+    slide_mpps,
+    slide_sizes,
+)
 from histodetect.columns import class_prob_column
 from histodetect.detection.boxes import boxes_to_digilut
 from histodetect.detection.slide_score import SLIDE_COLUMNS, SlideScore
@@ -53,17 +58,20 @@ def slide_truth(
 
     Each lesion annotation (DigiLut CSV row, or its ``box_index`` row, or per-slide file of
     the sheet) gives its bounding box, its class and its outline (a shapely polygon: the
-    Camelyon16 FROC grows it); excluded regions are left out.
+    Camelyon16 FROC grows it); excluded regions are left out. Outlines over a slide's edge
+    are clipped to it as they were for labelling (:func:`clip_to_slide`).
     """
     mpps = slide_mpps(tile_summaries)
+    chosen = ImportSettings(**settings)
     ann = read_cohort_annotations(
-        sheet,
-        digilut_csv,
-        ImportSettings(**settings),
-        slides=list(mpps),
-        mpps=mpps,
-        box_index=box_index,
+        sheet, digilut_csv, chosen, slides=list(mpps), mpps=mpps, box_index=box_index
     )
+    sizes = slide_sizes(tile_summaries)
+    sized = ann.slide_id.astype(str).isin(sizes).to_numpy()
+    if sized.any():
+        wh = np.array([sizes[str(s)] for s in ann.slide_id[sized]])
+        edged = clip_to_slide(ann[sized], wh[:, 0], wh[:, 1], tolerance=chosen.edge_tolerance)
+        ann = pd.concat([edged, ann[~sized]])
     ann = ann[ann.class_name != EXCLUDE]
     b = shapely.bounds(np.asarray(ann.geometry, dtype=object)).reshape(-1, 4)
     return pd.DataFrame(

@@ -125,6 +125,10 @@ def test_geojson_points_and_lines_beside_outlines_are_left_out_in_one_line(
     # points mode from outlines keeps the points as points, in file order
     points = read_annotation_file(p, ImportSettings(as_points="centroid"), mpp=0.5)
     assert points.item.tolist() == ["feature 1", "feature 2", "feature 3", "feature 5"]
+    # in points mode (labels.overlap: point) the points stay points beside the outlines
+    kept = read_annotation_file(p, ImportSettings(points_mode=True), mpp=0.5)
+    assert kept.item.tolist() == ["feature 1", "feature 2", "feature 3", "feature 5"]
+    assert kept.geometry[0].area == pytest.approx(math.pi * 32.0**2, rel=0.01)  # a disc
     # beside an Ignore* region only, the points are a points file's
     ignore = feature({"type": "Polygon", "coordinates": [closed(RECT)]}, "Ignore*")
     p.write_text(json.dumps([qupath_features()[2], ignore]))

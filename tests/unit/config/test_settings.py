@@ -58,6 +58,8 @@ def test_points_mode_starts_the_tile_classifiers_from_the_cohorts_encoder() -> N
     assert s.train.options["checkpoint"] == SSL_ENCODER and not s.train.options["pretrained"]
     assert "calibration" not in s.train.options
     assert s.ssl.splits == {"box": BOX_SPLIT}
+    assert s.annotation_import["points_mode"] is True  # QuPath points beside outlines kept
+    assert "points_mode" not in resolve(config()).annotation_import  # box mode: as written
 
 
 def test_topk_starts_where_the_features_do() -> None:

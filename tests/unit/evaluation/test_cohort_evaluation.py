@@ -12,6 +12,7 @@ import shapely
 from PIL import Image
 from torch.utils.tensorboard import SummaryWriter
 
+from histodetect.errors import InputError
 from histodetect.evaluation.cohort import (
     class_tile_metrics,
     lesion_tile_metrics,
@@ -59,6 +60,19 @@ def test_slide_truth_keeps_only_the_given_slides(tmp_path: Path) -> None:
         ["a", 10.0, 30.0, 20.0, 50.0, "lesion"]
     ]
     assert truth.geometry.iloc[0].equals(shapely.box(10, 30, 20, 50))  # the outline, for FROC
+
+
+def test_slide_truth_clips_at_the_slide_edge_as_labelling_does(tmp_path: Path) -> None:
+    sheet = pd.DataFrame({"slide_id": ["a"], "patient_id": ["p"], "path": ["x/a.tiff"]})
+    csv = tmp_path / "boxes.csv"
+    csv.write_text("filename,x1,x2,y1,y2\na,90,104,-3,50\n")  # 4 px right, 3 px up of 100 x 100
+    summary = tmp_path / "a.json"
+    summary.write_text(json.dumps({"slide_id": "a", "mpp": 0.5, "width": 100, "height": 100}))
+    truth = slide_truth(sheet, csv, {}, [summary])
+    assert truth[["x1", "y1", "x2", "y2"]].values.tolist() == [[90.0, 0.0, 100.0, 50.0]]
+    csv.write_text("filename,x1,x2,y1,y2\na,90,140,0,50\n")  # 40 px past: a wrong scale
+    with pytest.raises(InputError, match="past the slide"):
+        slide_truth(sheet, csv, {"edge_tolerance": 0.05}, [summary])
 
 
 def test_class_tile_metrics_lesion_vs_rest_and_per_class() -> None:
