@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from histodetect.errors import InputError
 from histodetect.fit.stain import hed_jitter
 from histodetect.slides.reader import SlideReader
+from histodetect.slides.threads import map_on_threads, threads_per_worker
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -38,7 +39,10 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     scalar (0 when ``df`` has no ``label`` column). ``transform`` (e.g. a
     :class:`~histodetect.fit.stain.StainNormalizer`) maps each RGB uint8 HWC tile before that.
     Slides are opened lazily, at most ``max_open`` per process, and never pickled, so each
-    DataLoader worker owns its handles.
+    DataLoader worker owns its handles. A DataLoader fetches a batch at once
+    (``__getitems__``): each slide's tiles of the batch through
+    :meth:`~histodetect.slides.reader.SlideReader.read_tiles` on ``threads`` threads (image
+    files decoded on them too), the same items as one by one.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         normalize: bool = False,
         max_open: int = 32,
         transform: TileTransform | None = None,
+        threads: int = 1,
     ) -> None:
         self.images = "x" not in df.columns
         needed = IMAGE_COLUMNS if self.images else READ_COLUMNS
@@ -65,6 +70,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.labels = labels if labels is not None else np.zeros(len(df), np.float32)
         self.normalize = normalize
         self.max_open = max_open
+        self.threads = threads
         self._slides: OrderedDict[str, SlideReader] = OrderedDict()
         self._pid = os.getpid()
 
@@ -113,11 +119,35 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x, y, level, read_px, tile_px = (int(v) for v in self.coords[i])
         return self._slide(self.paths[i]).read_tile(x, y, level, read_px, tile_px)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(self.read_tile(i).copy()).permute(2, 0, 1).contiguous()
+    def read_tiles(self, indices: list[int]) -> list[np.ndarray]:
+        """:meth:`read_tile` of each of ``indices``, read on ``threads`` threads."""
+        if self.images:
+            tiles = map_on_threads(self._read_image, indices, self.threads)
+        else:
+            tiles = [np.empty(0, np.uint8)] * len(indices)
+            by_slide: dict[str, list[int]] = {}
+            for k, i in enumerate(indices):
+                by_slide.setdefault(self.paths[i], []).append(k)
+            for path, ks in by_slide.items():
+                rows = self.coords[[indices[k] for k in ks]]
+                read = self._slide(path).read_tiles(rows, threads=self.threads)
+                for k, tile in zip(ks, read, strict=True):
+                    tiles[k] = tile
+        return tiles if self.transform is None else [self.transform(t) for t in tiles]
+
+    def _item(self, tile: np.ndarray, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(tile.copy()).permute(2, 0, 1).contiguous()
         if self.normalize:
             image = normalize_batch(image[None])[0]
         return image, torch.tensor(self.labels[i])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._item(self.read_tile(i), i)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch's items (what a DataLoader asks for): :meth:`read_tiles`, then each item."""
+        indices = [int(i) for i in indices]
+        return [self._item(t, i) for t, i in zip(self.read_tiles(indices), indices, strict=True)]
 
 
 def normalize_batch(
@@ -268,8 +298,13 @@ def make_loader(
     normalize: bool = False,
     weights: np.ndarray | None = None,
     transform: TileTransform | None = None,
+    threads: int | None = None,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     """DataLoader over a tile table with seeded shuffling and worker seeds.
+
+    ``threads`` (None: the cores this process has) read the tiles, split between the
+    ``num_workers`` reading processes (the main process when 0): one reader per worker, never
+    more threads than that in all (:func:`~histodetect.slides.threads.threads_per_worker`).
 
     Without shuffling (inference) rows are kept in ``df`` order: sort ``df`` by slide
     first so each worker reads one slide at a time. ``weights`` (one per row) draw
@@ -286,7 +321,12 @@ def make_loader(
         n = max(1, round(float(w.sum())))
         sampler = WeightedRandomSampler(w, n, replacement=True, generator=generator)
     return DataLoader(
-        TileDataset(df, normalize=normalize, transform=transform),
+        TileDataset(
+            df,
+            normalize=normalize,
+            transform=transform,
+            threads=threads_per_worker(threads, num_workers),
+        ),
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,

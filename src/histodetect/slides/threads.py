@@ -11,6 +11,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, threads) -> pool
+_JOB_THREADS: list[int] = []  # set once by a workflow job: its reading threads
 
 
 def available_cores() -> int:
@@ -21,13 +22,26 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def use_job_threads(configured: int | None, job_cores: int) -> int:
+    """Set this process's reading threads: the config's ``io.threads``, at most the job's cores
+    (None: all of them). Loaders made after this split them (:func:`threads_per_worker`)."""
+    threads = max(1, job_cores if configured is None else min(configured, job_cores))
+    _JOB_THREADS[:] = [threads]
+    return threads
+
+
+def reading_threads() -> int:
+    """The reading threads of this process: what :func:`use_job_threads` set, else its cores."""
+    return _JOB_THREADS[0] if _JOB_THREADS else available_cores()
+
+
 def threads_per_worker(threads: int | None, workers: int) -> int:
     """Reading threads of each of ``workers`` loader processes (0: the main process reads).
 
-    ``threads`` (None: :func:`available_cores`) is split between the readers, so that all of
+    ``threads`` (None: :func:`reading_threads`) is split between the readers, so that all of
     them together never run more threads than that; each gets at least one.
     """
-    total = available_cores() if threads is None else threads
+    total = reading_threads() if threads is None else threads
     return max(1, total // max(1, workers))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from histodetect.slides import threads as reading
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.synthetic import make_cohort
 from histodetect.slides.threads import map_on_threads, threads_per_worker
@@ -105,10 +106,15 @@ def test_each_file_tile_decoded_once_per_batch(cmu_svs: Path) -> None:
         assert len(decoded) == 25
 
 
-def test_threads_split_between_workers() -> None:
+def test_threads_split_between_workers(monkeypatch: pytest.MonkeyPatch) -> None:
     assert threads_per_worker(8, 0) == 8
     assert threads_per_worker(8, 3) == 2
     assert threads_per_worker(2, 4) == 1
     assert threads_per_worker(None, 1) >= 1
     square: Callable[[int], int] = lambda v: v * v  # noqa: E731
+    monkeypatch.setattr(reading, "_JOB_THREADS", [])  # a job's setting, undone after the test
+    assert reading.use_job_threads(None, 3) == 3 == reading.reading_threads()
+    assert threads_per_worker(None, 2) == 1
+    assert reading.use_job_threads(8, 2) == 2  # never more than the job's cores
+    assert reading.use_job_threads(1, 4) == 1 == threads_per_worker(None, 0)
     assert map_on_threads(square, list(range(50)), 4) == [v * v for v in range(50)]
