@@ -71,6 +71,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.normalize = normalize
         self.max_open = max_open
         self.threads = threads
+        self._batch: dict[int, np.ndarray] = {}  # tiles read ahead for the batch being made
         self._slides: OrderedDict[str, SlideReader] = OrderedDict()
         self._pid = os.getpid()
 
@@ -80,6 +81,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_slides"] = OrderedDict()
+        state["_batch"] = {}
         return state
 
     def _slide(self, path: str) -> SlideReader:
@@ -97,7 +99,9 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def read_tile(self, i: int) -> np.ndarray:
         """Return tile ``i`` as an RGB uint8 HWC array of side ``tile_px``."""
-        tile = self._read_image(i) if self.images else self._read_region(i)
+        tile = self._batch.get(i)
+        if tile is None:
+            tile = self._read_image(i) if self.images else self._read_region(i)
         return tile if self.transform is None else self.transform(tile)
 
     def _read_image(self, i: int) -> np.ndarray:
@@ -119,35 +123,37 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x, y, level, read_px, tile_px = (int(v) for v in self.coords[i])
         return self._slide(self.paths[i]).read_tile(x, y, level, read_px, tile_px)
 
-    def read_tiles(self, indices: list[int]) -> list[np.ndarray]:
-        """:meth:`read_tile` of each of ``indices``, read on ``threads`` threads."""
+    def _prefetch(self, indices: list[int]) -> dict[int, np.ndarray]:
+        """The untransformed tiles of ``indices``, read on ``threads`` threads: image files one
+        per thread, each slide's tiles through one ``read_tiles``."""
+        unique = list(dict.fromkeys(indices))
         if self.images:
-            tiles = map_on_threads(self._read_image, indices, self.threads)
-        else:
-            tiles = [np.empty(0, np.uint8)] * len(indices)
-            by_slide: dict[str, list[int]] = {}
-            for k, i in enumerate(indices):
-                by_slide.setdefault(self.paths[i], []).append(k)
-            for path, ks in by_slide.items():
-                rows = self.coords[[indices[k] for k in ks]]
-                read = self._slide(path).read_tiles(rows, threads=self.threads)
-                for k, tile in zip(ks, read, strict=True):
-                    tiles[k] = tile
-        return tiles if self.transform is None else [self.transform(t) for t in tiles]
+            read = map_on_threads(self._read_image, unique, self.threads)
+            return dict(zip(unique, read, strict=True))
+        by_slide: dict[str, list[int]] = {}
+        for i in unique:
+            by_slide.setdefault(self.paths[i], []).append(i)
+        tiles: dict[int, np.ndarray] = {}
+        for path, rows in by_slide.items():
+            read = self._slide(path).read_tiles(self.coords[rows], threads=self.threads)
+            tiles.update(zip(rows, read, strict=True))
+        return tiles
 
-    def _item(self, tile: np.ndarray, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = torch.from_numpy(tile.copy()).permute(2, 0, 1).contiguous()
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(self.read_tile(i).copy()).permute(2, 0, 1).contiguous()
         if self.normalize:
             image = normalize_batch(image[None])[0]
         return image, torch.tensor(self.labels[i])
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._item(self.read_tile(i), i)
-
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """A batch's items (what a DataLoader asks for): :meth:`read_tiles`, then each item."""
+        """A batch's items (what a DataLoader asks for): its tiles read at once, then
+        ``self[i]`` of each index, whose :meth:`read_tile` takes the tile read for it."""
         indices = [int(i) for i in indices]
-        return [self._item(t, i) for t, i in zip(self.read_tiles(indices), indices, strict=True)]
+        self._batch = self._prefetch(indices)
+        try:
+            return [self[i] for i in indices]
+        finally:
+            self._batch = {}
 
 
 def normalize_batch(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -28,6 +28,14 @@ def use_job_threads(configured: int | None, job_cores: int) -> int:
     threads = max(1, job_cores if configured is None else min(configured, job_cores))
     _JOB_THREADS[:] = [threads]
     return threads
+
+
+def use_rule_threads(snakemake: Any) -> int:
+    """For a workflow script: :func:`use_job_threads` of the config's ``io.threads`` and the
+    job's threads. Read from the config, not a rule's params: threads change no output, so a
+    new value reruns nothing."""
+    config = getattr(snakemake, "config", None) or {}
+    return use_job_threads(config.get("io", {}).get("threads"), int(snakemake.threads))
 
 
 def reading_threads() -> int:
