@@ -67,6 +67,14 @@ reading_vs_best_peer=0.59 reading_vs_turbo=0.94 inference_vs_best_peer=1.44``: t
 is now hs2p (3.7x ours, on a mask 2x coarser than our 8 um/px one and 24% more tiles, so not
 the same work), the best reader cuCIM (1.7x ours, its batches decoded on two workers).
 An earlier run of the same code on a busy machine gave 0.22 / 0.57 / 1.30 / 1.33.
+
+Reading rows at equal threads (2026-12-07, ``--tasks read``, the project's own Python: no
+``bench/peers/.venv`` on that machine, so only ours, OpenSlide and turbo ran; 2 cores under a
+load average of 5-7 from a test suite, so the 2-thread rows show contention, not scaling):
+big, random order, ours 1 thread 134 MP/s, 2 threads 126, OpenSlide 29, turbo 173; tiling
+order ours 1 thread 132, 2 threads 125; svs random ours 81 / 60, OpenSlide 22,
+turbo 114. Against OpenSlide alone: ``reading_vs_best_peer=4.61`` (big), 3.47 (svs); the goal
+against cuCIM, hs2p and microtome-wsi at equal threads needs the peers' environment.
 """
 
 from __future__ import annotations
