@@ -5,7 +5,7 @@
     .venv/bin/python bench/dag.py --profile 3000       # cProfile of each step, top 25 lines
 
 For each N: a sample sheet of N slides, each a hard link to one copy of a real small slide
-(``CMU-1-Small-Region.svs``), one patient per 2 slides, and a DigiLut CSV with one box on every
+(``CMU-1-Small-Region.svs``, through :mod:`histodetect.testdata`), one patient per 2 slides, and a DigiLut CSV with one box on every
 other slide. Then three steps, each timed as one fresh ``snakemake`` process (wall clock, and
 the CPU seconds of that process) with the worktree's default profile:
 
@@ -55,9 +55,10 @@ from pathlib import Path
 import pandas as pd
 
 from histodetect.cohort.splits import split_patients
+from histodetect.testdata import path_or_exit
 
 REPO = Path(__file__).resolve().parents[1]
-SLIDE = REPO.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
+SLIDE = "slides/CMU-1-Small-Region.svs"  # a real file, from histodetect.testdata
 ROOT = Path("/tmp/histodetect_bench_dag")
 FOLDS = 3
 TEST_FRACTION = 0.34
@@ -109,7 +110,7 @@ def make_cohort(workdir: Path, n: int) -> None:
     ids = [f"S{i:05d}" for i in range(n)]
     # Hard links (distinct paths, one content): the sheet refuses one file listed twice, and a
     # symbolic link would resolve to its target.
-    original = shutil.copy(SLIDE, workdir / "original.svs")
+    original = shutil.copy(path_or_exit(SLIDE), workdir / "original.svs")
     for s in ids:
         os.link(original, slides / f"{s}.svs")
     pd.DataFrame(
@@ -224,6 +225,8 @@ def fake_the_rest(workdir: Path, test: list[str], train: list[str]) -> None:
     ):
         _write(workdir / "results/metrics" / f)
     _write(workdir / "logs/evaluate.log")
+    for f in ("results/report/workflow.rst", "logs/report_description.log"):
+        _write(workdir / f)
 
 
 def _record(workdir: Path, path: str) -> Path:
@@ -302,7 +305,14 @@ def finish_the_rest(
     run(
         touch
         + snakemake_args(
-            workdir, snakefile, "--touch", "-R", "evaluate", "fold_summary", "training_curves"
+            workdir,
+            snakefile,
+            "--touch",
+            "-R",
+            "evaluate",
+            "fold_summary",
+            "training_curves",
+            "report_description",
         ),
         workdir,
     )

@@ -4,7 +4,8 @@ What it does, in a scratch folder (``--workdir``, one subfolder per run):
 
 1. Writes a sample sheet (one row per field: ``slide_id`` the image name, ``patient_id`` its
    slide ``A00``-``A04``, ``path``, ``mpp`` 0.2456, ``annotation``) and one point file per field
-   (``x,y,class``) from ``../shared/data/mitos2012/points.csv``: the expert centres as
+   (``x,y,class``) from ``mitos2012/points.csv`` of the real data (``histodetect.testdata``'s
+   folder: ``HISTODETECT_TEST_DATA``, else ``../shared/data``): the expert centres as
    ``mitosis`` and, as ``hard_negative``, the darkest nucleus-like blobs of the baseline below
    lying more than 10 um from any expert centre (look-alikes: sampling keeps them first).
 2. Runs ``snakemake results/metrics/points.json`` on the repository's Snakefile with a config

@@ -1,9 +1,9 @@
 """What runs inside a job's subprocess of ``bench/peers.py``: timed runs, peak memory, and the
 reading jobs, the same 256 px level-0 tiles read by each tool.
 
-Tools that read one tile at a time (ours, OpenSlide, tiffslide, fastslide) are called per
-tile; the batched readers get the whole list, in the same order, and their own thread pool
-of ``PEERS_THREADS`` (2): cuCIM ``read_region`` with a list of locations (its CPU decoder),
+Tools that read one tile at a time (OpenSlide, tiffslide, fastslide) are called per tile; the
+batched readers get the whole list, in the same order, and their own thread pool of
+``PEERS_THREADS`` (2): ours ``SlideReader.read_tiles`` in batches, cuCIM ``read_region`` with a list of locations (its CPU decoder),
 hs2p's streams (in tiling order its supertile reads, neighbouring tiles grouped into one 2x2
 to 8x8 region read; in random order its ``read_regions`` in batches, which keep the order),
 and microtome-wsi's ``read_batch`` of the file's own tiles (an SVS reader: each 256 px tile is
@@ -75,11 +75,6 @@ def threads() -> int:
 
 def reader_for(tool: str, path: str) -> Callable[[int, int], np.ndarray]:
     """A function reading the 256 px level-0 tile at ``(x, y)`` as an RGB array, per tool."""
-    if tool == "ours":
-        from histodetect.slides.reader import SlideReader
-
-        reader = SlideReader(path)
-        return lambda x, y: reader.read_tile(x, y, 0, TILE, TILE)
     if tool == "openslide":
         import openslide
 
@@ -98,6 +93,21 @@ def reader_for(tool: str, path: str) -> Callable[[int, int], np.ndarray]:
         fslide = fastslide.FastSlide.from_file_path(path)
         return lambda x, y: fslide.read_region((x, y), 0, (TILE, TILE)).numpy()
     raise ValueError(tool)
+
+
+def ours_reads(path: str) -> Reads:
+    """Ours: ``SlideReader.read_tiles`` in batches, the file tiles under each batch decoded
+    once each on ``PEERS_THREADS`` threads."""
+    from histodetect.slides.reader import SlideReader
+
+    reader = SlideReader(path)
+
+    def reads(tiles: np.ndarray) -> Iterator[np.ndarray]:
+        for start in range(0, len(tiles), BATCH):
+            chunk = [(int(x), int(y), 0, TILE, TILE) for x, y in tiles[start : start + BATCH]]
+            yield from reader.read_tiles(chunk, threads=threads())
+
+    return reads
 
 
 def cucim_reads(path: str) -> Reads:
@@ -191,6 +201,8 @@ def hs2p_reads(path: str, order: str, result: Any) -> Reads:
 
 def open_reads(tool: str, path: str, order: str, state: dict[str, Any]) -> Reads:
     """A fresh reader of ``tool`` (``state`` keeps what a tool sets up once per job)."""
+    if tool == "ours":
+        return ours_reads(path)
     if tool == "cuCIM":
         return cucim_reads(path)
     if tool == "microtome":

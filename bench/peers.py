@@ -17,11 +17,14 @@ then a tiling or inference job timed 3 times (fewer once the runs took 100 s), t
   is stopped after ``--seed-limit-s`` and its rate given);
 - ``read (tiling order)`` / ``read (random order)``: our tile table's 256 px level-0 tiles
   (``--read-tiles`` of them) read as RGB arrays, in the table's raster order and in a seeded
-  random order as training reads: our ``SlideReader``, OpenSlide ``read_region``, tiffslide,
-  fastslide one tile at a time; cuCIM (batched ``read_region``, its CPU decoder), hs2p
-  (supertile reads) and microtome-wsi (stored tiles decoded in parallel; SVS only) given the
-  whole list (``bench/peer_jobs.py``); the bound is libjpeg-turbo
-  (``imagecodecs.jpeg8_decode``) decoding the slide's own JPEG tiles from bytes in memory;
+  random order as training reads, at each of ``--read-threads`` (1 and 2), every row printing
+  its threads: the batched readers with that many threads, ours ``SlideReader.read_tiles``
+  (batches of 64), cuCIM (batched ``read_region``, its CPU decoder), hs2p (supertile reads)
+  and microtome-wsi (stored tiles decoded in parallel; SVS only), given the whole list
+  (``bench/peer_jobs.py``); OpenSlide ``read_region``, tiffslide and fastslide one tile at a
+  time, on 1 thread; the bound is libjpeg-turbo (``imagecodecs.jpeg8_decode``) decoding the
+  slide's own JPEG tiles from bytes in memory on 1 thread (times the threads: the bound at
+  that many);
 - ``inference``: tissue found, tiled (every tile touching tissue) and every tile scored by one
   ResNet18 (same weights, same 256 px tiles at ``4 um/px`` on the big slide and at the SVS's
   own ``0.5 um/px``, batch ``--batch``, no loader workers) into a per-tile probability table
@@ -38,6 +41,11 @@ under the table say what each tool counts. The table is also written to
 Last line: ``tiling_vs_best_peer=<x> reading_vs_best_peer=<y> reading_vs_turbo=<z>
 inference_vs_best_peer=<w>`` (speed, ours over the best peer, on the big slide; reading: the
 lower of the two orders).
+
+Without ``bench/peers/.venv`` (``setup.sh`` needs pip and the network; it was not installed
+on the machine that added the reading rows at equal threads) the bench runs with the project's
+own Python: every peer row says it did not run, ours, OpenSlide and turbo run;
+``--tasks read`` runs only the reading rows (and our tiling, which makes the tile table).
 
     bash bench/peers/setup.sh
     flock /tmp/histodetect-heavy.lock bench/peers/.venv/bin/python bench/peers.py  # ~20 min
@@ -59,6 +67,14 @@ reading_vs_best_peer=0.59 reading_vs_turbo=0.94 inference_vs_best_peer=1.44``: t
 is now hs2p (3.7x ours, on a mask 2x coarser than our 8 um/px one and 24% more tiles, so not
 the same work), the best reader cuCIM (1.7x ours, its batches decoded on two workers).
 An earlier run of the same code on a busy machine gave 0.22 / 0.57 / 1.30 / 1.33.
+
+Reading rows at equal threads (2026-12-07, ``--tasks read``, the project's own Python: no
+``bench/peers/.venv`` on that machine, so only ours, OpenSlide and turbo ran; 2 cores under a
+load average of 5-7 from a test suite, so the 2-thread rows show contention, not scaling):
+big, random order, ours 1 thread 134 MP/s, 2 threads 126, OpenSlide 29, turbo 173; tiling
+order ours 1 thread 132, 2 threads 125; svs random ours 81 / 60, OpenSlide 22,
+turbo 114. Against OpenSlide alone: ``reading_vs_best_peer=4.61`` (big), 3.47 (svs); the goal
+against cuCIM, hs2p and microtome-wsi at equal threads needs the peers' environment.
 """
 
 from __future__ import annotations
@@ -125,6 +141,9 @@ NOT_PEERS = ("ours", "turbo", "forward")
 """Rows that are ours or a bound (decoding alone, the network alone), not a peer."""
 READERS = ("ours", "openslide", "tiffslide", "fastslide", "cuCIM", "hs2p", "microtome", "turbo")
 """Tools of the reading rows (``bench/peer_jobs.py``)."""
+THREADED_READERS = ("ours", "cuCIM", "hs2p", "microtome")
+"""Readers that decode a batch on a pool of threads: read again at each ``--read-threads``."""
+TASKS = ("tiling", "read", "inference")
 PACKAGES = {
     "LazySlide": "lazyslide", "TIAToolbox": "tiatoolbox", "histolab": "histolab",
     "hs2p": "hs2p", "tiffslide": "tiffslide", "fastslide": "fastslide", "cuCIM": "cucim",
@@ -235,8 +254,10 @@ def tiling_seed(path: str, out: Path, limit_s: float) -> dict[str, Any]:
 # --- the parent: jobs in subprocesses, the table ------------------------------------------------
 
 
-def job_env() -> dict[str, str]:
+def job_env(threads: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if threads is not None:
+        env["PEERS_THREADS"] = str(threads)
     for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         env[key] = env["PEERS_THREADS"]
     env.setdefault("FAST_DISABLE_LOGGING", "1")
@@ -268,16 +289,21 @@ def failed_installs() -> dict[str, str]:
     return dict((*row.split("\t", 1), "")[:2] for row in rows if row.strip())
 
 
-def run_job(name: str, *args: str, script: str = __file__) -> dict[str, Any]:
-    """One job of ``script`` (``--job name args``) in a fresh subprocess of this interpreter;
-    its JSON, or ``{"error": line}`` (for a peer that did not install, pip's error line)."""
+def run_job(
+    name: str, *args: str, script: str = __file__, threads: int | None = None
+) -> dict[str, Any]:
+    """One job of ``script`` (``--job name args``) in a fresh subprocess of this interpreter,
+    with ``threads`` (None: ``--threads``); its JSON, or ``{"error": line}`` (for a peer that
+    did not install, pip's error line)."""
     package = PACKAGES.get(name.split("/")[-1])
     failed = failed_installs()
     if package in failed:
         return {"error": f"did not install: {failed[package] or 'see bench/peers/.venv/pip.log'}"}
     cmd = [sys.executable, script, "--job", name, *args]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=job_env())
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=TIMEOUT_S, env=job_env(threads)
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"stopped after {TIMEOUT_S} s"}
     if proc.returncode:
@@ -309,6 +335,10 @@ def main() -> None:
     parser.add_argument("--svs", type=Path, help="a real SVS (default: CMU-1-Small-Region.svs)")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect_bench_tiling"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--read-threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--tasks", nargs="+", choices=TASKS, default=list(TASKS), help="ours always tiles"
+    )
     parser.add_argument("--read-tiles", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed-limit-s", type=float, default=60.0)
@@ -338,9 +368,12 @@ def main() -> None:
 
     for key, path in slides.items():
         area = float(np.prod(openslide_dims(path)))
-        for tool in ("ours", "LazySlide", "TIAToolbox", "histolab", "hs2p"):
+        tilers = ("ours", "LazySlide", "TIAToolbox", "histolab", "hs2p")
+        for tool in tilers if "tiling" in args.tasks else ("ours",):  # ours: the tile table
             add("tiling", key, tool, run_job(f"tiling/{tool}", str(path), str(out)), area)
-        if key == "big":  # on the one-level SVS its PatchGenerator gave 1 patch in 40 s
+        if (
+            key == "big" and "tiling" in args.tasks
+        ):  # on the one-level SVS its PatchGenerator gave 1 patch in 40 s
             seed = run_job("tiling/seed", str(path), str(out), str(args.seed_limit_s))
             add("tiling", key, "seed pyFAST", seed, area)
         table = pd.read_parquet(out / f"{path.stem}.tiles.parquet")
@@ -348,11 +381,16 @@ def main() -> None:
         table = table.iloc[mid : mid + args.read_tiles]
         tiles_file = out / f"{path.stem}.read.parquet"
         table.to_parquet(tiles_file, index=False)
-        for order in ("tiling", "random"):
-            for tool in READERS:
-                res = run_job(f"read/{tool}", str(path), str(tiles_file), order)
-                add(f"read ({order} order)", key, tool, res, 0.0)
-        for tool in ("ours", "WSInfer", "TIAToolbox", "forward"):
+        for order in ("tiling", "random") if "read" in args.tasks else ():
+            for threads in args.read_threads:
+                for tool in READERS if threads == 1 else THREADED_READERS:
+                    res = run_job(
+                        f"read/{tool}", str(path), str(tiles_file), order, threads=threads
+                    )
+                    add(f"read ({order} order)", key, tool, {**res, "threads": threads}, 0.0)
+        for tool in (
+            ("ours", "WSInfer", "TIAToolbox", "forward") if "inference" in args.tasks else ()
+        ):
             res = run_job(f"infer/{tool}", str(path), str(out), str(args.batch))
             add("inference", key, tool, res, area)
     summary = pd.DataFrame(rows)
@@ -370,7 +408,8 @@ def openslide_dims(path: Path) -> tuple[int, int]:
 
 
 def print_row(row: dict[str, Any], suffix: str = "") -> None:
-    head = f"{row['task']:<22} {row['slide']:<4} {row['tool']:<12}"
+    threads = f"{int(row['threads'])} thr" if "threads" in row else ""
+    head = f"{row['task']:<22} {row['slide']:<4} {row['tool']:<12} {threads:<5}"
     if "error" in row:
         print(f"{head} did not run: {row['error']}", flush=True)
         return
@@ -390,8 +429,9 @@ def print_row(row: dict[str, Any], suffix: str = "") -> None:
 def print_table(summary: pd.DataFrame, threads: int) -> None:
     """The whole table with each row's tile count against ours, the failed peers and notes."""
     print(f"\n== {threads} threads for every tool (OMP/MKL/OpenBLAS/numba, torch, the batched "
-          "readers' pools); tile reads one at a time but for cuCIM, hs2p and microtome (batches "
-          "of 64); big = 40,960 px TIFF, svs = the real SVS ==")  # fmt: skip
+          "readers' pools; a reading row: the threads it prints); tile reads one at a time but "
+          "for ours, cuCIM, hs2p and microtome (batches of 64); big = the --side px TIFF, "
+          "svs = the real SVS ==")  # fmt: skip
     for row in summary.to_dict("records"):
         ours = summary[(summary.task == row["task"]) & (summary.slide == row["slide"])]
         ours = ours[(ours.tool == "ours") & ours.get("tiles", pd.Series(dtype=float)).notna()]
@@ -408,16 +448,39 @@ def print_table(summary: pd.DataFrame, threads: int) -> None:
         print(f"note {tool}: {note}")
 
 
+def reading_vs_best_peer(rows: pd.DataFrame, slide: str) -> float:
+    """Ours over the best peer reading ``slide`` with the same threads: the lowest ratio over
+    the two orders and the thread counts where a peer ran."""
+    reads = rows[(rows.slide == slide) & rows.task.str.startswith("read") & rows.threads.notna()]
+    ratios = []
+    for _, group in reads.groupby(["task", "threads"]):
+        ours, peers = group[group.tool == "ours"].mp_s, group[~group.tool.isin(NOT_PEERS)].mp_s
+        if len(ours) and len(peers):
+            ratios.append(float(ours.iloc[0] / peers.max()))
+    return min(ratios, default=float("nan"))
+
+
+def one_thread(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows of tasks without threads and the reading rows on 1 thread."""
+    if "threads" not in rows:
+        rows = rows.assign(threads=np.nan)
+    return rows[rows.threads.isna() | rows.threads.eq(1)]
+
+
 def bounds_line(summary: pd.DataFrame) -> str:
-    """Ours against the bounds per slide: decoding alone (reading), the network alone."""
+    """Ours against the bounds per slide: decoding alone (reading, 1 thread), the network alone;
+    and ours against the best reader at equal threads."""
     ok = summary[summary.get("error", pd.Series(None, index=summary.index)).isna()]
+    if "threads" not in ok:
+        ok = ok.assign(threads=np.nan)
 
     def share(task: str, slide: str, bound: str) -> float:
-        rows = ok[(ok.task == task) & (ok.slide == slide)].set_index("tool").mp_s
+        rows = one_thread(ok[(ok.task == task) & (ok.slide == slide)]).set_index("tool").mp_s
         return float(rows.get("ours", np.nan) / rows.get(bound, np.nan))
 
     return " ".join(
         f"{slide}: reading_vs_turbo={share('read (random order)', slide, 'turbo'):.2f} "
+        f"reading_vs_best_peer={reading_vs_best_peer(ok, slide):.2f} "
         f"inference_vs_forward={share('inference', slide, 'forward'):.2f};"
         for slide in ("big", "svs")
     )
@@ -425,10 +488,10 @@ def bounds_line(summary: pd.DataFrame) -> str:
 
 def headline(summary: pd.DataFrame) -> str:
     """The last line: ours over the best peer per task on the big slide (speed ratios)."""
-    for column, empty in (("error", None), ("stopped", False)):
+    for column, empty in (("error", None), ("stopped", False), ("threads", np.nan)):
         if column not in summary:
             summary[column] = empty
-    big = summary[(summary.slide == "big") & summary.error.isna()]
+    big = one_thread(summary[(summary.slide == "big") & summary.error.isna()])
     counted = big[big.stopped.ne(True)]  # a stopped run has no full count
 
     def speed(task: str, tool: str) -> float:
@@ -439,7 +502,8 @@ def headline(summary: pd.DataFrame) -> str:
         peers = counted[(counted.task == task) & ~counted.tool.isin(NOT_PEERS)]
         return speed(task, "ours") / float(peers.mp_s.max()) if len(peers) else float("nan")
 
-    reading = min(ratio("read (tiling order)"), ratio("read (random order)"))
+    everyone = summary[summary.error.isna() & summary.stopped.ne(True)]
+    reading = reading_vs_best_peer(everyone, "big")
     turbo = speed("read (random order)", "ours") / speed("read (random order)", "turbo")
     return (
         f"tiling_vs_best_peer={ratio('tiling'):.2f} reading_vs_best_peer={reading:.2f} "

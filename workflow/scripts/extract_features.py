@@ -10,9 +10,11 @@ from histodetect.features.encoder import build_encoder
 from histodetect.features.extract import extract_slide
 from histodetect.features.settings import spec_from_config
 from histodetect.runner import rule_context
+from histodetect.slides.threads import use_rule_threads
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     features = {**snakemake.params.features, "model": snakemake.params.model}
     spec = spec_from_config(features, snakemake.params.seed, snakemake.params.ssl_encoder)
     tiles = pd.read_parquet(snakemake.input.tiles)

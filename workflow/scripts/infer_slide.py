@@ -15,11 +15,13 @@ from histodetect.detection.inference import (
 )
 from histodetect.io import atomic_path
 from histodetect.runner import log, rule_context
+from histodetect.slides.threads import use_rule_threads
 from histodetect.training.calibration import read_calibration
 from histodetect.training.thresholds import Decision
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     slide = snakemake.wildcards.slide
     models = [Path(p) for p in snakemake.input.models]
     if getattr(snakemake.params, "check_tiling", None):

@@ -10,9 +10,11 @@ from histodetect.mil.models import load_mil_model
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.tile_models import tile_weights
 from histodetect.runner import log, rule_context
+from histodetect.slides.threads import use_rule_threads
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     slide = snakemake.wildcards.slide
     folds = read_bag_folds(snakemake.input.folds)
     bag_id = folds.bag_id[folds.slide_id == slide].iloc[0]

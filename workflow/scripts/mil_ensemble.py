@@ -10,9 +10,11 @@ from histodetect.mil.ensemble import ensemble, write_outputs
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.tile_models import tile_scorer
 from histodetect.runner import rule_context
+from histodetect.slides.threads import use_rule_threads
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     path = snakemake.input.folds
     folds = read_bag_folds(path)  # a tampered table is refused
     models = list(snakemake.input.models)

@@ -17,9 +17,11 @@ from histodetect.mil.predict import (
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.tile_models import tile_scorer
 from histodetect.runner import rule_context
+from histodetect.slides.threads import use_rule_threads
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     sheet_path = snakemake.input.sheet
     sheet = pd.read_csv(sheet_path, sep="\t", dtype=str, keep_default_na=False)
     tiling = pd.read_csv(

@@ -9,9 +9,11 @@ import torch
 from histodetect.cohort.splits import training_split
 from histodetect.features.pretrain import SSLConfig, pretrain_encoder
 from histodetect.runner import rule_context
+from histodetect.slides.threads import use_rule_threads
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     paths = {
         str(s["slide_id"]): s["path"]
         for s in (json.loads(Path(p).read_text()) for p in snakemake.input.summaries)

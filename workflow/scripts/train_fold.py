@@ -8,10 +8,12 @@ import torch
 from histodetect.cohort.sampling import training_pool
 from histodetect.points.hard_negatives import train_with_hard_negatives
 from histodetect.runner import rule_context
+from histodetect.slides.threads import use_rule_threads
 from histodetect.training.train import TrainConfig, train_fold
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     fold = snakemake.params.fold
     train = pd.read_parquet(snakemake.input.train)
     val = pd.read_parquet(snakemake.input.val)

@@ -11,9 +11,11 @@ from histodetect.mil.families import family
 from histodetect.mil.summary_image import TileSource
 from histodetect.mil.train import train_fold
 from histodetect.runner import rule_context
+from histodetect.slides.threads import use_rule_threads
 
 with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
+    use_rule_threads(snakemake)
     path = snakemake.input.folds
     folds = read_bag_folds(path)  # a tampered table is refused
     mil, params = snakemake.params.mil, snakemake.params

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, WeightedRandomSampler
 from histodetect.errors import InputError
 from histodetect.fit.stain import hed_jitter
 from histodetect.slides.reader import SlideReader
+from histodetect.slides.threads import map_on_threads, threads_per_worker
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -38,7 +39,10 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     scalar (0 when ``df`` has no ``label`` column). ``transform`` (e.g. a
     :class:`~histodetect.fit.stain.StainNormalizer`) maps each RGB uint8 HWC tile before that.
     Slides are opened lazily, at most ``max_open`` per process, and never pickled, so each
-    DataLoader worker owns its handles.
+    DataLoader worker owns its handles. A DataLoader fetches a batch at once
+    (``__getitems__``): each slide's tiles of the batch through
+    :meth:`~histodetect.slides.reader.SlideReader.read_tiles` on ``threads`` threads (image
+    files decoded on them too), the same items as one by one.
     """
 
     def __init__(
@@ -48,6 +52,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         normalize: bool = False,
         max_open: int = 32,
         transform: TileTransform | None = None,
+        threads: int = 1,
     ) -> None:
         self.images = "x" not in df.columns
         needed = IMAGE_COLUMNS if self.images else READ_COLUMNS
@@ -65,6 +70,8 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.labels = labels if labels is not None else np.zeros(len(df), np.float32)
         self.normalize = normalize
         self.max_open = max_open
+        self.threads = threads
+        self._batch: dict[int, np.ndarray] = {}  # tiles read ahead for the batch being made
         self._slides: OrderedDict[str, SlideReader] = OrderedDict()
         self._pid = os.getpid()
 
@@ -74,6 +81,7 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_slides"] = OrderedDict()
+        state["_batch"] = {}
         return state
 
     def _slide(self, path: str) -> SlideReader:
@@ -91,7 +99,9 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def read_tile(self, i: int) -> np.ndarray:
         """Return tile ``i`` as an RGB uint8 HWC array of side ``tile_px``."""
-        tile = self._read_image(i) if self.images else self._read_region(i)
+        tile = self._batch.get(i)
+        if tile is None:
+            tile = self._read_image(i) if self.images else self._read_region(i)
         return tile if self.transform is None else self.transform(tile)
 
     def _read_image(self, i: int) -> np.ndarray:
@@ -113,11 +123,37 @@ class TileDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         x, y, level, read_px, tile_px = (int(v) for v in self.coords[i])
         return self._slide(self.paths[i]).read_tile(x, y, level, read_px, tile_px)
 
+    def _prefetch(self, indices: list[int]) -> dict[int, np.ndarray]:
+        """The untransformed tiles of ``indices``, read on ``threads`` threads: image files one
+        per thread, each slide's tiles through one ``read_tiles``."""
+        unique = list(dict.fromkeys(indices))
+        if self.images:
+            read = map_on_threads(self._read_image, unique, self.threads)
+            return dict(zip(unique, read, strict=True))
+        by_slide: dict[str, list[int]] = {}
+        for i in unique:
+            by_slide.setdefault(self.paths[i], []).append(i)
+        tiles: dict[int, np.ndarray] = {}
+        for path, rows in by_slide.items():
+            read = self._slide(path).read_tiles(self.coords[rows], threads=self.threads)
+            tiles.update(zip(rows, read, strict=True))
+        return tiles
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = torch.from_numpy(self.read_tile(i).copy()).permute(2, 0, 1).contiguous()
         if self.normalize:
             image = normalize_batch(image[None])[0]
         return image, torch.tensor(self.labels[i])
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """A batch's items (what a DataLoader asks for): its tiles read at once, then
+        ``self[i]`` of each index, whose :meth:`read_tile` takes the tile read for it."""
+        indices = [int(i) for i in indices]
+        self._batch = self._prefetch(indices)
+        try:
+            return [self[i] for i in indices]
+        finally:
+            self._batch = {}
 
 
 def normalize_batch(
@@ -268,8 +304,13 @@ def make_loader(
     normalize: bool = False,
     weights: np.ndarray | None = None,
     transform: TileTransform | None = None,
+    threads: int | None = None,
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     """DataLoader over a tile table with seeded shuffling and worker seeds.
+
+    ``threads`` (None: the cores this process has) read the tiles, split between the
+    ``num_workers`` reading processes (the main process when 0): one reader per worker, never
+    more threads than that in all (:func:`~histodetect.slides.threads.threads_per_worker`).
 
     Without shuffling (inference) rows are kept in ``df`` order: sort ``df`` by slide
     first so each worker reads one slide at a time. ``weights`` (one per row) draw
@@ -286,7 +327,12 @@ def make_loader(
         n = max(1, round(float(w.sum())))
         sampler = WeightedRandomSampler(w, n, replacement=True, generator=generator)
     return DataLoader(
-        TileDataset(df, normalize=normalize, transform=transform),
+        TileDataset(
+            df,
+            normalize=normalize,
+            transform=transform,
+            threads=threads_per_worker(threads, num_workers),
+        ),
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
         sampler=sampler,

@@ -23,6 +23,7 @@ import pandas as pd
 from histodetect.errors import InputError
 from histodetect.mil.data import Bag
 from histodetect.slides.reader import SlideReader
+from histodetect.slides.threads import reading_threads
 
 SCORES = ("random", "detection")
 TILE_COLUMNS = ["x", "y", "level", "read_px", "tile_px"]
@@ -147,13 +148,17 @@ class TileSource:
         table = self.table(bag)
         px = int(table.tile_px.iloc[0]) if len(table) else 1
         out = np.empty((len(index), px, px, 3), np.uint8)
-        for j, i in enumerate(index):
-            row = table.iloc[int(i)]
-            geometry = (int(row[c]) for c in TILE_COLUMNS)
+        rows = table.iloc[np.asarray(index, np.int64)]
+        paths = rows["path"].astype(str).to_numpy()
+        geometry = rows[TILE_COLUMNS].to_numpy(np.int64)
+        for path in dict.fromkeys(paths):  # each slide's tiles as one batch, on the threads
+            at = np.flatnonzero(paths == path)
             try:
-                out[j] = self._slide(str(row.path)).read_tile(*geometry)
+                tiles = self._slide(path).read_tiles(geometry[at], threads=reading_threads())
             except (OSError, openslide.OpenSlideError) as err:
-                raise InputError(row.path, f"cannot read a tile ({err})") from err
+                raise InputError(path, f"cannot read a tile ({err})") from err
+            for j, tile in zip(at, tiles, strict=True):
+                out[j] = tile
         return out
 
     def scores(self, bag: Bag) -> np.ndarray | None:

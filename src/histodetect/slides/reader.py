@@ -15,12 +15,17 @@ OpenSlide ``read_region``:
   when libjpeg's own reading of the stream is YCbCr, the samples are converted to RGB.
 - Plain images (JPEG, PNG, non-tiled TIFF; see :func:`~histodetect.slides.slide.open_slide`)
   are decoded once and every region is a slice of that array.
+
+:meth:`SlideReader.read_tiles` reads a batch of tiles on a pool of threads
+(:mod:`histodetect.slides.threads`): the file tiles the batch needs are decoded once each, in
+parallel, then cut into the batch's tiles; the pixels are :meth:`SlideReader.read_tile`'s.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +36,7 @@ import openslide
 from PIL import Image
 
 from histodetect.slides.slide import is_plain_image, open_slide
+from histodetect.slides.threads import map_on_threads
 
 JPEG_COMPRESSION = 7
 DICOM_JPEG_BASELINE = ("1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51")
@@ -54,6 +60,55 @@ class _TiledLevel:
     @property
     def across(self) -> int:
         return -(-self.width // self.tile_w)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A request inside a direct level: ``w`` x ``h`` px from ``(lx, ly)`` in level px."""
+
+    level: int
+    info: _TiledLevel
+    lx: int
+    ly: int
+    w: int
+    h: int
+
+    @property
+    def cuts_tiles(self) -> bool:
+        """Whether the window cuts file tiles (its neighbours will want the rest of them)."""
+        tw, th = self.info.tile_w, self.info.tile_h
+        return bool(self.lx % tw or self.ly % th or self.w % tw or self.h % th)
+
+    def _rows_cols(self) -> tuple[range, range]:
+        tw, th = self.info.tile_w, self.info.tile_h
+        rows = range(self.ly // th, (self.ly + self.h - 1) // th + 1)
+        return rows, range(self.lx // tw, (self.lx + self.w - 1) // tw + 1)
+
+    def file_tiles(self) -> list[int]:
+        """Indices of the file tiles the window covers."""
+        rows, cols = self._rows_cols()
+        return [r * self.info.across + c for r in rows for c in cols]
+
+    def stitch(self, tile_at: Callable[[int], np.ndarray | None]) -> np.ndarray | None:
+        """The window's pixels from its file tiles (None when one of them was never written)."""
+        info, lx, ly, w, h = self.info, self.lx, self.ly, self.w, self.h
+        tw, th = info.tile_w, info.tile_h
+        if (lx % tw, ly % th, w, h) == (0, 0, tw, th):  # one whole file tile
+            tile = tile_at((ly // th) * info.across + lx // tw)
+            return None if tile is None else np.ascontiguousarray(tile)
+        out = np.empty((h, w, 3), np.uint8)
+        rows, cols = self._rows_cols()
+        for r in rows:
+            ya, yb = max(ly, r * th), min(ly + h, (r + 1) * th)
+            for c in cols:
+                xa, xb = max(lx, c * tw), min(lx + w, (c + 1) * tw)
+                tile = tile_at(r * info.across + c)
+                if tile is None:
+                    return None
+                out[ya - ly : yb - ly, xa - lx : xb - lx] = tile[
+                    ya - r * th : yb - r * th, xa - c * tw : xb - c * tw
+                ]
+        return out
 
 
 class SlideReader:
@@ -124,20 +179,64 @@ class SlideReader:
         direct = self._read_direct(location, level, size)
         if direct is not None:
             return direct
-        region = self.slide.read_region(location, level, size)
-        return composite_on_white(region, ycbcr=self.ycbcr_fix)
+        return self._read_openslide(location, level, size)
 
     def read_tile(self, x: int, y: int, level: int, read_px: int, tile_px: int) -> np.ndarray:
         """A square tile: ``read_px`` px at ``level`` from level-0 ``(x, y)``, resized to ``tile_px``."""
-        rgb = self.read_region((x, y), level, (read_px, read_px))
-        if read_px == tile_px:
-            return rgb
-        resample = Image.Resampling.BOX if read_px > tile_px else Image.Resampling.BILINEAR
-        return np.asarray(Image.fromarray(rgb).resize((tile_px, tile_px), resample))
+        return resize_tile(self.read_region((x, y), level, (read_px, read_px)), tile_px)
 
-    def _read_direct(
+    def read_tiles(
+        self, locations: Iterable[Sequence[int]], *, threads: int = 1
+    ) -> list[np.ndarray]:
+        """Many tiles at once: :meth:`read_tile` of each ``(x, y, level, read_px, tile_px)``.
+
+        The same pixels as :meth:`read_tile`, read on ``threads`` threads (see
+        :mod:`histodetect.slides.threads`). On the direct JPEG-tile path every file tile the
+        batch needs is decoded once, even when several tiles share it (or taken from the cache
+        of decoded tiles), the decoding spread over the threads; then each tile is cut out and
+        resized on them. Other reads (OpenSlide, plain images) run one per thread. The file
+        tiles of one batch are held until it is done (about the batch's own size).
+        """
+        tiles = [tuple(int(v) for v in loc) for loc in locations]
+        if self._pixels is not None:
+            return map_on_threads(lambda t: self.read_tile(*t), tiles, threads)
+        windows = [self._direct_window((t[0], t[1]), t[2], (t[3], t[3])) for t in tiles]
+        needed = {
+            (w.level, index): w.info for w in windows if w is not None for index in w.file_tiles()
+        }
+        decoded = {key: self._decoded[key] for key in needed if key in self._decoded}
+        missing = [key for key in needed if key not in decoded]
+        for key, tile in zip(
+            missing,
+            map_on_threads(lambda k: self._decode(needed[k], k[1]), missing, threads),
+            strict=True,
+        ):
+            decoded[key] = tile
+            if tile is not None:
+                self._remember(key, tile)
+
+        def read(i: int) -> np.ndarray:
+            x, y, level, read_px, tile_px = tiles[i]
+            window = windows[i]
+            rgb = None
+            if window is not None:
+                rgb = window.stitch(lambda index: decoded[(level, index)])
+            if rgb is None:  # not direct, or a file tile that was never written
+                rgb = self._read_openslide((x, y), level, (read_px, read_px))
+            return resize_tile(rgb, tile_px)
+
+        return map_on_threads(read, range(len(tiles)), threads)
+
+    def _read_openslide(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
-    ) -> np.ndarray | None:
+    ) -> np.ndarray:
+        region = self.slide.read_region(location, level, size)
+        return composite_on_white(region, ycbcr=self.ycbcr_fix)
+
+    def _direct_window(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> _Window | None:
+        """The part of a direct level a request covers (None: the direct path cannot serve it)."""
         info = self._levels.get(level)
         if info is None:
             return None
@@ -148,24 +247,18 @@ class SlideReader:
         lx, ly, (w, h) = x0 // ds, y0 // ds, size
         if w <= 0 or h <= 0 or lx < 0 or ly < 0 or lx + w > info.width or ly + h > info.height:
             return None
-        tw, th = info.tile_w, info.tile_h
-        if (lx % tw, ly % th, w, h) == (0, 0, tw, th):  # one whole file tile
-            tile = self._decode(info, (ly // th) * info.across + lx // tw)
-            return None if tile is None else np.ascontiguousarray(tile)
-        cut = bool(lx % tw or ly % th or w % tw or h % th)
-        out = np.empty((h, w, 3), np.uint8)
-        for r in range(ly // th, (ly + h - 1) // th + 1):
-            ya, yb = max(ly, r * th), min(ly + h, (r + 1) * th)
-            for c in range(lx // tw, (lx + w - 1) // tw + 1):
-                xa, xb = max(lx, c * tw), min(lx + w, (c + 1) * tw)
-                index = r * info.across + c
-                tile = self._cached(level, info, index) if cut else self._decode(info, index)
-                if tile is None:
-                    return None
-                out[ya - ly : yb - ly, xa - lx : xb - lx] = tile[
-                    ya - r * th : yb - r * th, xa - c * tw : xb - c * tw
-                ]
-        return out
+        return _Window(level, info, lx, ly, w, h)
+
+    def _read_direct(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> np.ndarray | None:
+        window = self._direct_window(location, level, size)
+        if window is None:
+            return None
+        info = window.info
+        if window.cuts_tiles:
+            return window.stitch(lambda index: self._cached(level, info, index))
+        return window.stitch(lambda index: self._decode(info, index))
 
     def _decode(self, info: _TiledLevel, index: int) -> np.ndarray | None:
         """RGB pixels of file tile ``index`` (full tile size; None for a tile not written)."""
@@ -185,11 +278,15 @@ class SlideReader:
             return tile
         tile = self._decode(info, index)
         if tile is not None:
-            self._decoded[key] = tile
-            self._decoded_bytes += tile.nbytes
-            while self._decoded_bytes > self._decoded_limit and len(self._decoded) > 1:
-                self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
+            self._remember(key, tile)
         return tile
+
+    def _remember(self, key: tuple[int, int], tile: np.ndarray) -> None:
+        """Keep a decoded file tile in the cache, dropping the least recently used ones."""
+        self._decoded[key] = tile
+        self._decoded_bytes += tile.nbytes
+        while self._decoded_bytes > self._decoded_limit and len(self._decoded) > 1:
+            self._decoded_bytes -= self._decoded.popitem(last=False)[1].nbytes
 
     def _open_tiff(self) -> None:
         import tifffile
@@ -250,6 +347,15 @@ class SlideReader:
 
     def __getstate__(self) -> dict[str, Any]:
         raise TypeError("SlideReader holds open files; open one per process instead")
+
+
+def resize_tile(rgb: np.ndarray, tile_px: int) -> np.ndarray:
+    """A square read resized to ``tile_px`` (box filter down, bilinear up; as is when equal)."""
+    read_px = rgb.shape[0]
+    if read_px == tile_px:
+        return rgb
+    resample = Image.Resampling.BOX if read_px > tile_px else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(rgb).resize((tile_px, tile_px), resample))
 
 
 def plain_region(

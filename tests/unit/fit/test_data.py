@@ -203,3 +203,24 @@ def test_hed_jitter_changes_stains_within_bounds() -> None:
     torch.testing.assert_close(zero, plain, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="jitter_space"):
         augment_batch(x, jitter_space="lab")
+
+
+def test_batches_are_the_items_one_by_one(
+    painted: Path, cmu_svs: Path, patch_files: pd.DataFrame
+) -> None:
+    """``__getitems__`` (two slides interleaved, on threads) gives ``ds[i]`` for each index."""
+    rows = [(x, y, 256, 128) for x in range(0, 768, 192) for y in (0, 200, 480)]
+    df = pd.concat([_table(painted, rows), _table(cmu_svs, rows)]).assign(label=1.0)
+    indices = [0, 12, 1, 13, 5, 5, 23]
+    for threads in (1, 3):
+        for kw in ({}, {"normalize": True, "transform": lambda rgb: 255 - rgb}):
+            ds = TileDataset(df.reset_index(drop=True), threads=threads, **kw)  # type: ignore[arg-type]
+            for (a, y), i in zip(ds.__getitems__(indices), indices, strict=True):
+                b, z = ds[i]
+                assert torch.equal(a, b) and torch.equal(y, z), (i, threads, kw)
+    images = TileDataset(patch_files.assign(tile_px=20), threads=2)
+    batch = images.__getitems__([1, 0])
+    assert torch.equal(batch[0][0], images[1][0]) and torch.equal(batch[1][0], images[0][0])
+    one = torch.cat([b for b, _ in make_loader(df, 5, 0, False, 0, threads=1)])
+    two = torch.cat([b for b, _ in make_loader(df, 5, 1, False, 0, threads=2)])
+    assert torch.equal(one, two)
