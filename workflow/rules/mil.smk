@@ -151,6 +151,23 @@ rule mil_figures:
         "../scripts/mil_figures.py"
 
 
+rule mil_scatter:
+    input:
+        predictions=f"{MIL_DIR}/predictions.tsv",
+    output:
+        scatter=report(
+            f"{MIL_DIR}/scatter.png",
+            caption="../report/mil_scatter.rst",
+            category="Slide labels (MIL)",
+        ),
+    log:
+        "logs/mil_scatter.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/mil_scatter.py"
+
+
 rule mil_top_tiles:
     input:
         folds=rules.mil_folds.output[0],
@@ -189,8 +206,7 @@ rule mil:
         f"{MIL_DIR}/predictions.tsv",
         f"{MIL_DIR}/metrics.json",
         f"{MIL_DIR}/decision.json",
-        f"{MIL_DIR}/roc.png",
-        f"{MIL_DIR}/confusion.png",
+        mil_figure_files,
         f"{MIL_DIR}/top_tiles.png",
         MIL_REPORT_TEXT,
         mil_attention_maps,

@@ -16,6 +16,7 @@ from histodetect.mil.summary_image import TileSource
 from histodetect.mil.tile_models import tile_weights
 from histodetect.mil.top_tiles import (
     pick_bags,
+    pick_spread,
     scoring_models,
     shown_split,
     top_tiles,
@@ -40,7 +41,8 @@ with rule_context(snakemake):
     part = labelled(table, split)
     bags = {b.bag_id: b for b in bags_of(folds)}
     rows = []
-    for bag_id in pick_bags(part, classes, snakemake.params.bags):
+    n = snakemake.params.bags
+    for bag_id in pick_bags(part, classes, n) if classes else pick_spread(part, n):
         row, bag = part[part.bag_id == bag_id].iloc[0], bags[bag_id]
         which = scoring_models(range(len(paths)), model_folds, bag)  # its own fold's, or all
         if weigh:
@@ -48,5 +50,9 @@ with rule_context(snakemake):
             tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weights)
         else:
             tiles = top_tiles([models[i] for i in which], source, bag, snakemake.params.tiles)
-        rows.append((bag_id, row.label, row.call, tiles))
-    top_tiles_png(rows, snakemake.params.slide_paths, snakemake.output.png, split=split)
+        call = row.call if classes else f"{row.prediction:.3g}"  # a number: its prediction
+        rows.append((bag_id, row.label, call, tiles))
+    top_tiles_png(
+        rows, snakemake.params.slide_paths, snakemake.output.png, split=split,
+        judged=bool(classes),
+    )  # fmt: skip

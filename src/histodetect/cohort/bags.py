@@ -20,8 +20,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 from histodetect.cohort.splits import assert_patients_disjoint, split_patients
 from histodetect.errors import InputError, SplitError, name_some
 
-TASKS = ("binary", "multiclass", "ordinal")
+CLASS_TASKS = ("binary", "multiclass", "ordinal")
+OUTCOME_TASKS = ("regression",)
+"""Tasks whose label is a number, not a class: ``y`` is then the label's quartile (the
+stratum of the split and the folds) and ``target`` the number."""
+TASKS = CLASS_TASKS + OUTCOME_TASKS
 BAG_COLUMNS = ["slide_id", "patient_id", "bag_id", "group", "label", "y"]
+STRATA = 4
+"""Quantile bins of a numeric label that the split and the folds stratify by."""
 
 
 def _text(value: Any) -> str:
@@ -42,7 +48,9 @@ def _grade(label: str) -> float | None:
 
 def mil_classes(labels: pd.Series, mil: Mapping[str, Any], source: str) -> list[str]:
     """The declared classes (``mil.classes``), or the labels found, sorted (numerically when
-    they are all numbers); checks the count fits ``mil.task``."""
+    they are all numbers); checks the count fits ``mil.task`` (none for a numeric label)."""
+    if mil["task"] in OUTCOME_TASKS:
+        return []
     declared = mil.get("classes")
     if declared:
         classes = [_text(c) for c in declared]
@@ -87,7 +95,8 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
     if empty.any():
         raise InputError(source, f"row {line[empty].iloc[0]}: empty {column} (mil.bag: {bag})")
     classes = mil_classes(labels, mil, source)
-    for i in np.flatnonzero((labels != "") & ~labels.isin(classes)):
+    numeric = mil["task"] in OUTCOME_TASKS
+    for i in np.flatnonzero((labels != "") & ~labels.isin(classes) & (not numeric)):
         value = labels[i]
         grade, lo, hi = _grade(value), _grade(classes[0]), _grade(classes[-1])
         if mil["task"] == "ordinal" and grade is not None and not lo <= grade <= hi:
@@ -95,6 +104,8 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
         else:
             cause = f"label {value!r} is not one of the classes {name_some(classes)}"
         raise InputError(source, f"row {line[i]}: {cause} (mil.classes)")
+    if numeric:
+        check_numeric(labels, line, source, mil["task"])
     for bag_id, idx in labels[labels != ""].groupby(bags).groups.items():
         values = labels[idx]
         if values.nunique() > 1:
@@ -115,9 +126,36 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
             "label": label,
         }
     )
-    out["y"] = label.map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int)
+    if numeric:
+        out["target"] = pd.to_numeric(label.replace("", np.nan)).astype(float)
+        out["y"] = numeric_strata(out.drop_duplicates("bag_id").set_index("bag_id").target)[
+            out.bag_id
+        ].to_numpy()
+    else:
+        out["y"] = label.map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int)
     out["group"] = bag_groups(out)
-    return out[BAG_COLUMNS]
+    return out[BAG_COLUMNS + (["target"] if numeric else [])]
+
+
+def check_numeric(labels: pd.Series, line: pd.Series, source: str, task: str) -> None:
+    """Raise :class:`InputError` naming the row and value of the first label that is not a
+    finite number."""
+    for i in np.flatnonzero(labels != ""):
+        value = _grade(labels[i])
+        if value is None or not np.isfinite(value):
+            raise InputError(
+                source, f"row {line[i]}: label {labels[i]!r} is not a number (mil.task: {task})"
+            )
+
+
+def numeric_strata(target: pd.Series) -> pd.Series:
+    """Each value's quantile bin (``0..STRATA-1``, fewer with few distinct values), -1 for a
+    missing one: what the split and the folds stratify a numeric label by."""
+    known = target.dropna()
+    bins = min(STRATA, max(known.nunique(), 1))
+    ranks = known.rank(method="first")
+    codes = np.floor((ranks - 1) * bins / max(len(known), 1)).astype(int)
+    return codes.reindex(target.index).fillna(-1).astype(int)
 
 
 def bag_groups(table: pd.DataFrame) -> pd.Series:
@@ -150,7 +188,8 @@ def split_bags(
     if labelled.group.nunique() < 2:
         raise SplitError(source, "mil needs labelled bags of 2 or more patients")
     grouped = labelled.assign(patient_id=labelled.group)
-    strata = grouped.groupby("group").label.first()
+    # a class label, or a numeric label's quantile bin (y)
+    strata = grouped.groupby("group")["y" if "target" in grouped else "label"].first()
     split = split_patients(
         grouped, set(), test_fraction=test_fraction, seed=seed, stratify_by=None,
         source=source, strata=strata,
@@ -210,6 +249,8 @@ def read_bag_folds(path: str | Path) -> pd.DataFrame:
     except (OSError, pd.errors.ParserError) as err:
         raise InputError(path, f"not a readable fold table ({err})") from None
     folds = folds[folds.split != "excluded"].reset_index(drop=True)
+    if "target" in folds:  # a numeric label (empty: predict only)
+        folds["target"] = pd.to_numeric(folds.target.replace("", np.nan)).astype(float)
     check_bag_folds(folds, str(path))
     return folds
 

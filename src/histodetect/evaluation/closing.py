@@ -56,6 +56,14 @@ def mil_summary_lines(mil_dir: Path = Path("results/mil")) -> list[str]:
         value = m.get(key)
         return "n/a" if value is None else f"{value:.3f}"
 
+    if m["task"] == "regression":
+        lines.append(
+            f"histodetect: {m['model']} over {m['n_test_bags']} test bags: MAE {fmt('mae')}, "
+            f"RMSE {fmt('rmse')}, R2 {fmt('r2')}, Pearson {fmt('pearson')}, Spearman "
+            f"{fmt('spearman')} (out of fold over {m['n_oof_bags']} training bags: MAE "
+            f"{fmt('oof_mae')}, R2 {fmt('oof_r2')}, Pearson {fmt('oof_pearson')})"
+        )
+        return lines
     qwk = m["task"] == "ordinal"
     lines.append(
         f"histodetect: {m['model']} over {m['n_test_bags']} test bags: AUC {fmt('auc')}, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -137,6 +138,39 @@ def workflow_description(
     return "\n".join(lines)
 
 
+def class_rows(metrics: dict[str, Any], ci: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """The headline rows of a class task (AUC, balanced accuracy; QWK for grades)."""
+    rows = [
+        ("Test AUC", _number(metrics.get("auc")) + ci("auc"),
+         f"the fold models' mean over the {metrics.get('n_test_bags', 0)} held-out test bags"),
+        ("Test balanced accuracy", _number(metrics.get("balanced_accuracy")) + ci("balanced_accuracy"),
+         "at the decision chosen on the training bags' out-of-fold scores"),
+        ("Out-of-fold AUC", _number(metrics.get("oof_auc")),
+         f"each of the {metrics.get('n_oof_bags', 0)} training bags scored by the fold model blind to it"),
+        ("Out-of-fold balanced accuracy", _number(metrics.get("oof_balanced_accuracy")), ""),
+    ]  # fmt: skip
+    if metrics.get("task") == "ordinal":
+        rows += [("Test QWK", _number(metrics.get("qwk")), "quadratic weighted kappa"),
+                 ("Out-of-fold QWK", _number(metrics.get("oof_qwk")), "")]  # fmt: skip
+    return rows
+
+
+def regression_rows(
+    metrics: dict[str, Any], ci: Callable[[str], str]
+) -> list[tuple[str, str, str]]:
+    """The headline rows of a numeric label: MAE, RMSE, R2, Pearson on test and out of fold."""
+    names = (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2"), ("pearson", "Pearson"))
+    n_test, n_oof = metrics.get("n_test_bags", 0), metrics.get("n_oof_bags", 0)
+    where = {"": f"the fold models' mean over the {n_test} held-out test bags",
+             "oof_": f"each of the {n_oof} training bags predicted by the fold model blind to it"}  # fmt: skip
+    return [
+        (f"{'Out-of-fold' if prefix else 'Test'} {name}",
+         _number(metrics.get(prefix + key)) + ci(prefix + key), where[prefix] if i == 0 else "")
+        for prefix in ("", "oof_")
+        for i, (key, name) in enumerate(names)
+    ]  # fmt: skip
+
+
 def slide_label_description(
     metrics: dict[str, Any], tiling: pd.DataFrame, config: dict[str, Any], *, encoder: str = ""
 ) -> str:
@@ -150,18 +184,10 @@ def slide_label_description(
         return f" (95% CI {_number(low_high[0])}-{_number(low_high[1])})" if low_high else ""
 
     features = config.get("features", {})
-    rows = [
-        ("Test AUC", _number(metrics.get("auc")) + ci("auc"),
-         f"the fold models' mean over the {metrics.get('n_test_bags', 0)} held-out test bags"),
-        ("Test balanced accuracy", _number(metrics.get("balanced_accuracy")) + ci("balanced_accuracy"),
-         "at the decision chosen on the training bags' out-of-fold scores"),
-        ("Out-of-fold AUC", _number(metrics.get("oof_auc")),
-         f"each of the {metrics.get('n_oof_bags', 0)} training bags scored by the fold model blind to it"),
-        ("Out-of-fold balanced accuracy", _number(metrics.get("oof_balanced_accuracy")), ""),
-    ]  # fmt: skip
-    if metrics.get("task") == "ordinal":
-        rows += [("Test QWK", _number(metrics.get("qwk")), "quadratic weighted kappa"),
-                 ("Out-of-fold QWK", _number(metrics.get("oof_qwk")), "")]  # fmt: skip
+    if metrics.get("task") == "regression":
+        rows = regression_rows(metrics, ci)
+    else:
+        rows = class_rows(metrics, ci)
     lines = [
         "{% raw %}",
         "histodetect: slide labels",
@@ -175,7 +201,9 @@ def slide_label_description(
         "",
         *headline_table([(n, v, _plain(w)) for n, v, w in rows], (22, 24, 54)),
         *left_out_lines(tiling),
-        "Details: `Slide labels (MIL)`_ (ROC, confusion, most attended tiles, attention on "
+        "Details: `Slide labels (MIL)`_ ("
+        + ("predicted against true" if metrics.get("task") == "regression" else "ROC, confusion")
+        + ", most attended tiles, attention on "
         "every slide) and Tiling_ (tissue and tiles of every slide).",
         "{% endraw %}",
         "",

@@ -20,7 +20,8 @@ from histodetect.features.store import SlideFeatures, read_features
 
 @dataclass(frozen=True)
 class Bag:
-    """One label's slides: ``y`` is the class code (-1: predict only)."""
+    """One label's slides: ``y`` is the class code (a numeric label: its stratum; -1: predict
+    only), ``target`` the numeric label (``mil.task: regression``; NaN otherwise)."""
 
     bag_id: str
     group: str
@@ -28,6 +29,7 @@ class Bag:
     split: str
     fold: int
     slide_ids: tuple[str, ...]
+    target: float = float("nan")
 
 
 def bags_of(folds: pd.DataFrame) -> list[Bag]:
@@ -39,6 +41,7 @@ def bags_of(folds: pd.DataFrame) -> list[Bag]:
             Bag(
                 str(bag_id), str(first.group), int(rows.y.max()), str(first.split),
                 int(first.fold), tuple(rows.slide_id.astype(str)),
+                float(first.target) if "target" in rows else float("nan"),
             )
         )  # fmt: skip
     return bags

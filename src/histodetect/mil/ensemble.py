@@ -21,6 +21,7 @@ from histodetect.fit.metrics import balanced_accuracy, binary_auc
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.models import BagModel, MilTask, load_mil_model, score_bag
+from histodetect.mil.outcomes import regression_ensemble
 from histodetect.training.thresholds import (
     Decision,
     fit_decision,
@@ -121,9 +122,14 @@ def ensemble(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score every test and predict-only bag with every fold model (``scorer``; default: the
     bag models over ``source``'s features); return the predictions table (test, predict and,
-    out of fold, training bags) and the metrics."""
+    out of fold, training bags) and the metrics (a numeric label's:
+    :func:`~histodetect.mil.outcomes.regression_ensemble`)."""
     scorer = scorer or FeatureScorer(model_paths, source)
     meta = scorer.meta
+    if meta["task"] == "regression":
+        return regression_ensemble(
+            folds, scorer, model_paths, prediction_paths, n_bootstrap=n_bootstrap, seed=seed
+        )
     classes, ordinal = list(meta["classes"]), meta["task"] == "ordinal"
     oof, decision = oof_decision(prediction_paths, model_paths, classes)
     names = [f"prob_{c}" for c in classes]
@@ -189,12 +195,16 @@ def write_decision(
     model_paths: Sequence[str | Path], prediction_paths: Sequence[str | Path], out: str | Path
 ) -> dict[str, Any]:
     """Write the ensemble's out-of-fold decision beside the fold models (``decision.json``),
-    with what a later predict checks: task, classes, bag, encoder id and the fold models."""
+    with what a later predict checks: task, classes, bag, encoder id and the fold models
+    (a numeric label has no decision: null)."""
     meta = model_meta(model_paths[0])
     classes = list(meta["classes"])
-    oof, decision = oof_decision(prediction_paths, model_paths, classes)
+    if meta["task"] == "regression":
+        oof, decision = read_oof(prediction_paths, model_paths), None
+    else:
+        oof, decision = oof_decision(prediction_paths, model_paths, classes)
     record = {
-        "decision": decision.to_dict(),
+        "decision": decision.to_dict() if decision else None,
         "task": meta["task"],
         "classes": classes,
         "model": meta["arch"]["kind"],

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
+from histodetect.cohort.bags import OUTCOME_TASKS
 from histodetect.errors import InputError
 
 BAG_MODELS = ("mean", "max", "abmil", "clam_sb", "transformer")
@@ -80,8 +81,15 @@ def family_of_format(fmt: str | None) -> Family | None:
 
 def check_mil_section(mil: dict[str, Any], source: str) -> Family:
     """``mil.model``'s family, after the checks the schema cannot make, each one line naming
-    ``source`` (the config): the transformer's width must split into its heads."""
+    ``source`` (the config): the transformer's width must split into its heads, and a
+    numeric outcome (``mil.task`` regression) needs a bag model over the features."""
     chosen = family(mil["model"])
+    if chosen.reads_tiles and mil["task"] in OUTCOME_TASKS:
+        raise InputError(
+            source,
+            f"mil.task {mil['task']} needs a bag model over the features "
+            f"({', '.join(BAG_MODELS)}); mil.model {chosen.name} learns classes only",
+        )
     if chosen.name == "transformer" and mil["hidden"] % mil["transformer_heads"]:
         raise InputError(
             source,

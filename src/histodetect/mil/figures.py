@@ -1,5 +1,6 @@
 """Report pictures of the slide-label models (Agg, no pyplot state): ROC curves and confusion
-matrices of the test bags beside the out-of-fold training bags, or of the out-of-fold bags
+matrices (a numeric label: predicted against true) of the test bags beside the out-of-fold
+training bags, or of the out-of-fold bags
 alone where no test bag carries a label (``split.test_fraction: 0``, as small cohorts are run)
 (torch-free; the most attended tiles are :mod:`histodetect.mil.top_tiles`).
 
@@ -32,6 +33,30 @@ def panels(table: pd.DataFrame) -> tuple[tuple[str, str], ...]:
     """The :data:`PANELS` to draw: both, or out of fold alone when no test bag carries a
     label (every bag out of fold: an empty test panel would only mislead)."""
     return PANELS if len(labelled(table, "test")) else PANELS[1:]
+
+
+def scatter_png(table: pd.DataFrame, path: str | os.PathLike[str]) -> dict[str, int]:
+    """Predicted against true number (``mil.task: regression``) of the test bags beside the
+    training bags out of fold (alone without labelled test bags: :func:`panels`), with the
+    identity line; returns the bags drawn per split."""
+    shown = panels(table)
+    fig = Figure(figsize=(0.4 + 4.8 * len(shown), 4.8), dpi=DPI)
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    drawn = {}
+    for ax, (split, title) in zip(axes, shown, strict=True):
+        part = labelled(table, split)
+        y, pred = part.target.to_numpy(float), part.prediction.to_numpy(float)
+        drawn[split] = len(part)
+        ax.scatter(y, pred, s=14, alpha=0.7)
+        both = np.concatenate([y, pred]) if len(part) else np.array([0.0, 1.0])
+        lo, hi = float(both.min()), float(both.max())
+        ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=0.8)
+        ax.set(xlabel="True", ylabel="Predicted")
+        mae = f", MAE {np.abs(pred - y).mean():.3g}" if len(part) else ""
+        _panel_title(ax, f"{title} (n={len(part)}){mae}", len(shown))
+    fig.tight_layout()
+    save_png(fig, path)
+    return drawn
 
 
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:

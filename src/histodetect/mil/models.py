@@ -39,24 +39,48 @@ FORMAT = FAMILIES["abmil"].format
 """The format tag of a bag model's fold file."""
 
 
+REGRESSION_LOSSES = ("l1", "mse", "huber")
+
+
 @dataclass(frozen=True)
 class MilTask:
-    """``binary`` (one logit), ``multiclass`` (one per class) or ``ordinal`` (CORAL: one
-    shared score and ``K - 1`` ordered thresholds; ``P(y > k) = sigmoid(s + b_k)``)."""
+    """``binary`` (one logit), ``multiclass`` (one per class), ``ordinal`` (CORAL: one
+    shared score and ``K - 1`` ordered thresholds; ``P(y > k) = sigmoid(s + b_k)``) or
+    ``regression`` (one output: the standardised number, ``(target - shift) / scale`` with
+    the training bags' mean and spread, so that the loss and its Huber knee do not depend
+    on the label's unit)."""
 
     kind: str
     classes: list[str]
+    regression_loss: str = "mse"
+    shift: float = 0.0
+    scale: float = 1.0
 
     @property
     def k(self) -> int:
         return len(self.classes)
 
     @property
+    def classifies(self) -> bool:
+        return self.kind != "regression"
+
+    @property
     def outputs(self) -> int:
-        return {"binary": 1, "multiclass": self.k, "ordinal": self.k - 1}[self.kind]
+        return {"binary": 1, "multiclass": self.k, "ordinal": self.k - 1, "regression": 1}[
+            self.kind
+        ]
+
+    def target(self, bag: Any) -> float:
+        """What the loss compares a bag's output with: its class code, or its number."""
+        return float(bag.target) if self.kind == "regression" else float(bag.y)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-bag losses of ``(B, outputs)`` logits against class codes ``(B,)``."""
+        """Per-bag losses of ``(B, outputs)`` logits against class codes or numbers ``(B,)``."""
+        if self.kind == "regression":
+            z = (y.float() - self.shift) / self.scale
+            how = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss}
+            loss = how.get(self.regression_loss, nn.functional.huber_loss)
+            return loss(logits[:, 0], z, reduction="none")
         bce = nn.functional.binary_cross_entropy_with_logits
         if self.kind == "binary":
             return bce(logits[:, 0], y.float(), reduction="none")
@@ -66,7 +90,10 @@ class MilTask:
         return bce(logits, levels, reduction="none").sum(1)
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` class probabilities (ordinal: differences of the cumulative ones)."""
+        """``(B, K)`` class probabilities (ordinal: differences of the cumulative ones), or
+        ``(B, 1)`` the predicted number (regression)."""
+        if self.kind == "regression":
+            return logits[:, :1] * self.scale + self.shift
         if self.kind == "binary":
             p = torch.sigmoid(logits[:, 0])
             return torch.stack([1 - p, p], 1)
@@ -194,7 +221,7 @@ def build(meta: dict[str, Any]) -> tuple[BagModel, MilTask]:
         ordinal=arch["ordinal"], dropout=arch["dropout"],
         layers=arch.get("layers", 2), heads=arch.get("heads", 4),
     )  # fmt: skip
-    return model, MilTask(meta["task"], list(meta["classes"]))
+    return model, MilTask(meta["task"], list(meta["classes"]), **meta.get("target", {}))
 
 
 def load_mil_model(path: str | Path) -> tuple[BagModel, MilTask, dict[str, Any]]:
@@ -209,6 +236,7 @@ def load_mil_model(path: str | Path) -> tuple[BagModel, MilTask, dict[str, Any]]
 
 @torch.inference_mode()
 def score_bag(model: BagModel, task: MilTask, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities ``(K,)`` and tile weights ``(N,)`` of one bag."""
+    """Class probabilities ``(K,)`` (regression: the number, ``(1,)``) and tile weights
+    ``(N,)`` of one bag."""
     logits, weights, _ = model(x)
     return task.probs(logits)[0].numpy(), weights.numpy()

@@ -10,6 +10,7 @@ decision the training run saved beside its models (``decision.json``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,8 +89,16 @@ def load_ensemble(
 
     Raises :class:`InputError` naming a model trained on features of another encoder id than
     ``encoder_id`` (both ids given), a model of other classes than the decision's, or a
-    decision file that is not one.
+    decision file that is not one, or one of a numeric outcome (its predict is not built).
     """
+    try:
+        record = json.loads(Path(decision_path).read_text())
+    except (OSError, ValueError):
+        record = None  # Decision.read says what is wrong with it
+    if isinstance(record, dict) and record.get("task") == "regression":
+        raise InputError(
+            decision_path, "mil.task regression: predict of new slides is not offered yet"
+        )
     decision = Decision.read(decision_path)
     loaded = [load_fold_model(p) for p in model_paths]
     for path, (_, _, meta) in zip(model_paths, loaded, strict=True):

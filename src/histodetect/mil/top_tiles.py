@@ -95,6 +95,14 @@ def pick_bags(part: pd.DataFrame, classes: Sequence[str], n: int) -> list[str]:
     return picked
 
 
+def pick_spread(part: pd.DataFrame, n: int) -> list[str]:
+    """Up to ``n`` bag ids spread evenly over a numeric label (lowest to highest)."""
+    ranked = part.sort_values("target", kind="stable").bag_id.tolist()
+    if len(ranked) <= n:
+        return ranked
+    return [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, n).round()]
+
+
 def read_tile(slide: SlideReader, tile: TopTile, display_px: int) -> np.ndarray:
     """The tile's pixels, read at the pyramid level nearest ``display_px`` across."""
     level = slide.get_best_level_for_downsample(max(tile.size / display_px, 1.0))
@@ -110,10 +118,12 @@ def top_tiles_png(
     display_px: int = 128,
     *,
     split: str = "test",
+    judged: bool = True,
 ) -> None:
     """One row per bag (``bag_id``, label, call, its top tiles) of ``split`` (``test``, or
     ``train``: out of fold, see :data:`SHOWN`): each tile read from its slide at its level-0
-    corner, titled with its slide, rank and attention. Every title is wrapped to the width it
+    corner, titled with its slide, rank and attention; with ``judged`` a wrong call in red
+    (a number's prediction is never judged). Every title is wrapped to the width it
     has (a tile's: its cell; the picture's: the figure), the rows made taller for its lines."""
     k = max((len(tiles) for *_, tiles in rows), default=1) or 1
     cell = display_px / DPI + 0.35
@@ -123,7 +133,8 @@ def top_tiles_png(
     extra = max((t.count("\n") for row in titles for t in row), default=0) * line_px(7) / DPI
     which = SHOWN[split]
     heading, size = fit_text(
-        f"Most attended tiles of {which} (attention weight; red: wrong call)",
+        f"Most attended tiles of {which} (attention weight"
+        + ("; red: wrong call)" if judged else ")"),
         width * DPI - 2 * TITLE_PAD_PX, 9.0, 7.0,
     )  # fmt: skip
     top = 0.3 + heading.count("\n") * line_px(size) / DPI
@@ -142,7 +153,7 @@ def top_tiles_png(
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if c == 0:
-                    colour = "black" if label == call else "tab:red"
+                    colour = "black" if label == call or not judged else "tab:red"
                     name = wrap_px(bag_id, 1.6 * DPI - 2 * TITLE_PAD_PX, 8)
                     ax.set_ylabel(f"{name}\nlabel {label}\ncall {call}", fontsize=8,
                                   color=colour, rotation=0, ha="right", va="center")  # fmt: skip

@@ -46,6 +46,7 @@ class FamilyOptions:
     family's options class adds its own."""
 
     task: str = "binary"
+    regression_loss: str = "mse"
     dropout: float = 0.25
     epochs: int = 30
     lr: float = 2e-4
@@ -140,10 +141,46 @@ def fold_bags(folds: pd.DataFrame, fold: int) -> tuple[list[Bag], list[Bag]]:
     return train, val
 
 
-def class_weights(train: list[Bag], k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The training bags' count per class and the inverse-frequency weight of each class."""
-    counts = np.bincount([b.y for b in train], minlength=k).astype(float)
-    return counts, len(train) / (k * np.maximum(counts, 1))
+def class_weights(train: list[Bag], task: MilTask) -> tuple[np.ndarray, np.ndarray]:
+    """The training bags' count per class and the inverse-frequency weight of each class
+    (a numeric label: per stratum, every weight 1)."""
+    if not task.classifies:
+        counts = np.bincount([b.y for b in train]).astype(float)
+        return counts, np.ones_like(counts)
+    counts = np.bincount([b.y for b in train], minlength=task.k).astype(float)
+    return counts, len(train) / (task.k * np.maximum(counts, 1))
+
+
+def fold_task(cfg: Any, classes: list[str], train: list[Bag]) -> MilTask:
+    """The fold's task: ``cfg.task`` over ``classes``; a numeric label standardised by the
+    training bags' mean and spread."""
+    if cfg.task != "regression":
+        return MilTask(cfg.task, classes)
+    targets = np.array([b.target for b in train], float)
+    spread = float(targets.std()) if len(targets) > 1 and targets.std() > 0 else 1.0
+    return MilTask("regression", [], cfg.regression_loss, float(targets.mean()), spread)
+
+
+def task_meta(task: MilTask) -> dict[str, Any]:
+    """What a loader needs of the task beside its kind and classes (regression's loss and
+    standardisation)."""
+    if task.classifies:
+        return {}
+    return {"target": {"regression_loss": task.regression_loss, "shift": task.shift,
+                       "scale": task.scale}}  # fmt: skip
+
+
+def selection_score(
+    task: MilTask, val: list[Bag], out: np.ndarray, val_loss: float
+) -> tuple[list[float], dict[str, float]]:
+    """What picks the epoch (larger is better, compared in order) and the epoch's quality
+    measure: validation AUC then loss for classes; loss then mean absolute error for a
+    number (``out``: the predictions ``(B, 1)``)."""
+    if not task.classifies:
+        mae = float(np.mean(np.abs(out[:, 0] - np.array([b.target for b in val]))))
+        return [-val_loss, -mae], {"val_mae": mae}
+    auc = auc_of(np.array([b.y for b in val]), out)
+    return [auc if np.isfinite(auc) else -1.0, -val_loss], {"val_auc": auc}
 
 
 def train_fold(
@@ -164,13 +201,13 @@ def train_fold(
     outside ``fold``, select on those inside it.
 
     Writes ``out_dir/last.pt`` every epoch, then ``model.pt`` (the best epoch by validation
-    AUC, ties by loss), ``val_predictions.parquet`` (each validation bag's ``bag_id``,
+    AUC, ties by loss; a number: by validation loss, ties by MAE, :func:`selection_score`), ``val_predictions.parquet`` (each validation bag's ``bag_id``,
     ``patient_id`` (its group), ``label``, ``fold`` and ``prob`` or ``prob_0..``, what the
     out-of-fold decision is chosen from) and ``training_metrics.json``; returns the metrics.
     The model records the groups it trained on (``train_patients``).
     """
     train, val = fold_bags(folds, fold)
-    task = MilTask(cfg.task, classes)
+    task = fold_task(cfg, classes, train)
     device = resolve_device(cfg.device)
     seed_all(cfg.seed + fold)
     plan = cfg.plan(source, train, val, task, device)
@@ -196,7 +233,7 @@ def fit_fold(
 ) -> dict[str, Any]:
     """The fold loop every slide-label family shares: AdamW with a cosine schedule (a weight
     average with ``plan.ema_decay``), ``last.pt`` resume, ``plan.epoch`` then ``plan.select``
-    each epoch, early stopping on validation AUC (ties by loss), one MLflow run and
+    each epoch, early stopping on :func:`selection_score`, one MLflow run and
     TensorBoard events, then :func:`save_fold` with ``plan.validate``. ``cfg``: the family's
     options (``lr``, ``weight_decay``, ``epochs``, ``early_stopping_patience``, ``seed``,
     ``resume_key()``)."""
@@ -207,12 +244,13 @@ def fit_fold(
     state = FitState(model, opt, sched, torch.amp.GradScaler("cuda", enabled=False), ema)
     last, key = out_dir / "last.pt", cfg.resume_key()
     resumed = resume(last, key, state)
-    counts, class_w = class_weights(train, task.k)
+    counts, class_w = class_weights(train, task)
     meta = {"fold": fold, "task": task.kind, "classes": task.classes, "arch": model.arch}
+    meta |= task_meta(task)
     meta |= {**plan.meta, "train_patients": sorted({b.group for b in train})}
     meta |= {"config": dataclasses.asdict(cfg), **(extra_meta or {})}
     params = {**dataclasses.asdict(cfg), "fold": fold, "n_train": len(train), "n_val": len(val)}
-    params |= {f"n_class_{c}": int(n) for c, n in zip(task.classes, counts, strict=True)}
+    params |= {f"n_class_{c}": int(n) for c, n in zip(task.classes, counts, strict=task.classifies)}
     logger = RunLogger(mlflow_uri, experiment, f"mil_fold_{fold}", tb_dir)
     select = plan.select or plan.validate
     with tracked_run(logger, state, params, resumed=resumed, last=last, resume_key=key):
@@ -221,9 +259,8 @@ def fit_fold(
                 break
             train_loss = plan.epoch(state, class_w, np.random.default_rng([cfg.seed, fold, n]))
             val_loss, probs = select(state.net)
-            auc = auc_of(np.array([b.y for b in val]), probs)
-            score = [auc if np.isfinite(auc) else -1.0, -val_loss]
-            row = {"train_loss": train_loss, "val_loss": val_loss, "val_auc": auc}
+            score, quality = selection_score(task, val, probs, val_loss)
+            row = {"train_loss": train_loss, "val_loss": val_loss, **quality}
             row["lr"] = opt.param_groups[0]["lr"]
             record_epoch(state, n, score, row, last=last, resume_key=key, logger=logger)
             log.info("fold %d epoch %d: %s", fold, n, row)
@@ -256,7 +293,7 @@ def _epoch(
         if cfg.max_tiles and len(x) > cfg.max_tiles:
             x = x[torch.from_numpy(rng.choice(len(x), cfg.max_tiles, replace=False))]
         logits, weights, h = model(x.to(device))
-        y = torch.tensor([bag.y], device=device)
+        y = torch.tensor([task.target(bag)], device=device)
         loss = task.loss(logits, y)[0]
         if cfg.class_balance == "loss":
             loss = loss * float(class_w[bag.y])
@@ -279,7 +316,8 @@ def _validate(
     losses, probs = [], []
     for bag, x in source.stream(bags):
         logits, _, _ = model(x.to(device))
-        losses.append(float(task.loss(logits, torch.tensor([bag.y], device=device))[0]))
+        y = torch.tensor([task.target(bag)], device=device)
+        losses.append(float(task.loss(logits, y)[0]))
         probs.append(task.probs(logits)[0].cpu().numpy())
     return float(np.mean(losses)), np.array(probs)
 
@@ -313,7 +351,9 @@ def save_fold(
             "fold": meta["fold"],
         }
     )
-    if task.k == 2:
+    if not task.classifies:
+        table = table.assign(target=[b.target for b in val], prediction=probs[:, 0])
+    elif task.k == 2:
         table["prob"] = probs[:, 1]
     else:
         table = table.assign(**{f"prob_{k}": probs[:, k] for k in range(task.k)})
@@ -323,7 +363,7 @@ def save_fold(
         "best_epoch": state.best_epoch,
         "selected_epoch": state.best_epoch,
         "epochs_run": state.epoch + 1,
-        "val_auc": chosen["val_auc"],
+        **{k: chosen[k] for k in ("val_auc", "val_mae") if k in chosen},
         "val_loss": val_loss,
     }
     with atomic_path(out_dir / "training_metrics.json") as tmp:

@@ -116,3 +116,28 @@ def test_a_tampered_fold_table_is_refused() -> None:
     leaked.loc[leaked.index[leaked.patient_id == test_patient][0], ["split", "fold"]] = ["train", 0]
     with pytest.raises(SplitError, match="fall in more than one split"):
         check_bag_folds(leaked, "folds.tsv")
+
+
+REGRESSION = {"bag": "slide", "task": "regression", "classes": None}
+
+
+def test_a_numeric_label_is_the_target_and_its_quartile_the_stratum() -> None:
+    table = bag_table(sheet([0.5, 3.0, None, 1.5, 10, 2]), REGRESSION, "s.tsv")
+    assert list(table.target.fillna(-9)) == [0.5, 3.0, -9, 1.5, 10.0, 2.0]
+    assert list(table.y) == [0, 2, -1, 0, 3, 1]  # quartiles of 5 values; -1: predict only
+
+
+def test_a_label_that_is_not_a_number_is_one_line_naming_sheet_row_and_value() -> None:
+    with pytest.raises(InputError) as err:
+        bag_table(sheet(["0.5", "1", "high"]), REGRESSION, "s.tsv")
+    assert str(err.value) == ("s.tsv: row 4: label 'high' is not a number (mil.task: regression)")
+
+
+def test_numeric_bags_stay_whole_and_stratified_in_the_split_and_folds() -> None:
+    labels = [float(i // 2) for i in range(16)]  # one value per patient
+    patients = [f"P{i // 2:02d}" for i in range(16)]
+    table = bag_table(sheet(labels, patients), {**REGRESSION, "bag": "patient"}, "s.tsv")
+    split = split_bags(table, test_fraction=0.25, seed=1, source="s.tsv")
+    folds = bag_folds(split, k=2, seed=1, source="s.tsv")
+    check_bag_folds(folds, "s.tsv")
+    assert folds.target.notna().all() and (folds.split == "test").sum() == 4

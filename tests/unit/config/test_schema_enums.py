@@ -15,6 +15,7 @@ from histodetect.evaluation import detection_metrics
 from histodetect.features import pretrain
 from histodetect.features import settings as feature_settings
 from histodetect.mil import families, summary_image, train_topk
+from histodetect.mil import models as mil_models
 from histodetect.points import detect
 from histodetect.training import calibration, train
 
@@ -41,6 +42,7 @@ PAIRS = [
     ("evaluate.froc_rule", detection_metrics.FROC_RULES, ()),
     ("mil.task", bags.TASKS, ()),
     ("mil.model", tuple(families.FAMILIES), ()),
+    ("mil.regression_loss", mil_models.REGRESSION_LOSSES, ()),
     ("mil.class_balance", train.BALANCES, ()),
     ("mil.concat.score", summary_image.SCORES, ()),
     ("mil.topk.select", train_topk.SELECT, ()),

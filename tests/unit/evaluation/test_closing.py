@@ -63,3 +63,17 @@ def test_new_bags_called(tmp_path: Path) -> None:
         "histodetect: new bag c left out: none of its slides tiled and extracted",
         f"histodetect: 2 new bags called in {tmp_path / 'predictions.tsv'} (0: 1, 1: 1); 1 left out",
     ]
+
+
+def test_the_regression_scores_close_the_run(tmp_path: Path) -> None:
+    pd.DataFrame({"bag_id": ["p1"], "split": ["train"]}).to_csv(
+        tmp_path / "folds.tsv", sep="\t", index=False
+    )
+    m = {"task": "regression", "model": "mean", "n_test_bags": 3, "n_oof_bags": 9, "mae": 1.5}
+    m |= {"rmse": 2.0, "r2": 0.5, "pearson": 0.8, "spearman": None}
+    m |= {"oof_mae": 1.25, "oof_r2": 0.6, "oof_pearson": 0.75}
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    assert mil_summary_lines(tmp_path) == [
+        "histodetect: mean over 3 test bags: MAE 1.500, RMSE 2.000, R2 0.500, Pearson 0.800, "
+        "Spearman n/a (out of fold over 9 training bags: MAE 1.250, R2 0.600, Pearson 0.750)"
+    ]

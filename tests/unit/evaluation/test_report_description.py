@@ -114,3 +114,15 @@ def test_slide_label_page_gives_the_bag_numbers_and_the_encoder() -> None:
     assert "resnet18: the cohort's own self-supervised encoder" in html
     assert "<li>blank: no tissue tiles</li>" in html
     assert "showCategory('Slide%20labels%20%28MIL%29')\">Slide labels (MIL)</a>" in html
+
+
+def test_slide_label_page_of_a_number_gives_its_errors_and_correlations() -> None:
+    metrics = {"task": "regression", "model": "abmil", "n_test_bags": 5, "n_oof_bags": 20}
+    metrics |= {"mae": 1.5, "mae_ci95": [1.0, 2.0], "rmse": 2.0, "r2": 0.5, "pearson": 0.8}
+    metrics |= {"oof_mae": 1.25, "oof_r2": 0.6, "oof_pearson": 0.75}
+    link = "\n.. _Slide labels (MIL): javascript:app.showCategory('Slide%20labels%20%28MIL%29')\n"
+    html = as_snakemake_renders(slide_label_description(metrics, TILING, CONFIG) + link)
+    for name, value in [("Test MAE", "1.500 (95% CI 1.000-2.000)"), ("Test R2", "0.500"),
+                        ("Out-of-fold Pearson", "0.750"), ("Out-of-fold RMSE", "n/a")]:  # fmt: skip
+        assert f"<td>{name}</td>\n<td>{value}</td>" in html, name
+    assert "AUC" not in html and "predicted against true" in html

@@ -56,3 +56,15 @@ def test_the_checks_before_any_job_name_the_config() -> None:
     assert check_mil_section({**good, "model": "abmil", "hidden": 130}, "c").name == "abmil"
     with pytest.raises(InputError, match=r"mil\.model 'gnn': one of mean, max"):
         family("gnn")
+
+
+@pytest.mark.parametrize("model", ["concat", "topk"])
+def test_a_family_that_reads_tiles_refuses_a_numeric_label_in_one_line(model: str) -> None:
+    mil = {"model": model, "task": "regression", "hidden": 128, "transformer_heads": 4}
+    with pytest.raises(InputError) as err:
+        check_mil_section(mil, "c.yaml")
+    assert str(err.value) == (
+        f"c.yaml: mil.task regression needs a bag model over the features "
+        f"(mean, max, abmil, clam_sb, transformer); mil.model {model} learns classes only"
+    )
+    assert check_mil_section({**mil, "model": "abmil"}, "c.yaml").name == "abmil"

@@ -185,3 +185,23 @@ def test_top_tiles_of_out_of_fold_bags_say_so_and_every_title_fits(
         renderer = fig.canvas.get_renderer()
         boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
         assert len(boxes) == 2 and not boxes[0].overlaps(boxes[1])  # side by side, apart
+
+
+def test_a_numeric_label_is_drawn_predicted_against_true(tmp_path: Path) -> None:
+    from histodetect.mil.figures import scatter_png
+
+    table = pd.DataFrame(
+        {"bag_id": list("abcde"), "split": ["test", "test", "train", "train", "predict"],
+         "label": ["1", "2", "3", "4", ""], "target": [1.0, 2.0, 3.0, 4.0, np.nan],
+         "prediction": [1.5, 2.5, 2.0, 4.5, 3.0]}
+    )  # fmt: skip
+    assert scatter_png(table, tmp_path / "s.png") == {"test": 2, "train": 2}
+    assert (tmp_path / "s.png").stat().st_size > 0
+    assert scatter_png(table[table.split != "test"], tmp_path / "t.png") == {"train": 2}
+
+
+def test_pick_spread_takes_bags_from_low_to_high() -> None:
+    from histodetect.mil.top_tiles import pick_spread
+
+    part = pd.DataFrame({"bag_id": list("abcdefg"), "target": [6, 0, 5, 1, 4, 2, 3]})
+    assert pick_spread(part, 3) == ["b", "g", "a"] and len(pick_spread(part, 9)) == 7

@@ -22,6 +22,13 @@ def mil_enabled(wildcards=None):
     return []
 
 
+def mil_figure_files(wildcards=None):
+    """The task's report pictures: ROC and confusion for classes, a scatter for a number."""
+    if MIL.section["task"] == "regression":
+        return [f"{MIL_DIR}/scatter.png"]
+    return [f"{MIL_DIR}/roc.png", f"{MIL_DIR}/confusion.png"]
+
+
 def mil_slides():
     """Slides of the sheet whose bags the models see (all, with mil enabled)."""
     return list(MIL_BAGS.slide_id) if MIL.enabled else []

@@ -1,0 +1,114 @@
+"""The fold ensemble of a numeric outcome (``mil.task: regression``): each bag's prediction
+(the fold models' mean; out of fold for the training bags), and MAE, RMSE, R², Pearson and
+Spearman with bootstrap intervals, on the test bags and out of fold.
+
+A bag's fold models disagree by ``fold_sd`` (their predictions' spread): no decision is
+chosen, the number is the answer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from histodetect.mil.data import bags_of
+from histodetect.training.thresholds import read_oof
+
+REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson", "spearman")
+
+
+def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """MAE, RMSE, R² (1 - residual / total sum of squares), Pearson's and Spearman's r
+    (NaN where undefined: fewer than 2 bags, or a constant side)."""
+    y, pred = np.asarray(y, float), np.asarray(pred, float)
+    if len(y) == 0:
+        return dict.fromkeys(REGRESSION_METRICS, float("nan"))
+    error = pred - y
+    total = float(((y - y.mean()) ** 2).sum())
+    out = {"mae": float(np.abs(error).mean()), "rmse": float(np.sqrt((error**2).mean()))}
+    out["r2"] = 1 - float((error**2).sum()) / total if total > 0 else float("nan")
+    varied = len(y) > 1 and np.ptp(y) > 0 and np.ptp(pred) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["pearson"] = float(stats.pearsonr(y, pred)[0]) if varied else float("nan")
+        out["spearman"] = float(stats.spearmanr(y, pred)[0]) if varied else float("nan")
+    return out
+
+
+def bootstrap_intervals(
+    score: Callable[[np.ndarray], dict[str, float]], n_items: int, n: int, seed: int
+) -> dict[str, list[float]]:
+    """95% percentile intervals (``<key>_ci95``) of ``score(index)`` over ``n`` resamples
+    of ``n_items`` items with replacement; keys never finite are left out."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n if n_items else 0):
+        for key, value in score(rng.integers(0, n_items, n_items)).items():
+            draws.setdefault(key, []).append(value)
+    return {
+        f"{key}_ci95": [float(np.nanpercentile(v, 2.5)), float(np.nanpercentile(v, 97.5))]
+        for key, v in draws.items()
+        if np.isfinite(v).any()
+    }
+
+
+def scored_with_intervals(
+    y: np.ndarray, pred: np.ndarray, n_bootstrap: int, seed: int, prefix: str = ""
+) -> dict[str, Any]:
+    """:func:`regression_scores` and their intervals, keys prefixed (``oof_``)."""
+    out = regression_scores(y, pred) | bootstrap_intervals(
+        lambda i: regression_scores(y[i], pred[i]), len(y), n_bootstrap, seed
+    )
+    return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def regression_ensemble(
+    folds: pd.DataFrame,
+    scorer: Any,
+    model_paths: Sequence[str | Path],
+    prediction_paths: Sequence[str | Path],
+    *,
+    n_bootstrap: int,
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predictions (test and predict-only bags by the fold models' mean, training bags out
+    of fold) and metrics of a numeric label; ``scorer`` is the ensemble's
+    (:class:`histodetect.mil.ensemble.BagScorer`), each fold's answer ``(1,)``."""
+    oof = read_oof(prediction_paths, model_paths)
+    rows = []
+    for bag in (b for b in bags_of(folds) if b.split != "train" or b.y < 0):
+        per_fold, n_tiles = scorer.score(bag)
+        values = np.asarray(per_fold, float)[:, 0]
+        rows.append({"bag_id": bag.bag_id, "split": bag.split, "target": bag.target,
+                     "scored_by": "ensemble", "prediction": float(values.mean()),
+                     "fold_sd": float(values.std()), "n_tiles": n_tiles})  # fmt: skip
+    rows += [
+        {"bag_id": r.bag_id, "split": "train", "target": r.target, "scored_by": f"fold_{r.fold}",
+         "prediction": r.prediction, "fold_sd": np.nan}
+        for r in oof.itertuples()
+    ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    table.insert(3, "label", [f"{t:g}" if np.isfinite(t) else "" for t in table.target])
+    slides = folds.groupby("bag_id", sort=False).slide_id.agg(",".join)
+    table.insert(1, "slides", table.bag_id.map(slides))
+    test = table[(table.split == "test") & table.target.notna()]
+    metrics: dict[str, Any] = {
+        "task": "regression",
+        "classes": [],
+        "model": scorer.meta["arch"]["kind"],
+    }
+    metrics |= {"regression_loss": scorer.meta.get("target", {}).get("regression_loss")}
+    metrics |= {"n_test_bags": len(test), "n_oof_bags": len(oof)}
+    metrics |= scored_with_intervals(
+        test.target.to_numpy(float), test.prediction.to_numpy(float), n_bootstrap, seed
+    )
+    metrics |= scored_with_intervals(
+        oof.target.to_numpy(float), oof.prediction.to_numpy(float), n_bootstrap, seed, "oof_"
+    )
+    return table, metrics
