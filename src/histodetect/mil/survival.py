@@ -6,6 +6,7 @@ risk at its time, so one bag per step has nothing to compare with: :func:`cox_ep
 ``batch_bags`` bags (0: all training bags) one by one, stacks their risks and takes one step
 on the batch's partial likelihood (every batch a fresh random draw of the training bags).
 Validation scores every validation bag and takes their partial likelihood as one risk set.
+The chosen model's log risk is centred on its training bags (:func:`centre_risk`).
 """
 
 from __future__ import annotations
@@ -125,3 +126,15 @@ def cox_validate(
     risk = torch.tensor(risks, dtype=torch.float32, device=device)
     loss = float(cox_loss(risk, *outcome_tensors(bags, device)))
     return loss, np.array(risks, float)[:, None]
+
+
+def centre_risk(state: Any, bags: list[Bag], source: FeatureSource, device: torch.device) -> None:
+    """Shift the best epoch's log risk (its head's bias) so that its mean over ``bags`` (the
+    fold's training bags) is 0. The partial likelihood fixes risks only up to a constant, so
+    each fold model would keep its own; centred, the fold models' risks (each out of fold,
+    and their mean on test) share one origin and the out-of-fold median is one threshold."""
+    net = state.net
+    net.load_state_dict(state.best_weights)
+    _, risks = cox_validate(net, bags, source, device)
+    key = next(k for k in state.best_weights if k.endswith("head.bias"))
+    state.best_weights[key] = state.best_weights[key] - float(risks.mean())

@@ -34,7 +34,7 @@ from histodetect.fit.tracking import RunLogger
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
 from histodetect.mil.models import FORMAT, BagModel, MilTask
-from histodetect.mil.survival import cox_epoch, cox_validate, harrell_cindex
+from histodetect.mil.survival import centre_risk, cox_epoch, cox_validate, harrell_cindex
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "val_predictions.parquet"
@@ -91,6 +91,9 @@ class FoldPlan:
     meta: dict[str, Any] = field(default_factory=dict)
     model_format: str = FORMAT
     ema_decay: float | None = None
+    finish: Callable[[FitState], None] | None = None
+    """Called once the best epoch is known, before the fold is saved (survival: the log
+    risk centred on the training bags, :func:`histodetect.mil.survival.centre_risk`)."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class MilConfig(FamilyOptions):
                     state, train, source, self, rng, device
                 ),
                 validate=lambda net: cox_validate(net, val, source, device),
+                finish=lambda state: centre_risk(state, train, source, device),
             )
         return FoldPlan(
             model.to(device),
@@ -281,6 +285,8 @@ def fit_fold(
             row["lr"] = opt.param_groups[0]["lr"]
             record_epoch(state, n, score, row, last=last, resume_key=key, logger=logger)
             log.info("fold %d epoch %d: %s", fold, n, row)
+        if plan.finish:
+            plan.finish(state)
         metrics = save_fold(state, val, task, out_dir, meta, plan.validate, plan.model_format)
         logger.finish(metrics, out_dir / "model.pt")
     return metrics

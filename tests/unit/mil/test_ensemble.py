@@ -13,8 +13,9 @@ import torch
 
 from histodetect.errors import InputError
 from histodetect.features.store import SlideFeatures, write_features
-from histodetect.mil.data import FeatureSource
+from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.ensemble import ensemble
+from histodetect.mil.models import load_mil_model, score_bag
 from histodetect.mil.train import MilConfig, train_fold
 
 
@@ -184,6 +185,10 @@ def test_survival_is_learnt_with_the_cox_loss_and_grouped_at_the_oof_median(
     table, metrics = _two_folds_and_ensemble(folds, source, cfg, [], tmp_path)
     fold_metrics = json.loads((tmp_path / "fold_0" / "training_metrics.json").read_text())
     assert "val_cindex" in fold_metrics and "val_auc" not in fold_metrics
+    model, task, _ = load_mil_model(tmp_path / "fold_0" / "model.pt")
+    trained = [b for b in bags_of(folds) if b.split == "train" and b.fold == 1]
+    risks = [score_bag(model, task, source.bag(b))[0][0] for b in trained]
+    assert abs(np.mean(risks)) < 1e-4  # centred on the bags it trained on
     assert {"time", "event", "risk", "risk_group", "fold_sd"} <= set(table.columns)
     oof, test = table[table.split == "train"], table[table.split == "test"]
     assert len(oof) == 30 and len(test) == 10 and (test.scored_by == "ensemble").all()
