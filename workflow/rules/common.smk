@@ -20,7 +20,7 @@ from histodetect.evaluation.closing import (
     mil_summary_lines,
     run_summary_lines,
 )
-from histodetect.slides.graded import plan_demo
+from histodetect.slides.graded import planned_sheet
 
 min_version("9.0")
 
@@ -46,18 +46,7 @@ DEMO = config["demo"]["enabled"] and not PATCH_LABELS
 if DEMO:
     SAMPLE_SHEET = "results/demo/samples.tsv"
     ANNOTATIONS = "results/demo/annotations.csv"
-    samples = pd.DataFrame(
-        [
-            (
-                s.slide_id,
-                s.patient_id,
-                f"results/demo/slides/{s.slide_id}.tiff",
-                s.n_lesions if config["demo"]["graded"] else None,
-            )
-            for s in plan_demo(config["demo"])
-        ],
-        columns=["slide_id", "patient_id", "path", "label"],
-    )
+    samples = planned_sheet(config["demo"])  # label (graded): the planned grade
 elif PATCH_LABELS:
     SAMPLE_SHEET = ANNOTATIONS = PATCH_LABELS
     samples = pd.DataFrame(columns=["slide_id", "patient_id", "path"], dtype=str)

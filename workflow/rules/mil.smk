@@ -168,6 +168,23 @@ rule mil_scatter:
         "../scripts/mil_scatter.py"
 
 
+rule mil_km:
+    input:
+        predictions=f"{MIL_DIR}/predictions.tsv",
+    output:
+        km=report(
+            f"{MIL_DIR}/km.png",
+            caption="../report/mil_km.rst",
+            category="Slide labels (MIL)",
+        ),
+    log:
+        "logs/mil_km.log",
+    conda:
+        "../../envs/tiling.yaml"
+    script:
+        "../scripts/mil_km.py"
+
+
 rule mil_top_tiles:
     input:
         folds=rules.mil_folds.output[0],

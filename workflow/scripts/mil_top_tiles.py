@@ -29,7 +29,8 @@ with rule_context(snakemake):
     torch.set_num_threads(snakemake.threads)
     folds = read_bag_folds(snakemake.input.folds)
     table = read_predictions(snakemake.input.predictions)
-    classes = json.loads(Path(snakemake.input.metrics).read_text())["classes"]
+    metrics = json.loads(Path(snakemake.input.metrics).read_text())
+    classes, survival = metrics["classes"], metrics["task"] == "survival"
     paths = list(snakemake.input.models)
     model_folds = [int(model_meta(p)["fold"]) for p in paths]
     weigh = tile_weights(paths, TileSource(snakemake.params.tiles_dir, snakemake.params.scores_dir))
@@ -42,7 +43,8 @@ with rule_context(snakemake):
     bags = {b.bag_id: b for b in bags_of(folds)}
     rows = []
     n = snakemake.params.bags
-    for bag_id in pick_bags(part, classes, n) if classes else pick_spread(part, n):
+    spread = "risk" if survival else "target"
+    for bag_id in pick_bags(part, classes, n) if classes else pick_spread(part, n, spread):
         row, bag = part[part.bag_id == bag_id].iloc[0], bags[bag_id]
         which = scoring_models(range(len(paths)), model_folds, bag)  # its own fold's, or all
         if weigh:
@@ -50,7 +52,12 @@ with rule_context(snakemake):
             tiles = top_tiles(None, source, bag, snakemake.params.tiles, weights=weights)
         else:
             tiles = top_tiles([models[i] for i in which], source, bag, snakemake.params.tiles)
-        call = row.call if classes else f"{row.prediction:.3g}"  # a number: its prediction
+        if classes:
+            call = row.call
+        elif survival:  # its log risk and group
+            call = f"risk {float(row.risk):.3g} ({row.risk_group})"
+        else:  # a number: its prediction
+            call = f"{row.prediction:.3g}"
         rows.append((bag_id, row.label, call, tiles))
     top_tiles_png(
         rows, snakemake.params.slide_paths, snakemake.output.png, split=split,

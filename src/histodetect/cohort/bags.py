@@ -21,9 +21,11 @@ from histodetect.cohort.splits import assert_patients_disjoint, split_patients
 from histodetect.errors import InputError, SplitError, name_some
 
 CLASS_TASKS = ("binary", "multiclass", "ordinal")
-OUTCOME_TASKS = ("regression",)
+OUTCOME_TASKS = ("regression", "survival")
 """Tasks whose label is a number, not a class: ``y`` is then the label's quartile (the
-stratum of the split and the folds) and ``target`` the number."""
+stratum of the split and the folds) and ``target`` the number; survival's label is
+``time:event`` (the sheet's ``mil.time_column`` and ``mil.event_column``), ``target`` the
+time, ``event`` 1 (the event seen) or 0 (censored), and ``y`` the event."""
 TASKS = CLASS_TASKS + OUTCOME_TASKS
 BAG_COLUMNS = ["slide_id", "patient_id", "bag_id", "group", "label", "y"]
 STRATA = 4
@@ -79,11 +81,23 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
     Raises :class:`InputError` naming the sheet, the row (line of the file) and the value for
     a label outside the declared classes, an ordinal grade outside their range, a missing bag
     column or bag id, or two labels in one bag (``mil.bag: patient``: two in one patient).
-    A slide with an empty label in a labelled bag takes the bag's label.
+    A slide with an empty label in a labelled bag takes the bag's label. ``mil.task:
+    survival`` reads the outcome columns instead of ``label`` (:func:`survival_labels`),
+    adds ``target`` (the time) and ``event``, and refuses slide bags (one outcome per
+    patient).
     """
+    survival = mil["task"] == "survival"
+    if survival:
+        samples = samples.assign(label=survival_labels(samples, mil, source))
     if "label" not in samples.columns:
         raise InputError(source, "mil needs a label column (one label per slide; empty: predict)")
     bag = mil["bag"]
+    if survival and bag == "slide":
+        raise InputError(
+            "config",
+            "mil.task survival needs one outcome per patient: mil.bag patient "
+            "(or a sheet column), not slide",
+        )
     column = {"slide": "slide_id", "patient": "patient_id"}.get(bag, bag)
     if column not in samples.columns:
         raise InputError(source, f"mil.bag is {bag!r} but the sheet has no column {column!r}")
@@ -104,7 +118,7 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
         else:
             cause = f"label {value!r} is not one of the classes {name_some(classes)}"
         raise InputError(source, f"row {line[i]}: {cause} (mil.classes)")
-    if numeric:
+    if numeric and not survival:
         check_numeric(labels, line, source, mil["task"])
     for bag_id, idx in labels[labels != ""].groupby(bags).groups.items():
         values = labels[idx]
@@ -113,7 +127,8 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
             what = {"slide_id": "slide", "patient_id": "patient"}.get(column, column)
             raise InputError(
                 source,
-                f"row {line[other]}: label {values[other]!r} differs from {values[first]!r} "
+                f"row {line[other]}: {'outcome (time:event)' if survival else 'label'} "
+                f"{values[other]!r} differs from {values[first]!r} "
                 f"(row {line[first]}) in the same {what} {bag_id} (mil.bag: {bag})",
             )
     bag_label = labels[labels != ""].groupby(bags).first()
@@ -126,7 +141,12 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
             "label": label,
         }
     )
-    if numeric:
+    if survival:
+        parts = label.str.split(":", expand=True).reindex(columns=[0, 1])
+        out["target"] = pd.to_numeric(parts[0].replace("", np.nan)).astype(float)
+        out["event"] = pd.to_numeric(parts[1]).fillna(-1).astype(int)
+        out["y"] = out.event
+    elif numeric:
         out["target"] = pd.to_numeric(label.replace("", np.nan)).astype(float)
         out["y"] = numeric_strata(out.drop_duplicates("bag_id").set_index("bag_id").target)[
             out.bag_id
@@ -134,7 +154,37 @@ def bag_table(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.
     else:
         out["y"] = label.map({c: i for i, c in enumerate(classes)}).fillna(-1).astype(int)
     out["group"] = bag_groups(out)
-    return out[BAG_COLUMNS + (["target"] if numeric else [])]
+    return out[BAG_COLUMNS + (["target"] if numeric else []) + (["event"] if survival else [])]
+
+
+def survival_labels(samples: pd.DataFrame, mil: Mapping[str, Any], source: str) -> pd.Series:
+    """Each row's outcome as ``time:event`` (both empty: predict only, ``""``), from the
+    sheet's ``mil.time_column`` and ``mil.event_column``.
+
+    Raises :class:`InputError` naming the sheet, the row and the value of a missing column,
+    a time missing, negative or not a number, or an event not 0 or 1.
+    """
+    time_col, event_col = mil["time_column"], mil["event_column"]
+    for column, key in ((time_col, "time_column"), (event_col, "event_column")):
+        if column not in samples.columns:
+            raise InputError(source, f"mil.task survival: the sheet has no column {column!r} "
+                             f"(mil.{key})")  # fmt: skip
+    out = []
+    for i, (t, e) in enumerate(zip(samples[time_col].map(_text), samples[event_col].map(_text),
+                                   strict=True)):  # fmt: skip
+        row = f"row {i + 2}"
+        if t == "" and e == "":
+            out.append("")
+            continue
+        time = _grade(t)
+        if time is None or not np.isfinite(time) or time < 0:
+            raise InputError(source, f"{row}: {time_col} {t!r} is not a time >= 0 "
+                             f"(mil.task: survival)")  # fmt: skip
+        if _grade(e) not in (0.0, 1.0):
+            raise InputError(source, f"{row}: {event_col} {e!r} is not 0 or 1 "
+                             f"(mil.task: survival)")  # fmt: skip
+        out.append(f"{time:g}:{int(_grade(e))}")
+    return pd.Series(out, index=samples.index, dtype=object)
 
 
 def check_numeric(labels: pd.Series, line: pd.Series, source: str, task: str) -> None:
@@ -251,6 +301,8 @@ def read_bag_folds(path: str | Path) -> pd.DataFrame:
     folds = folds[folds.split != "excluded"].reset_index(drop=True)
     if "target" in folds:  # a numeric label (empty: predict only)
         folds["target"] = pd.to_numeric(folds.target.replace("", np.nan)).astype(float)
+    if "event" in folds:  # survival's event (-1: predict only)
+        folds["event"] = pd.to_numeric(folds.event).fillna(-1).astype(int)
     check_bag_folds(folds, str(path))
     return folds
 

@@ -95,8 +95,12 @@ class MilSettings:
 
     @property
     def fold_params(self) -> dict[str, Any]:
-        """What the bag folds depend on: a new bag model must not redraw them."""
-        return {key: self.section.get(key) for key in ("bag", "classes", "task")}
+        """What the bag folds depend on: a new bag model must not redraw them (survival: the
+        sheet's outcome columns too)."""
+        keys = ("bag", "classes", "task")
+        if self.section.get("task") == "survival":
+            keys += ("time_column", "event_column")
+        return {key: self.section.get(key) for key in keys}
 
 
 @dataclass(frozen=True)

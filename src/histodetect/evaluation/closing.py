@@ -64,6 +64,14 @@ def mil_summary_lines(mil_dir: Path = Path("results/mil")) -> list[str]:
             f"{fmt('oof_mae')}, R2 {fmt('oof_r2')}, Pearson {fmt('oof_pearson')})"
         )
         return lines
+    if m["task"] == "survival":
+        lines.append(
+            f"histodetect: {m['model']} over {m['n_test_bags']} test bags: c-index "
+            f"{fmt('cindex')}, Uno's {fmt('cindex_uno')}, log-rank p {fmt('logrank_p')} "
+            f"(out of fold over {m['n_oof_bags']} training bags: c-index {fmt('oof_cindex')}, "
+            f"Uno's {fmt('oof_cindex_uno')}, log-rank p {fmt('oof_logrank_p')})"
+        )
+        return lines
     qwk = m["task"] == "ordinal"
     lines.append(
         f"histodetect: {m['model']} over {m['n_test_bags']} test bags: AUC {fmt('auc')}, "

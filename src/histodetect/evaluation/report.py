@@ -155,13 +155,14 @@ def class_rows(metrics: dict[str, Any], ci: Callable[[str], str]) -> list[tuple[
     return rows
 
 
-def regression_rows(
-    metrics: dict[str, Any], ci: Callable[[str], str]
-) -> list[tuple[str, str, str]]:
-    """The headline rows of a numeric label: MAE, RMSE, R2, Pearson on test and out of fold."""
-    names = (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2"), ("pearson", "Pearson"))
+def outcome_rows(
+    metrics: dict[str, Any], ci: Callable[[str], str], names: tuple[tuple[str, str], ...],
+    answer: str,
+) -> list[tuple[str, str, str]]:  # fmt: skip
+    """Rows ``names`` (key, name) on test then out of fold; ``answer``: what the test bags
+    are given (the fold models' mean ...)."""
     n_test, n_oof = metrics.get("n_test_bags", 0), metrics.get("n_oof_bags", 0)
-    where = {"": f"the fold models' mean over the {n_test} held-out test bags",
+    where = {"": f"the fold models' mean{answer} over the {n_test} held-out test bags",
              "oof_": f"each of the {n_oof} training bags predicted by the fold model blind to it"}  # fmt: skip
     return [
         (f"{'Out-of-fold' if prefix else 'Test'} {name}",
@@ -169,6 +170,21 @@ def regression_rows(
         for prefix in ("", "oof_")
         for i, (key, name) in enumerate(names)
     ]  # fmt: skip
+
+
+def regression_rows(
+    metrics: dict[str, Any], ci: Callable[[str], str]
+) -> list[tuple[str, str, str]]:
+    """The headline rows of a numeric label: MAE, RMSE, R2, Pearson on test and out of fold."""
+    names = (("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R2"), ("pearson", "Pearson"))
+    return outcome_rows(metrics, ci, names, "")
+
+
+def survival_rows(metrics: dict[str, Any], ci: Callable[[str], str]) -> list[tuple[str, str, str]]:
+    """The headline rows of survival: Harrell's and Uno's c-index and the risk groups'
+    log-rank p, on test and out of fold."""
+    names = (("cindex", "c-index"), ("cindex_uno", "Uno's c-index"), ("logrank_p", "log-rank p"))
+    return outcome_rows(metrics, ci, names, " log risk")
 
 
 def slide_label_description(
@@ -186,6 +202,8 @@ def slide_label_description(
     features = config.get("features", {})
     if metrics.get("task") == "regression":
         rows = regression_rows(metrics, ci)
+    elif metrics.get("task") == "survival":
+        rows = survival_rows(metrics, ci)
     else:
         rows = class_rows(metrics, ci)
     lines = [
@@ -202,7 +220,10 @@ def slide_label_description(
         *headline_table([(n, v, _plain(w)) for n, v, w in rows], (22, 24, 54)),
         *left_out_lines(tiling),
         "Details: `Slide labels (MIL)`_ ("
-        + ("predicted against true" if metrics.get("task") == "regression" else "ROC, confusion")
+        + {
+            "regression": "predicted against true",
+            "survival": "Kaplan-Meier of the risk groups",
+        }.get(metrics.get("task", ""), "ROC, confusion")
         + ", most attended tiles, attention on "
         "every slide) and Tiling_ (tissue and tiles of every slide).",
         "{% endraw %}",

@@ -21,7 +21,8 @@ from histodetect.features.store import SlideFeatures, read_features
 @dataclass(frozen=True)
 class Bag:
     """One label's slides: ``y`` is the class code (a numeric label: its stratum; -1: predict
-    only), ``target`` the numeric label (``mil.task: regression``; NaN otherwise)."""
+    only), ``target`` the numeric label (``mil.task: regression``; survival: the time; NaN
+    otherwise), ``event`` survival's event (1 seen, 0 censored; -1 otherwise)."""
 
     bag_id: str
     group: str
@@ -30,6 +31,7 @@ class Bag:
     fold: int
     slide_ids: tuple[str, ...]
     target: float = float("nan")
+    event: int = -1
 
 
 def bags_of(folds: pd.DataFrame) -> list[Bag]:
@@ -42,6 +44,7 @@ def bags_of(folds: pd.DataFrame) -> list[Bag]:
                 str(bag_id), str(first.group), int(rows.y.max()), str(first.split),
                 int(first.fold), tuple(rows.slide_id.astype(str)),
                 float(first.target) if "target" in rows else float("nan"),
+                int(first.event) if "event" in rows else -1,
             )
         )  # fmt: skip
     return bags

@@ -21,7 +21,7 @@ from histodetect.fit.metrics import balanced_accuracy, binary_auc
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.models import BagModel, MilTask, load_mil_model, score_bag
-from histodetect.mil.outcomes import regression_ensemble
+from histodetect.mil.outcomes import outcome_ensemble
 from histodetect.training.thresholds import (
     Decision,
     fit_decision,
@@ -123,11 +123,13 @@ def ensemble(
     """Score every test and predict-only bag with every fold model (``scorer``; default: the
     bag models over ``source``'s features); return the predictions table (test, predict and,
     out of fold, training bags) and the metrics (a numeric label's:
-    :func:`~histodetect.mil.outcomes.regression_ensemble`)."""
+    :func:`~histodetect.mil.outcomes.regression_ensemble`, survival's
+    :func:`~histodetect.mil.outcomes.survival_ensemble`: through
+    :func:`~histodetect.mil.outcomes.outcome_ensemble`)."""
     scorer = scorer or FeatureScorer(model_paths, source)
     meta = scorer.meta
-    if meta["task"] == "regression":
-        return regression_ensemble(
+    if meta["task"] in ("regression", "survival"):
+        return outcome_ensemble(
             folds, scorer, model_paths, prediction_paths, n_bootstrap=n_bootstrap, seed=seed
         )
     classes, ordinal = list(meta["classes"]), meta["task"] == "ordinal"
@@ -196,10 +198,11 @@ def write_decision(
 ) -> dict[str, Any]:
     """Write the ensemble's out-of-fold decision beside the fold models (``decision.json``),
     with what a later predict checks: task, classes, bag, encoder id and the fold models
-    (a numeric label has no decision: null)."""
+    (a numeric label or survival has no decision: null; survival's risk groups are in
+    ``predictions.tsv`` and the median in ``metrics.json``)."""
     meta = model_meta(model_paths[0])
     classes = list(meta["classes"])
-    if meta["task"] == "regression":
+    if meta["task"] in ("regression", "survival"):
         oof, decision = read_oof(prediction_paths, model_paths), None
     else:
         oof, decision = oof_decision(prediction_paths, model_paths, classes)

@@ -82,7 +82,7 @@ def family_of_format(fmt: str | None) -> Family | None:
 def check_mil_section(mil: dict[str, Any], source: str) -> Family:
     """``mil.model``'s family, after the checks the schema cannot make, each one line naming
     ``source`` (the config): the transformer's width must split into its heads, and a
-    numeric outcome (``mil.task`` regression) needs a bag model over the features."""
+    numeric outcome (``mil.task`` regression or survival) needs a bag model over the features."""
     chosen = family(mil["model"])
     if chosen.reads_tiles and mil["task"] in OUTCOME_TASKS:
         raise InputError(

@@ -1,5 +1,6 @@
 """Report pictures of the slide-label models (Agg, no pyplot state): ROC curves and confusion
-matrices (a numeric label: predicted against true) of the test bags beside the out-of-fold
+matrices (a numeric label: predicted against true; survival: Kaplan-Meier curves of the risk
+groups) of the test bags beside the out-of-fold
 training bags, or of the out-of-fold bags
 alone where no test bag carries a label (``split.test_fraction: 0``, as small cohorts are run)
 (torch-free; the most attended tiles are :mod:`histodetect.mil.top_tiles`).
@@ -15,6 +16,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from lifelines import KaplanMeierFitter
+from lifelines.statistics import logrank_test
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -57,6 +60,45 @@ def scatter_png(table: pd.DataFrame, path: str | os.PathLike[str]) -> dict[str, 
     fig.tight_layout()
     save_png(fig, path)
     return drawn
+
+
+def logrank_p(part: pd.DataFrame) -> float:
+    """The log-rank p of the high against the low risk group (NaN without both)."""
+    high, low = part[part.risk_group == "high"], part[part.risk_group == "low"]
+    if high.empty or low.empty:
+        return float("nan")
+    test = logrank_test(high.target, low.target, high.event, low.event)
+    return float(test.p_value)
+
+
+def km_png(table: pd.DataFrame, path: str | os.PathLike[str]) -> dict[str, float]:
+    """Kaplan-Meier curves (lifelines) of the high and low risk groups (``mil.task:
+    survival``; split at the out-of-fold median) of the test bags beside the training bags
+    out of fold (alone without labelled test bags: :func:`panels`), each panel titled with
+    the bags, events and the log-rank p of the groups; returns the p per split."""
+    shown = panels(table)
+    fig = Figure(figsize=(0.4 + 4.8 * len(shown), 4.8), dpi=DPI)
+    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    found = {}
+    for ax, (split, title) in zip(axes, shown, strict=True):
+        part = labelled(table, split).rename(columns={"time": "target"})
+        part = part.assign(target=pd.to_numeric(part.target), event=pd.to_numeric(part.event))
+        for group, colour in (("high", "tab:red"), ("low", "tab:blue")):
+            rows = part[part.risk_group == group]
+            if rows.empty:
+                continue
+            km = KaplanMeierFitter().fit(rows.target, rows.event)
+            curve = km.survival_function_.iloc[:, 0]
+            ax.step(curve.index, curve.to_numpy(), where="post", color=colour,
+                    label=f"{group} risk (n={len(rows)}, {int(rows.event.sum())} events)")  # fmt: skip
+        found[split] = logrank_p(part)
+        ax.set(xlabel="Time", ylabel="Survival", ylim=(-0.02, 1.02))
+        ax.legend(fontsize=8, loc="lower left")
+        p = "n/a" if not np.isfinite(found[split]) else f"{found[split]:.3g}"
+        _panel_title(ax, f"{title} (n={len(part)}), log-rank p {p}", len(shown))
+    fig.tight_layout()
+    save_png(fig, path)
+    return found
 
 
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -48,7 +48,8 @@ class MilTask:
     shared score and ``K - 1`` ordered thresholds; ``P(y > k) = sigmoid(s + b_k)``) or
     ``regression`` (one output: the standardised number, ``(target - shift) / scale`` with
     the training bags' mean and spread, so that the loss and its Huber knee do not depend
-    on the label's unit)."""
+    on the label's unit) or ``survival`` (one output: the bag's log risk; its loss, the Cox
+    partial likelihood, needs a batch of bags: :mod:`histodetect.mil.survival`)."""
 
     kind: str
     classes: list[str]
@@ -62,20 +63,21 @@ class MilTask:
 
     @property
     def classifies(self) -> bool:
-        return self.kind != "regression"
+        return self.kind not in ("regression", "survival")
 
     @property
     def outputs(self) -> int:
-        return {"binary": 1, "multiclass": self.k, "ordinal": self.k - 1, "regression": 1}[
-            self.kind
-        ]
+        return {"binary": 1, "multiclass": self.k, "ordinal": self.k - 1}.get(self.kind, 1)
 
     def target(self, bag: Any) -> float:
         """What the loss compares a bag's output with: its class code, or its number."""
-        return float(bag.target) if self.kind == "regression" else float(bag.y)
+        return float(bag.y) if self.classifies else float(bag.target)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-bag losses of ``(B, outputs)`` logits against class codes or numbers ``(B,)``."""
+        """Per-bag losses of ``(B, outputs)`` logits against class codes or numbers ``(B,)``
+        (survival has none per bag: :func:`histodetect.mil.survival.cox_loss`)."""
+        if self.kind == "survival":
+            raise ValueError("the Cox loss is a batch's: histodetect.mil.survival.cox_loss")
         if self.kind == "regression":
             z = (y.float() - self.shift) / self.scale
             how = {"l1": nn.functional.l1_loss, "mse": nn.functional.mse_loss}
@@ -91,7 +93,9 @@ class MilTask:
 
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, K)`` class probabilities (ordinal: differences of the cumulative ones), or
-        ``(B, 1)`` the predicted number (regression)."""
+        ``(B, 1)`` the predicted number (regression) or log risk (survival)."""
+        if self.kind == "survival":
+            return logits[:, :1]
         if self.kind == "regression":
             return logits[:, :1] * self.scale + self.shift
         if self.kind == "binary":

@@ -1,4 +1,5 @@
-"""The fold ensemble of a numeric outcome (``mil.task: regression``): each bag's prediction
+"""The fold ensemble of a numeric outcome (``mil.task: regression``; survival's risks:
+:func:`survival_ensemble`): each bag's prediction
 (the fold models' mean; out of fold for the training bags), and MAE, RMSE, R², Pearson and
 Spearman with bootstrap intervals, on the test bags and out of fold.
 
@@ -18,6 +19,8 @@ import pandas as pd
 from scipy import stats
 
 from histodetect.mil.data import bags_of
+from histodetect.mil.figures import logrank_p
+from histodetect.mil.survival import survival_scores
 from histodetect.training.thresholds import read_oof
 
 REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson", "spearman")
@@ -68,7 +71,30 @@ def scored_with_intervals(
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
-def regression_ensemble(
+def ensemble_rows(folds: pd.DataFrame, scorer: Any, oof: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Test and predict-only bags by the fold models' mean answer (``column``, and
+    ``fold_sd`` their spread), training bags out of fold, each with its ``target`` (and
+    ``event`` where the bags have one) and ``slides``."""
+    rows = []
+    for bag in (b for b in bags_of(folds) if b.split != "train" or b.y < 0):
+        per_fold, n_tiles = scorer.score(bag)
+        values = np.asarray(per_fold, float)[:, 0]
+        rows.append({"bag_id": bag.bag_id, "split": bag.split, "target": bag.target,
+                     "event": bag.event, "scored_by": "ensemble", column: float(values.mean()),
+                     "fold_sd": float(values.std()), "n_tiles": n_tiles})  # fmt: skip
+    rows += [
+        {"bag_id": r.bag_id, "split": "train", "target": r.target,
+         "event": getattr(r, "event", -1), "scored_by": f"fold_{r.fold}",
+         column: getattr(r, column), "fold_sd": np.nan}
+        for r in oof.itertuples()
+    ]  # fmt: skip
+    table = pd.DataFrame(rows)
+    slides = folds.groupby("bag_id", sort=False).slide_id.agg(",".join)
+    table.insert(1, "slides", table.bag_id.map(slides))
+    return table
+
+
+def outcome_ensemble(
     folds: pd.DataFrame,
     scorer: Any,
     model_paths: Sequence[str | Path],
@@ -77,26 +103,21 @@ def regression_ensemble(
     n_bootstrap: int,
     seed: int,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Predictions (test and predict-only bags by the fold models' mean, training bags out
-    of fold) and metrics of a numeric label; ``scorer`` is the ensemble's
-    (:class:`histodetect.mil.ensemble.BagScorer`), each fold's answer ``(1,)``."""
+    """Predictions and metrics of a numeric label (:func:`regression_ensemble`) or of
+    survival (:func:`survival_ensemble`), as the fold models' task says; ``scorer`` is the
+    ensemble's (:class:`histodetect.mil.ensemble.BagScorer`), each fold's answer ``(1,)``."""
     oof = read_oof(prediction_paths, model_paths)
-    rows = []
-    for bag in (b for b in bags_of(folds) if b.split != "train" or b.y < 0):
-        per_fold, n_tiles = scorer.score(bag)
-        values = np.asarray(per_fold, float)[:, 0]
-        rows.append({"bag_id": bag.bag_id, "split": bag.split, "target": bag.target,
-                     "scored_by": "ensemble", "prediction": float(values.mean()),
-                     "fold_sd": float(values.std()), "n_tiles": n_tiles})  # fmt: skip
-    rows += [
-        {"bag_id": r.bag_id, "split": "train", "target": r.target, "scored_by": f"fold_{r.fold}",
-         "prediction": r.prediction, "fold_sd": np.nan}
-        for r in oof.itertuples()
-    ]  # fmt: skip
-    table = pd.DataFrame(rows)
+    finish = survival_ensemble if scorer.meta["task"] == "survival" else regression_ensemble
+    return finish(folds, scorer, oof, n_bootstrap, seed)
+
+
+def regression_ensemble(
+    folds: pd.DataFrame, scorer: Any, oof: pd.DataFrame, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Predictions (test and predict-only bags by the fold models' mean, training bags out
+    of fold, ``oof``) and metrics of a numeric label."""
+    table = ensemble_rows(folds, scorer, oof, "prediction").drop(columns="event")
     table.insert(3, "label", [f"{t:g}" if np.isfinite(t) else "" for t in table.target])
-    slides = folds.groupby("bag_id", sort=False).slide_id.agg(",".join)
-    table.insert(1, "slides", table.bag_id.map(slides))
     test = table[(table.split == "test") & table.target.notna()]
     metrics: dict[str, Any] = {
         "task": "regression",
@@ -112,3 +133,42 @@ def regression_ensemble(
         oof.target.to_numpy(float), oof.prediction.to_numpy(float), n_bootstrap, seed, "oof_"
     )
     return table, metrics
+
+
+def survival_with_intervals(
+    part: pd.DataFrame, n_bootstrap: int, seed: int, prefix: str = ""
+) -> dict[str, Any]:
+    """Harrell's and Uno's c-index of ``part``'s risks and their intervals, keys prefixed."""
+    t, e, r = (part[c].to_numpy(float) for c in ("target", "event", "risk"))
+    out = survival_scores(t, e, r) | bootstrap_intervals(
+        lambda i: survival_scores(t[i], e[i], r[i]), len(t), n_bootstrap, seed
+    )
+    return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def survival_ensemble(
+    folds: pd.DataFrame, scorer: Any, oof: pd.DataFrame, n_bootstrap: int, seed: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Risks (test and predict-only bags by the fold models' mean log risk, training bags out
+    of fold, ``oof``), risk groups and metrics of ``mil.task: survival``.
+
+    The groups split at the out-of-fold risks' median, fixed from the training bags before
+    any test bag is grouped: ``high`` above it, ``low`` at or below. Metrics: ``cindex`` and
+    ``cindex_uno`` of the test bags, ``oof_`` of the training bags, each with 95% bootstrap
+    intervals, the median and each part's log-rank p of the groups (``logrank_p``).
+    """
+    table = ensemble_rows(folds, scorer, oof, "risk")
+    table.insert(3, "label", [f"{t:g}:{e}" if np.isfinite(t) else "" for t, e in
+                              zip(table.target, table.event, strict=True)])  # fmt: skip
+    median = float(np.median(oof.risk)) if len(oof) else float("nan")
+    table["risk_group"] = np.where(table.risk > median, "high", "low")
+    test = table[(table.split == "test") & table.target.notna()]
+    train = table[table.split == "train"]
+    metrics: dict[str, Any] = {"task": "survival", "classes": [],
+                               "model": scorer.meta["arch"]["kind"]}  # fmt: skip
+    metrics |= {"n_test_bags": len(test), "n_oof_bags": len(oof), "risk_median": median,
+                "n_test_events": int(test.event.sum()), "n_oof_events": int(train.event.sum())}  # fmt: skip
+    metrics |= survival_with_intervals(test, n_bootstrap, seed)
+    metrics |= survival_with_intervals(train, n_bootstrap, seed, "oof_")
+    metrics |= {"logrank_p": logrank_p(test), "oof_logrank_p": logrank_p(train)}
+    return table.rename(columns={"target": "time"}), metrics

@@ -95,9 +95,9 @@ def load_ensemble(
         record = json.loads(Path(decision_path).read_text())
     except (OSError, ValueError):
         record = None  # Decision.read says what is wrong with it
-    if isinstance(record, dict) and record.get("task") == "regression":
+    if isinstance(record, dict) and record.get("task") in ("regression", "survival"):
         raise InputError(
-            decision_path, "mil.task regression: predict of new slides is not offered yet"
+            decision_path, f"mil.task {record['task']}: predict of new slides is not offered yet"
         )
     decision = Decision.read(decision_path)
     loaded = [load_fold_model(p) for p in model_paths]

@@ -95,9 +95,10 @@ def pick_bags(part: pd.DataFrame, classes: Sequence[str], n: int) -> list[str]:
     return picked
 
 
-def pick_spread(part: pd.DataFrame, n: int) -> list[str]:
-    """Up to ``n`` bag ids spread evenly over a numeric label (lowest to highest)."""
-    ranked = part.sort_values("target", kind="stable").bag_id.tolist()
+def pick_spread(part: pd.DataFrame, n: int, column: str = "target") -> list[str]:
+    """Up to ``n`` bag ids spread evenly over a numeric ``column`` (lowest to highest; the
+    label, or survival's risk)."""
+    ranked = part.sort_values(column, kind="stable").bag_id.tolist()
     if len(ranked) <= n:
         return ranked
     return [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, n).round()]

@@ -34,6 +34,7 @@ from histodetect.fit.tracking import RunLogger
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of, tile_stats
 from histodetect.mil.models import FORMAT, BagModel, MilTask
+from histodetect.mil.survival import centre_risk, cox_epoch, cox_validate, harrell_cindex
 
 log = logging.getLogger(__name__)
 PREDICTIONS = "val_predictions.parquet"
@@ -90,6 +91,9 @@ class FoldPlan:
     meta: dict[str, Any] = field(default_factory=dict)
     model_format: str = FORMAT
     ema_decay: float | None = None
+    finish: Callable[[FitState], None] | None = None
+    """Called once the best epoch is known, before the fold is saved (survival: the log
+    risk centred on the training bags, :func:`histodetect.mil.survival.centre_risk`)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class MilConfig(FamilyOptions):
     clam_weight: float = 0.3
     transformer_layers: int = 2
     transformer_heads: int = 4
+    batch_bags: int = 32
 
     def plan(
         self, source: FeatureSource, train: list[Bag], val: list[Bag], task: MilTask,
@@ -115,6 +120,15 @@ class MilConfig(FamilyOptions):
             layers=self.transformer_layers, heads=self.transformer_heads,
         )  # fmt: skip
         model.shift, model.scale = tile_stats(source, train)
+        if task.kind == "survival":  # the Cox loss needs a batch of bags per step
+            return FoldPlan(
+                model.to(device),
+                epoch=lambda state, class_w, rng: cox_epoch(
+                    state, train, source, self, rng, device
+                ),
+                validate=lambda net: cox_validate(net, val, source, device),
+                finish=lambda state: centre_risk(state, train, source, device),
+            )
         return FoldPlan(
             model.to(device),
             epoch=lambda state, class_w, rng: _epoch(
@@ -154,6 +168,8 @@ def class_weights(train: list[Bag], task: MilTask) -> tuple[np.ndarray, np.ndarr
 def fold_task(cfg: Any, classes: list[str], train: list[Bag]) -> MilTask:
     """The fold's task: ``cfg.task`` over ``classes``; a numeric label standardised by the
     training bags' mean and spread."""
+    if cfg.task == "survival":
+        return MilTask("survival", [])
     if cfg.task != "regression":
         return MilTask(cfg.task, classes)
     targets = np.array([b.target for b in train], float)
@@ -164,7 +180,7 @@ def fold_task(cfg: Any, classes: list[str], train: list[Bag]) -> MilTask:
 def task_meta(task: MilTask) -> dict[str, Any]:
     """What a loader needs of the task beside its kind and classes (regression's loss and
     standardisation)."""
-    if task.classifies:
+    if task.classifies or task.kind == "survival":
         return {}
     return {"target": {"regression_loss": task.regression_loss, "shift": task.shift,
                        "scale": task.scale}}  # fmt: skip
@@ -175,7 +191,12 @@ def selection_score(
 ) -> tuple[list[float], dict[str, float]]:
     """What picks the epoch (larger is better, compared in order) and the epoch's quality
     measure: validation AUC then loss for classes; loss then mean absolute error for a
-    number (``out``: the predictions ``(B, 1)``)."""
+    number (``out``: the predictions ``(B, 1)``); Harrell's c-index then loss for survival
+    (``out``: the log risks)."""
+    if task.kind == "survival":
+        times, events = (np.array([getattr(b, k) for b in val], float) for k in ("target", "event"))
+        c = harrell_cindex(times, events, out[:, 0])
+        return [c if np.isfinite(c) else -1.0, -val_loss], {"val_cindex": c}
     if not task.classifies:
         mae = float(np.mean(np.abs(out[:, 0] - np.array([b.target for b in val]))))
         return [-val_loss, -mae], {"val_mae": mae}
@@ -264,6 +285,8 @@ def fit_fold(
             row["lr"] = opt.param_groups[0]["lr"]
             record_epoch(state, n, score, row, last=last, resume_key=key, logger=logger)
             log.info("fold %d epoch %d: %s", fold, n, row)
+        if plan.finish:
+            plan.finish(state)
         metrics = save_fold(state, val, task, out_dir, meta, plan.validate, plan.model_format)
         logger.finish(metrics, out_dir / "model.pt")
     return metrics
@@ -351,7 +374,10 @@ def save_fold(
             "fold": meta["fold"],
         }
     )
-    if not task.classifies:
+    if task.kind == "survival":
+        table = table.assign(target=[b.target for b in val], event=[b.event for b in val],
+                             risk=probs[:, 0])  # fmt: skip
+    elif not task.classifies:
         table = table.assign(target=[b.target for b in val], prediction=probs[:, 0])
     elif task.k == 2:
         table["prob"] = probs[:, 1]
@@ -363,7 +389,7 @@ def save_fold(
         "best_epoch": state.best_epoch,
         "selected_epoch": state.best_epoch,
         "epochs_run": state.epoch + 1,
-        **{k: chosen[k] for k in ("val_auc", "val_mae") if k in chosen},
+        **{k: chosen[k] for k in ("val_auc", "val_mae", "val_cindex") if k in chosen},
         "val_loss": val_loss,
     }
     with atomic_path(out_dir / "training_metrics.json") as tmp:

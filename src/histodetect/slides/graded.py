@@ -16,6 +16,7 @@ slide's grade hangs on a few percent of its tiles and colour alone does not find
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,8 @@ def plan_graded(*, grades: int = 4, **plan: Any) -> list[SyntheticSlideSpec]:
 def make_graded_cohort(
     out_dir: Path, *, tile: int = 256, jpeg_quality: int = 85, **plan: Any
 ) -> pd.DataFrame:
-    """Write ``slides/<slide_id>.tiff``, ``samples.tsv`` (with ``label``, the grade), an
+    """Write ``slides/<slide_id>.tiff``, ``samples.tsv`` (with ``label``, the grade, and
+    each patient's ``time`` and ``event``: :func:`draw_outcomes`), an
     ``annotations.csv`` without rows and ``hidden_lesions.csv`` (the boxes, for checks only).
 
     A lesion that does not fit is dropped by the renderer: the label is the number of boxes
@@ -82,6 +84,10 @@ def make_graded_cohort(
             boxes.append((path.name, x1, x2, y1, y2, spec.width, spec.height))
         del slide
     samples = pd.DataFrame(rows, columns=["slide_id", "patient_id", "path", "mpp", "label"])
+    specs = plan_graded(**plan)
+    samples[["time", "event"]] = draw_outcomes(
+        [s.patient_id for s in specs], [s.n_lesions for s in specs], plan.get("seed", 0)
+    )
     with atomic_path(out_dir / "annotations.csv") as tmp:
         pd.DataFrame(columns=ANNOTATION_COLUMNS).to_csv(tmp, index=False)
     with atomic_path(out_dir / HIDDEN) as tmp:
@@ -89,6 +95,21 @@ def make_graded_cohort(
     with atomic_path(out_dir / "samples.tsv") as tmp:
         samples.to_csv(tmp, sep="\t", index=False)
     return samples
+
+
+def draw_outcomes(patients: Sequence[str], lesions: Sequence[float], seed: int) -> pd.DataFrame:
+    """Each row's patient's time to event in months and whether it was seen (``time``,
+    ``event``; the same on every slide of the patient): exponential with the hazard
+    ``0.03 exp(0.9 g)`` per month, ``g`` the patient's mean number of planned lesions per
+    slide, censored at random (exponential, mean 20 months) and at 30 months (the study's
+    end), about 40% censored in all (fewer with many high grades)."""
+    rng = np.random.default_rng([seed, 36])
+    grade = pd.Series(np.asarray(lesions, float)).groupby(list(patients), sort=True).mean()
+    event_time = rng.exponential(1 / (0.03 * np.exp(0.9 * grade.to_numpy(float))))
+    censor = np.minimum(rng.exponential(20.0, len(grade)), 30.0)
+    out = pd.DataFrame({"time": np.round(np.minimum(event_time, censor), 2),
+                        "event": (event_time <= censor).astype(int)}, index=grade.index)  # fmt: skip
+    return out.loc[list(patients)].reset_index(drop=True)
 
 
 def _plan_args(demo: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
@@ -107,6 +128,24 @@ def plan_demo(demo: dict[str, Any]) -> list[SyntheticSlideSpec]:
     """The slides the ``demo`` config section makes (graded or with boxes), before they exist."""
     graded, plan = _plan_args(demo)
     return plan_graded(**plan) if graded else plan_cohort(**plan)
+
+
+def planned_sheet(demo: dict[str, Any]) -> pd.DataFrame:
+    """The sample sheet the ``demo`` section makes, known before any slide is drawn: ids,
+    paths and (graded) the planned grade as ``label`` with each patient's ``time`` and
+    ``event`` (:func:`draw_outcomes`, as :func:`make_graded_cohort` writes them)."""
+    graded, plan = _plan_args(demo)
+    specs = plan_demo(demo)
+    sheet = pd.DataFrame(
+        [(s.slide_id, s.patient_id, f"results/demo/slides/{s.slide_id}.tiff",
+          s.n_lesions if graded else None) for s in specs],
+        columns=["slide_id", "patient_id", "path", "label"],
+    )  # fmt: skip
+    if graded:
+        sheet[["time", "event"]] = draw_outcomes(
+            [s.patient_id for s in specs], [s.n_lesions for s in specs], plan.get("seed", 0)
+        )
+    return sheet
 
 
 def make_demo(out_dir: Path, demo: dict[str, Any]) -> None:

@@ -141,3 +141,64 @@ def test_numeric_bags_stay_whole_and_stratified_in_the_split_and_folds() -> None
     folds = bag_folds(split, k=2, seed=1, source="s.tsv")
     check_bag_folds(folds, "s.tsv")
     assert folds.target.notna().all() and (folds.split == "test").sum() == 4
+
+
+SURVIVAL = {"bag": "patient", "task": "survival", "classes": None, "time_column": "time",
+            "event_column": "event"}  # fmt: skip
+
+
+def test_a_patients_time_and_event_are_its_target_and_stratum() -> None:
+    patients = ["P0", "P0", "P1", "P2", "P3"]
+    s = sheet([""] * 5, patients, time=[12, 12, 3.5, None, 0], event=[1, 1, 0, None, 1])
+    table = bag_table(s, SURVIVAL, "s.tsv")
+    assert list(table.label) == ["12:1", "12:1", "3.5:0", "", "0:1"]
+    assert list(table.target.fillna(-9)) == [12.0, 12.0, 3.5, -9, 0.0]
+    assert list(table.event) == [1, 1, 0, -1, 1] and list(table.y) == [1, 1, 0, -1, 1]
+
+
+@pytest.mark.parametrize(
+    ("time", "event", "message"),
+    [
+        ([5, -1], [1, 0], "s.tsv: row 3: time '-1' is not a time >= 0 (mil.task: survival)"),
+        ([5, None], [1, 0], "s.tsv: row 3: time '' is not a time >= 0 (mil.task: survival)"),
+        ([5, "soon"], [1, 0], "s.tsv: row 3: time 'soon' is not a time >= 0 (mil.task: survival)"),
+        ([5, 6], [1, 2], "s.tsv: row 3: event '2' is not 0 or 1 (mil.task: survival)"),
+        ([5, 6], [1, None], "s.tsv: row 3: event '' is not 0 or 1 (mil.task: survival)"),
+    ],
+)
+def test_a_bad_time_or_event_is_one_line_naming_sheet_row_and_value(
+    time: list, event: list, message: str
+) -> None:
+    with pytest.raises(InputError) as err:
+        bag_table(sheet(["", ""], time=time, event=event), SURVIVAL, "s.tsv")
+    assert str(err.value) == message
+
+
+def test_two_outcomes_of_one_patient_or_slide_bags_are_refused_in_one_line() -> None:
+    s = sheet(["", ""], ["P0", "P0"], time=[5, 6], event=[1, 1])
+    with pytest.raises(InputError) as err:
+        bag_table(s, SURVIVAL, "s.tsv")
+    assert str(err.value) == (
+        "s.tsv: row 3: outcome (time:event) '6:1' differs from '5:1' (row 2) in the same "
+        "patient P0 (mil.bag: patient)"
+    )
+    with pytest.raises(
+        InputError, match=r"config: mil\.task survival needs one outcome per patient"
+    ):
+        bag_table(sheet(["", ""], time=[5, 6], event=[1, 0]), {**SURVIVAL, "bag": "slide"}, "s")
+    with pytest.raises(
+        InputError, match=r"s\.tsv: mil\.task survival: the sheet has no column 'os'"
+    ):
+        bag_table(sheet([""], time=[5], event=[1]), {**SURVIVAL, "time_column": "os"}, "s.tsv")
+
+
+def test_survival_bags_stay_whole_through_the_split_and_folds() -> None:
+    patients = [f"P{i // 2:02d}" for i in range(16)]
+    times = [float(i // 2 + 1) for i in range(16)]
+    events = [(i // 2) % 2 for i in range(16)]
+    s = sheet([""] * 16, patients, time=times, event=events)
+    table = bag_table(s, SURVIVAL, "s.tsv")
+    split = split_bags(table, test_fraction=0.25, seed=1, source="s.tsv")
+    folds = bag_folds(split, k=2, seed=1, source="s.tsv")
+    check_bag_folds(folds, "s.tsv")
+    assert folds.target.notna().all() and set(folds.event) == {0, 1}

@@ -95,3 +95,9 @@ def test_topk_on_imported_features_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(InputError, match="topk fine-tunes a tile encoder"):
         resolve(cfg)
+
+
+def test_survival_folds_depend_on_the_outcome_columns_too() -> None:
+    s = resolve(config(mil={"enabled": True, "task": "survival", "bag": "patient"}))
+    assert s.mil.fold_params == {"bag": "patient", "classes": None, "task": "survival",
+                                 "time_column": "time", "event_column": "event"}  # fmt: skip

@@ -77,3 +77,17 @@ def test_the_regression_scores_close_the_run(tmp_path: Path) -> None:
         "histodetect: mean over 3 test bags: MAE 1.500, RMSE 2.000, R2 0.500, Pearson 0.800, "
         "Spearman n/a (out of fold over 9 training bags: MAE 1.250, R2 0.600, Pearson 0.750)"
     ]
+
+
+def test_the_survival_concordance_closes_the_run(tmp_path: Path) -> None:
+    pd.DataFrame({"bag_id": ["p1"], "split": ["train"]}).to_csv(
+        tmp_path / "folds.tsv", sep="\t", index=False
+    )
+    m = {"task": "survival", "model": "abmil", "n_test_bags": 4, "n_oof_bags": 12}
+    m |= {"cindex": 0.75, "cindex_uno": 0.7, "logrank_p": 0.04, "oof_cindex": 0.68}
+    m |= {"oof_cindex_uno": None, "oof_logrank_p": 0.2}
+    (tmp_path / "metrics.json").write_text(json.dumps(m))
+    assert mil_summary_lines(tmp_path) == [
+        "histodetect: abmil over 4 test bags: c-index 0.750, Uno's 0.700, log-rank p 0.040 "
+        "(out of fold over 12 training bags: c-index 0.680, Uno's n/a, log-rank p 0.200)"
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ import torch
 
 from histodetect.errors import InputError
 from histodetect.features.store import SlideFeatures, write_features
-from histodetect.mil.data import FeatureSource
+from histodetect.mil.data import FeatureSource, bags_of
 from histodetect.mil.ensemble import ensemble
+from histodetect.mil.models import load_mil_model, score_bag
 from histodetect.mil.train import MilConfig, train_fold
 
 
@@ -73,25 +75,39 @@ def test_the_ensemble_scores_test_bags_and_reports_out_of_fold_figures(tmp_path:
         ensemble(folds, models, preds, source)
 
 
-def _numeric_cohort(folder: Path) -> pd.DataFrame:
-    """30 one-slide bags of 30 tiles whose number is 10 + 5 s, where 4 s tiles (s = 0-4) are
-    shifted by 4 (their mean tells the number)."""
-    rng = np.random.default_rng(2)
+def _shifted_cohort(
+    folder: Path, n: int, n_test: int, size: int, seed: int,
+    outcome: Callable[[int, np.random.Generator], tuple], extra: list[str],
+) -> pd.DataFrame:  # fmt: skip
+    """``n`` one-slide bags (the last ``n_test`` on test, the others in folds 0 and 1) of
+    ``size`` tiles, ``4 s`` of them shifted by 4 (``s = i % 5``); ``outcome(s, rng)`` gives
+    each bag's label, stratum and ``extra`` columns."""
+    rng = np.random.default_rng(seed)
     rows = []
-    for i in range(30):
-        shifted, size = i % 5, 30
+    for i in range(n):
+        shifted = i % 5
         x = rng.normal(0, 1, (size, 6))
         x[: 4 * shifted, 0] += 4
         sid = f"S{i:02d}"
         write_features(
             folder / f"{sid}.h5", SlideFeatures(x, np.zeros((size, 2)), {"status": "ok"})
         )
-        split, fold = ("test", -1) if i >= 24 else ("train", i % 2)
-        target = 10.0 + 5 * shifted
-        rows.append((sid, f"P{i:02d}", sid, f"P{i:02d}", f"{target:g}", shifted % 4, split,
-                     fold, target))  # fmt: skip
+        split, fold = ("test", -1) if i >= n - n_test else ("train", i % 2)
+        label, y, *more = outcome(shifted, rng)
+        rows.append((sid, f"P{i:02d}", sid, f"P{i:02d}", label, y, split, fold, *more))
     columns = ["slide_id", "patient_id", "bag_id", "group", "label", "y", "split", "fold"]
-    return pd.DataFrame(rows, columns=[*columns, "target"])
+    return pd.DataFrame(rows, columns=[*columns, *extra])
+
+
+def _numeric_cohort(folder: Path) -> pd.DataFrame:
+    """30 one-slide bags of 30 tiles whose number is 10 + 5 s, where 4 s tiles (s = 0-4) are
+    shifted by 4 (their mean tells the number)."""
+
+    def number(shifted: int, rng: np.random.Generator) -> tuple:
+        target = 10.0 + 5 * shifted
+        return f"{target:g}", shifted % 4, target
+
+    return _shifted_cohort(folder, 30, 6, 30, 2, number, ["target"])
 
 
 def test_a_numeric_label_is_learnt_and_scored_out_of_fold_and_on_test(tmp_path: Path) -> None:
@@ -145,3 +161,46 @@ def test_the_regression_losses_compare_the_standardised_number(
     got = task.loss(logits, torch.tensor([10.0, 11.0]))  # z = 0 and 0.5
     assert got.tolist() == pytest.approx(expected)
     assert task.probs(logits)[:, 0].tolist() == [12.0, 10.0] and task.outputs == 1
+
+
+def _survival_cohort(folder: Path) -> pd.DataFrame:
+    """40 one-slide patients of 20 tiles, 4 s of them shifted by 4 (s = 0-4), each with a time
+    drawn from the hazard exp(s), about a quarter censored at random."""
+
+    def outcome(shifted: int, rng: np.random.Generator) -> tuple:
+        t, c = rng.exponential(np.exp(-shifted)), rng.exponential(0.4)
+        event = int(t <= c)
+        return f"{min(t, c):g}:{event}", event, min(t, c), event
+
+    return _shifted_cohort(folder, 40, 10, 20, 3, outcome, ["target", "event"])
+
+
+def test_survival_is_learnt_with_the_cox_loss_and_grouped_at_the_oof_median(
+    tmp_path: Path,
+) -> None:
+    torch.set_num_threads(1)
+    folds = _survival_cohort(tmp_path)
+    source = FeatureSource(tmp_path)
+    cfg = MilConfig(model="abmil", task="survival", hidden=16, epochs=15, lr=1e-2, batch_bags=8)
+    table, metrics = _two_folds_and_ensemble(folds, source, cfg, [], tmp_path)
+    fold_metrics = json.loads((tmp_path / "fold_0" / "training_metrics.json").read_text())
+    assert "val_cindex" in fold_metrics and "val_auc" not in fold_metrics
+    model, task, _ = load_mil_model(tmp_path / "fold_0" / "model.pt")
+    trained = [b for b in bags_of(folds) if b.split == "train" and b.fold == 1]
+    risks = [score_bag(model, task, source.bag(b))[0][0] for b in trained]
+    assert abs(np.mean(risks)) < 1e-4  # centred on the bags it trained on
+    assert {"time", "event", "risk", "risk_group", "fold_sd"} <= set(table.columns)
+    oof, test = table[table.split == "train"], table[table.split == "test"]
+    assert len(oof) == 30 and len(test) == 10 and (test.scored_by == "ensemble").all()
+    median = np.median(oof.risk)
+    assert metrics["risk_median"] == pytest.approx(median)
+    assert ((table.risk > median) == (table.risk_group == "high")).all()
+    keys = {"cindex", "cindex_uno", "logrank_p"}
+    assert keys | {f"oof_{k}" for k in keys} | {"cindex_ci95", "oof_cindex_uno_ci95"} <= set(
+        metrics
+    )
+    assert metrics["task"] == "survival" and metrics["n_oof_events"] == int(oof.event.sum())
+    print(
+        {k: round(metrics[k], 3) for k in ("cindex", "cindex_uno", "oof_cindex", "oof_cindex_uno")}
+    )
+    assert metrics["oof_cindex"] > 0.65 and metrics["cindex"] > 0.65

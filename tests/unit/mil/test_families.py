@@ -58,13 +58,16 @@ def test_the_checks_before_any_job_name_the_config() -> None:
         family("gnn")
 
 
+@pytest.mark.parametrize("task", ["regression", "survival"])
 @pytest.mark.parametrize("model", ["concat", "topk"])
-def test_a_family_that_reads_tiles_refuses_a_numeric_label_in_one_line(model: str) -> None:
-    mil = {"model": model, "task": "regression", "hidden": 128, "transformer_heads": 4}
+def test_a_family_that_reads_tiles_refuses_a_numeric_label_in_one_line(
+    model: str, task: str
+) -> None:
+    mil = {"model": model, "task": task, "hidden": 128, "transformer_heads": 4}
     with pytest.raises(InputError) as err:
         check_mil_section(mil, "c.yaml")
     assert str(err.value) == (
-        f"c.yaml: mil.task regression needs a bag model over the features "
+        f"c.yaml: mil.task {task} needs a bag model over the features "
         f"(mean, max, abmil, clam_sb, transformer); mil.model {model} learns classes only"
     )
     assert check_mil_section({**mil, "model": "abmil"}, "c.yaml").name == "abmil"

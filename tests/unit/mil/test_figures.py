@@ -205,3 +205,20 @@ def test_pick_spread_takes_bags_from_low_to_high() -> None:
 
     part = pd.DataFrame({"bag_id": list("abcdefg"), "target": [6, 0, 5, 1, 4, 2, 3]})
     assert pick_spread(part, 3) == ["b", "g", "a"] and len(pick_spread(part, 9)) == 7
+
+
+def test_survival_is_drawn_as_kaplan_meier_curves_of_the_risk_groups(tmp_path: Path) -> None:
+    from histodetect.mil.figures import km_png
+
+    n = 12
+    table = pd.DataFrame(
+        {"bag_id": [f"b{i}" for i in range(n)] + ["new"],
+         "split": ["test"] * 4 + ["train"] * 8 + ["predict"],
+         "label": ["x"] * n + [""], "time": [*range(1, n + 1), ""],
+         "event": [1, 0] * (n // 2) + [-1],
+         "risk_group": ["high", "low"] * (n // 2) + ["low"]}
+    )  # fmt: skip
+    found = km_png(table, tmp_path / "km.png")
+    assert set(found) == {"test", "train"} and 0 <= found["train"] <= 1
+    assert (tmp_path / "km.png").stat().st_size > 0
+    assert set(km_png(table[table.split != "test"], tmp_path / "t.png")) == {"train"}

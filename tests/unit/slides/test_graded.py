@@ -9,7 +9,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from histodetect.slides.graded import HARDER, HIDDEN, make_demo, plan_demo
+from histodetect.slides.graded import (
+    HARDER,
+    HIDDEN,
+    draw_outcomes,
+    make_demo,
+    plan_demo,
+    planned_sheet,
+)
 from histodetect.slides.synthetic import render_slide
 
 REPO = Path(__file__).resolve().parents[3]
@@ -28,6 +35,8 @@ def test_each_slide_s_grade_is_its_number_of_hidden_lesions(tmp_path: Path) -> N
     assert list(sheet.label) == [int(count.get(s, 0)) for s in sheet.slide_id]
     assert sorted(sheet.label) == [0, 0, 1, 1, 2, 2]  # every grade, equally often
     assert list(sheet.label) == [s.n_lesions for s in plan_demo(DEMO)]  # known before
+    planned = planned_sheet(DEMO)  # the sheet the workflow checks before any job
+    assert planned[["time", "event"]].equals(sheet[["time", "event"]])
     assert pd.read_csv(tmp_path / "annotations.csv").empty  # boxes withheld
     assert all((tmp_path / "slides" / f"{s}.tiff").stat().st_size > 0 for s in sheet.slide_id)
 
@@ -56,3 +65,17 @@ def test_harder_slides_keep_the_rule_with_small_faint_lesions_and_look_alikes() 
         assert changed.mean() > 0.001
         for x1, y1, x2, y2 in slide.boxes.tolist():
             assert not changed[y1:y2, x1:x2].any()
+
+
+def test_outcomes_are_one_per_patient_earlier_with_more_lesions_and_about_40_percent_censored() -> (
+    None
+):
+    rng = np.random.default_rng(0)
+    lesions = rng.integers(0, 4, 2000)
+    patients = [f"P{i // 2}" for i in range(2000)]  # two slides each
+    out = draw_outcomes(patients, lesions, seed=1)
+    assert (out.groupby(np.array(patients)).nunique() == 1).all().all()  # one per patient
+    assert out.time.ge(0).all() and out.time.le(30).all() and set(out.event) == {0, 1}
+    assert 0.25 < 1 - out.event.mean() < 0.45
+    mean = pd.Series(lesions).groupby(np.array(patients)).transform("mean")
+    assert out.time[mean >= 2.5].median() < out.time[mean <= 0.5].median()

@@ -23,9 +23,12 @@ def mil_enabled(wildcards=None):
 
 
 def mil_figure_files(wildcards=None):
-    """The task's report pictures: ROC and confusion for classes, a scatter for a number."""
+    """The task's report pictures: ROC and confusion for classes, a scatter for a number,
+    Kaplan-Meier curves of the risk groups for survival."""
     if MIL.section["task"] == "regression":
         return [f"{MIL_DIR}/scatter.png"]
+    if MIL.section["task"] == "survival":
+        return [f"{MIL_DIR}/km.png"]
     return [f"{MIL_DIR}/roc.png", f"{MIL_DIR}/confusion.png"]
 
 

@@ -1,0 +1,7 @@
+"""Snakemake script of rule mil_km: Kaplan-Meier curves of the risk groups."""
+
+from histodetect.mil.figures import km_png, read_predictions
+from histodetect.runner import rule_context
+
+with rule_context(snakemake):
+    km_png(read_predictions(snakemake.input.predictions), snakemake.output.km)
