@@ -320,7 +320,7 @@ def _epoch(
         loss = task.loss(logits, y)[0]
         if cfg.class_balance == "loss":
             loss = loss * float(class_w[bag.y])
-        if cfg.model == "clam_sb":
+        if cfg.model == "clam_sb" and task.classifies:  # its clustering needs the bag's class
             inst = model.instance_loss(h, weights, bag.y, cfg.clam_k)
             loss = (1 - cfg.clam_weight) * loss + cfg.clam_weight * inst
         state.optimizer.zero_grad(set_to_none=True)

@@ -204,3 +204,16 @@ def test_survival_is_learnt_with_the_cox_loss_and_grouped_at_the_oof_median(
         {k: round(metrics[k], 3) for k in ("cindex", "cindex_uno", "oof_cindex", "oof_cindex_uno")}
     )
     assert metrics["oof_cindex"] > 0.65 and metrics["cindex"] > 0.65
+
+
+def test_clam_sb_learns_a_number_without_its_class_clustering(tmp_path: Path) -> None:
+    """CLAM-SB's instance clustering needs a bag's class: a numeric label trains the bag head
+    alone (its instance heads are empty; the clustering loss once indexed them)."""
+    torch.set_num_threads(1)
+    folds = _numeric_cohort(tmp_path)
+    cfg = MilConfig(model="clam_sb", task="regression", hidden=16, epochs=2, lr=1e-2)
+    out = tmp_path / "fold_0"
+    metrics = train_fold(folds, 0, FeatureSource(tmp_path), out, cfg, [],
+                         mlflow_uri=f"sqlite:///{tmp_path}/m.db", experiment="e",
+                         tb_dir=out / "tb")  # fmt: skip
+    assert np.isfinite(metrics["val_loss"]) and (out / "model.pt").exists()
