@@ -376,13 +376,3 @@ def slide_mpps(tile_summaries: Iterable[str | Path]) -> dict[str, float]:
         info = json.loads(Path(path).read_text())
         out[str(info["slide_id"])] = float(info["mpp"])
     return out
-
-
-def slide_sizes(tile_summaries: Iterable[str | Path]) -> dict[str, tuple[float, float]]:
-    """``slide_id -> (width, height)`` at level 0 from tiling records (slides that tiled)."""
-    out = {}
-    for path in tile_summaries:
-        info = json.loads(Path(path).read_text())
-        if "width" in info:
-            out[str(info["slide_id"])] = (float(info["width"]), float(info["height"]))
-    return out

@@ -100,9 +100,10 @@ def mil_predict_summary_lines(mil_dir: Path = Path("results/predict/mil")) -> li
         f"histodetect: new bag {bag} left out: none of its slides tiled and extracted"
         for bag in used.index[~used]
     ]
-    calls = _table(out).call.value_counts().sort_index()
+    table = _table(out)
+    calls = table.call.value_counts().sort_index()
     lines.append(
-        f"histodetect: {len(_table(out))} new bags called in {out} ("
+        f"histodetect: {len(table)} new bags called in {out} ("
         + ", ".join(f"{c}: {n}" for c, n in calls.items())
         + f"); {int((~used).sum())} left out"
     )

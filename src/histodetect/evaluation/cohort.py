@@ -15,8 +15,6 @@ from histodetect.annotations.formats import EXCLUDE, ImportSettings
 from histodetect.annotations.lesions import (
     clip_to_slide,
     read_cohort_annotations,
-    slide_mpps,
-    slide_sizes,
 )
 from histodetect.columns import class_prob_column
 from histodetect.detection.boxes import boxes_to_digilut
@@ -61,12 +59,15 @@ def slide_truth(
     Camelyon16 FROC grows it); excluded regions are left out. Outlines over a slide's edge
     are clipped to it as they were for labelling (:func:`clip_to_slide`).
     """
-    mpps = slide_mpps(tile_summaries)
+    records = [json.loads(Path(p).read_text()) for p in tile_summaries]  # each read once
+    mpps = {str(r["slide_id"]): float(r["mpp"]) for r in records}
     chosen = ImportSettings(**settings)
     ann = read_cohort_annotations(
         sheet, digilut_csv, chosen, slides=list(mpps), mpps=mpps, box_index=box_index
     )
-    sizes = slide_sizes(tile_summaries)
+    sizes = {
+        str(r["slide_id"]): (float(r["width"]), float(r["height"])) for r in records if "width" in r
+    }
     sized = ann.slide_id.astype(str).isin(sizes).to_numpy()
     if sized.any():
         wh = np.array([sizes[str(s)] for s in ann.slide_id[sized]])
