@@ -56,13 +56,17 @@ rule all:
 onstart:
     for line in SETTINGS.encoder_lines():
         print(line, file=sys.stderr)
+    if config["io"]["worker"] and workflow.is_main_process and workflow.local_exec:
+        WORKER.append(start_worker(Path(workflow.basedir) / "workflow" / "scripts"))
 
 
 onsuccess:
+    stop_worker(WORKER)
     for line in closing_lines():
         print(line)
 
 
 onerror:
+    stop_worker(WORKER)
     for line in run_summary_lines(config["evaluate"]["giou"]):
         print(line)

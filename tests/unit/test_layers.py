@@ -25,7 +25,7 @@ STAGES = [
     "evaluation",
     "config",
 ]
-SHARED = {"errors", "io", "columns", "runner", "testdata"}
+SHARED = {"errors", "io", "columns", "runner", "testdata", "worker"}
 
 
 def _imports(path: Path) -> set[str]:

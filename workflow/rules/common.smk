@@ -21,6 +21,7 @@ from histodetect.evaluation.closing import (
     run_summary_lines,
 )
 from histodetect.slides.graded import planned_sheet
+from histodetect.worker import start_worker, stop_worker
 
 min_version("9.0")
 
@@ -40,6 +41,7 @@ check_config(
     config, workflow.source_path("../schemas/config.schema.yaml"), CONFIG_SOURCE
 )
 validate(config, "../schemas/config.schema.yaml")  # fills in the schema's defaults
+WORKER = []  # the run's preloaded job process (histodetect.worker), started by onstart
 
 PATCH_LABELS = config.get("patches", {}).get("labels")  # patch mode: rules/cohort.smk
 DEMO = config["demo"]["enabled"] and not PATCH_LABELS

@@ -1,5 +1,9 @@
 """Snakemake script of rules boxes_from_heatmap and predict_boxes."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import pandas as pd
 
 from histodetect.detection.slide_outputs import box_settings, detect_slide, expected_count

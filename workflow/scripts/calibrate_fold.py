@@ -1,5 +1,9 @@
 """Snakemake script of rule calibrate_fold."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.runner import log, rule_context
 from histodetect.training.calibration import write_calibration
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule evaluate_points: the point metric out of fold, per fold and pooled."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.points.metrics import evaluate_point_files
 from histodetect.runner import log, rule_context
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule features_summary."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.features.store import features_summary
 from histodetect.runner import rule_context
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule fold_summary."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.evaluation.cohort import summarise_folds
 from histodetect.io import atomic_path
 from histodetect.runner import rule_context

@@ -1,5 +1,9 @@
 """Snakemake script of rule import_features."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.features.store import import_features
 from histodetect.runner import rule_context
 

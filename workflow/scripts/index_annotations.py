@@ -1,5 +1,9 @@
 """Snakemake script of rule index_annotations."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import pandas as pd
 
 from histodetect.annotations.formats import ImportSettings

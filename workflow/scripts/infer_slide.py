@@ -1,5 +1,9 @@
 """Snakemake script of rules infer_slide, infer_oof and predict_infer_slide."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import json
 from pathlib import Path
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule make_demo_cohort."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from pathlib import Path
 
 from histodetect.runner import rule_context

@@ -1,6 +1,10 @@
 """Snakemake script of rule mil_attention: one slide's attention GeoJSON and overlay
 (models that read tiles: the summary image's occlusion effect, the top-k model's tile scores)."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import torch
 
 from histodetect.cohort.bags import read_bag_folds

@@ -1,5 +1,9 @@
 """Snakemake script of rule mil_decision: the out-of-fold decision beside the fold models."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.mil.ensemble import write_decision
 from histodetect.runner import rule_context
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule mil_ensemble: predictions.tsv and metrics.json."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from pathlib import Path
 
 import torch

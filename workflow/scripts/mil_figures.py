@@ -1,5 +1,9 @@
 """Snakemake script of rule mil_figures: ROC curves and confusion matrices of the bags."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import json
 from pathlib import Path
 

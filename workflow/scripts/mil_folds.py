@@ -1,6 +1,10 @@
 """Snakemake script of checkpoint mil_folds: the bag split and folds, slides that did not
 tile left out (split ``excluded``)."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import pandas as pd
 
 from histodetect.cohort.bags import bag_folds, bag_table, split_bags

@@ -1,5 +1,9 @@
 """Snakemake script of rule mil_km: Kaplan-Meier curves of the risk groups."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.mil.figures import km_png, read_predictions
 from histodetect.runner import rule_context
 

@@ -3,6 +3,10 @@ or out-of-fold training bags where no test bag carries a label (each ranked by i
 model; models that read tiles: the summary image's occlusion effect, the top-k model's tile
 scores)."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import json
 from pathlib import Path
 

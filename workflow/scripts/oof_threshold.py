@@ -1,5 +1,9 @@
 """Snakemake script of rule oof_threshold."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.runner import log, rule_context
 from histodetect.training.thresholds import write_threshold
 

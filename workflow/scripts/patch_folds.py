@@ -1,5 +1,9 @@
 """Snakemake script of rule patch_folds."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.cohort.patches import write_patch_folds
 from histodetect.runner import log, rule_context
 

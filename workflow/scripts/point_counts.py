@@ -1,5 +1,9 @@
 """Snakemake script of rules point_counts and predict_point_counts: one table of counts."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.points.detect import write_count_table
 from histodetect.runner import log, rule_context
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule oof_points: scored centres of a heatmap, as CSV and GeoJSON."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.points.detect import write_points
 from histodetect.runner import log, rule_context
 

@@ -1,5 +1,9 @@
 """Snakemake script of checkpoint predict_mil: the new slides' bags through the fold ensemble."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import logging
 from pathlib import Path
 

@@ -1,5 +1,9 @@
 """Snakemake script of rules slide_points and predict_points: tuned points, their counts."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from histodetect.points.detect import tuned_point_settings, write_slide_points
 from histodetect.runner import log, rule_context
 

@@ -1,5 +1,9 @@
 """Snakemake script of rule tile_slide."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import json
 
 from histodetect.errors import SlideError

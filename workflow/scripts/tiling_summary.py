@@ -1,5 +1,9 @@
 """Snakemake script of rule tiling_summary."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import json
 import logging
 from pathlib import Path

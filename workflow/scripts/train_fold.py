@@ -1,5 +1,9 @@
 """Snakemake script of rule train_fold (with points.hard_negative_rounds 1: two rounds)."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from pathlib import Path
 
 import pandas as pd

@@ -1,6 +1,10 @@
 """Snakemake script of rule train_mil: one fold of mil.model's family (a bag model over the
 feature files, or a model that reads tiles: the summary image, the top-k tile encoder)."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from pathlib import Path
 
 import torch

@@ -1,5 +1,9 @@
 """Snakemake script of rule tune_boxes."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import pandas as pd
 
 from histodetect.evaluation.cohort import rule_truth

@@ -1,5 +1,9 @@
 """Snakemake script of rule tune_points."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 from pathlib import Path
 
 import pandas as pd

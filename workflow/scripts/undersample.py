@@ -1,5 +1,9 @@
 """Snakemake script of rule undersample."""
 
+from histodetect.worker import hand_to_worker
+
+hand_to_worker(snakemake)
+
 import pandas as pd
 
 from histodetect.cohort.sampling import fold_tables

@@ -1,0 +1,108 @@
+"""The preloaded job process: a script handed to it runs in a fork with the job's streams,
+folder, environment and arguments, ends with the script's status, and dies with its client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from histodetect import worker
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    from histodetect.worker import hand_to_worker
+
+    class Job:
+        rule = "demo"
+
+    hand_to_worker(Job())
+    print("in fork:", os.environ.get("HISTODETECT_WORKER_JOB") is not None, flush=True)
+    print("env:", os.environ.get("JOB_VALUE"), "cwd:", os.getcwd(), "argv:", sys.argv[1:])
+    print("to stderr", file=sys.stderr)
+    if sys.argv[1] == "raise":
+        raise ValueError("slide s1 is unreadable")
+    if sys.argv[1] == "sleep":
+        open("pid.txt", "w").write(str(os.getpid()))
+        time.sleep(120)
+    sys.exit(int(sys.argv[1]))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder with a listening worker (parent: this test process) and the job script."""
+    folder = tmp_path_factory.mktemp("worker")
+    (folder / "job.py").write_text(SCRIPT)
+    sock = folder / worker.SOCKET
+    sock.parent.mkdir(parents=True)
+    command = [sys.executable, "-m", "histodetect.worker", str(worker.SOCKET), str(os.getpid())]
+    process = subprocess.Popen(command, cwd=folder, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not sock.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert sock.exists(), "the worker did not start listening"
+    yield folder
+    process.terminate()
+    process.wait(timeout=20)
+    assert not sock.exists()
+
+
+def run_job(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "JOB_VALUE": "from-the-job"}
+    command = [sys.executable, "job.py", *args]
+    return subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_job_runs_in_the_fork_with_its_own_streams_env_and_status(served: Path) -> None:
+    done = run_job(served, "3")
+    assert done.returncode == 3
+    assert "in fork: True" in done.stdout
+    assert f"env: from-the-job cwd: {served} argv: ['3']" in done.stdout
+    assert done.stderr.strip() == "to stderr"
+
+
+def test_a_failing_job_shows_its_own_traceback(served: Path) -> None:
+    done = run_job(served, "raise")
+    assert done.returncode == 1
+    assert done.stderr.strip().endswith("ValueError: slide s1 is unreadable")
+    assert "job.py" in done.stderr and "worker.py" not in done.stderr
+
+
+def test_a_job_without_a_worker_runs_in_its_own_process(tmp_path: Path) -> None:
+    (tmp_path / "job.py").write_text(SCRIPT)
+    done = run_job(tmp_path, "0")
+    assert done.returncode == 0 and "in fork: False" in done.stdout
+
+
+def test_a_cancelled_job_takes_its_fork_with_it(served: Path) -> None:
+    (served / "pid.txt").unlink(missing_ok=True)
+    client = subprocess.Popen([sys.executable, "job.py", "sleep"], cwd=served)
+    deadline = time.monotonic() + 60
+    while not (served / "pid.txt").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    fork = int((served / "pid.txt").read_text())
+    assert fork != client.pid
+    client.send_signal(signal.SIGTERM)
+    client.wait(timeout=20)
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{fork}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{fork}").exists()
+
+
+def test_the_preload_adds_the_package_modules_the_scripts_import(tmp_path: Path) -> None:
+    (tmp_path / "a.py").write_text("from histodetect.slides.tiling import x\nimport torch\n")
+    (tmp_path / "b.py").write_text("from histodetect.runner import rule_context\n")
+    names = worker.modules_to_preload(tmp_path)
+    assert names[: len(worker.PRELOAD)] == list(worker.PRELOAD)
+    assert names[len(worker.PRELOAD) :] == ["histodetect.slides.tiling", "histodetect.runner"]
