@@ -218,7 +218,7 @@ def serve(socket_path: Path, parent: int, scripts: Path | None, log_path: Path =
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     try:
-        while _alive(parent) and socket_path.exists():
+        while os.getppid() == parent and socket_path.exists():  # Snakemake, even killed, ends it
             if selector.select(timeout=1.0):
                 conn, _ = listener.accept()
                 _fork_job(conn, listener, log)
@@ -227,16 +227,6 @@ def serve(socket_path: Path, parent: int, scripts: Path | None, log_path: Path =
         with contextlib.suppress(FileNotFoundError):
             socket_path.unlink()
         print(f"{time.strftime('%H:%M:%S')} stopped", file=log)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -256,9 +246,11 @@ def start_worker(scripts: Path | None, socket_path: Path = SOCKET) -> Worker:
     command = [sys.executable, "-m", "histodetect.worker", str(socket_path), str(os.getpid())]
     if scripts is not None:
         command.append(str(scripts))
-    process = subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True
-    )
+    LOG.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOG, "a") as log:  # never Snakemake's streams: a pipe held open would hang its reader
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
+        )
     return Worker(process, socket_path)
 
 

@@ -106,3 +106,30 @@ def test_the_preload_adds_the_package_modules_the_scripts_import(tmp_path: Path)
     names = worker.modules_to_preload(tmp_path)
     assert names[: len(worker.PRELOAD)] == list(worker.PRELOAD)
     assert names[len(worker.PRELOAD) :] == ["histodetect.slides.tiling", "histodetect.runner"]
+
+
+def test_the_worker_ends_with_a_killed_snakemake_not_yet_reaped(tmp_path: Path) -> None:
+    """Snakemake SIGKILLed stays a zombie until its own parent reaps it; the worker must not
+    wait for that (it would hold the streams that parent reads to their end)."""
+    starter = textwrap.dedent(
+        """
+        import time
+        from pathlib import Path
+        from histodetect.worker import start_worker
+        start_worker(None)
+        time.sleep(600)
+        """
+    )
+    snakemake = subprocess.Popen([sys.executable, "-c", starter], cwd=tmp_path)
+    sock = tmp_path / worker.SOCKET
+    deadline = time.monotonic() + 120
+    while not sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sock.exists()
+    os.kill(snakemake.pid, signal.SIGKILL)  # not waited for: a zombie
+    deadline = time.monotonic() + 30
+    while sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not sock.exists()
+    snakemake.wait()
+    assert "stopped" in (tmp_path / worker.LOG).read_text()

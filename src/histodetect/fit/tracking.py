@@ -1,4 +1,9 @@
-"""Run tracking of one fold: an MLflow run (reopened on resume) and TensorBoard events."""
+"""Run tracking of one fold: an MLflow run (reopened on resume) and TensorBoard events.
+
+MLflow and TensorBoard are imported when a run is opened, not with this module: the jobs that
+only load a trained model (attention maps, predictions) import the trainers' modules without
+paying seconds for them.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,10 @@ import fcntl
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlflow
-from mlflow.entities import Metric, Param
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-from torch.utils.tensorboard import SummaryWriter
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 
 class RunLogger:
@@ -24,6 +26,8 @@ class RunLogger:
     ) -> None:
         self.uri, self.experiment, self.run_name, self.tb_dir = uri, experiment, run_name, tb_dir
         self.step_metric = step_metric  # logged every epoch: tells which epochs a run has
+        from mlflow.tracking import MlflowClient
+
         with _store_lock(uri):  # fold jobs side by side would each create the tables
             self.client = MlflowClient(uri)
         self.run_id = ""
@@ -31,6 +35,10 @@ class RunLogger:
 
     def start(self, run_id: str | None, params: dict[str, Any], history: list[dict]) -> str:
         """Create the run (or reopen ``run_id``), replay epochs it lacks; return its id."""
+        import mlflow
+        from mlflow.entities import Param
+        from torch.utils.tensorboard import SummaryWriter
+
         mlflow.set_tracking_uri(self.uri)
         if run_id is None:
             exp_id = self._experiment_id()
@@ -72,6 +80,8 @@ class RunLogger:
             self._close()
 
     def _mlflow(self, step: int, row: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
         ts = int(time.time() * 1000)
         items = [Metric(k, float(v), ts, step) for k, v in row.items() if k != "epoch"]
         self.client.log_batch(self.run_id, metrics=items)
@@ -89,6 +99,8 @@ class RunLogger:
             self.tb = None
 
     def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return exp.experiment_id
