@@ -30,7 +30,33 @@ def test_tied_event_times_share_one_risk_set_as_breslow_has_it() -> None:
     risk, time, event = _tensors([0.5, -1.0, 2.0], [1.0, 1.0, 2.0], [1, 1, 0])
     r = risk.numpy()
     breslow = r[0] + r[1] - 2 * np.log(np.exp(r).sum())  # both tied events: all 3 at risk
-    assert -float(cox_loss(risk, time, event)) * 2 == pytest.approx(breslow)
+    assert -float(cox_loss(risk, time, event, "breslow")) * 2 == pytest.approx(breslow)
+
+
+def test_efron_ties_are_lifelines_partial_log_likelihood() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=40)
+    time = np.ceil(rng.exponential(3 * np.exp(-x)))  # whole units: many tied times
+    event = (rng.random(40) < 0.7).astype(int)
+    assert pd.Series(time[event == 1]).duplicated().any()
+    fit = CoxPHFitter().fit(pd.DataFrame({"x": x, "T": time, "E": event}), "T", "E")
+    risk = fit.params_["x"] * x
+    loss = cox_loss(*_tensors(risk, time, event), ties="efron")
+    assert -float(loss) * event.sum() == pytest.approx(fit.log_likelihood_, rel=1e-9)
+    breslow = cox_loss(*_tensors(risk, time, event), ties="breslow")
+    assert float(breslow) > float(loss)  # Breslow's risk sets are larger at ties
+
+
+def test_efron_on_a_small_tied_example_by_hand() -> None:
+    risk, time, event = _tensors([0.5, -1.0, 2.0, 0.3], [1.0, 1.0, 1.0, 2.0], [1, 1, 0, 1])
+    e = np.exp(risk.numpy())
+    tied = e[0] + e[1]  # the two events at time 1; bag 2 censored at 1 stays at risk
+    first, second = np.log(e.sum()), np.log(e.sum() - tied / 2)
+    by_hand = 0.5 - 1.0 - first - second + (0.3 - np.log(e[3]))
+    assert -float(cox_loss(risk, time, event, "efron")) * 3 == pytest.approx(by_hand)
+    assert float(cox_loss(risk, time, event, "efron")) == pytest.approx(
+        float(cox_loss(risk.flip(0), time.flip(0), event.flip(0), "efron"))
+    )  # the order of the bags does not matter
 
 
 def test_a_batch_without_an_event_has_zero_loss_and_still_a_graph() -> None:
