@@ -1,7 +1,11 @@
 """Snakemake script of rule mil_km: Kaplan-Meier curves of the risk groups."""
 
+import json
+from pathlib import Path
+
 from histodetect.mil.figures import km_png, read_predictions
 from histodetect.runner import rule_context
 
 with rule_context(snakemake):
-    km_png(read_predictions(snakemake.input.predictions), snakemake.output.km)
+    metrics = json.loads(Path(snakemake.input.metrics).read_text())
+    km_png(read_predictions(snakemake.input.predictions), snakemake.output.km, metrics)
