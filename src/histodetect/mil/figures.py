@@ -98,8 +98,7 @@ def km_png(
         ax.set(ylabel="Survival", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8, loc="lower left")
         p = "n/a" if not np.isfinite(found[split]) else f"{found[split]:.3g}"
-        events = int(part.event.sum())
-        _panel_title(ax, f"{title} (n={len(part)}, {events} events), log-rank p {p}", len(shown))
+        _panel_title(ax, f"{title} (n={len(part)}, {_events(part)}), log-rank p {p}", len(shown))
         _at_risk(below, fitted, colours, ax.get_xlim())
         below.set_xlabel(f"Time ({unit})")
     fig.tight_layout()
@@ -120,12 +119,17 @@ def _km_curves(
         km = KaplanMeierFitter().fit(rows.target, rows.event)
         curve = km.survival_function_.iloc[:, 0]
         ax.step(curve.index, curve.to_numpy(), where="post", color=colours[group],
-                label=f"{group} risk (n={len(rows)}, {int(rows.event.sum())} events)")  # fmt: skip
+                label=f"{group} risk (n={len(rows)}, {_events(rows)})")  # fmt: skip
         censored = rows.target[rows.event == 0].to_numpy(float)
         ax.plot(censored, km.survival_function_at_times(censored).to_numpy(), "|",
                 color=colours[group], markersize=7)  # fmt: skip
         fitted[group] = rows.target.to_numpy(float)
     return fitted
+
+
+def _events(part: pd.DataFrame) -> str:
+    n = int(part.event.sum())
+    return f"{n} event" + ("" if n == 1 else "s")
 
 
 def _at_risk(
