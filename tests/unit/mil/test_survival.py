@@ -170,3 +170,8 @@ def test_predict_reads_an_outcome_record_and_refuses_one_without_groups(tmp_path
         f"{path}: a survival decision record without risk_groups (made before predict of "
         "survival was built): run target mil of that run again"
     )
+
+
+def test_an_unknown_ties_method_is_refused() -> None:
+    with pytest.raises(ValueError, match="ties 'exact'"):
+        cox_loss(*_tensors([0.1, 0.2], [1.0, 2.0], [1, 1]), ties="exact")
