@@ -93,6 +93,7 @@ rule mil_ensemble:
         seed=config["seed"],
         tiles_dir="results/tiles",
         scores_dir=MIL.scores_dir,
+        survival=MIL.survival_params,
     script:
         "../scripts/mil_ensemble.py"
 
@@ -171,6 +172,7 @@ rule mil_scatter:
 rule mil_km:
     input:
         predictions=f"{MIL_DIR}/predictions.tsv",
+        metrics=f"{MIL_DIR}/metrics.json",
     output:
         km=report(
             f"{MIL_DIR}/km.png",
@@ -256,5 +258,7 @@ rule mil_decision:
         "logs/mil_decision.log",
     conda:
         "../../envs/torch.yaml"
+    params:
+        survival=MIL.survival_params,
     script:
         "../scripts/mil_decision.py"

@@ -129,7 +129,8 @@ use rule point_counts as predict_point_counts with:
 
 
 # ---- the slide-label models on new slides (mil.enabled): features extracted as the cohort's,
-# bags (mil.bag) scored by the fold models and called at the decision saved beside them.
+# bags (mil.bag) scored by the fold models and called at the decision saved beside them (a
+# numeric label: the models' mean; survival: the log risk and its group at the saved cuts).
 if SETTINGS.features.source != "import":
 
     use rule extract_features as predict_extract_features with:

@@ -9,5 +9,8 @@ from histodetect.runner import rule_context
 
 with rule_context(snakemake):
     write_decision(
-        list(snakemake.input.models), list(snakemake.input.predictions), snakemake.output[0]
+        list(snakemake.input.models),
+        list(snakemake.input.predictions),
+        snakemake.output[0],
+        snakemake.params.survival,
     )

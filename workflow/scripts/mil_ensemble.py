@@ -28,6 +28,7 @@ with rule_context(snakemake):
         folds, models, list(snakemake.input.predictions),
         FeatureSource(snakemake.params.feature_dir, {"encoder_id": snakemake.params.encoder_id}),
         n_bootstrap=snakemake.params.bootstrap, seed=snakemake.params.seed, scorer=scorer,
+        survival=snakemake.params.survival,
     )  # fmt: skip
     write_outputs(
         table, metrics, Path(snakemake.output.predictions), Path(snakemake.output.metrics)

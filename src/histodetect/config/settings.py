@@ -102,6 +102,14 @@ class MilSettings:
             keys += ("time_column", "event_column")
         return {key: self.section.get(key) for key in keys}
 
+    @property
+    def survival_params(self) -> dict[str, Any]:
+        """What survival's metrics, risk groups and pictures read (``horizons``,
+        ``risk_groups``, ``time_unit``); nothing for another task."""
+        if self.section.get("task") != "survival":
+            return {}
+        return {key: self.section.get(key) for key in ("horizons", "risk_groups", "time_unit")}
+
 
 @dataclass(frozen=True)
 class RunSettings:

@@ -67,9 +67,10 @@ def mil_summary_lines(mil_dir: Path = Path("results/mil")) -> list[str]:
     if m["task"] == "survival":
         lines.append(
             f"histodetect: {m['model']} over {m['n_test_bags']} test bags: c-index "
-            f"{fmt('cindex')}, Uno's {fmt('cindex_uno')}, log-rank p {fmt('logrank_p')} "
-            f"(out of fold over {m['n_oof_bags']} training bags: c-index {fmt('oof_cindex')}, "
-            f"Uno's {fmt('oof_cindex_uno')}, log-rank p {fmt('oof_logrank_p')})"
+            f"{fmt('cindex')}, Uno's {fmt('cindex_uno')}, log-rank p {fmt('logrank_p')}, "
+            f"IBS {fmt('ibs')} (out of fold over {m['n_oof_bags']} training bags: c-index "
+            f"{fmt('oof_cindex')}, Uno's {fmt('oof_cindex_uno')}, log-rank p "
+            f"{fmt('oof_logrank_p')}, IBS {fmt('oof_ibs')})"
         )
         return lines
     qwk = m["task"] == "ordinal"
@@ -86,7 +87,8 @@ def mil_summary_lines(mil_dir: Path = Path("results/mil")) -> list[str]:
 
 def mil_predict_summary_lines(mil_dir: Path = Path("results/predict/mil")) -> list[str]:
     """After a predict run with the slide-label models: new slides and bags left out, then
-    how many bags were called what."""
+    how many bags were called what (survival: put in which risk group; a numeric label: the
+    span of the predictions)."""
     bags_path, out = mil_dir / "bags.tsv", mil_dir / "predictions.tsv"
     if not (bags_path.exists() and out.exists()):
         return []
@@ -101,10 +103,19 @@ def mil_predict_summary_lines(mil_dir: Path = Path("results/predict/mil")) -> li
         for bag in used.index[~used]
     ]
     table = _table(out)
-    calls = table.call.value_counts().sort_index()
+    left = f"; {int((~used).sum())} left out"
+    if "prediction" in table:  # a numeric label: no call
+        values = pd.to_numeric(table.prediction)
+        span = f"from {values.min():.3g} to {values.max():.3g}" if len(table) else "none"
+        lines.append(f"histodetect: {len(table)} new bags predicted in {out} ({span}){left}")
+        return lines
+    column, verb = (
+        ("risk_group", "grouped by risk") if "risk_group" in table else ("call", "called")
+    )
+    calls = table[column].value_counts().sort_index()
     lines.append(
-        f"histodetect: {len(table)} new bags called in {out} ("
+        f"histodetect: {len(table)} new bags {verb} in {out} ("
         + ", ".join(f"{c}: {n}" for c, n in calls.items())
-        + f"); {int((~used).sum())} left out"
+        + f"){left}"
     )
     return lines

@@ -181,9 +181,10 @@ def regression_rows(
 
 
 def survival_rows(metrics: dict[str, Any], ci: Callable[[str], str]) -> list[tuple[str, str, str]]:
-    """The headline rows of survival: Harrell's and Uno's c-index and the risk groups'
-    log-rank p, on test and out of fold."""
-    names = (("cindex", "c-index"), ("cindex_uno", "Uno's c-index"), ("logrank_p", "log-rank p"))
+    """The headline rows of survival: Harrell's and Uno's c-index, the risk groups'
+    log-rank p and the integrated Brier score, on test and out of fold."""
+    names = (("cindex", "c-index"), ("cindex_uno", "Uno's c-index"), ("logrank_p", "log-rank p"),
+             ("ibs", "integrated Brier score"))  # fmt: skip
     return outcome_rows(metrics, ci, names, " log risk")
 
 

@@ -21,7 +21,7 @@ from histodetect.fit.metrics import balanced_accuracy, binary_auc
 from histodetect.io import atomic_path
 from histodetect.mil.data import Bag, FeatureSource, bags_of
 from histodetect.mil.models import BagModel, MilTask, load_mil_model, score_bag
-from histodetect.mil.outcomes import outcome_ensemble
+from histodetect.mil.outcomes import group_record, outcome_ensemble, survival_options
 from histodetect.training.thresholds import (
     Decision,
     fit_decision,
@@ -119,18 +119,25 @@ def ensemble(
     n_bootstrap: int = 1000,
     seed: int = 42,
     scorer: BagScorer | None = None,
+    survival: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Score every test and predict-only bag with every fold model (``scorer``; default: the
     bag models over ``source``'s features); return the predictions table (test, predict and,
     out of fold, training bags) and the metrics (a numeric label's:
     :func:`~histodetect.mil.outcomes.regression_ensemble`, survival's
     :func:`~histodetect.mil.outcomes.survival_ensemble`: through
-    :func:`~histodetect.mil.outcomes.outcome_ensemble`)."""
+    :func:`~histodetect.mil.outcomes.outcome_ensemble`; ``survival``: its ``mil`` keys)."""
     scorer = scorer or FeatureScorer(model_paths, source)
     meta = scorer.meta
     if meta["task"] in ("regression", "survival"):
         return outcome_ensemble(
-            folds, scorer, model_paths, prediction_paths, n_bootstrap=n_bootstrap, seed=seed
+            folds,
+            scorer,
+            model_paths,
+            prediction_paths,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            survival=survival,
         )
     classes, ordinal = list(meta["classes"]), meta["task"] == "ordinal"
     oof, decision = oof_decision(prediction_paths, model_paths, classes)
@@ -194,12 +201,17 @@ def fold_vote(per_fold: np.ndarray, decision: Decision) -> tuple[np.ndarray, int
 
 
 def write_decision(
-    model_paths: Sequence[str | Path], prediction_paths: Sequence[str | Path], out: str | Path
+    model_paths: Sequence[str | Path],
+    prediction_paths: Sequence[str | Path],
+    out: str | Path,
+    survival: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the ensemble's out-of-fold decision beside the fold models (``decision.json``),
     with what a later predict checks: task, classes, bag, encoder id and the fold models
-    (a numeric label or survival has no decision: null; survival's risk groups are in
-    ``predictions.tsv`` and the median in ``metrics.json``)."""
+    (a numeric label or survival has no decision: null). Survival's risk groups, cut out of
+    fold at the ``risk_groups`` of ``survival`` (its ``mil`` keys), are saved here for
+    predict (:func:`~histodetect.mil.outcomes.group_record`, as ``metrics.json`` has them),
+    with the ``time_unit``."""
     meta = model_meta(model_paths[0])
     classes = list(meta["classes"])
     if meta["task"] in ("regression", "survival"):
@@ -216,6 +228,10 @@ def write_decision(
         "folds": sorted(int(model_meta(p)["fold"]) for p in model_paths),
         "n_oof_bags": len(oof),
     }
+    if meta["task"] == "survival":
+        options = survival_options(survival)
+        record["risk_groups"] = group_record(oof.risk, options["risk_groups"])
+        record["time_unit"] = options["time_unit"]
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import import_module
+from itertools import pairwise
 from typing import Any
 
 from histodetect.cohort.bags import OUTCOME_TASKS
@@ -81,9 +82,14 @@ def family_of_format(fmt: str | None) -> Family | None:
 
 def check_mil_section(mil: dict[str, Any], source: str) -> Family:
     """``mil.model``'s family, after the checks the schema cannot make, each one line naming
-    ``source`` (the config): the transformer's width must split into its heads, and a
-    numeric outcome (``mil.task`` regression or survival) needs a bag model over the features."""
+    ``source`` (the config): the transformer's width must split into its heads, a
+    numeric outcome (``mil.task`` regression or survival) needs a bag model over the features,
+    and survival's ``horizons`` and ``risk_groups`` quantiles must rise strictly."""
     chosen = family(mil["model"])
+    for key in ("horizons", "risk_groups"):
+        values = mil.get(key) or []
+        if any(b <= a for a, b in pairwise(values)):
+            raise InputError(source, f"mil.{key} {values}: each must be above the one before")
     if chosen.reads_tiles and mil["task"] in OUTCOME_TASKS:
         raise InputError(
             source,

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from lifelines import KaplanMeierFitter
-from lifelines.statistics import logrank_test
 from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from histodetect.mil.survival_metrics import logrank_p
 from histodetect.slides.pictures import DPI, TITLE_PAD_PX, save_png, wrap_px
 
 PANELS = (("test", "Test bags"), ("train", "Out of fold (training bags)"))
@@ -62,43 +63,93 @@ def scatter_png(table: pd.DataFrame, path: str | os.PathLike[str]) -> dict[str, 
     return drawn
 
 
-def logrank_p(part: pd.DataFrame) -> float:
-    """The log-rank p of the high against the low risk group (NaN without both)."""
-    high, low = part[part.risk_group == "high"], part[part.risk_group == "low"]
-    if high.empty or low.empty:
-        return float("nan")
-    test = logrank_test(high.target, low.target, high.event, low.event)
-    return float(test.p_value)
+GROUP_COLOURS = {"low": "tab:blue", "mid": "tab:orange", "high": "tab:red"}
 
 
-def km_png(table: pd.DataFrame, path: str | os.PathLike[str]) -> dict[str, float]:
-    """Kaplan-Meier curves (lifelines) of the high and low risk groups (``mil.task:
-    survival``; split at the out-of-fold median) of the test bags beside the training bags
-    out of fold (alone without labelled test bags: :func:`panels`), each panel titled with
-    the bags, events and the log-rank p of the groups; returns the p per split."""
+def km_png(
+    table: pd.DataFrame, path: str | os.PathLike[str], metrics: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Kaplan-Meier curves (lifelines) of the risk groups (``mil.task: survival``; cut out of
+    fold, ``metrics["risk_groups"]``, lowest risk first) of the test bags beside the training
+    bags out of fold (alone without labelled test bags: :func:`panels`), censorings marked,
+    the number at risk under each panel at the time ticks, time in ``metrics["time_unit"]``;
+    each panel titled with its bags, events and the log-rank p of its groups
+    (:func:`~histodetect.mil.survival_metrics.logrank_p`); returns the p per split."""
+    metrics = metrics or {}
     shown = panels(table)
-    fig = Figure(figsize=(0.4 + 4.8 * len(shown), 4.8), dpi=DPI)
-    axes = fig.subplots(1, len(shown), squeeze=False)[0]
+    names = metrics.get("risk_groups", {}).get("names") or sorted(
+        set(table.risk_group.astype(str)) - {""}, key=lambda g: ("low", "mid", "high").index(g)
+        if g in ("low", "mid", "high") else 3
+    )  # fmt: skip
+    colours = {g: GROUP_COLOURS.get(g, colormaps["viridis"](i / max(len(names) - 1, 1)))
+               for i, g in enumerate(names)}  # fmt: skip
+    unit = metrics.get("time_unit") or "time units"
+    height = 4.8 + 0.2 * len(names)
+    fig = Figure(figsize=(0.6 + 5.0 * len(shown), height), dpi=DPI)
+    grid = fig.subplots(2, len(shown), squeeze=False, sharex="col",
+                        gridspec_kw={"height_ratios": [4.0, 0.5 + 0.25 * len(names)]})  # fmt: skip
     found = {}
-    for ax, (split, title) in zip(axes, shown, strict=True):
+    for i, (split, title) in enumerate(shown):
+        ax, below = grid[0, i], grid[1, i]
         part = labelled(table, split).rename(columns={"time": "target"})
         part = part.assign(target=pd.to_numeric(part.target), event=pd.to_numeric(part.event))
-        for group, colour in (("high", "tab:red"), ("low", "tab:blue")):
-            rows = part[part.risk_group == group]
-            if rows.empty:
-                continue
-            km = KaplanMeierFitter().fit(rows.target, rows.event)
-            curve = km.survival_function_.iloc[:, 0]
-            ax.step(curve.index, curve.to_numpy(), where="post", color=colour,
-                    label=f"{group} risk (n={len(rows)}, {int(rows.event.sum())} events)")  # fmt: skip
+        fitted = _km_curves(ax, part, names, colours)
         found[split] = logrank_p(part)
-        ax.set(xlabel="Time", ylabel="Survival", ylim=(-0.02, 1.02))
+        ax.set(ylabel="Survival", ylim=(-0.02, 1.02))
         ax.legend(fontsize=8, loc="lower left")
         p = "n/a" if not np.isfinite(found[split]) else f"{found[split]:.3g}"
-        _panel_title(ax, f"{title} (n={len(part)}), log-rank p {p}", len(shown))
+        _panel_title(ax, f"{title} (n={len(part)}, {_events(part)}), log-rank p {p}", len(shown))
+        _at_risk(below, fitted, colours, ax.get_xlim())
+        below.set_xlabel(f"Time ({unit})")
     fig.tight_layout()
     save_png(fig, path)
     return found
+
+
+def _km_curves(
+    ax: Axes, part: pd.DataFrame, names: Sequence[str], colours: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """Each group's Kaplan-Meier step curve and censoring marks on ``ax``; returns the
+    groups' times (for the numbers at risk)."""
+    fitted = {}
+    for group in names:
+        rows = part[part.risk_group == group]
+        if rows.empty:
+            continue
+        km = KaplanMeierFitter().fit(rows.target, rows.event)
+        curve = km.survival_function_.iloc[:, 0]
+        ax.step(curve.index, curve.to_numpy(), where="post", color=colours[group],
+                label=f"{group} risk (n={len(rows)}, {_events(rows)})")  # fmt: skip
+        censored = rows.target[rows.event == 0].to_numpy(float)
+        ax.plot(censored, km.survival_function_at_times(censored).to_numpy(), "|",
+                color=colours[group], markersize=7)  # fmt: skip
+        fitted[group] = rows.target.to_numpy(float)
+    return fitted
+
+
+def _events(part: pd.DataFrame) -> str:
+    n = int(part.event.sum())
+    return f"{n} event" + ("" if n == 1 else "s")
+
+
+def _at_risk(
+    ax: Axes, fitted: dict[str, np.ndarray], colours: dict[str, Any], xlim: tuple[float, float]
+) -> None:
+    """The number at risk (time not yet passed) of each group at the time ticks of ``ax``."""
+    ticks = [t for t in ax.get_xticks() if xlim[0] <= t <= xlim[1]]
+    ax.set_xticks(ticks)
+    ax.set_xlim(xlim)
+    ax.set_ylim(len(fitted) - 0.5, -0.5 - 0.8)
+    ax.set_yticks([])
+    for side in ("top", "right", "left"):
+        ax.spines[side].set_visible(False)
+    ax.text(0.0, -0.5 - 0.4, "Number at risk", transform=ax.get_yaxis_transform(),
+            fontsize=8, va="center", ha="left")  # fmt: skip
+    for row, (group, times) in enumerate(fitted.items()):
+        ax.text(-0.01, row, group, transform=ax.get_yaxis_transform(), ha="right",
+                va="center", fontsize=8, color=colours[group])  # fmt: skip
+        for t in ticks:
+            ax.text(t, row, str(int((times >= t).sum())), ha="center", va="center", fontsize=8)
 
 
 def read_predictions(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The fold ensemble of a numeric outcome (``mil.task: regression``; survival's risks:
-:func:`survival_ensemble`): each bag's prediction
+:func:`survival_ensemble`, its time-dependent scores and risk groups
+:mod:`histodetect.mil.survival_metrics`): each bag's prediction
 (the fold models' mean; out of fold for the training bags), and MAE, RMSE, R², Pearson and
 Spearman with bootstrap intervals, on the test bags and out of fold.
 
@@ -19,11 +20,20 @@ import pandas as pd
 from scipy import stats
 
 from histodetect.mil.data import bags_of
-from histodetect.mil.figures import logrank_p
 from histodetect.mil.survival import survival_scores
+from histodetect.mil.survival_metrics import (
+    default_horizons,
+    group_names,
+    logrank_p,
+    risk_cuts,
+    risk_groups,
+    timed_scores,
+)
 from histodetect.training.thresholds import read_oof
 
 REGRESSION_METRICS = ("mae", "rmse", "r2", "pearson", "spearman")
+SURVIVAL_OPTIONS = {"horizons": None, "risk_groups": None, "time_unit": "days"}
+"""The ``mil`` keys survival's metrics and groups read, with their defaults."""
 
 
 def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -102,13 +112,16 @@ def outcome_ensemble(
     *,
     n_bootstrap: int,
     seed: int,
+    survival: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions and metrics of a numeric label (:func:`regression_ensemble`) or of
-    survival (:func:`survival_ensemble`), as the fold models' task says; ``scorer`` is the
-    ensemble's (:class:`histodetect.mil.ensemble.BagScorer`), each fold's answer ``(1,)``."""
+    survival (:func:`survival_ensemble`, with the ``mil`` keys ``survival``), as the fold
+    models' task says; ``scorer`` is the ensemble's
+    (:class:`histodetect.mil.ensemble.BagScorer`), each fold's answer ``(1,)``."""
     oof = read_oof(prediction_paths, model_paths)
-    finish = survival_ensemble if scorer.meta["task"] == "survival" else regression_ensemble
-    return finish(folds, scorer, oof, n_bootstrap, seed)
+    if scorer.meta["task"] == "survival":
+        return survival_ensemble(folds, scorer, oof, n_bootstrap, seed, survival)
+    return regression_ensemble(folds, scorer, oof, n_bootstrap, seed)
 
 
 def regression_ensemble(
@@ -146,29 +159,67 @@ def survival_with_intervals(
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
+def survival_options(survival: dict[str, Any] | None) -> dict[str, Any]:
+    """:data:`SURVIVAL_OPTIONS` overridden by the ``mil`` keys given (None: unset)."""
+    given = {k: v for k, v in (survival or {}).items() if k in SURVIVAL_OPTIONS and v is not None}
+    return SURVIVAL_OPTIONS | given
+
+
+def group_record(oof_risk: Any, quantiles: Any) -> dict[str, Any]:
+    """The risk groups as fixed out of fold: ``quantiles`` (null: the median), the ``cuts``
+    (:func:`~histodetect.mil.survival_metrics.risk_cuts`) and the group ``names``, lowest
+    risk first (a risk at a cut joins the group below); saved in ``decision.json`` for
+    predict and in ``metrics.json``."""
+    cuts = risk_cuts(oof_risk, quantiles)
+    return {"quantiles": list(quantiles or [0.5]), "cuts": cuts,
+            "names": group_names(len(cuts) + 1)}  # fmt: skip
+
+
 def survival_ensemble(
-    folds: pd.DataFrame, scorer: Any, oof: pd.DataFrame, n_bootstrap: int, seed: int
+    folds: pd.DataFrame,
+    scorer: Any,
+    oof: pd.DataFrame,
+    n_bootstrap: int,
+    seed: int,
+    survival: dict[str, Any] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Risks (test and predict-only bags by the fold models' mean log risk, training bags out
-    of fold, ``oof``), risk groups and metrics of ``mil.task: survival``.
+    of fold, ``oof``), risk groups and metrics of ``mil.task: survival``; ``survival``: the
+    ``mil`` keys of :data:`SURVIVAL_OPTIONS`.
 
-    The groups split at the out-of-fold risks' median, fixed from the training bags before
-    any test bag is grouped: ``high`` above it, ``low`` at or below. Metrics: ``cindex`` and
-    ``cindex_uno`` of the test bags, ``oof_`` of the training bags, each with 95% bootstrap
-    intervals, the median and each part's log-rank p of the groups (``logrank_p``).
+    The groups are cut at quantiles of the out-of-fold risks (``risk_groups``; null: the
+    median, ``low`` at or below and ``high`` above), fixed from the training bags before any
+    test bag is grouped (:func:`group_record`). Metrics: ``cindex`` and ``cindex_uno`` of
+    the test bags, ``oof_`` of the training bags, each with 95% bootstrap intervals; the
+    cumulative/dynamic AUC at the ``horizons`` (``auc_t``; null: the quartiles of the
+    training bags' event times) and the integrated Brier score (``ibs``) of the survival
+    function ``exp(-H0(t) exp(risk))``, ``H0`` Breslow's on the out-of-fold risks, IPCW by
+    the training bags' censoring (:func:`~histodetect.mil.survival_metrics.timed_scores`;
+    ``oof_``: the training bags scored against their own baseline); each part's log-rank p
+    of the groups (the multivariate test over more than two) and group sizes.
     """
+    options = survival_options(survival)
     table = ensemble_rows(folds, scorer, oof, "risk")
     table.insert(3, "label", [f"{t:g}:{e}" if np.isfinite(t) else "" for t, e in
                               zip(table.target, table.event, strict=True)])  # fmt: skip
-    median = float(np.median(oof.risk)) if len(oof) else float("nan")
-    table["risk_group"] = np.where(table.risk > median, "high", "low")
+    groups = group_record(oof.risk, options["risk_groups"])
+    table["risk_group"] = risk_groups(table.risk, groups["cuts"])
     test = table[(table.split == "test") & table.target.notna()]
     train = table[table.split == "train"]
+    horizons = default_horizons(train.target, train.event, options["horizons"])
+    median = float(np.median(oof.risk)) if len(oof) else float("nan")
     metrics: dict[str, Any] = {"task": "survival", "classes": [],
-                               "model": scorer.meta["arch"]["kind"]}  # fmt: skip
+                               "model": scorer.meta["arch"]["kind"],
+                               "ties": scorer.meta.get("config", {}).get("ties"),
+                               "time_unit": options["time_unit"]}  # fmt: skip
     metrics |= {"n_test_bags": len(test), "n_oof_bags": len(oof), "risk_median": median,
                 "n_test_events": int(test.event.sum()), "n_oof_events": int(train.event.sum())}  # fmt: skip
+    metrics |= {"risk_groups": groups, "horizons": horizons}
     metrics |= survival_with_intervals(test, n_bootstrap, seed)
     metrics |= survival_with_intervals(train, n_bootstrap, seed, "oof_")
+    metrics |= timed_scores(train, test, horizons)
+    metrics |= {f"oof_{k}": v for k, v in timed_scores(train, train, horizons).items()}
     metrics |= {"logrank_p": logrank_p(test), "oof_logrank_p": logrank_p(train)}
+    metrics |= {"group_sizes": {split: part.risk_group.value_counts().to_dict()
+                                for split, part in (("test", test), ("oof", train))}}  # fmt: skip
     return table.rename(columns={"target": "time"}), metrics

@@ -20,18 +20,38 @@ from lifelines.utils import concordance_index
 
 from histodetect.mil.data import Bag, FeatureSource
 
+TIES = ("breslow", "efron")
+"""How tied event times share a risk set in the Cox loss (``mil.ties``)."""
 
-def cox_loss(risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
-    """The negative Cox partial log-likelihood of log risks ``risk`` ``(B,)`` per event, ties
-    by Breslow's method (every bag whose time is not earlier is at risk):
-    ``-sum_{i: event} (r_i - log sum_{j: t_j >= t_i} exp r_j) / n_events``; 0 (with a graph)
-    without an event."""
+
+def cox_loss(
+    risk: torch.Tensor, time: torch.Tensor, event: torch.Tensor, ties: str = "efron"
+) -> torch.Tensor:
+    """The negative Cox partial log-likelihood of log risks ``risk`` ``(B,)`` per event; 0
+    (with a graph) without an event. Breslow's ties: every bag whose time is not earlier is
+    at risk, ``-sum_{i: event} (r_i - log sum_{j: t_j >= t_i} exp r_j) / n_events``. Efron's
+    (lifelines' and R's default): the ``d`` events tied at a time leave the risk set in
+    turn, the ``l``-th (0-based) taking ``log(sum_R exp r - l/d sum_D exp r)``, ``D`` the
+    tied events; without ties both are the same."""
     risk, time, event = risk.reshape(-1), time.reshape(-1).to(risk), event.reshape(-1).to(risk)
-    at_risk = time[None, :] >= time[:, None]  # row i: the risk set of bag i
-    log_den = torch.logsumexp(risk[None, :].masked_fill(~at_risk, float("-inf")), dim=1)
     n_events = event.sum()
     if float(n_events) == 0:
         return risk.sum() * 0.0
+    if ties not in TIES:
+        raise ValueError(f"ties {ties!r}: one of {TIES}")
+    at_risk = time[None, :] >= time[:, None]  # row i: the risk set of bag i
+    if ties == "breslow":
+        log_den = torch.logsumexp(risk[None, :].masked_fill(~at_risk, float("-inf")), dim=1)
+        return -((risk - log_den) * event).sum() / n_events
+    seen = event > 0
+    tied = (time[None, :] == time[:, None]) & seen[None, :] & seen[:, None]
+    d = tied.sum(1).clamp(min=1).to(risk)
+    order = torch.arange(len(risk), device=risk.device)
+    rank = (tied & (order[None, :] < order[:, None])).sum(1).to(risk)  # l: tied events before
+    top = risk.max().detach()  # shift for exp's range; the log adds it back
+    w = torch.exp(risk - top)
+    den = (w[None, :] * at_risk).sum(1) - rank / d * (w[None, :] * tied).sum(1)
+    log_den = torch.log(den.clamp(min=torch.finfo(risk.dtype).tiny)) + top
     return -((risk - log_den) * event).sum() / n_events
 
 
@@ -90,8 +110,9 @@ def cox_epoch(
     device: torch.device,
 ) -> float:  # fmt: skip
     """One pass over the training bags in random batches of ``cfg.batch_bags`` (0: all in
-    one), one optimiser step per batch on its Cox loss; returns the mean batch loss. A batch
-    of a single bag is joined to the one before (it would have no risk set). Neither
+    one), one optimiser step per batch on its Cox loss (ties by ``cfg.ties``); returns the
+    mean batch loss. A batch of a single bag is joined to the one before (it would have no
+    risk set). Neither
     ``class_balance`` nor CLAM-SB's instance clustering (a class's) applies: every model
     learns from the Cox loss alone."""
     model = state.model.train()
@@ -108,7 +129,7 @@ def cox_epoch(
             if cfg.max_tiles and len(x) > cfg.max_tiles:
                 x = x[torch.from_numpy(rng.choice(len(x), cfg.max_tiles, replace=False))]
             xs.append(x)
-        loss = cox_loss(_risks(model, xs, device), *outcome_tensors(batch, device))
+        loss = cox_loss(_risks(model, xs, device), *outcome_tensors(batch, device), cfg.ties)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
@@ -118,13 +139,15 @@ def cox_epoch(
 
 @torch.inference_mode()
 def cox_validate(
-    model: Any, bags: list[Bag], source: FeatureSource, device: torch.device
-) -> tuple[float, np.ndarray]:
-    """The validation bags' Cox loss (one risk set) and their risks ``(B, 1)``."""
+    model: Any, bags: list[Bag], source: FeatureSource, device: torch.device,
+    ties: str = "efron",
+) -> tuple[float, np.ndarray]:  # fmt: skip
+    """The validation bags' Cox loss (one risk set, ``ties`` as in training) and their
+    risks ``(B, 1)``."""
     model.eval()
     risks = [float(model(x.to(device))[0][0, 0]) for _, x in source.stream(bags)]
     risk = torch.tensor(risks, dtype=torch.float32, device=device)
-    loss = float(cox_loss(risk, *outcome_tensors(bags, device)))
+    loss = float(cox_loss(risk, *outcome_tensors(bags, device), ties))
     return loss, np.array(risks, float)[:, None]
 
 

@@ -108,6 +108,7 @@ class MilConfig(FamilyOptions):
     transformer_layers: int = 2
     transformer_heads: int = 4
     batch_bags: int = 32
+    ties: str = "efron"
 
     def plan(
         self, source: FeatureSource, train: list[Bag], val: list[Bag], task: MilTask,
@@ -126,7 +127,7 @@ class MilConfig(FamilyOptions):
                 epoch=lambda state, class_w, rng: cox_epoch(
                     state, train, source, self, rng, device
                 ),
-                validate=lambda net: cox_validate(net, val, source, device),
+                validate=lambda net: cox_validate(net, val, source, device, self.ties),
                 finish=lambda state: centre_risk(state, train, source, device),
             )
         return FoldPlan(

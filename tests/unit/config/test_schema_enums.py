@@ -14,7 +14,7 @@ from histodetect.detection import boxes, inference, slide_score
 from histodetect.evaluation import detection_metrics
 from histodetect.features import pretrain
 from histodetect.features import settings as feature_settings
-from histodetect.mil import families, summary_image, train_topk
+from histodetect.mil import families, summary_image, survival, train_topk
 from histodetect.mil import models as mil_models
 from histodetect.points import detect
 from histodetect.training import calibration, train
@@ -43,6 +43,7 @@ PAIRS = [
     ("mil.task", bags.TASKS, ()),
     ("mil.model", tuple(families.FAMILIES), ()),
     ("mil.regression_loss", mil_models.REGRESSION_LOSSES, ()),
+    ("mil.ties", survival.TIES, ()),
     ("mil.class_balance", train.BALANCES, ()),
     ("mil.concat.score", summary_image.SCORES, ()),
     ("mil.topk.select", train_topk.SELECT, ()),

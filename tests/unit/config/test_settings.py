@@ -101,3 +101,6 @@ def test_survival_folds_depend_on_the_outcome_columns_too() -> None:
     s = resolve(config(mil={"enabled": True, "task": "survival", "bag": "patient"}))
     assert s.mil.fold_params == {"bag": "patient", "classes": None, "task": "survival",
                                  "time_column": "time", "event_column": "event"}  # fmt: skip
+    assert s.mil.survival_params == {"horizons": None, "risk_groups": None, "time_unit": "days"}
+    assert s.mil.section["ties"] == "efron"
+    assert resolve(config(mil={"enabled": True})).mil.survival_params == {}

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from histodetect.evaluation.closing import (
     mil_predict_summary_lines,
@@ -85,9 +86,29 @@ def test_the_survival_concordance_closes_the_run(tmp_path: Path) -> None:
     )
     m = {"task": "survival", "model": "abmil", "n_test_bags": 4, "n_oof_bags": 12}
     m |= {"cindex": 0.75, "cindex_uno": 0.7, "logrank_p": 0.04, "oof_cindex": 0.68}
-    m |= {"oof_cindex_uno": None, "oof_logrank_p": 0.2}
+    m |= {"oof_cindex_uno": None, "oof_logrank_p": 0.2, "ibs": 0.18, "oof_ibs": 0.2}
     (tmp_path / "metrics.json").write_text(json.dumps(m))
     assert mil_summary_lines(tmp_path) == [
-        "histodetect: abmil over 4 test bags: c-index 0.750, Uno's 0.700, log-rank p 0.040 "
-        "(out of fold over 12 training bags: c-index 0.680, Uno's n/a, log-rank p 0.200)"
+        "histodetect: abmil over 4 test bags: c-index 0.750, Uno's 0.700, log-rank p 0.040, "
+        "IBS 0.180 (out of fold over 12 training bags: c-index 0.680, Uno's n/a, log-rank p "
+        "0.200, IBS 0.200)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "said"),
+    [("risk_group", ["high", "low"], "grouped by risk in {} (high: 1, low: 1)"),
+     ("prediction", [1.5, 3.25], "predicted in {} (from 1.5 to 3.25)")],
+)  # fmt: skip
+def test_new_bags_of_an_outcome_are_counted_by_group_or_spanned(
+    tmp_path: Path, column: str, values: list, said: str
+) -> None:
+    pd.DataFrame({"bag_id": ["a", "b"], "slide_id": ["1", "2"], "split": "predict",
+                  "error": ""}).to_csv(tmp_path / "bags.tsv", sep="\t", index=False)  # fmt: skip
+    pd.DataFrame({"bag_id": ["a", "b"], column: values}).to_csv(
+        tmp_path / "predictions.tsv", sep="\t", index=False
+    )
+    out = tmp_path / "predictions.tsv"
+    assert mil_predict_summary_lines(tmp_path) == [
+        f"histodetect: 2 new bags {said.format(out)}; 0 left out"
     ]

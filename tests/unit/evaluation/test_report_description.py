@@ -131,11 +131,12 @@ def test_slide_label_page_of_a_number_gives_its_errors_and_correlations() -> Non
 def test_slide_label_page_of_survival_gives_the_concordance_and_the_log_rank_p() -> None:
     metrics = {"task": "survival", "model": "abmil", "n_test_bags": 5, "n_oof_bags": 20}
     metrics |= {"cindex": 0.75, "cindex_ci95": [0.6, 0.9], "cindex_uno": 0.7, "logrank_p": 0.03}
-    metrics |= {"oof_cindex": 0.68, "oof_cindex_uno": 0.66}
+    metrics |= {"oof_cindex": 0.68, "oof_cindex_uno": 0.66, "ibs": 0.125}
     link = "\n.. _Slide labels (MIL): javascript:app.showCategory('Slide%20labels%20%28MIL%29')\n"
     html = as_snakemake_renders(slide_label_description(metrics, TILING, CONFIG) + link)
     for name, value in [("Test c-index", "0.750 (95% CI 0.600-0.900)"),
                         ("Test Uno's c-index", "0.700"), ("Out-of-fold c-index", "0.680"),
-                        ("Out-of-fold log-rank p", "n/a")]:  # fmt: skip
+                        ("Out-of-fold log-rank p", "n/a"),
+                        ("Test integrated Brier score", "0.125")]:  # fmt: skip
         assert f"<td>{name}</td>\n<td>{value}</td>" in html, name
     assert "AUC" not in html and "Kaplan-Meier of the risk groups" in html

@@ -14,7 +14,7 @@ import torch
 from histodetect.errors import InputError
 from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil.data import FeatureSource, bags_of
-from histodetect.mil.ensemble import ensemble
+from histodetect.mil.ensemble import ensemble, write_decision
 from histodetect.mil.models import load_mil_model, score_bag
 from histodetect.mil.train import MilConfig, train_fold
 
@@ -204,6 +204,29 @@ def test_survival_is_learnt_with_the_cox_loss_and_grouped_at_the_oof_median(
         {k: round(metrics[k], 3) for k in ("cindex", "cindex_uno", "oof_cindex", "oof_cindex_uno")}
     )
     assert metrics["oof_cindex"] > 0.65 and metrics["cindex"] > 0.65
+    horizons = metrics["horizons"]
+    assert metrics["ties"] == "efron" and metrics["time_unit"] == "days" and len(horizons) == 3
+    seen = np.sort(oof.time[oof.event == 1])
+    assert horizons == pytest.approx(np.quantile(seen, [0.25, 0.5, 0.75]))
+    assert list(metrics["auc_t"]) == list(metrics["oof_auc_t"]) == [f"{h:g}" for h in horizons]
+    assert np.mean(list(metrics["oof_auc_t"].values())) > 0.65
+    assert 0 < metrics["oof_ibs"] < 0.25 and 0 < metrics["ibs"] < 0.25  # a coin: 0.25
+    assert metrics["risk_groups"]["names"] == ["low", "high"]
+    assert metrics["group_sizes"]["oof"] == oof.risk_group.value_counts().to_dict()
+    # three groups at out-of-fold tertiles, and given horizons in months
+    models = [tmp_path / f"fold_{k}" / "model.pt" for k in (0, 1)]
+    preds = [tmp_path / f"fold_{k}" / "val_predictions.parquet" for k in (0, 1)]
+    options = {"risk_groups": [1 / 3, 2 / 3], "horizons": [0.1, 0.3], "time_unit": "months"}
+    again, three = ensemble(folds, models, preds, source, n_bootstrap=0, survival=options)
+    cuts = np.quantile(oof.risk, [1 / 3, 2 / 3])
+    assert three["risk_groups"]["cuts"] == pytest.approx(cuts)
+    assert three["risk_groups"]["names"] == ["low", "mid", "high"]
+    expected = np.select([again.risk <= cuts[0], again.risk <= cuts[1]], ["low", "mid"], "high")
+    assert (again.risk_group == expected).all()
+    assert list(three["auc_t"]) == ["0.1", "0.3"] and three["time_unit"] == "months"
+    assert np.isfinite(three["oof_logrank_p"]) and "cindex_ci95" not in three
+    record = write_decision(models, preds, tmp_path / "decision.json", options)
+    assert record["risk_groups"] == three["risk_groups"] and record["time_unit"] == "months"
 
 
 def test_clam_sb_learns_a_number_without_its_class_clustering(tmp_path: Path) -> None:

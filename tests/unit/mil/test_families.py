@@ -71,3 +71,15 @@ def test_a_family_that_reads_tiles_refuses_a_numeric_label_in_one_line(
         f"(mean, max, abmil, clam_sb, transformer); mil.model {model} learns classes only"
     )
     assert check_mil_section({**mil, "model": "abmil"}, "c.yaml").name == "abmil"
+
+
+def test_horizons_and_risk_group_quantiles_must_rise() -> None:
+    mil = {"model": "abmil", "task": "survival", "hidden": 128, "transformer_heads": 4}
+    assert check_mil_section({**mil, "risk_groups": [0.33, 0.67], "horizons": [12]}, "c").name
+    with pytest.raises(InputError) as err:
+        check_mil_section({**mil, "risk_groups": [0.67, 0.33]}, "c.yaml")
+    assert (
+        str(err.value) == "c.yaml: mil.risk_groups [0.67, 0.33]: each must be above the one before"
+    )
+    with pytest.raises(InputError, match=r"mil\.horizons \[12, 12\]"):
+        check_mil_section({**mil, "horizons": [12, 12]}, "c.yaml")

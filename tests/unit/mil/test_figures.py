@@ -222,3 +222,38 @@ def test_survival_is_drawn_as_kaplan_meier_curves_of_the_risk_groups(tmp_path: P
     assert set(found) == {"test", "train"} and 0 <= found["train"] <= 1
     assert (tmp_path / "km.png").stat().st_size > 0
     assert set(km_png(table[table.split != "test"], tmp_path / "t.png")) == {"train"}
+
+
+def test_three_risk_groups_are_drawn_with_numbers_at_risk_and_the_time_unit(
+    tmp_path: Path,
+) -> None:
+    from matplotlib.figure import Figure
+
+    from histodetect.mil import figures
+
+    rng = np.random.default_rng(0)
+    n = 60
+    group = rng.choice(["low", "mid", "high"], n)
+    time = rng.exponential(np.select([group == "low", group == "mid"], [40.0, 15.0], 5.0))
+    table = pd.DataFrame(
+        {"bag_id": [f"b{i}" for i in range(n)], "split": ["test"] * 20 + ["train"] * 40,
+         "label": "x", "time": time.round(1), "event": (rng.random(n) < 0.7).astype(int),
+         "risk_group": group}
+    )  # fmt: skip
+    metrics = {"time_unit": "months", "risk_groups": {"names": ["low", "mid", "high"]}}
+    texts: list[str] = []
+    real_save = figures.save_png
+
+    def keep_texts(fig: Figure, path: Path) -> None:
+        texts.extend(t.get_text() for ax in fig.axes for t in [*ax.texts, ax.xaxis.label])
+        real_save(fig, path)
+
+    figures.save_png = keep_texts
+    try:
+        found = figures.km_png(table, tmp_path / "km3.png", metrics)
+    finally:
+        figures.save_png = real_save
+    assert found["train"] < 0.05 and "Time (months)" in texts
+    assert "Number at risk" in texts and {"low", "mid", "high"} <= set(texts)
+    train = table[table.split == "train"]
+    assert str(len(train[train.risk_group == "mid"])) in texts  # all at risk at time 0
