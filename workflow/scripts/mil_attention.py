@@ -52,7 +52,8 @@ with rule_context(snakemake):
                 f"training mean {parts.reference:.3g}"
             )
             ctitle = f"{slide}: {what}, label {label}, {bag.split}), {n} tiles"
-            contribution = ContributionMap(parts, task.kind, snakemake.output.contribution, ctitle)
+            overlay = getattr(snakemake.output, "contribution", None)  # not in predict's rule
+            contribution = ContributionMap(parts, task.kind, overlay, ctitle)
             log.info(
                 "%s: the slide's tiles add %.4g of the bag's %.4g (from %.4g)",
                 slide, parts.contributions.sum(), parts.output, parts.reference,

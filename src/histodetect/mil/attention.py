@@ -232,11 +232,12 @@ def contribution_png(
 @dataclass(frozen=True)
 class ContributionMap:
     """What a survival or regression slide adds to its attention outputs: its tiles'
-    ``parts``, the task ``kind``, the contribution overlay's ``png`` and ``title``."""
+    ``parts``, the task ``kind``, the contribution overlay's ``png`` (None: the GeoJSON's
+    measurements only) and ``title``."""
 
     parts: TileContributions
     kind: str
-    png: str | os.PathLike[str]
+    png: str | os.PathLike[str] | None
     title: str = ""
 
 
@@ -261,7 +262,7 @@ def write_attention(
     with atomic_path(geojson) as tmp:
         tmp.write_text(json.dumps(attention_geojson(feats, attention, bag_tiles, slide_id, extra)))
     attention_png(thumbnail, downsample, feats, attention, png, title)
-    if contribution is not None:
+    if contribution is not None and contribution.png is not None:
         contribution_png(
             thumbnail, downsample, feats, contribution.parts.contributions, contribution.png,
             contribution.title, CONTRIBUTION_LABELS[contribution.kind],

@@ -156,6 +156,9 @@ def test_risk_contributions_are_measurements_and_a_red_blue_overlay(
     red, blue, zero = centre(3), centre(1), centre(2)  # +0.2, -0.6, 0
     assert red[0] > red[2] + 20 and blue[2] > blue[0] + 40  # red raises, blue lowers
     assert np.abs(zero - (0.6 * 247 + 0.4 * 128)).max() <= 6  # (near) white at 0
+    again = ContributionMap(parts, kind, None)  # predict's rule: the measurements only
+    write_attention(feats, weights, 6, "S1", geo, tmp_path / "b.png", thumb, 1.25, "", again)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "b.png", "c.png"]
 
 
 def test_slide_contributions_slice_a_two_slide_bag(tmp_path: Path) -> None:
