@@ -51,3 +51,7 @@ def test_an_outcome_is_learnt_scored_by_concordance_and_drawn(
     ]
     assert last and "Uno's" in last[-1], proc.stderr[-2000:]
     print(last[-1])
+    geo = sorted((res / "attention").glob("*.geojson"))[0]  # each tile's part in the risk
+    shown = json.loads(geo.read_text())["features"][0]["properties"]["measurements"]
+    assert {"tile_risk", "risk_contribution"} <= set(shown)
+    assert (res / "attention" / "contribution" / f"{geo.stem}.png").exists()
