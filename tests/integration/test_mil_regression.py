@@ -41,3 +41,7 @@ def test_a_numeric_label_is_predicted_scored_and_drawn(module_dir: Callable[[str
     assert "Test MAE" in page and "AUC" not in page
     last = [line for line in proc.stdout.splitlines() + proc.stderr.splitlines() if "MAE" in line]
     assert last and "Pearson" in last[-1], proc.stderr[-2000:]
+    geo = sorted((res / "attention").glob("*.geojson"))[0]  # each tile's part in the value
+    shown = json.loads(geo.read_text())["features"][0]["properties"]["measurements"]
+    assert {"tile_value", "value_contribution"} <= set(shown)
+    assert (res / "attention" / "contribution" / f"{geo.stem}.png").exists()

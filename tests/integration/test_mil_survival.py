@@ -83,3 +83,7 @@ def test_an_outcome_is_learnt_scored_by_concordance_and_drawn(
     assert (scored.risk_group == run.risk_group.loc[scored.index]).all()
     said = [line for line in proc.stdout.splitlines() if line.startswith("histodetect:")]
     assert "new bags grouped by risk" in said[-1], said
+    geo = sorted((res / "attention").glob("*.geojson"))[0]  # each tile's part in the risk
+    shown = json.loads(geo.read_text())["features"][0]["properties"]["measurements"]
+    assert {"tile_risk", "risk_contribution"} <= set(shown)
+    assert (res / "attention" / "contribution" / f"{geo.stem}.png").exists()

@@ -98,6 +98,22 @@ rule mil_ensemble:
         "../scripts/mil_ensemble.py"
 
 
+# survival and regression: the tiles' contributions to the bag's risk or value, drawn too
+MIL_CONTRIBUTION = (
+    {
+        "contribution": report(
+            f"{MIL_DIR}/attention/contribution/{{slide}}.png",
+            caption="../report/mil_contribution.rst",
+            category="Slide labels (MIL)",
+            subcategory="Risk contribution",
+            labels={"slide": "{slide}"},
+        )
+    }
+    if MIL.enabled and MIL.section["task"] in OUTCOME_TASKS
+    else {}
+)
+
+
 rule mil_attention:
     input:
         folds=rules.mil_folds.output[0],
@@ -106,6 +122,7 @@ rule mil_attention:
         tiles=lambda wc: mil_tile_inputs(mil_bag_slides(wc.slide)),
         slide=slide_path,
     output:
+        **MIL_CONTRIBUTION,
         geojson=f"{MIL_DIR}/attention/{{slide}}.geojson",
         png=report(
             f"{MIL_DIR}/attention/{{slide}}.png",

@@ -8,6 +8,12 @@ object QuPath reads. PNG: the slide's thumbnail with one cell per tile (the tile
 centred on it, at its level-0 position over the thumbnail's downsample) coloured by the
 tile's attention (viridis, 0 to the slide's largest, with a colour bar); transparent where
 there is no tile. The box overlays' drawing (:mod:`histodetect.slides.pictures`).
+
+A survival or regression model also shares its bag's number out over the tiles
+(:mod:`histodetect.mil.contributions`): each tile's score alone and its contribution are two
+more measurements (``tile_risk`` and ``risk_contribution``; ``tile_value`` and
+``value_contribution``), and a second PNG colours the tiles by their contribution (red raises
+the bag's risk or value above the training bags' mean, blue lowers it; centred at 0).
 """
 
 from __future__ import annotations
@@ -23,6 +29,12 @@ import numpy as np
 
 from histodetect.features.store import SlideFeatures
 from histodetect.io import atomic_path
+from histodetect.mil.contributions import (
+    TileContributions,
+    mean_contributions,
+    measurement_names,
+    tile_contributions,
+)
 from histodetect.mil.data import Bag, FeatureSource
 from histodetect.mil.models import BagModel, MilTask, score_bag
 from histodetect.slides.pictures import MAX_WIDTH_PX, draw_value_grid, save_png, thumbnail_figure
@@ -46,24 +58,53 @@ def slide_attention(
         weights = np.mean([score_bag(model, task, x)[1] for model, task in models], axis=0)
     elif len(weights) != len(x):
         raise ValueError(f"bag {bag.bag_id}: {len(weights)} tile weights for {len(x)} tiles")
+    feats, start = slide_rows(source, bag, slide_id)
+    return feats, weights[start : start + len(feats)], len(x)
+
+
+def slide_contributions(
+    models: Sequence[tuple[BagModel, MilTask]], source: FeatureSource, bag: Bag, slide_id: str
+) -> tuple[SlideFeatures, TileContributions, int]:
+    """The slide's features, its tiles' fold-mean attention, scores and contributions to the
+    bag's risk or value (:mod:`histodetect.mil.contributions`) and the bag's size."""
+    x = source.bag(bag)
+    parts = mean_contributions([tile_contributions(model, task, x) for model, task in models])
+    feats, start = slide_rows(source, bag, slide_id)
+    return feats, parts.rows(start, start + len(feats)), len(x)
+
+
+def slide_rows(source: FeatureSource, bag: Bag, slide_id: str) -> tuple[SlideFeatures, int]:
+    """The slide's features and the bag row of its first tile (bags stack their slides)."""
     start = 0
     for sid in bag.slide_ids:
         feats = source.slide(sid)
         if sid == slide_id:
-            return feats, weights[start : start + len(feats)], len(x)
+            return feats, start
         start += len(feats)
     raise KeyError(f"slide {slide_id} is not in bag {bag.bag_id}")
 
 
 def attention_geojson(
-    feats: SlideFeatures, attention: np.ndarray, bag_tiles: int, slide_id: str
+    feats: SlideFeatures,
+    attention: np.ndarray,
+    bag_tiles: int,
+    slide_id: str,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """A FeatureCollection of the slide's tiles with their attention as measurements."""
+    """A FeatureCollection of the slide's tiles with their attention as measurements, and
+    ``extra`` per-tile values (name: one value per tile)."""
+    extra = extra or {}
+    for name, values in extra.items():
+        if len(values) != len(attention):
+            raise ValueError(f"{name}: {len(values)} values for {len(attention)} tiles")
     size = int(feats.attrs["size0"])
     rank = np.empty(len(attention), np.int64)
     rank[np.argsort(-attention, kind="stable")] = np.arange(1, len(attention) + 1)
     features = []
-    for (x, y), a, r in zip(feats.coords.tolist(), attention.tolist(), rank.tolist(), strict=True):
+    columns = {name: np.asarray(values, float).tolist() for name, values in extra.items()}
+    for i, ((x, y), a, r) in enumerate(
+        zip(feats.coords.tolist(), attention.tolist(), rank.tolist(), strict=True)
+    ):
         ring = [[x, y], [x + size, y], [x + size, y + size], [x, y + size], [x, y]]
         features.append(
             {
@@ -76,6 +117,7 @@ def attention_geojson(
                         "attention": float(a),
                         "attention_x_uniform": float(a * bag_tiles),
                         "attention_rank": int(r),
+                        **{name: values[i] for name, values in columns.items()},
                     },
                 },
             }
@@ -158,6 +200,47 @@ def attention_png(
     save_png(fig, path)
 
 
+CONTRIBUTION_LABELS = {
+    "survival": "risk contribution, attention x tile log risk (red raises, blue lowers)",
+    "regression": "contribution to the predicted value (red raises, blue lowers)",
+}
+"""The contribution overlay's colour bar name per task."""
+
+
+def contribution_png(
+    thumbnail: np.ndarray,
+    downsample: float,
+    feats: SlideFeatures,
+    contributions: np.ndarray,
+    path: str | os.PathLike[str],
+    title: str = "",
+    label: str = CONTRIBUTION_LABELS["survival"],
+) -> None:
+    """The thumbnail with the tiles' contributions over it: red-blue, white at 0, symmetric
+    about 0 up to the slide's largest magnitude."""
+    grid = attention_grid(feats, contributions)
+    fig, ax = thumbnail_figure(thumbnail, title)
+    top = float(np.nanmax(np.abs(grid.values))) if np.isfinite(grid.values).any() else 1.0
+    draw_value_grid(
+        fig, ax, grid.values, grid.left / downsample, grid.top / downsample,
+        grid.cell / downsample, label=label, vmin=-(top or 1.0), vmax=top or 1.0,
+        alpha=0.6, cmap="RdBu_r",
+    )  # fmt: skip
+    save_png(fig, path)
+
+
+@dataclass(frozen=True)
+class ContributionMap:
+    """What a survival or regression slide adds to its attention outputs: its tiles'
+    ``parts``, the task ``kind``, the contribution overlay's ``png`` (None: the GeoJSON's
+    measurements only) and ``title``."""
+
+    parts: TileContributions
+    kind: str
+    png: str | os.PathLike[str] | None
+    title: str = ""
+
+
 def write_attention(
     feats: SlideFeatures,
     attention: np.ndarray,
@@ -168,8 +251,19 @@ def write_attention(
     thumbnail: np.ndarray,
     downsample: float,
     title: str = "",
+    contribution: ContributionMap | None = None,
 ) -> None:
-    """Write the slide's attention GeoJSON and its overlay on ``thumbnail``."""
+    """Write the slide's attention GeoJSON and its overlay on ``thumbnail`` (and, given a
+    ``contribution``, the tiles' scores and contributions in the GeoJSON and their overlay)."""
+    extra: dict[str, np.ndarray] = {}
+    if contribution is not None:
+        score, share = measurement_names(contribution.kind)
+        extra = {score: contribution.parts.scores, share: contribution.parts.contributions}
     with atomic_path(geojson) as tmp:
-        tmp.write_text(json.dumps(attention_geojson(feats, attention, bag_tiles, slide_id)))
+        tmp.write_text(json.dumps(attention_geojson(feats, attention, bag_tiles, slide_id, extra)))
     attention_png(thumbnail, downsample, feats, attention, png, title)
+    if contribution is not None and contribution.png is not None:
+        contribution_png(
+            thumbnail, downsample, feats, contribution.parts.contributions, contribution.png,
+            contribution.title, CONTRIBUTION_LABELS[contribution.kind],
+        )  # fmt: skip

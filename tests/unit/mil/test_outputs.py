@@ -1,4 +1,5 @@
-"""The ensemble's metrics and the attention maps."""
+"""The ensemble's metrics and the attention maps (survival, regression: and the tiles'
+contributions to the bag's number)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from _drawn import capture_figures, drawn_texts, texts_outside
 from matplotlib import colormaps
 from PIL import Image
 from sklearn.metrics import cohen_kappa_score
 
-from histodetect.features.store import SlideFeatures
+from histodetect.features.store import SlideFeatures, write_features
 from histodetect.mil import attention as attention_module
-from histodetect.mil.attention import attention_grid, overlay_downsample, write_attention
+from histodetect.mil.attention import (
+    ContributionMap,
+    attention_grid,
+    overlay_downsample,
+    slide_contributions,
+    write_attention,
+)
+from histodetect.mil.contributions import TileContributions
+from histodetect.mil.data import Bag, FeatureSource
 from histodetect.mil.ensemble import macro_auc, qwk
+from histodetect.mil.models import BagModel, MilTask
 
 
 def test_qwk_equals_scikit_learn_on_the_same_calls() -> None:
@@ -50,6 +61,9 @@ def test_attention_geojson_and_overlay_hold_each_tile(tmp_path: Path) -> None:
     tiles = json.loads(geo.read_text())["features"]
     assert [t["properties"]["measurements"]["attention"] for t in tiles] == attention.tolist()
     assert [t["properties"]["measurements"]["attention_rank"] for t in tiles] == [5, 1, 4, 2, 6, 3]
+    assert set(tiles[0]["properties"]["measurements"]) == {  # a class task: nothing more
+        "attention", "attention_x_uniform", "attention_rank"
+    }  # fmt: skip
     assert tiles[5]["geometry"]["coordinates"][0][0] == [340, 210]
     assert tiles[5]["geometry"]["coordinates"][0][2] == [440, 310]
 
@@ -97,3 +111,71 @@ def test_a_long_attention_title_on_a_narrow_slide_fits_the_picture(
     shown = [text for text, _ in drawn_texts(fig) if "attention in bag" in text]
     assert len(shown) == 1 and shown[0].replace("\n", " ") == title  # wrapped, not cut
     assert Image.open(png).size[0] == 400
+
+
+def _grid_slide() -> tuple[SlideFeatures, np.ndarray, np.ndarray]:
+    rows, cols = np.array([0, 0, 1, 2, 2, 2]), np.array([1, 2, 0, 0, 1, 3])
+    coords = np.stack([cols * 100 + 40, rows * 100 + 10], 1)
+    attrs = {"size0": 100, "stride0": 100}
+    return SlideFeatures(np.zeros((6, 4)), coords, attrs, {"row": rows, "col": cols}), rows, cols
+
+
+@pytest.mark.parametrize("kind", ["survival", "regression"])
+def test_risk_contributions_are_measurements_and_a_red_blue_overlay(
+    tmp_path: Path, kind: str
+) -> None:
+    feats, _, _ = _grid_slide()
+    weights = np.array([0.05, 0.4, 0.1, 0.2, 0.05, 0.2])
+    scores = np.array([2.0, -1.5, 0.0, 1.0, -4.0, 0.5])
+    parts = TileContributions(weights, scores, weights * scores, -0.4, 0.0)
+    geo, png, cpng = tmp_path / "a.geojson", tmp_path / "a.png", tmp_path / "c.png"
+    thumb = np.full((320, 400, 3), 128, np.uint8)
+    title = "S1: risk contribution in bag P1 (log risk -0.40), 6 tiles"
+    write_attention(feats, weights, 6, "S1", geo, png, thumb, 1.25, "S1: attention",
+                    ContributionMap(parts, kind, cpng, title))  # fmt: skip
+    score, share = {"survival": ("tile_risk", "risk_contribution"),
+                    "regression": ("tile_value", "value_contribution")}[kind]  # fmt: skip
+    shown = [t["properties"]["measurements"] for t in json.loads(geo.read_text())["features"]]
+    assert [m[score] for m in shown] == scores.tolist()
+    assert [m[share] for m in shown] == (weights * scores).tolist()
+    assert [m["attention"] for m in shown] == weights.tolist()
+    assert png.exists()
+
+    image = np.asarray(Image.open(cpng).convert("RGB")).astype(float)
+    strip = image.shape[0] - 320  # the title above the thumbnail
+    assert strip > 0 and image.shape[1] == 400
+
+    def centre(i: int) -> np.ndarray:
+        x, y = feats.coords[i] + 50
+        return image[strip + round(y / 1.25), round(x / 1.25)]
+
+    shares = weights * scores  # symmetric about 0 up to the largest magnitude, 0.6
+    colours = colormaps["RdBu_r"]((shares / 0.6 + 1) / 2)[:, :3] * 255
+    for i, colour in enumerate(colours):
+        assert np.abs(centre(i) - (0.6 * colour + 0.4 * 128)).max() <= 3, (i, centre(i))
+    red, blue, zero = centre(3), centre(1), centre(2)  # +0.2, -0.6, 0
+    assert red[0] > red[2] + 20 and blue[2] > blue[0] + 40  # red raises, blue lowers
+    assert np.abs(zero - (0.6 * 247 + 0.4 * 128)).max() <= 6  # (near) white at 0
+    again = ContributionMap(parts, kind, None)  # predict's rule: the measurements only
+    write_attention(feats, weights, 6, "S1", geo, tmp_path / "b.png", thumb, 1.25, "", again)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["a.png", "b.png", "c.png"]
+
+
+def test_slide_contributions_slice_a_two_slide_bag(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    sizes = {"A": 5, "B": 7}
+    for sid, n in sizes.items():
+        coords = np.stack([np.arange(n) * 100, np.zeros(n)], 1).astype(np.int64)
+        write_features(
+            tmp_path / f"{sid}.h5",
+            SlideFeatures(rng.normal(0, 1, (n, 8)), coords, {"status": "ok"}),
+        )
+    source, bag = FeatureSource(tmp_path), Bag("P", "P", 0, "train", 0, ("A", "B"), 3.0, 1)
+    torch.manual_seed(0)
+    models = [(BagModel("abmil", 8, 16, 1, 0).eval(), MilTask("survival", []))] * 2
+    parts = {sid: slide_contributions(models, source, bag, sid) for sid in sizes}
+    assert [len(p[1].scores) for p in parts.values()] == [5, 7]
+    assert [p[2] for p in parts.values()] == [12, 12]
+    both = sum(float(p[1].contributions.sum()) for p in parts.values())
+    assert both == pytest.approx(parts["A"][1].output, abs=1e-5)  # the bag's log risk
+    assert sum(float(p[1].weights.sum()) for p in parts.values()) == pytest.approx(1.0)

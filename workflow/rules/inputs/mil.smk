@@ -1,6 +1,6 @@
 # Input functions and values of the mil rules (workflow/rules/mil.smk), kept apart
 # from the rules as snakemake --lint asks; included by that file.
-from histodetect.cohort.bags import bag_table
+from histodetect.cohort.bags import OUTCOME_TASKS, bag_table
 
 MIL = (
     SETTINGS.mil
@@ -75,12 +75,16 @@ def mil_folds_table():
 
 
 def mil_attention_maps(wildcards):
-    """Attention maps of every slide that tiled."""
+    """Attention maps of every slide that tiled (survival, regression: and the tiles'
+    contributions to the bag's number)."""
     folds = mil_folds_table()
     used = folds.slide_id[folds.split != "excluded"]
-    return expand(
+    maps = expand(
         f"{MIL_DIR}/attention/{{slide}}.{{ext}}", slide=used, ext=["geojson", "png"]
     )
+    if MIL.section["task"] in OUTCOME_TASKS:
+        maps += expand(f"{MIL_DIR}/attention/contribution/{{slide}}.png", slide=used)
+    return maps
 
 
 def mil_top_tile_slides():
