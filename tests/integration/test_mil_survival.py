@@ -87,3 +87,5 @@ def test_an_outcome_is_learnt_scored_by_concordance_and_drawn(
     shown = json.loads(geo.read_text())["features"][0]["properties"]["measurements"]
     assert {"tile_risk", "risk_contribution"} <= set(shown)
     assert (res / "attention" / "contribution" / f"{geo.stem}.png").exists()
+    drawn = workdir / "results" / "predict" / "mil" / "attention" / "contribution"
+    assert sorted(p.stem for p in drawn.glob("*.png")) == sorted(new.slide_id)

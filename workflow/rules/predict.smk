@@ -174,6 +174,14 @@ checkpoint predict_mil:
         "../scripts/predict_mil.py"
 
 
+# survival and regression: the new slides' tiles' contributions, drawn as in the run
+PREDICT_CONTRIBUTION = (
+    {"contribution": f"{PREDICT_MIL_DIR}/attention/contribution/{{slide}}.png"}
+    if MIL_CONTRIBUTION
+    else {}
+)
+
+
 use rule mil_attention as predict_mil_attention with:
     input:
         folds=rules.predict_mil.output.bags,
@@ -187,6 +195,7 @@ use rule mil_attention as predict_mil_attention with:
         ),
         slide=predict_slide_path,
     output:
+        **PREDICT_CONTRIBUTION,
         geojson=f"{PREDICT_MIL_DIR}/attention/{{slide}}.geojson",
         png=f"{PREDICT_MIL_DIR}/attention/{{slide}}.png",
     log:

@@ -188,8 +188,13 @@ def predict_targets(wildcards):
         return rules.predict_summary.output
     bags = predict_bags()
     used = bags.slide_id[bags.split == "predict"]
-    return [f"{PREDICT_MIL_DIR}/predictions.tsv"] + expand(
+    maps = expand(
         f"{PREDICT_MIL_DIR}/attention/{{slide}}.{{ext}}",
         slide=used,
         ext=["geojson", "png"],
     )
+    if MIL.section["task"] in OUTCOME_TASKS:
+        maps += expand(
+            f"{PREDICT_MIL_DIR}/attention/contribution/{{slide}}.png", slide=used
+        )
+    return [f"{PREDICT_MIL_DIR}/predictions.tsv"] + maps
