@@ -16,7 +16,7 @@ features, ABMIL, 5 folds over patients, everything out of fold (``split.test_fra
   the package (how every release before this one ran).
 - ``after``: ``io.worker: true`` (the default): jobs fork the run's one preloaded process.
 
-Printed per side: each rule's jobs and job-minutes (from Snakemake's ``benchmark:`` files), the
+Printed per side: each rule's jobs and job-minutes (from Snakemake's log), the
 wall time, and ``startup_share`` = 1 - (the rule bodies' own seconds, logged by
 ``runner.rule_context``) / (the jobs' seconds): the share of job time spent starting Python,
 importing and unpickling rather than working. Last line:
@@ -56,6 +56,9 @@ CONFIG = {
             "bootstrap": 200},
 }  # fmt: skip
 BODY = re.compile(r"rule body done in ([0-9.]+) s")
+START = re.compile(r"^(?:local)?rule (\w+):$")
+JOBID = re.compile(r"^\s+jobid: (\d+)$")
+FINISHED = re.compile(r"^Finished jobid: (\d+) ")
 
 
 def make_cohort(folder: Path, n: int, seed: int = 0) -> pd.DataFrame:
@@ -84,6 +87,26 @@ def make_cohort(folder: Path, n: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def job_seconds(log: Path) -> dict[str, list[float]]:
+    """Rule -> each job's seconds from Snakemake's own log: its ``[date]`` line before the job
+    is started and before ``Finished jobid`` (whole seconds, so each job's figure is off by up
+    to a second either way, unbiased)."""
+    started: dict[str, tuple[str, float]] = {}
+    per_rule: dict[str, list[float]] = {}
+    stamp, rule = 0.0, ""
+    for line in log.read_text().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            stamp = time.mktime(time.strptime(line[1:-1], "%a %b %d %H:%M:%S %Y"))
+        elif m := START.match(line):
+            rule = m.group(1)
+        elif (m := JOBID.match(line)) and rule:
+            started[m.group(1)], rule = (rule, stamp), ""
+        elif (m := FINISHED.match(line)) and m.group(1) in started:
+            name, began = started.pop(m.group(1))
+            per_rule.setdefault(name, []).append(stamp - began)
+    return per_rule
+
+
 def run_side(cohort: Path, folder: Path, worker: bool) -> dict[str, object]:
     """One fresh ``snakemake --cores 2 mil`` on the cohort; its wall time and job figures."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -101,14 +124,9 @@ def run_side(cohort: Path, folder: Path, worker: bool) -> dict[str, object]:
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"snakemake mil failed in {folder}:\n{done.stderr[-3000:]}")
-    per_rule: dict[str, list[float]] = {}
-    for bench in (folder / "benchmarks").rglob("*.tsv"):
-        rule = bench.parent.name if bench.parent.name != "benchmarks" else bench.stem
-        seconds = float(pd.read_csv(bench, sep="\t")["s"].iloc[0])
-        per_rule.setdefault(rule, []).append(seconds)
-    body = sum(
-        float(m) for log in (folder / "logs").rglob("*.log") for m in BODY.findall(log.read_text())
-    )
+    per_rule = job_seconds(next((folder / ".snakemake" / "log").glob("*.snakemake.log")))
+    logs = (folder / "logs").rglob("*.log")
+    body = sum(float(m) for log in logs for m in BODY.findall(log.read_text()))
     jobs = sum(sum(v) for v in per_rule.values())
     return {"wall": wall, "per_rule": per_rule, "job_s": jobs, "body_s": body}
 
