@@ -6,11 +6,13 @@ slides at 1 um/px) is the graded synthetic one of ``config/mil_survival.yaml`` m
 - the lesions of :data:`histodetect.slides.graded.HARDER` (100-160 um across instead of
   250-400, lesion colour at 0.4-0.7 of full instead of full, and three benign look-alikes of
   dense nuclei on every slide), so a slide's grade hangs on a few tiles;
-- more patients (120 by default against the demo's 40) and more censoring noise: each
+- more patients (100 by default against the demo's 30) and more censoring noise: each
   patient's time is drawn again here from the same hazard, ``0.03 exp(0.9 g)`` a month with
   ``g`` its mean number of lesions per slide, but censored at random (exponential, mean
   ``--censor-mean`` 12 months against 20) and at ``--study-end`` 24 months (against 30):
-  about 55% censored against the demo's 40%.
+  about 43% censored in expectation against the demo's 38% (the patients' ordering by
+  lesions is then told by fewer events), and slides of 1 mm (1,024 px) against 1.5 mm, so
+  that 100 patients' 200 slides stay within minutes.
 
 What it does, in a scratch folder:
 
@@ -195,12 +197,12 @@ def logrank_high_low(time_: np.ndarray, event: np.ndarray, risk: np.ndarray) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/histodetect-bench-survival"))
-    parser.add_argument("--patients", type=int, default=120)
+    parser.add_argument("--patients", type=int, default=100)
     parser.add_argument("--folds", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--censor-mean", type=float, default=12.0)
     parser.add_argument("--study-end", type=float, default=24.0)
-    parser.add_argument("--models", nargs="+", default=["mean", "max", "abmil", "transformer"])
+    parser.add_argument("--models", nargs="+", default=["mean", "max", "abmil"])
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args()
