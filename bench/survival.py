@@ -44,6 +44,13 @@ optimistic pick on the same folds). Prints one line per arm and the last line
 test: run it by hand, e.g.
 
     flock /tmp/histodetect-heavy.lock .venv/bin/python bench/survival.py --workdir /tmp/bs
+
+Measured (2026-12-07, 2 cores shared with other work, load average about 10; defaults): 100
+patients, 200 slides of 118 tiles, 4.29% of tiles in a lesion, 40% censored, the true mean
+lesion count's c-index 0.705; cohort, tiles and features 13.4 min (a first run; a rerun reuses
+the feature files). Survival out of fold: mean 0.591 (log-rank p 0.0046), max 0.599 (0.061),
+ABMIL 0.618 (0.0013), Cox on the mean feature 0.584 (0.27): ABMIL 0.027 above mean pooling,
+short of the goal's 0.05; log-rank goal met.
 """
 
 from __future__ import annotations
@@ -80,6 +87,21 @@ sys.path.insert(0, str(Path(__file__).parent))
 from mil import REPO, deep_merge, in_lesion, lesion_masks  # bench/mil.py
 
 ENCODER_ID = "bench_survival"
+
+
+class HeldFeatures(FeatureSource):
+    """The feature files read once and held in memory (100 patients' tiles are ~50 MB), so
+    that every arm's epochs read the same features without the disk; the package's
+    :class:`FeatureSource` reads a bag's files at every use, to bound memory on real cohorts."""
+
+    def __init__(self, folder: Path, expect: dict[str, Any]) -> None:
+        super().__init__(folder, expect)
+        self.held: dict[str, Any] = {}
+
+    def slide(self, slide_id: str) -> Any:
+        if slide_id not in self.held:
+            self.held[slide_id] = super().slide(slide_id)
+        return self.held[slide_id]
 
 
 def cohort_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,7 +233,7 @@ def main() -> None:
     config = cohort_config(args)
     workdir = args.workdir / "harder_survival"
     folds, feature_dir = prepare(workdir, config)
-    source = FeatureSource(feature_dir, {"encoder_id": ENCODER_ID})
+    source = HeldFeatures(feature_dir, {"encoder_id": ENCODER_ID})
 
     # the patients' lesions and tumour fraction, from the planned grades and lesion masks
     sheet = pd.read_csv(workdir / "samples.tsv", sep="\t", dtype=str)
