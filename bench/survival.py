@@ -50,7 +50,9 @@ patients, 200 slides of 118 tiles, 4.29% of tiles in a lesion, 40% censored, the
 lesion count's c-index 0.705; cohort, tiles and features 13.4 min (a first run; a rerun reuses
 the feature files). Survival out of fold: mean 0.591 (log-rank p 0.0046), max 0.599 (0.061),
 ABMIL 0.618 (0.0013), Cox on the mean feature 0.584 (0.27): ABMIL 0.027 above mean pooling,
-short of the goal's 0.05; log-rank goal met.
+short of the goal's 0.05; log-rank goal met. Regression out of fold: mean R2 0.585 (MAE
+0.0133, Pearson 0.766), max 0.043, ABMIL 0.580 (0.0130, 0.762). Training and scoring the arms
+19.6 min. Last line ``cindex_mean_pool=0.591 cindex_best=0.618 best=abmil cindex_cox_on_mean=0.584 logrank_p_best=0.0013 r2_best=0.585``.
 """
 
 from __future__ import annotations
