@@ -115,8 +115,8 @@ def draw_outcomes(patients: Sequence[str], lesions: Sequence[float], seed: int) 
 def _plan_args(demo: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
     """The ``demo`` config section as (graded?, keywords of the planners)."""
     plan = {k: v for k, v in demo.items() if k not in ("enabled", "graded", "grades")}
-    for key in ("lesions_per_slide", "lesion_size_um", "lesion_contrast"):
-        if key in plan:
+    for key in ("lesions_per_slide", "lesion_size_um", "lesion_contrast", "slides_per_patient"):
+        if plan.get(key) is not None:
             plan[key] = tuple(plan[key])  # YAML gives lists
     graded = bool(demo.get("graded"))
     if graded:

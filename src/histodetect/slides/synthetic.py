@@ -56,6 +56,7 @@ def plan_cohort(
     lesion_contrast: tuple[float, float] = (1.0, 1.0),
     mimics_per_slide: int = 0,
     mimic_contrast: float = 0.0,
+    slides_per_patient: tuple[int, int] | None = None,
 ) -> list[SyntheticSlideSpec]:
     """Decide slide-to-patient assignment, negative slides and per-slide seeds.
 
@@ -65,7 +66,9 @@ def plan_cohort(
     classic, easy cohort.
 
     :func:`make_cohort` takes the same keywords, so a workflow can list the slides before
-    they exist. Slides go to patients round-robin. Negative slides are chosen at random such that at most
+    they exist. Slides go to patients round-robin, or with ``slides_per_patient`` (an
+    inclusive range) each patient gets a seeded number of slides in that range
+    (:func:`slide_patients`). Negative slides are chosen at random such that at most
     one patient is left without a lesion slide.
 
     Raises:
@@ -90,7 +93,10 @@ def plan_cohort(
         raise ValueError(f"need 0 <= mimic_contrast <= 1, got {mimic_contrast}")
 
     rng = np.random.default_rng(seed)
-    patient_of = [i % n_patients for i in range(n_slides)]
+    if slides_per_patient is None:
+        patient_of = [i % n_patients for i in range(n_slides)]
+    else:
+        patient_of = slide_patients(n_slides, n_patients, slides_per_patient, seed)
     left = np.bincount(patient_of, minlength=n_patients)  # lesion slides left per patient
     negatives: set[int] = set()
     for i in rng.permutation(n_slides):
@@ -128,6 +134,29 @@ def plan_cohort(
         )
         for i in range(n_slides)
     ]
+
+
+def slide_patients(
+    n_slides: int, n_patients: int, slides_per_patient: tuple[int, int], seed: int
+) -> list[int]:
+    """Each slide's patient (0-based) when every patient has ``lo`` to ``hi`` slides
+    (``slides_per_patient``): each patient gets ``lo``, the slides left go one by one to a
+    random patient with fewer than ``hi``, and the slides are shuffled, all from a generator
+    of its own (the rest of the plan draws as with round-robin).
+
+    Raises:
+        ValueError: When ``n_slides`` cannot be split so.
+    """
+    lo, hi = (int(v) for v in slides_per_patient)
+    if not 1 <= lo <= hi or not lo * n_patients <= n_slides <= hi * n_patients:
+        raise ValueError(
+            f"cannot give {n_patients} patients {lo}-{hi} slides each from {n_slides} slides"
+        )
+    rng = np.random.default_rng([seed, 1])
+    counts = np.full(n_patients, lo)
+    for _ in range(n_slides - lo * n_patients):
+        counts[rng.choice(np.flatnonzero(counts < hi))] += 1
+    return [int(p) for p in rng.permutation(np.repeat(np.arange(n_patients), counts))]
 
 
 def make_cohort(

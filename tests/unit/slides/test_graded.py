@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
+from histodetect.config.validation import check_config, merge_config
 from histodetect.slides.graded import (
     HARDER,
     HIDDEN,
@@ -17,7 +19,7 @@ from histodetect.slides.graded import (
     plan_demo,
     planned_sheet,
 )
-from histodetect.slides.synthetic import render_slide
+from histodetect.slides.synthetic import plan_cohort, render_slide, slide_patients
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -79,3 +81,34 @@ def test_outcomes_are_one_per_patient_earlier_with_more_lesions_and_about_40_per
     assert 0.25 < 1 - out.event.mean() < 0.45
     mean = pd.Series(lesions).groupby(np.array(patients)).transform("mean")
     assert out.time[mean >= 2.5].median() < out.time[mean <= 0.5].median()
+
+
+def test_slides_per_patient_gives_each_patient_a_seeded_count_in_range() -> None:
+    patient_of = slide_patients(72, 40, (1, 3), seed=4)
+    counts = np.bincount(patient_of, minlength=40)
+    assert len(patient_of) == 72 and counts.min() >= 1 and counts.max() <= 3
+    assert set(counts) == {1, 2, 3} and patient_of == slide_patients(72, 40, (1, 3), seed=4)
+    round_robin = plan_cohort(n_slides=8, n_patients=4, seed=3)
+    assert plan_cohort(n_slides=8, n_patients=4, seed=3, slides_per_patient=None) == round_robin
+    assert [s.patient_id for s in round_robin] == ["P01", "P02", "P03", "P04"] * 2
+    with pytest.raises(ValueError, match="cannot give 40 patients 1-3 slides"):
+        slide_patients(121, 40, (1, 3), seed=0)
+
+
+def test_the_survival_config_validates_and_its_cohort_is_as_described() -> None:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    survival = yaml.safe_load((REPO / "config" / "mil_survival.yaml").read_text())
+    merge_config(config, survival)
+    check_config(config, REPO / "workflow" / "schemas" / "config.schema.yaml", "mil_survival")
+    assert config["mil"]["task"] == "survival" and config["mil"]["bag"] == "patient"
+    sheet = planned_sheet({"enabled": True, **survival["demo"]})
+    patients = sheet.groupby("patient_id").agg(
+        time=("time", "first"), event=("event", "first"), n=("slide_id", "size"),
+        lesions=("label", "mean"),
+    )  # fmt: skip
+    assert set(patients.n) == {1, 2, 3}  # 1-3 slides a patient
+    assert 0.3 <= 1 - patients.event.mean() <= 0.45  # about 40% censored
+    censored = patients[patients.event == 0]
+    assert (censored.time == 30).any() and (censored.time < 30).any()  # at the end, at random
+    many, few = patients.lesions >= 2, patients.lesions < 1
+    assert patients.time[many].median() < patients.time[few].median()  # hazard grows
