@@ -139,6 +139,7 @@ rule mil_attention:
         feature_dir=FEATURE_DIR,
         encoder_id=ENCODER_ID,
         cell_px=MIL.section["cell_px"],
+        time_unit=MIL.section["time_unit"],
         tiles_dir="results/tiles",
         scores_dir=MIL.scores_dir,
         slide=slide_file,

@@ -11,6 +11,7 @@ import torch
 from histodetect.cohort.bags import read_bag_folds
 from histodetect.mil.attention import (
     ContributionMap,
+    label_text,
     slide_attention,
     slide_contributions,
     slide_thumbnail,
@@ -55,7 +56,8 @@ with rule_context(snakemake):
                 else f"contribution to the value of bag {bag_id} (predicted {parts.output:.3g}, "
                 f"training mean {parts.reference:.3g}"
             )
-            ctitle = f"{slide}: {what}, label {label}, {bag.split}), {n} tiles"
+            said = label_text(label, task.kind, snakemake.params.time_unit)
+            ctitle = f"{slide}: {what}, {said}, {bag.split}), {n} tiles"
             overlay = getattr(snakemake.output, "contribution", None)  # not in predict's rule
             contribution = ContributionMap(parts, task.kind, overlay, ctitle)
             log.info(

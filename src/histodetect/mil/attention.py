@@ -42,6 +42,16 @@ from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import THUMB_CACHE_BYTES, read_thumbnail
 
 
+def label_text(label: str, kind: str, time_unit: str = "days") -> str:
+    """A bag's label as a picture's title says it: survival's ``time:event`` as
+    ``event at 21.8 months`` or ``censored at 21.8 months``; any other label as it is."""
+    time, sep, event = str(label).partition(":")
+    if kind != "survival" or not sep:
+        return f"label {label}"
+    said = "event" if event.strip() == "1" else "censored"
+    return f"{said} at {float(time):.3g} {time_unit}"
+
+
 def slide_attention(
     models: Sequence[tuple[BagModel, MilTask]] | None,
     source: FeatureSource,

@@ -19,6 +19,7 @@ from histodetect.mil import attention as attention_module
 from histodetect.mil.attention import (
     ContributionMap,
     attention_grid,
+    label_text,
     overlay_downsample,
     slide_contributions,
     write_attention,
@@ -179,3 +180,10 @@ def test_slide_contributions_slice_a_two_slide_bag(tmp_path: Path) -> None:
     both = sum(float(p[1].contributions.sum()) for p in parts.values())
     assert both == pytest.approx(parts["A"][1].output, abs=1e-5)  # the bag's log risk
     assert sum(float(p[1].weights.sum()) for p in parts.values()) == pytest.approx(1.0)
+
+
+def test_a_survival_label_is_said_as_an_event_or_a_censoring_in_titles() -> None:
+    assert label_text("21.82:0", "survival", "months") == "censored at 21.8 months"
+    assert label_text("3.5:1", "survival") == "event at 3.5 days"
+    assert label_text("2", "ordinal") == "label 2"
+    assert label_text("none", "survival") == "label none"
