@@ -190,6 +190,32 @@ def slide_thumbnail(
         return read_thumbnail(slide, 1.0, ds)  # mpp 1: the downsample in level-0 pixels
 
 
+def values_png(
+    thumbnail: np.ndarray,
+    downsample: float,
+    feats: SlideFeatures,
+    values: np.ndarray,
+    path: str | os.PathLike[str],
+    title: str,
+    label: str,
+    signed: bool = False,
+) -> None:
+    """The thumbnail with a value per tile over it: from 0 up to the slide's largest value, or
+    (``signed``) red-blue, white at 0, symmetric about 0 up to its largest magnitude."""
+    grid = attention_grid(feats, values)
+    fig, ax = thumbnail_figure(thumbnail, title)
+    finite = np.isfinite(grid.values).any()
+    top = (
+        float(np.nanmax(np.abs(grid.values) if signed else grid.values)) if finite else 1.0
+    ) or 1.0
+    draw_value_grid(
+        fig, ax, grid.values, grid.left / downsample, grid.top / downsample,
+        grid.cell / downsample, label=label, vmin=-top if signed else 0.0, vmax=top,
+        alpha=0.6, cmap="RdBu_r" if signed else "viridis",
+    )  # fmt: skip
+    save_png(fig, path)
+
+
 def attention_png(
     thumbnail: np.ndarray,
     downsample: float,
@@ -199,15 +225,8 @@ def attention_png(
     title: str = "",
 ) -> None:
     """The thumbnail with the tiles' attention over it (see the module's docstring)."""
-    grid = attention_grid(feats, attention)
-    fig, ax = thumbnail_figure(thumbnail, title)
-    top = float(np.nanmax(grid.values)) if np.isfinite(grid.values).any() else 1.0
-    draw_value_grid(
-        fig, ax, grid.values, grid.left / downsample, grid.top / downsample,
-        grid.cell / downsample, label="attention (a bag's weights sum to 1)",
-        vmax=top or 1.0, alpha=0.6,
-    )  # fmt: skip
-    save_png(fig, path)
+    label = "attention (a bag's weights sum to 1)"
+    values_png(thumbnail, downsample, feats, attention, path, title, label)
 
 
 CONTRIBUTION_LABELS = {
@@ -226,17 +245,8 @@ def contribution_png(
     title: str = "",
     label: str = CONTRIBUTION_LABELS["survival"],
 ) -> None:
-    """The thumbnail with the tiles' contributions over it: red-blue, white at 0, symmetric
-    about 0 up to the slide's largest magnitude."""
-    grid = attention_grid(feats, contributions)
-    fig, ax = thumbnail_figure(thumbnail, title)
-    top = float(np.nanmax(np.abs(grid.values))) if np.isfinite(grid.values).any() else 1.0
-    draw_value_grid(
-        fig, ax, grid.values, grid.left / downsample, grid.top / downsample,
-        grid.cell / downsample, label=label, vmin=-(top or 1.0), vmax=top or 1.0,
-        alpha=0.6, cmap="RdBu_r",
-    )  # fmt: skip
-    save_png(fig, path)
+    """The thumbnail with the tiles' contributions over it (:func:`values_png`, signed)."""
+    values_png(thumbnail, downsample, feats, contributions, path, title, label, signed=True)
 
 
 @dataclass(frozen=True)
