@@ -18,6 +18,7 @@ from histodetect.errors import InputError
 from histodetect.io import atomic_path
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import THUMB_CACHE_BYTES, read_thumbnail
+from histodetect.slides.threads import reading_threads
 
 log = logging.getLogger(__name__)
 OVERLAY_PX = 1200
@@ -95,7 +96,9 @@ def detect_slide(
     write_geojson(boxes_geojson(boxes, truth, contours, mpp=heatmap.mpp), out_geojson)
     long_side = max(heatmap.slide_width, heatmap.slide_height)
     thumb_mpp = heatmap.mpp * max(1.0, long_side / overlay_px)
-    with SlideReader(slide_path, cache_bytes=THUMB_CACHE_BYTES) as slide:  # one pass
+    with SlideReader(
+        slide_path, cache_bytes=THUMB_CACHE_BYTES, threads=reading_threads()
+    ) as slide:  # one pass
         thumb, ds = read_thumbnail(slide, heatmap.mpp, thumb_mpp)
     n_true = len(truth)
     title = f"{heatmap.slide_id}: {len(boxes)} predicted (red), {n_true} true (green)"

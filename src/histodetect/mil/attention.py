@@ -40,6 +40,7 @@ from histodetect.mil.models import BagModel, MilTask, score_bag
 from histodetect.slides.pictures import MAX_WIDTH_PX, draw_value_grid, save_png, thumbnail_figure
 from histodetect.slides.reader import SlideReader
 from histodetect.slides.slide import THUMB_CACHE_BYTES, read_thumbnail
+from histodetect.slides.threads import reading_threads
 
 
 def label_text(label: str, kind: str, time_unit: str = "days") -> str:
@@ -185,7 +186,7 @@ def slide_thumbnail(
     path: str | os.PathLike[str], feats: SlideFeatures, cell_px: int
 ) -> tuple[np.ndarray, float]:
     """The slide's RGB thumbnail for the overlay and its downsample (one pass over a level)."""
-    with SlideReader(Path(path), cache_bytes=THUMB_CACHE_BYTES) as slide:
+    with SlideReader(Path(path), cache_bytes=THUMB_CACHE_BYTES, threads=reading_threads()) as slide:
         ds = overlay_downsample(feats, slide.dimensions, cell_px)
         return read_thumbnail(slide, 1.0, ds)  # mpp 1: the downsample in level-0 pixels
 

@@ -26,6 +26,7 @@ from histodetect.mil.figures import panels
 from histodetect.mil.models import BagModel, MilTask
 from histodetect.slides.pictures import DPI, TITLE_PAD_PX, fit_text, line_px, save_png, wrap_px
 from histodetect.slides.reader import SlideReader
+from histodetect.slides.threads import reading_threads
 
 M = TypeVar("M")
 SHOWN = {"test": "test bags", "train": "out-of-fold bags"}
@@ -104,12 +105,25 @@ def pick_spread(part: pd.DataFrame, n: int, column: str = "target") -> list[str]
     return [ranked[int(i)] for i in np.linspace(0, len(ranked) - 1, n).round()]
 
 
-def read_tile(slide: SlideReader, tile: TopTile, display_px: int) -> np.ndarray:
-    """The tile's pixels, read at the pyramid level nearest ``display_px`` across."""
-    level = slide.get_best_level_for_downsample(max(tile.size / display_px, 1.0))
-    ds = slide.level_downsamples[level]
-    side = max(1, round(tile.size / ds))
-    return slide.read_region((tile.x, tile.y), level, (side, side))
+def read_top_tiles(
+    tiles: Sequence[TopTile], slide_paths: dict[str, str | Path], display_px: int
+) -> dict[tuple[str, int, int], np.ndarray]:
+    """Each tile's pixels by ``(slide_id, x, y)``, read at the pyramid level nearest
+    ``display_px`` across: a slide's tiles in one batch on the job's reading threads."""
+    by_slide: dict[str, list[TopTile]] = {}
+    for tile in tiles:
+        by_slide.setdefault(tile.slide_id, []).append(tile)
+    pixels: dict[tuple[str, int, int], np.ndarray] = {}
+    for slide_id, own in by_slide.items():
+        with SlideReader(slide_paths[slide_id]) as slide:
+            locations = []
+            for tile in own:
+                level = slide.get_best_level_for_downsample(max(tile.size / display_px, 1.0))
+                side = max(1, round(tile.size / slide.level_downsamples[level]))
+                locations.append((tile.x, tile.y, level, side, side))
+            read = slide.read_tiles(locations, threads=reading_threads())
+        pixels.update(((slide_id, t.x, t.y), rgb) for t, rgb in zip(own, read, strict=True))
+    return pixels
 
 
 def top_tiles_png(
@@ -146,29 +160,23 @@ def top_tiles_png(
     axes = np.atleast_2d(fig.subplots(max(len(rows), 1), k, squeeze=False))
     if not rows:
         axes[0, 0].set_axis_off()
-    readers: dict[str, SlideReader] = {}
-    try:
-        for r, (bag_id, label, call, tiles) in enumerate(rows):
-            for c in range(k):
-                ax = axes[r, c]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c == 0:
-                    colour = "black" if label == call or not judged else "tab:red"
-                    name = wrap_px(bag_id, 1.6 * DPI - 2 * TITLE_PAD_PX, 8)
-                    ax.set_ylabel(f"{name}\nlabel {label}\ncall {call}", fontsize=8,
-                                  color=colour, rotation=0, ha="right", va="center")  # fmt: skip
-                if c >= len(tiles):
-                    ax.set_axis_off()
-                    continue
-                tile = tiles[c]
-                if tile.slide_id not in readers:
-                    readers[tile.slide_id] = SlideReader(slide_paths[tile.slide_id])
-                ax.imshow(read_tile(readers[tile.slide_id], tile, display_px))
-                ax.set_title(titles[r][c], fontsize=7)
-    finally:
-        for reader in readers.values():
-            reader.close()
+    pixels = read_top_tiles([t for *_, tiles in rows for t in tiles], slide_paths, display_px)
+    for r, (bag_id, label, call, tiles) in enumerate(rows):
+        for c in range(k):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                colour = "black" if label == call or not judged else "tab:red"
+                name = wrap_px(bag_id, 1.6 * DPI - 2 * TITLE_PAD_PX, 8)
+                ax.set_ylabel(f"{name}\nlabel {label}\ncall {call}", fontsize=8,
+                              color=colour, rotation=0, ha="right", va="center")  # fmt: skip
+            if c >= len(tiles):
+                ax.set_axis_off()
+                continue
+            tile = tiles[c]
+            ax.imshow(pixels[(tile.slide_id, tile.x, tile.y)])
+            ax.set_title(titles[r][c], fontsize=7)
     fig.suptitle(heading, fontsize=size)
     fig.tight_layout()
     save_png(fig, path)

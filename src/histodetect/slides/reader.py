@@ -120,12 +120,20 @@ class SlideReader:
         cache_bytes: Size of OpenSlide's tile cache and of the direct path's cache of decoded
             tiles (None: 32 MiB each, OpenSlide's default). A single pass over a level (a
             thumbnail) gains nothing from a large one.
+        threads: Threads that decode the file tiles of one :meth:`read_region` on the direct
+            path (a thumbnail's strips, a large region); tiles read one by one never gain.
     """
 
     def __init__(
-        self, path: str | Path, *, direct: bool = True, cache_bytes: int | None = None
+        self,
+        path: str | Path,
+        *,
+        direct: bool = True,
+        cache_bytes: int | None = None,
+        threads: int = 1,
     ) -> None:
         self.path = Path(path)
+        self.threads = max(1, int(threads))
         self.slide = open_slide(self.path)
         self._pixels: np.ndarray | None = None
         if is_plain_image(self.slide):
@@ -201,19 +209,7 @@ class SlideReader:
         if self._pixels is not None:
             return map_on_threads(lambda t: self.read_tile(*t), tiles, threads)
         windows = [self._direct_window((t[0], t[1]), t[2], (t[3], t[3])) for t in tiles]
-        needed = {
-            (w.level, index): w.info for w in windows if w is not None for index in w.file_tiles()
-        }
-        decoded = {key: self._decoded[key] for key in needed if key in self._decoded}
-        missing = [key for key in needed if key not in decoded]
-        for key, tile in zip(
-            missing,
-            map_on_threads(lambda k: self._decode(needed[k], k[1]), missing, threads),
-            strict=True,
-        ):
-            decoded[key] = tile
-            if tile is not None:
-                self._remember(key, tile)
+        decoded = self._decode_all([w for w in windows if w is not None], threads)
 
         def read(i: int) -> np.ndarray:
             x, y, level, read_px, tile_px = tiles[i]
@@ -226,6 +222,24 @@ class SlideReader:
             return resize_tile(rgb, tile_px)
 
         return map_on_threads(read, range(len(tiles)), threads)
+
+    def _decode_all(
+        self, windows: Sequence[_Window], threads: int
+    ) -> dict[tuple[int, int], np.ndarray | None]:
+        """Every file tile the windows cover, by ``(level, index)``: taken from the cache of
+        decoded tiles or decoded once each on ``threads`` threads (and then cached)."""
+        needed = {(w.level, index): w.info for w in windows for index in w.file_tiles()}
+        decoded = {key: self._decoded[key] for key in needed if key in self._decoded}
+        missing = [key for key in needed if key not in decoded]
+        for key, tile in zip(
+            missing,
+            map_on_threads(lambda k: self._decode(needed[k], k[1]), missing, threads),
+            strict=True,
+        ):
+            decoded[key] = tile
+            if tile is not None:
+                self._remember(key, tile)
+        return decoded
 
     def _read_openslide(
         self, location: tuple[int, int], level: int, size: tuple[int, int]
@@ -256,6 +270,9 @@ class SlideReader:
         if window is None:
             return None
         info = window.info
+        if self.threads > 1 and len(window.file_tiles()) > 1:
+            decoded = self._decode_all([window], self.threads)
+            return window.stitch(lambda index: decoded[(level, index)])
         if window.cuts_tiles:
             return window.stitch(lambda index: self._cached(level, info, index))
         return window.stitch(lambda index: self._decode(info, index))

@@ -21,6 +21,7 @@ from histodetect.slides.slide import (
     read_thumbnail,
     slide_mpp,
 )
+from histodetect.slides.threads import reading_threads
 from histodetect.slides.tissue import TissueSettings, tissue_mask
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,7 @@ def _tile_slide(
     path: str, slide_id: str, settings: TilingSettings, mpp_override: float | None
 ) -> TiledSlide:
     start = time.perf_counter()
-    with SlideReader(path, cache_bytes=THUMB_CACHE_BYTES) as slide:
+    with SlideReader(path, cache_bytes=THUMB_CACHE_BYTES, threads=reading_threads()) as slide:
         mpp0 = slide_mpp(slide.slide, path, mpp_override)
         choice = choose_level(slide.level_downsamples, mpp0, settings.tile_um, settings.mpp)
         read_mpp = mpp0 * choice.downsample

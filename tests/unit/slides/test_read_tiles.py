@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,47 @@ def test_plain_image_reads_as_read_tile(mitos_field: Path) -> None:
         expect = [one.read_tile(*loc) for loc in locs]
         got = one.read_tiles(locs, threads=2)
     assert all(np.array_equal(a, b) for a, b in zip(got, expect, strict=True))
+
+
+@pytest.mark.parametrize("name", ["cmu_svs", "tcga_svs", "cmu_dicom", "camelyon_tif"])
+def test_regions_on_threads_read_as_on_one(name: str, request: pytest.FixtureRequest) -> None:
+    """``SlideReader(threads=)``: a region's file tiles decoded in parallel (a thumbnail's
+    strips, a large region), the same pixels as one thread; and as OpenSlide's level
+    regions where the direct path serves them."""
+    path = request.getfixturevalue(name)
+    with SlideReader(path) as one, SlideReader(path, threads=3) as many:
+        assert many.threads == 3
+        width, height = one.dimensions
+        for level, ds in enumerate(one.level_downsamples[:3]):
+            d = round(ds)
+            lw, lh = one.level_dimensions[level]
+            for x, y, w, h in (
+                (0, 0, min(lw, 900), min(lh, 300)),  # a strip over several file tiles
+                (d * 17, d * 250, 300, 500),  # cutting tiles on every side
+                (width - 200 * d, height - 150 * d, 400, 300),  # past the slide's edge
+            ):
+                a = one.read_region((x, y), level, (w, h))
+                b = many.read_region((x, y), level, (w, h))
+                assert a.shape == b.shape == (h, w, 3)
+                assert np.array_equal(a, b), (path.name, level, x, y)
+
+
+def test_region_file_tiles_decoded_on_threads(cmu_svs: Path) -> None:
+    """A region over 4 x 2 file tiles: each decoded once, on the reader's pool of threads."""
+    with SlideReader(cmu_svs, threads=2) as r:
+        calls: list[tuple[int, str]] = []
+        decode = r._decode
+
+        def named(info, index):  # type: ignore[no-untyped-def]
+            calls.append((index, threading.current_thread().name))
+            return decode(info, index)
+
+        r._decode = named  # type: ignore[method-assign]
+        r.read_region((0, 0), 0, (4 * 240, 2 * 240))
+    indices = sorted(i for i, _ in calls)
+    across = (2220 + 239) // 240  # CMU-1-Small-Region: 2220 px wide, 240 px file tiles
+    assert indices == sorted([0, 1, 2, 3, across, across + 1, across + 2, across + 3])
+    assert all(name.startswith("histodetect-read") for _, name in calls)
 
 
 def counting_decodes(reader: SlideReader) -> list[tuple[int, int]]:
