@@ -12,6 +12,8 @@ copy killed. Without a worker (SLURM jobs, ``io.worker: false``, another interpr
 
 Started by the Snakefile's ``onstart`` when jobs run on this machine (:func:`start_worker`),
 stopped by ``onsuccess``/``onerror`` (:func:`stop_worker`) or when Snakemake's process ends.
+It listens at once and preloads after; the first jobs queue until it is ready. Its preloaded
+objects are frozen (:func:`gc.freeze`), so a fork's garbage collections never walk them.
 This module imports only the standard library: the job's client side must start in
 milliseconds.
 """
@@ -19,6 +21,7 @@ milliseconds.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -53,6 +56,10 @@ PRELOAD = (
     "PIL.Image",
     "matplotlib.pyplot",
 )
+TAKE_TIMEOUT_S = 300.0
+"""How long a job waits for the worker to take it (it may still be preloading) before it runs
+in its own process."""
+LISTEN_WAIT_S = 5.0  # how long onstart waits for the worker's socket
 _HEADER = struct.Struct("!I")
 _STATUS = struct.Struct("!i")
 _IN_WORKER = False  # True in a fork running a job: its script runs on, here
@@ -63,7 +70,8 @@ def hand_to_worker(snakemake: Any, socket_path: Path = SOCKET) -> None:
     """Run the calling script in the workflow's worker, if one is up, and exit with its status.
 
     Returns (the script goes on in this process) inside the worker's fork, when no worker
-    listens, or when the worker runs another interpreter than this job.
+    listens, when the worker runs another interpreter than this job, or when it did not take
+    the job within :data:`TAKE_TIMEOUT_S` (still preloading on a swamped machine, or gone).
     """
     if _IN_WORKER or os.environ.get(_JOB_MARK) or not socket_path.exists():
         return
@@ -83,20 +91,25 @@ def hand_to_worker(snakemake: Any, socket_path: Path = SOCKET) -> None:
     body = json.dumps(request).encode()
     sys.stdout.flush()
     sys.stderr.flush()
-    socket.send_fds(client, [_HEADER.pack(len(body))], [0, 1, 2])
-    client.sendall(body)
-    answer = _read_exactly(client, 1)
-    if answer == b"D":  # another interpreter: run here
+    client.settimeout(TAKE_TIMEOUT_S)  # a worker still preloading takes the job when it is done
+    try:
+        socket.send_fds(client, [_HEADER.pack(len(body))], [0, 1, 2])
+        client.sendall(body)
+        answer = _read_exactly(client, 1)
+    except OSError:  # gone or wedged before taking it: this job runs here, once
+        answer = b""
+    if answer != b"A":  # declined (another interpreter) or never taken: run here
         client.close()
         return
-    status = _read_exactly(client, _STATUS.size) if answer == b"R" else b""
-    if len(status) != _STATUS.size:
+    client.settimeout(None)
+    status = _read_exactly(client, 1 + _STATUS.size)
+    if len(status) != 1 + _STATUS.size:
         print(
             f"{request['rule']}: the worker's process for this job ended without a status",
             file=sys.stderr,
         )
         raise SystemExit(1)
-    raise SystemExit(_STATUS.unpack(status)[0])
+    raise SystemExit(_STATUS.unpack(status[1:])[0])
 
 
 def _read_exactly(conn: socket.socket, size: int) -> bytes:
@@ -118,6 +131,10 @@ def _run_job(conn: socket.socket) -> int:
     request = json.loads(_read_exactly(conn, _HEADER.unpack(header)[0]))
     if request["executable"] != sys.executable:
         conn.sendall(b"D")
+        return 0
+    try:
+        conn.sendall(b"A")  # taken: the client now waits for the status, whatever happens
+    except OSError:  # the client gave up waiting and runs the job itself
         return 0
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
@@ -190,10 +207,19 @@ def modules_to_preload(scripts: Path | None) -> list[str]:
 
 
 def serve(socket_path: Path, parent: int, scripts: Path | None, log_path: Path = LOG) -> None:
-    """Preload what jobs import, listen on ``socket_path`` and fork a process per job until
+    """Listen on ``socket_path``, preload what jobs import, then fork a process per job until
     ``parent`` (Snakemake) ends, the socket file goes or SIGTERM comes."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a", buffering=1)  # noqa: SIM115
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches Snakemake; it stops us
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()
+    # listening before preloading: the jobs that start meanwhile queue for it (their own
+    # imports would take as long, on the same cores)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    listener.listen(1024)
     started = time.perf_counter()
     preload = modules_to_preload(scripts)
     for name in preload:
@@ -201,6 +227,10 @@ def serve(socket_path: Path, parent: int, scripts: Path | None, log_path: Path =
             importlib.import_module(name)
         except ImportError as err:  # a job needing it fails with its own error
             print(f"not preloaded: {name}: {err}", file=log)
+    # What was preloaded is never garbage: frozen, a fork's collections skip it, rather than
+    # walk every object (a third of a second each) and copy the pages they touch
+    gc.collect()
+    gc.freeze()
     threads = len(os.listdir("/proc/self/task")) if Path("/proc/self/task").exists() else 1
     print(
         f"preloaded {len(preload)} modules in {time.perf_counter() - started:.1f} s, "
@@ -208,13 +238,6 @@ def serve(socket_path: Path, parent: int, scripts: Path | None, log_path: Path =
         file=log,
     )
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # forks are reaped by the kernel
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches Snakemake; it stops us
-    with contextlib.suppress(FileNotFoundError):
-        socket_path.unlink()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(socket_path))
-    listener.listen(128)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     try:
@@ -238,8 +261,9 @@ class Worker:
 
 
 def start_worker(scripts: Path | None, socket_path: Path = SOCKET) -> Worker:
-    """Start the worker for this Snakemake process. It listens once it has preloaded what the
-    scripts in ``scripts`` import (seconds); jobs started before that run in their own processes."""
+    """Start the worker for this Snakemake process and wait (milliseconds) until it listens.
+    It then preloads what the scripts in ``scripts`` import (seconds); the jobs that start
+    meanwhile wait for it (at most :data:`TAKE_TIMEOUT_S`) rather than import it all again."""
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()
@@ -251,6 +275,9 @@ def start_worker(scripts: Path | None, socket_path: Path = SOCKET) -> Worker:
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
+    deadline = time.monotonic() + LISTEN_WAIT_S  # it listens before preloading: milliseconds
+    while not socket_path.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
     return Worker(process, socket_path)
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ from histodetect import worker
 
 SCRIPT = textwrap.dedent(
     """
-    import os, sys, time
+    import gc, os, sys, time
     from histodetect.worker import hand_to_worker
 
     class Job:
@@ -28,6 +30,7 @@ SCRIPT = textwrap.dedent(
     print("in fork:", os.environ.get("HISTODETECT_WORKER_JOB") is not None, flush=True)
     print("env:", os.environ.get("JOB_VALUE"), "cwd:", os.getcwd(), "argv:", sys.argv[1:])
     print("to stderr", file=sys.stderr)
+    print("frozen objects:", gc.get_freeze_count())
     if sys.argv[1] == "raise":
         raise ValueError("slide s1 is unreadable")
     if sys.argv[1] == "sleep":
@@ -69,6 +72,9 @@ def test_a_job_runs_in_the_fork_with_its_own_streams_env_and_status(served: Path
     assert "in fork: True" in done.stdout
     assert f"env: from-the-job cwd: {served} argv: ['3']" in done.stdout
     assert done.stderr.strip() == "to stderr"
+    # the preloaded modules are frozen: the fork's garbage collections never walk them
+    frozen = int(done.stdout.split("frozen objects:")[1].split()[0])
+    assert frozen > 100_000
 
 
 def test_a_failing_job_shows_its_own_traceback(served: Path) -> None:
@@ -82,6 +88,54 @@ def test_a_job_without_a_worker_runs_in_its_own_process(tmp_path: Path) -> None:
     (tmp_path / "job.py").write_text(SCRIPT)
     done = run_job(tmp_path, "0")
     assert done.returncode == 0 and "in fork: False" in done.stdout
+
+
+def test_a_job_started_while_the_worker_preloads_waits_for_it(tmp_path: Path) -> None:
+    """start_worker returns once the worker listens, before its preload: the first jobs queue
+    for the fork instead of importing everything themselves on the same cores."""
+    (tmp_path / "job.py").write_text(SCRIPT)
+    starter = textwrap.dedent(
+        """
+        import subprocess, sys
+        from histodetect.worker import LOG, start_worker, stop_worker
+        started = [start_worker(None)]
+        preloaded = "preloaded" in LOG.read_text()
+        done = subprocess.run([sys.executable, "job.py", "4"], capture_output=True, text=True)
+        stop_worker(started)
+        print("preloaded before the job:", preloaded, "status:", done.returncode)
+        print(done.stdout)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", starter], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert "preloaded before the job: False status: 4" in done.stdout, done.stderr
+    assert "in fork: True" in done.stdout
+
+
+def test_a_job_the_worker_never_takes_runs_in_its_own_process(tmp_path: Path) -> None:
+    """A worker gone before it took the job (the connection closed unanswered): the job runs
+    once, in its own process, with its own status."""
+    (tmp_path / "job.py").write_text(SCRIPT)
+    sock = tmp_path / worker.SOCKET
+    sock.parent.mkdir(parents=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(sock))
+    listener.listen(1)
+
+    def drop_one() -> None:
+        conn, _ = listener.accept()
+        conn.close()
+
+    dropper = threading.Thread(target=drop_one)
+    dropper.start()
+    try:
+        done = run_job(tmp_path, "5")
+    finally:
+        dropper.join(timeout=30)
+        listener.close()
+    assert done.returncode == 5
+    assert "in fork: False" in done.stdout
 
 
 def test_a_cancelled_job_takes_its_fork_with_it(served: Path) -> None:
@@ -127,7 +181,7 @@ def test_the_worker_ends_with_a_killed_snakemake_not_yet_reaped(tmp_path: Path) 
         time.sleep(0.1)
     assert sock.exists()
     os.kill(snakemake.pid, signal.SIGKILL)  # not waited for: a zombie
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # it may still be preloading
     while sock.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not sock.exists()
