@@ -124,8 +124,8 @@ NOTES = {
     "no reading or tissue: the bound of inference at this network and batch",
     "fastslide": "starts threads of its own (4 in the process after a read), no tile cache "
     "(its default)",
-    "hs2p": "6.1.0; tiling: HSV tissue mask at its segmentation downsample 64, the nearest "
-    "level (32 on the big slide, 16 um/px; 1 on the one-level SVS), 256 px tiles at the slide's own mpp with >= 50% tissue, a grid per tissue contour; "
+    "hs2p": "6.1.0; tiling: HSV tissue mask at segmentation downsample 8 um/px over the slide's "
+    "mpp (ours: 8 um/px; its default 64), at the nearest level (1 on the one-level SVS), 256 px tiles at the slide's own mpp with >= 50% tissue, a grid per tissue contour; "
     "its backend 'auto' resolves to cuCIM here; reading: in tiling order its supertile stream "
     "over our tiles (2x2 to 8x8 neighbours in one region read, in its own order), in random "
     "order read_regions in batches of 64 (order kept), both with 2 workers",
@@ -220,6 +220,8 @@ def tiling_histolab(path: str, out: Path) -> dict[str, Any]:
 def tiling_hs2p(path: str, out: Path) -> dict[str, Any]:
     from hs2p import MaskSamplingConfig, SegmentationConfig, SlideSpec, TilingConfig, tile_slide
 
+    from histodetect.slides.tissue import TissueSettings
+
     masks = MaskSamplingConfig(pixel_mapping={"background": 0, "tissue": 1},
                                min_coverage={"tissue": 0.5})  # fmt: skip
 
@@ -228,8 +230,11 @@ def tiling_hs2p(path: str, out: Path) -> dict[str, Any]:
         spec = SlideSpec(sample_id=Path(p).stem, image_path=Path(p), spacing_at_level_0=mpp)
         tiling = TilingConfig(requested_spacing_um=mpp, requested_tile_size_px=TILE,
                               tolerance=0.05, overlap=0.0)  # fmt: skip
-        result = tile_slide(spec, tiling=tiling, segmentation=SegmentationConfig(method="hsv"),
-                            masks=masks, num_workers=int(os.environ["PEERS_THREADS"]))  # fmt: skip
+        # its mask at our tissue mask's resolution (TissueSettings.mpp, 8 um/px): equal work
+        downsample = max(1, round(TissueSettings().mpp / mpp))
+        segmentation = SegmentationConfig(method="hsv", downsample=downsample)
+        result = tile_slide(spec, tiling=tiling, segmentation=segmentation, masks=masks,
+                            num_workers=int(os.environ["PEERS_THREADS"]))  # fmt: skip
         return {"tiles": int(result.num_tiles)}
 
     return timed_job(run, str(warm_slide()), path)
