@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from histodetect.cohort.splits import assert_patients_disjoint, split_patients
 from histodetect.errors import InputError, SplitError, name_some
@@ -259,6 +258,8 @@ def bag_folds(table: pd.DataFrame, *, k: int, seed: int, source: str) -> pd.Data
             source, f"folds={k} needs 2 to {train.group.nunique()} training patient groups"
         )
     bags = train.drop_duplicates("bag_id")
+    from sklearn.model_selection import StratifiedGroupKFold  # 1.8 s: only where folds are drawn
+
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     fold_of_group: dict[str, int] = {}
     for fold, (_, idx) in enumerate(cv.split(bags, bags.y, groups=bags.group)):
