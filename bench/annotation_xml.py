@@ -156,6 +156,8 @@ def main() -> None:
     if args.side:
         child(args.side, args.path)
         return
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=args.workdir) as folder:
         path = Path(folder) / "nuclei.xml"
         write_xml(path, args.outlines)

@@ -2,8 +2,10 @@
 
     .venv/bin/python bench/infer_memory.py SLIDE [MODEL.pt ...]
 
-Models default to the demo run's fold models (``results/models/fold_*/model.pt``). Slides of
-several sizes come from ``bench/tiling.py`` (``/tmp/histodetect_bench_tiling/*.tiff``).
+Models default to the demo run's fold models (``results/models/fold_*/model.pt``); without
+those, three random-init resnet18 fold models of 224 px tiles (memory and speed do not depend
+on the weights). Slides of several sizes come from ``bench/tiling.py``
+(``/tmp/histodetect_bench_tiling/*.tiff``).
 Last line: ``<slide>: <n> tiles, <r> tiles/s, peak_rss_mb=<m>``.
 """
 
@@ -11,12 +13,14 @@ from __future__ import annotations
 
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 from histodetect.detection.inference import heatmap_from_tiles, predict_tiles
+from histodetect.fit.model import build_model, save_model
 from histodetect.slides.tiling import TilingSettings, tile_slide
 
 
@@ -26,6 +30,13 @@ def main() -> None:
     models = [Path(p) for p in sys.argv[2:]] or sorted(
         Path("results/models").glob("fold_*/model.pt")
     )
+    if not models:
+        folder = Path(tempfile.mkdtemp(prefix="infer_memory_"))
+        for fold in range(3):
+            torch.manual_seed(fold)
+            models.append(folder / f"fold_{fold}.pt")
+            save_model(models[-1], build_model("resnet18"), {"tile_px": 224, "fold": fold})
+        print("no fold models given or in results/models: 3 random-init resnet18 (224 px)")
     tiled = tile_slide(path, "bench", TilingSettings(tile_um=128, target_mpp=2.0))
     tiles = tiled.tiles.assign(path=path)
     start = time.perf_counter()
