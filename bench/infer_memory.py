@@ -3,7 +3,7 @@
     .venv/bin/python bench/infer_memory.py SLIDE [MODEL.pt ...]
 
 Models default to the demo run's fold models (``results/models/fold_*/model.pt``); without
-those, three random-init resnet18 fold models of 224 px tiles (memory and speed do not depend
+those, three random-init resnet18 fold models of 64 px tiles (memory and speed do not depend
 on the weights). Slides of several sizes come from ``bench/tiling.py``
 (``/tmp/histodetect_bench_tiling/*.tiff``).
 Last line: ``<slide>: <n> tiles, <r> tiles/s, peak_rss_mb=<m>``.
@@ -35,8 +35,8 @@ def main() -> None:
         for fold in range(3):
             torch.manual_seed(fold)
             models.append(folder / f"fold_{fold}.pt")
-            save_model(models[-1], build_model("resnet18"), {"tile_px": 224, "fold": fold})
-        print("no fold models given or in results/models: 3 random-init resnet18 (224 px)")
+            save_model(models[-1], build_model("resnet18"), {"tile_px": 64, "fold": fold})
+        print("no fold models given or found: 3 random-init resnet18 of 64 px tiles")
     tiled = tile_slide(path, "bench", TilingSettings(tile_um=128, target_mpp=2.0))
     tiles = tiled.tiles.assign(path=path)
     start = time.perf_counter()
