@@ -217,37 +217,12 @@ def values_png(
     save_png(fig, path)
 
 
-def attention_png(
-    thumbnail: np.ndarray,
-    downsample: float,
-    feats: SlideFeatures,
-    attention: np.ndarray,
-    path: str | os.PathLike[str],
-    title: str = "",
-) -> None:
-    """The thumbnail with the tiles' attention over it (see the module's docstring)."""
-    label = "attention (a bag's weights sum to 1)"
-    values_png(thumbnail, downsample, feats, attention, path, title, label)
-
-
+ATTENTION_LABEL = "attention (a bag's weights sum to 1)"
 CONTRIBUTION_LABELS = {
     "survival": "risk contribution, attention x tile log risk (red raises, blue lowers)",
     "regression": "contribution to the predicted value (red raises, blue lowers)",
 }
 """The contribution overlay's colour bar name per task."""
-
-
-def contribution_png(
-    thumbnail: np.ndarray,
-    downsample: float,
-    feats: SlideFeatures,
-    contributions: np.ndarray,
-    path: str | os.PathLike[str],
-    title: str = "",
-    label: str = CONTRIBUTION_LABELS["survival"],
-) -> None:
-    """The thumbnail with the tiles' contributions over it (:func:`values_png`, signed)."""
-    values_png(thumbnail, downsample, feats, contributions, path, title, label, signed=True)
 
 
 @dataclass(frozen=True)
@@ -282,9 +257,9 @@ def write_attention(
         extra = {score: contribution.parts.scores, share: contribution.parts.contributions}
     with atomic_path(geojson) as tmp:
         tmp.write_text(json.dumps(attention_geojson(feats, attention, bag_tiles, slide_id, extra)))
-    attention_png(thumbnail, downsample, feats, attention, png, title)
+    values_png(thumbnail, downsample, feats, attention, png, title, ATTENTION_LABEL)
     if contribution is not None and contribution.png is not None:
-        contribution_png(
+        values_png(
             thumbnail, downsample, feats, contribution.parts.contributions, contribution.png,
-            contribution.title, CONTRIBUTION_LABELS[contribution.kind],
+            contribution.title, CONTRIBUTION_LABELS[contribution.kind], signed=True,
         )  # fmt: skip
