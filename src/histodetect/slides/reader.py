@@ -270,7 +270,7 @@ class SlideReader:
         if window is None:
             return None
         info = window.info
-        if self.threads > 1 and len(window.file_tiles()) > 1:
+        if self.threads > 1:  # one file tile decodes in place (map_on_threads)
             decoded = self._decode_all([window], self.threads)
             return window.stitch(lambda index: decoded[(level, index)])
         if window.cuts_tiles:
